@@ -1,0 +1,260 @@
+"""Typed, frozen settings read from config.toml: the only home of defaults.
+
+Every field declares its default and a one-line help; `load_settings` rejects
+unknown keys and bad values before anything starts, naming the key, the value
+and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on Python 3.10
+    import tomli as tomllib
+
+CONFIG_ENV = "ECOSIGHT_CONFIG"
+HANDLE_ENV = "ECOSIGHT_YAMNET_HANDLE"
+DEFAULT_CONFIG_NAME = "config.toml"
+DEFAULT_YAMNET_HANDLE = "https://tfhub.dev/google/yamnet/1"
+
+Check = Callable[[Any], str | None]
+
+
+def setting(default: Any, help: str, check: Check | None = None) -> Any:
+    """A dataclass field carrying its help text and an optional value check."""
+    return field(default=default, metadata={"help": help, "check": check})
+
+
+def at_least(minimum: float) -> Check:
+    return lambda value: None if value >= minimum else f"a number >= {minimum}"
+
+
+def between(low: float, high: float) -> Check:
+    return lambda value: None if low <= value <= high else f"a number from {low} to {high}"
+
+
+def _valid_extensions(values: tuple[str, ...]) -> str | None:
+    if not values:
+        return "a non-empty list of extensions such as [\".wav\"]"
+    for value in values:
+        if not value.startswith(".") or len(value) < 2 or "/" in value:
+            return "extensions that start with a dot, such as \".wav\""
+    return None
+
+
+def _valid_dtype(value: str) -> str | None:
+    return None if value in ("float16", "float32") else "\"float16\" or \"float32\""
+
+
+def _valid_cron(value: str) -> str | None:
+    if not value.strip():
+        return None
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(value)
+    except ValueError as exc:
+        return f"a 5-field cron expression such as \"0 3 * * *\" or \"\" to disable ({exc})"
+    return None
+
+
+@dataclass(frozen=True)
+class PathSettings:
+    audio_dir: Path = setting(Path("augmented_audio"), "class folders to watch; a folder name is a label")
+    models_dir: Path = setting(Path("models"), "where models, metrics, logs and the status file go")
+    cache_path: Path = setting(
+        Path(""), "SQLite embedding cache; empty means <models_dir>/embedding_cache.sqlite3"
+    )
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    extensions: tuple[str, ...] = setting(
+        (".wav", ".flac", ".ogg"), "file endings to ingest, compared case-insensitively", _valid_extensions
+    )
+    max_duration_s: float = setting(600.0, "longer files are refused with a reason", at_least(0.01))
+    max_file_mb: float = setting(512.0, "larger files are refused before they are read", at_least(0.001))
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    yamnet_handle: str = setting(
+        DEFAULT_YAMNET_HANDLE, f"TF Hub URL or local SavedModel folder; {HANDLE_ENV} overrides it"
+    )
+    storage_dtype: str = setting("float16", "how per-patch embeddings are stored", _valid_dtype)
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    epochs: int = setting(100, "maximum training epochs", at_least(1))
+    batch_size: int = setting(64, "training batch size", at_least(1))
+    seed: int = setting(42, "seed for splits, weights and shuffling", at_least(0))
+
+
+@dataclass(frozen=True)
+class TriggerSettings:
+    min_new_samples: int = setting(100, "new or changed samples that start a retrain", at_least(1))
+    schedule: str = setting("", "cron expression for scheduled retrains; empty disables", _valid_cron)
+
+
+@dataclass(frozen=True)
+class Settings:
+    paths: PathSettings = field(default_factory=PathSettings)
+    audio: AudioSettings = field(default_factory=AudioSettings)
+    embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    triggers: TriggerSettings = field(default_factory=TriggerSettings)
+    source: Path | None = None
+
+    @property
+    def cache_path(self) -> Path:
+        return self.paths.cache_path if self.paths.cache_path != Path("") else (
+            self.paths.models_dir / "embedding_cache.sqlite3"
+        )
+
+    def describe(self) -> str:
+        """The effective configuration as one log-friendly line."""
+        parts = []
+        for section in _sections():
+            values = getattr(self, section.name)
+            for item in dataclasses.fields(values):
+                parts.append(f"{section.name}.{item.name}={getattr(values, item.name)!s}")
+        return ", ".join(parts)
+
+
+def _sections() -> list[dataclasses.Field[Any]]:
+    return [item for item in dataclasses.fields(Settings) if item.name != "source"]
+
+
+def find_config_path(cli_path: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:
+    """`--config`, else $ECOSIGHT_CONFIG, else ./config.toml."""
+    if cli_path:
+        return Path(cli_path)
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV])
+    return Path(DEFAULT_CONFIG_NAME)
+
+
+def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate config.toml; raise ConfigError naming the key, value and expectation."""
+    environ = os.environ if environ is None else environ
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"config file {path} does not exist; pass --config PATH or set {CONFIG_ENV}"
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    return settings_from_mapping(raw, base_dir=path.resolve().parent, environ=environ, source=path)
+
+
+def settings_from_mapping(
+    raw: Mapping[str, Any],
+    base_dir: Path,
+    environ: Mapping[str, str] | None = None,
+    source: Path | None = None,
+) -> Settings:
+    """Build Settings from parsed TOML; relative paths resolve against base_dir."""
+    environ = os.environ if environ is None else environ
+    sections = {item.name: item for item in _sections()}
+    unknown = sorted(set(raw) - set(sections))
+    if unknown:
+        raise ConfigError(
+            f"unknown section [{unknown[0]}] in config; expected one of: {', '.join(sorted(sections))}"
+        )
+    built: dict[str, Any] = {}
+    for name, section in sections.items():
+        table = raw.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{name}] must be a table of keys, got {table!r}")
+        built[name] = _build_section(name, section.default_factory, table, base_dir)  # type: ignore[misc]
+    handle = resolve_handle(built["embedding"].yamnet_handle, base_dir)
+    built["embedding"] = dataclasses.replace(built["embedding"], yamnet_handle=handle)
+    settings = Settings(**built, source=source)
+    return _apply_environment(settings, environ)
+
+
+def _build_section(name: str, cls: type, table: Mapping[str, Any], base_dir: Path) -> Any:
+    hints = get_type_hints(cls)
+    fields = {item.name: item for item in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown key {name}.{unknown[0]} in config; {name} accepts: {', '.join(sorted(fields))}"
+        )
+    values: dict[str, Any] = {}
+    for key, item in fields.items():
+        if key not in table:
+            value = item.default
+        else:
+            value = _coerce(f"{name}.{key}", table[key], hints[key])
+        if isinstance(value, Path) and value != Path("") and not value.is_absolute():
+            value = (base_dir / value).resolve()
+        check = item.metadata.get("check")
+        problem = check(value) if check and key in table else None
+        if problem:
+            raise ConfigError(f"{name}.{key} = {table[key]!r} is not allowed; expected {problem}")
+        values[key] = value
+    return cls(**values)
+
+
+def _coerce(key: str, value: Any, expected: Any) -> Any:
+    def wrong(what: str) -> ConfigError:
+        return ConfigError(f"{key} = {value!r} has the wrong type; expected {what}")
+
+    if expected is bool:
+        if not isinstance(value, bool):
+            raise wrong("true or false")
+        return value
+    if expected is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong("a whole number")
+        return value
+    if expected is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise wrong("a number")
+        return float(value)
+    if expected is str:
+        if not isinstance(value, str):
+            raise wrong("a string in quotes")
+        return value
+    if expected is Path:
+        if not isinstance(value, str) or "\0" in value:
+            raise wrong("a path in quotes")
+        return Path(value)
+    if expected == tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise wrong("a list of strings")
+        return tuple(value)
+    raise TypeError(f"config field {key} has unsupported type {expected}")  # a bug, not user error
+
+
+def _apply_environment(settings: Settings, environ: Mapping[str, str]) -> Settings:
+    handle = environ.get(HANDLE_ENV, "").strip()
+    if handle:
+        embedding = dataclasses.replace(
+            settings.embedding, yamnet_handle=resolve_handle(handle, Path.cwd())
+        )
+        settings = dataclasses.replace(settings, embedding=embedding)
+    return settings
+
+
+def resolve_handle(handle: str, base_dir: Path) -> str:
+    """A URL stays as it is; a local path becomes absolute (relative to base_dir)."""
+    if "://" in handle:
+        return handle
+    path = Path(handle).expanduser()
+    return str(path if path.is_absolute() else (base_dir / path).resolve())

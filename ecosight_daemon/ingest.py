@@ -1,0 +1,351 @@
+"""From files on disk to committed cache rows: walk, reconcile the index, embed what is pending.
+
+Reading, hashing and decoding the next file happen on a worker thread while the
+current one runs through the model; every database write stays on the caller's
+thread, one transaction per file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import stat
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from .audio import DecodedAudio, decode_audio, is_audio_name, is_ignored_name
+from .embedder import Embedder
+from .errors import AudioDecodeError
+from .store import EmbeddingStore, FileRecord, FileState
+
+logger = logging.getLogger(__name__)
+
+NO_CLASS_REASON = "not in a class folder; move it into <audio_dir>/<class>/"
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class IngestLimits:
+    extensions: tuple[str, ...]
+    max_duration_s: float
+    max_file_bytes: int
+
+
+@dataclass(frozen=True)
+class FoundFile:
+    """An audio-named entry under audio_dir, with why it cannot be used, if it cannot."""
+
+    relpath: str
+    label: str
+    size: int
+    mtime_ns: int
+    problem: str | None = None
+
+
+def label_of(relpath: str) -> str:
+    """The class a path belongs to: its first folder under audio_dir, '' if none."""
+    parts = relpath.split("/")
+    return parts[0] if len(parts) > 1 else ""
+
+
+def walk_audio_dir(audio_dir: Path, extensions: tuple[str, ...]) -> Iterator[FoundFile]:
+    """Every audio-named entry below audio_dir; hidden folders and temporary names are skipped."""
+    for folder, subfolders, names in os.walk(audio_dir, followlinks=False):
+        subfolders[:] = sorted(name for name in subfolders if not is_ignored_name(name))
+        for name in sorted(names):
+            if not is_audio_name(name, extensions):
+                continue
+            path = Path(folder, name)
+            relpath = path.relative_to(audio_dir).as_posix()
+            found = describe_entry(path, relpath)
+            if found is not None:
+                yield found
+
+
+def describe_entry(path: Path, relpath: str) -> FoundFile | None:
+    """lstat one entry; None when it vanished meanwhile."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return FoundFile(relpath, label_of(relpath), 0, 0, f"cannot stat file ({exc.strerror})")
+    label = label_of(relpath)
+    problem = None
+    if stat.S_ISLNK(info.st_mode):
+        problem = "symbolic link (not followed)"
+    elif not stat.S_ISREG(info.st_mode):
+        problem = "not a regular file"
+    elif not label:
+        problem = NO_CLASS_REASON
+    return FoundFile(relpath, label, info.st_size, info.st_mtime_ns, problem)
+
+
+@dataclass
+class ReconcileReport:
+    new: int = 0
+    changed: int = 0
+    removed: int = 0
+    unchanged: int = 0
+
+
+def reconcile(
+    store: EmbeddingStore, audio_dir: Path, limits: IngestLimits, hash_files: bool = False
+) -> ReconcileReport:
+    """Bring the index in line with the folder: new, changed and deleted files.
+
+    With hash_files, new and changed files are hashed now, so renames and label
+    conflicts show at once; otherwise hashing waits for `embed_pending`.
+    """
+    report = ReconcileReport()
+    seen: set[str] = set()
+    for found in walk_audio_dir(audio_dir, limits.extensions):
+        seen.add(found.relpath)
+        record = store.file_record(found.relpath)
+        is_same = record is not None and record.matches(found.size, found.mtime_ns) and (
+            record.label == found.label
+        )
+        needs_hash = hash_files and record is not None and record.sha256 is None and (
+            record.state is FileState.PENDING
+        )
+        if is_same and not needs_hash:
+            report.unchanged += 1
+            continue
+        if record is None:
+            report.new += 1
+        elif not is_same:
+            report.changed += 1
+        note_found_file(store, audio_dir, found, limits, hash_files)
+    missing = [record.path for record in store.files() if record.path not in seen]
+    if missing:
+        report.removed = store.forget_files(missing)
+        for path in missing:
+            logger.info("removed %s from the corpus (file deleted)", path)
+    return report
+
+
+def note_found_file(
+    store: EmbeddingStore, audio_dir: Path, found: FoundFile, limits: IngestLimits, hash_file: bool
+) -> None:
+    """Index one new or changed file as pending (or failed, or already embedded)."""
+    problem = found.problem or size_problem(found.size, limits.max_file_bytes)
+    sha256 = None
+    if problem is None and hash_file:
+        try:
+            sha256 = hash_file_at(audio_dir / found.relpath)
+        except OSError as exc:
+            problem = f"cannot read file ({exc.strerror or exc})"
+    if problem is not None:
+        _record_failure(store, found, None, problem)
+        return
+    store.note_file(found.relpath, found.label, found.size, found.mtime_ns, sha256)
+
+
+def size_problem(size: int, max_file_bytes: int) -> str | None:
+    if size > max_file_bytes:
+        return f"larger than max_file_mb ({max_file_bytes / 1e6:g} MB): {size / 1e6:.1f} MB"
+    return None
+
+
+def hash_file_at(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class EmbedReport:
+    embedded: int = 0
+    failed: int = 0
+    skipped: int = 0  # bytes already cached (a rename, a copy, or a re-run)
+    deferred: int = 0  # changed while being read; still pending
+    patches: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PreparedFile:
+    """What the worker thread learned about one pending file."""
+
+    record: FileRecord
+    found: FoundFile | None = None  # None: the file is gone
+    sha256: str | None = None
+    audio: DecodedAudio | None = None
+    problem: str | None = None
+    changed_while_reading: bool = False
+
+
+def prepare_file(
+    audio_dir: Path, record: FileRecord, limits: IngestLimits, cached: set[str]
+) -> PreparedFile:
+    """Read, hash and (unless cached) decode one file: everything but the model and the database."""
+    path = audio_dir / record.path
+    found = describe_entry(path, record.path)
+    if found is None:
+        return PreparedFile(record)
+    problem = found.problem or size_problem(found.size, limits.max_file_bytes)
+    if problem:
+        return PreparedFile(record, found, problem=problem)
+    try:
+        data = read_regular_file(path)
+    except FileNotFoundError:
+        return PreparedFile(record)
+    except OSError as exc:
+        return PreparedFile(record, found, problem=f"cannot read file ({exc.strerror or exc})")
+    after = describe_entry(path, record.path)
+    if after is None or (after.size, after.mtime_ns) != (found.size, found.mtime_ns) or (
+        len(data) != found.size
+    ):
+        return PreparedFile(record, after, changed_while_reading=True)
+    sha256 = hashlib.sha256(data).hexdigest()
+    if sha256 in cached:
+        return PreparedFile(record, found, sha256)
+    try:
+        audio = decode_audio(data, limits.max_duration_s)
+    except AudioDecodeError as exc:
+        return PreparedFile(record, found, sha256, problem=str(exc))
+    return PreparedFile(record, found, sha256, audio)
+
+
+def read_regular_file(path: Path) -> bytes:
+    """Read a file's bytes without blocking on a FIFO swapped in after the lstat."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise OSError(0, "not a regular file")
+        return handle.read()
+
+
+def embed_pending(
+    store: EmbeddingStore,
+    embedder: Embedder,
+    audio_dir: Path,
+    limits: IngestLimits,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> EmbedReport:
+    """Embed every pending file, one committed transaction each; bad files become failed."""
+    started = time.monotonic()
+    report = EmbedReport()
+    pending = store.files(FileState.PENDING)
+    cached = store.cached_hashes()
+    total = len(pending)
+    prepared_files = prefetched(lambda r: prepare_file(audio_dir, r, limits, cached), pending)
+    def prepare_uncached(record: FileRecord) -> PreparedFile:
+        return prepare_file(audio_dir, record, limits, cached=set())
+
+    for done, prepared in enumerate(prepared_files, start=1):
+        _finish_file(store, embedder, prepared, report, prepare_uncached)
+        if progress:
+            progress(done, total)
+        if should_stop():
+            logger.info("stopping after %d of %d pending files", done, total)
+            break
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _finish_file(
+    store: EmbeddingStore,
+    embedder: Embedder,
+    prepared: PreparedFile,
+    report: EmbedReport,
+    prepare_uncached: Callable[[FileRecord], PreparedFile],
+) -> None:
+    record, found = prepared.record, prepared.found
+    if found is None:
+        store.forget_files([record.path])
+        logger.info("removed %s from the corpus (file deleted)", record.path)
+        return
+    if prepared.changed_while_reading:
+        report.deferred += 1
+        logger.info("deferred %s: it changed while being read (still being written?)", record.path)
+        return
+    if prepared.problem is not None:
+        _record_failure(store, found, prepared.sha256, prepared.problem, report)
+        return
+    assert prepared.sha256 is not None  # set whenever there is no problem
+    if store.has_embedding(prepared.sha256):
+        store.note_file(found.relpath, found.label, found.size, found.mtime_ns, prepared.sha256)
+        report.skipped += 1
+        logger.debug("cached %s (same bytes embedded before)", found.relpath)
+        return
+    if prepared.audio is None:  # cached when the worker looked, gone from the cache since
+        _finish_file(store, embedder, prepare_uncached(record), report, prepare_uncached)
+        return
+    _embed_one(store, embedder, found, prepared.sha256, prepared.audio, report)
+
+
+def _embed_one(
+    store: EmbeddingStore,
+    embedder: Embedder,
+    found: FoundFile,
+    sha256: str,
+    audio: DecodedAudio,
+    report: EmbedReport,
+) -> None:
+    started = time.monotonic()
+    try:
+        embeddings = embedder.embed(audio.waveform)
+    except Exception as exc:  # a model error on one file must not stop the others
+        logger.exception("embedding %s failed", found.relpath)
+        _record_failure(store, found, sha256, f"embedding model failed ({type(exc).__name__})", report)
+        return
+    if not np.isfinite(embeddings).all():
+        _record_failure(store, found, sha256, "embedding model returned NaN or Inf", report)
+        return
+    store.record_embedding(
+        found.relpath, found.label, found.size, found.mtime_ns, sha256, embeddings, audio.duration_s
+    )
+    report.embedded += 1
+    report.patches += embeddings.shape[0]
+    logger.info(
+        "embedded %s (%d patches, %.1f s of audio) in %.2f s",
+        found.relpath, embeddings.shape[0], audio.duration_s, time.monotonic() - started,
+    )
+
+
+def _record_failure(
+    store: EmbeddingStore,
+    found: FoundFile,
+    sha256: str | None,
+    reason: str,
+    report: EmbedReport | None = None,
+) -> None:
+    store.record_failure(found.relpath, found.label, found.size, found.mtime_ns, sha256, reason)
+    logger.warning("failed %s: %s", found.relpath, reason)
+    if report is not None:
+        report.failed += 1
+        report.failures.append((found.relpath, reason))
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def prefetched(work: Callable[[T], R], items: Iterable[T], depth: int = 2) -> Iterator[R]:
+    """Yield work(item) in order, computing up to `depth` items ahead on one worker thread."""
+    source = iter(items)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecosight-prefetch") as pool:
+        queue: deque[Future[R]] = deque(pool.submit(work, item) for _, item in zip(range(depth), source))
+        try:
+            while queue:
+                result = queue.popleft().result()
+                upcoming = next(source, None)
+                if upcoming is not None:
+                    queue.append(pool.submit(work, upcoming))
+                yield result
+        finally:
+            for future in queue:
+                future.cancel()

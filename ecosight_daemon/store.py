@@ -1,0 +1,369 @@
+"""The embedding cache: SQLite in WAL mode, one transaction per file.
+
+Embeddings are keyed by (content sha256, embedding model id), so a renamed file
+is never embedded again and two models' embeddings never mix. The `files` index
+maps each path under audio_dir to its hash, label, size, mtime and state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import CacheError
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS models (
+    model_id TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    first_used REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS embeddings (
+    sha256 TEXT NOT NULL,
+    model_id TEXT NOT NULL REFERENCES models(model_id),
+    patches INTEGER NOT NULL CHECK (patches > 0),
+    dim INTEGER NOT NULL CHECK (dim > 0),
+    dtype TEXT NOT NULL CHECK (dtype IN ('float16', 'float32')),
+    data BLOB NOT NULL,
+    duration_s REAL NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (sha256, model_id)
+);
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    label TEXT NOT NULL,
+    sha256 TEXT,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'embedded', 'failed')),
+    reason TEXT,
+    first_seen REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_by_sha256 ON files(sha256);
+CREATE INDEX IF NOT EXISTS files_by_state ON files(state);
+"""
+
+
+class FileState(str, Enum):
+    PENDING = "pending"
+    EMBEDDED = "embedded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    path: str  # relative to audio_dir, '/'-separated
+    label: str
+    sha256: str | None
+    size: int
+    mtime_ns: int
+    state: FileState
+    reason: str | None
+
+    def matches(self, size: int, mtime_ns: int) -> bool:
+        return self.size == size and self.mtime_ns == mtime_ns
+
+
+@dataclass(frozen=True)
+class ClassCounts:
+    files: int = 0
+    embedded: int = 0
+    pending: int = 0
+    failed: int = 0
+    conflicts: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+class EmbeddingStore:
+    """SQLite-backed cache; one instance per thread (it owns its connection)."""
+
+    def __init__(self, connection: sqlite3.Connection, storage_dtype: str = "float16") -> None:
+        self._db = connection
+        self._dtype = storage_dtype
+        self.model_id: str | None = self._meta("current_model_id")
+
+    @classmethod
+    def open(cls, path: Path | str, storage_dtype: str = "float16") -> EmbeddingStore:
+        """Open (creating if needed) the cache at path, or ':memory:'."""
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            connection = sqlite3.connect(str(path), isolation_level=None, check_same_thread=True)
+            _configure(connection, in_memory=str(path) == ":memory:")
+            version = _ensure_schema(connection)
+        except sqlite3.DatabaseError as exc:
+            raise CacheError(
+                f"cannot open embedding cache {path}: {exc}; move the file aside and the "
+                "cache will be rebuilt (files are embedded again)"
+            ) from exc
+        if version > SCHEMA_VERSION:
+            connection.close()
+            raise CacheError(
+                f"embedding cache {path} has schema version {version}, newer than this "
+                f"program's {SCHEMA_VERSION}; upgrade ecosight-daemon or use another cache_path"
+            )
+        return cls(connection, storage_dtype)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # --- the embedding model -------------------------------------------------
+
+    def adopt_model(self, model_id: str, fingerprint: dict[str, Any]) -> int:
+        """Make model_id current; re-mark file states for it. Returns files now pending."""
+        previous = self.model_id
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO models (model_id, fingerprint, first_used) VALUES (?, ?, ?)",
+                (model_id, json.dumps(fingerprint, sort_keys=True), time.time()),
+            )
+            _set_meta(db, "current_model_id", model_id)
+            _set_meta(db, "current_handle", str(fingerprint.get("handle", "")))
+            if previous == model_id:
+                return 0
+            db.execute(
+                "UPDATE files SET state = 'embedded', reason = NULL WHERE state = 'pending' "
+                "AND sha256 IN (SELECT sha256 FROM embeddings WHERE model_id = ?)",
+                (model_id,),
+            )
+            changed = db.execute(
+                "UPDATE files SET state = 'pending', reason = NULL WHERE state = 'embedded' "
+                "AND sha256 NOT IN (SELECT sha256 FROM embeddings WHERE model_id = ?)",
+                (model_id,),
+            ).rowcount
+        self.model_id = model_id
+        if previous is not None:
+            logger.warning(
+                "embedding model changed from %s to %s: %d files will be embedded again "
+                "(embeddings of the old model are kept, never mixed)",
+                previous, model_id, changed,
+            )
+        return changed
+
+    def model_fingerprint(self, model_id: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT fingerprint FROM models WHERE model_id = ?", (model_id,)
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    # --- the file index ---------------------------------------------------------
+
+    def file_record(self, path: str) -> FileRecord | None:
+        row = self._db.execute(f"SELECT {_FILE_COLUMNS} FROM files WHERE path = ?", (path,)).fetchone()
+        return _file_record(row) if row else None
+
+    def files(self, state: FileState | None = None) -> list[FileRecord]:
+        if state is None:
+            rows = self._db.execute(f"SELECT {_FILE_COLUMNS} FROM files ORDER BY path")
+        else:
+            rows = self._db.execute(
+                f"SELECT {_FILE_COLUMNS} FROM files WHERE state = ? ORDER BY path", (state.value,)
+            )
+        return [_file_record(row) for row in rows]
+
+    def note_file(self, path: str, label: str, size: int, mtime_ns: int, sha256: str | None) -> FileState:
+        """Record a new or changed file; it is embedded already if its bytes are cached."""
+        state = FileState.EMBEDDED if sha256 and self.has_embedding(sha256) else FileState.PENDING
+        with self.transaction() as db:
+            _upsert_file(db, path, label, sha256, size, mtime_ns, state, None)
+        return state
+
+    def record_embedding(
+        self,
+        path: str,
+        label: str,
+        size: int,
+        mtime_ns: int,
+        sha256: str,
+        embeddings: np.ndarray,
+        duration_s: float,
+    ) -> None:
+        """Store a file's per-patch embeddings and mark it embedded, in one transaction."""
+        model_id = self._require_model()
+        if embeddings.ndim != 2 or embeddings.shape[0] == 0:
+            raise ValueError(f"expected (patches, dim) embeddings, got shape {embeddings.shape}")
+        data = np.ascontiguousarray(embeddings, dtype=self._dtype).tobytes()
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO embeddings "
+                "(sha256, model_id, patches, dim, dtype, data, duration_s, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (sha256, model_id, embeddings.shape[0], embeddings.shape[1], self._dtype,
+                 data, duration_s, time.time()),
+            )
+            _upsert_file(db, path, label, sha256, size, mtime_ns, FileState.EMBEDDED, None)
+
+    def record_failure(
+        self, path: str, label: str, size: int, mtime_ns: int, sha256: str | None, reason: str
+    ) -> None:
+        with self.transaction() as db:
+            _upsert_file(db, path, label, sha256, size, mtime_ns, FileState.FAILED, reason)
+
+    def forget_files(self, paths: list[str]) -> int:
+        """Remove deleted files from the index; their cached embeddings stay for reuse."""
+        with self.transaction() as db:
+            return sum(db.execute("DELETE FROM files WHERE path = ?", (p,)).rowcount for p in paths)
+
+    # --- embeddings ----------------------------------------------------------------
+
+    def has_embedding(self, sha256: str) -> bool:
+        if self.model_id is None:
+            return False
+        row = self._db.execute(
+            "SELECT 1 FROM embeddings WHERE sha256 = ? AND model_id = ?", (sha256, self.model_id)
+        ).fetchone()
+        return row is not None
+
+    def cached_hashes(self) -> set[str]:
+        """Every content hash with embeddings under the current model."""
+        if self.model_id is None:
+            return set()
+        rows = self._db.execute("SELECT sha256 FROM embeddings WHERE model_id = ?", (self.model_id,))
+        return {row[0] for row in rows}
+
+    def embeddings_for(self, sha256: str) -> np.ndarray | None:
+        """The (patches, dim) float32 embeddings of these bytes under the current model."""
+        if self.model_id is None:
+            return None
+        row = self._db.execute(
+            "SELECT patches, dim, dtype, data FROM embeddings WHERE sha256 = ? AND model_id = ?",
+            (sha256, self.model_id),
+        ).fetchone()
+        if row is None:
+            return None
+        patches, dim, dtype, data = row
+        return np.frombuffer(data, dtype=dtype).reshape(patches, dim).astype(np.float32)
+
+    def embedding_count(self, model_id: str | None = None) -> int:
+        return int(self._db.execute(
+            "SELECT COUNT(*) FROM embeddings WHERE model_id = ?", (model_id or self.model_id,)
+        ).fetchone()[0])
+
+    # --- reports ------------------------------------------------------------------
+
+    def conflicting_hashes(self) -> set[str]:
+        """Hashes present under more than one class folder: label conflicts."""
+        rows = self._db.execute(
+            "SELECT sha256 FROM files WHERE sha256 IS NOT NULL AND label != '' "
+            "GROUP BY sha256 HAVING COUNT(DISTINCT label) > 1"
+        )
+        return {row[0] for row in rows}
+
+    def class_counts(self) -> dict[str, ClassCounts]:
+        """Per class: files, embedded, pending, failed, conflicts (label '' = no class)."""
+        conflicts = self.conflicting_hashes()
+        tallies: dict[str, dict[str, int]] = {}
+        for record in self.files():
+            tally = tallies.setdefault(record.label, dict(ClassCounts().as_dict()))
+            tally["files"] += 1
+            tally[record.state.value] += 1
+            if record.sha256 in conflicts:
+                tally["conflicts"] += 1
+        return {label: ClassCounts(**tally) for label, tally in sorted(tallies.items())}
+
+    def integrity_ok(self) -> bool:
+        return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    def _require_model(self) -> str:
+        if self.model_id is None:
+            raise RuntimeError("adopt_model() must be called before embeddings are recorded")
+        return self.model_id
+
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+
+_FILE_COLUMNS = "path, label, sha256, size, mtime_ns, state, reason"
+
+
+def _file_record(row: tuple[Any, ...]) -> FileRecord:
+    path, label, sha256, size, mtime_ns, state, reason = row
+    return FileRecord(path, label, sha256, size, mtime_ns, FileState(state), reason)
+
+
+def _upsert_file(
+    db: sqlite3.Connection,
+    path: str,
+    label: str,
+    sha256: str | None,
+    size: int,
+    mtime_ns: int,
+    state: FileState,
+    reason: str | None,
+) -> None:
+    now = time.time()
+    db.execute(
+        "INSERT INTO files (path, label, sha256, size, mtime_ns, state, reason, first_seen, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
+        "label = excluded.label, sha256 = excluded.sha256, size = excluded.size, "
+        "mtime_ns = excluded.mtime_ns, state = excluded.state, reason = excluded.reason, "
+        "updated_at = excluded.updated_at",
+        (path, label, sha256, size, mtime_ns, state.value, reason, now, now),
+    )
+
+
+def _set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
+    db.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
+
+
+def _configure(connection: sqlite3.Connection, in_memory: bool) -> None:
+    # Per-connection settings: they are not stored in the file, so set them on every open.
+    connection.execute("PRAGMA foreign_keys = ON")
+    connection.execute("PRAGMA busy_timeout = 10000")
+    if not in_memory:
+        connection.execute("PRAGMA journal_mode = WAL")
+        # NORMAL in WAL mode survives a process crash; a power cut may lose the last
+        # commits but never corrupts, and a lost embedding is simply recomputed.
+        connection.execute("PRAGMA synchronous = NORMAL")
+
+
+def _ensure_schema(connection: sqlite3.Connection) -> int:
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in filter(str.strip, _SCHEMA.split(";")):
+            connection.execute(statement)
+        row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            _set_meta(connection, "schema_version", str(SCHEMA_VERSION))
+            version = SCHEMA_VERSION
+        else:
+            version = int(row[0])
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    return version
