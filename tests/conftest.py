@@ -1,0 +1,113 @@
+"""Shared fixtures: temp workspaces, a seeded WAV writer, the real YAMNet, the dev corpus."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _required_resource(env_var: str, default: Path, what: str) -> Path:
+    """A real resource the test needs: fail in CI when missing, skip elsewhere."""
+    path = Path(os.environ.get(env_var) or default)
+    if path.exists():
+        return path.resolve()
+    message = f"{what} not found at {path}; set {env_var}"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def yamnet_handle() -> str:
+    return str(_required_resource("ECOSIGHT_YAMNET_HANDLE", SHARED / "models" / "yamnet", "YAMNet"))
+
+
+@pytest.fixture(scope="session")
+def dev_corpus() -> Path:
+    return _required_resource("ECOSIGHT_DEV_DATA", SHARED / "data" / "dev", "dev corpus")
+
+
+@pytest.fixture(scope="session")
+def yamnet(yamnet_handle: str):  # type: ignore[no-untyped-def]
+    from ecosight_daemon.embedder import YamnetEmbedder
+
+    return YamnetEmbedder.load(yamnet_handle)
+
+
+WavWriter = Callable[..., Path]
+
+
+def synthetic_signal(kind: str, seconds: float, rate: int, seed: int) -> np.ndarray:
+    """Tones, noise or clicks in [-0.8, 0.8], deterministic for a seed."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(round(seconds * rate))) / rate
+    if kind == "tone":
+        signal = 0.5 * np.sin(2 * np.pi * (300 + 50 * (seed % 20)) * t)
+    elif kind == "noise":
+        signal = 0.3 * rng.standard_normal(len(t))
+    elif kind == "clicks":
+        signal = np.zeros(len(t))
+        signal[rng.integers(0, max(1, len(t)), size=max(1, int(seconds * 8)))] = 0.8
+    else:
+        raise ValueError(kind)
+    return np.clip(signal, -0.8, 0.8).astype(np.float32)
+
+
+@pytest.fixture
+def write_wav() -> WavWriter:
+    """write_wav(path, kind='tone', seconds=1.0, rate=16000, channels=1, subtype='PCM_16', seed=0)."""
+
+    def write(
+        path: Path,
+        kind: str = "tone",
+        seconds: float = 1.0,
+        rate: int = 16_000,
+        channels: int = 1,
+        subtype: str = "PCM_16",
+        seed: int = 0,
+        fmt: str | None = None,
+    ) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mono = synthetic_signal(kind, seconds, rate, seed)
+        data = np.stack([mono * (0.5 + 0.5 * c / channels) for c in range(channels)], axis=1)
+        soundfile.write(path, data, rate, subtype=subtype, format=fmt or "WAV")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, yamnet_handle: str) -> Path:
+    """A folder with config.toml, audio/ (four class folders) and models/."""
+    for label in ("gun_shot", "dog_bark", "engine_idling", "clips"):
+        (tmp_path / "audio" / label).mkdir(parents=True)
+    (tmp_path / "config.toml").write_text(
+        '[paths]\naudio_dir = "audio"\nmodels_dir = "models"\n'
+        f'[embedding]\nyamnet_handle = "{yamnet_handle}"\n'
+    )
+    return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves a thread of ours running (after watchdog's conftest)."""
+    before = set(threading.enumerate())
+    yield
+    leaked = [
+        t for t in threading.enumerate()
+        if t not in before and t.is_alive() and t.name.startswith("ecosight")
+    ]
+    for thread in leaked:
+        thread.join(timeout=5)
+    still = [t.name for t in leaked if t.is_alive()]
+    assert not still, f"test leaked threads: {still}"

@@ -1,0 +1,212 @@
+"""The ingest path with the real YAMNet, real files and a real SQLite cache."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ecosight_daemon.audio import decode_audio
+from ecosight_daemon.embedder import YamnetEmbedder, patch_count
+from ecosight_daemon.ingest import EmbedReport, IngestLimits, embed_pending, reconcile
+from ecosight_daemon.store import EmbeddingStore, FileState
+
+from .conftest import WavWriter
+
+LIMITS = IngestLimits(extensions=(".wav", ".flac"), max_duration_s=30.0, max_file_bytes=10_000_000)
+
+
+@dataclass
+class Corpus:
+    audio: Path
+    store: EmbeddingStore
+    embedder: Any
+
+    def sync(self) -> EmbedReport:
+        reconcile(self.store, self.audio, LIMITS)
+        return embed_pending(self.store, self.embedder, self.audio, LIMITS)
+
+    def state(self, relpath: str) -> FileState | None:
+        record = self.store.file_record(relpath)
+        return record.state if record else None
+
+
+@pytest.fixture
+def corpus(workspace: Path, yamnet: YamnetEmbedder) -> Iterator[Corpus]:
+    store = EmbeddingStore.open(workspace / "models" / "cache.sqlite3")
+    store.adopt_model(yamnet.model_id, yamnet.fingerprint)
+    yield Corpus(workspace / "audio", store, yamnet)
+    store.close()
+
+
+def test_cached_embeddings_equal_a_direct_hub_call(
+    corpus: Corpus, write_wav: WavWriter, yamnet_handle: str
+) -> None:
+    import tensorflow as tf
+    import tensorflow_hub as hub
+
+    path = write_wav(corpus.audio / "gun_shot" / "shot.wav", "clicks", seconds=3.3, rate=44_100, channels=2)
+    assert corpus.sync().embedded == 1
+    record = corpus.store.file_record("gun_shot/shot.wav")
+    assert record is not None and record.sha256 is not None
+    cached = corpus.store.embeddings_for(record.sha256)
+
+    waveform = decode_audio(path.read_bytes(), 60).waveform
+    _, direct, _ = hub.load(yamnet_handle)(tf.constant(waveform))
+    assert cached is not None and cached.shape == direct.shape == (patch_count(len(waveform)), 1024)
+    np.testing.assert_allclose(cached, direct.numpy(), rtol=2e-3, atol=2e-3)  # float16 storage
+    cosine = np.sum(cached * direct.numpy(), axis=1) / (
+        np.linalg.norm(cached, axis=1) * np.linalg.norm(direct.numpy(), axis=1)
+    )
+    assert cosine.min() > 0.99999
+
+
+def test_short_clip_and_silence_still_embed(corpus: Corpus, write_wav: WavWriter) -> None:
+    write_wav(corpus.audio / "clips" / "tiny.wav", "tone", seconds=0.1)
+    silence = corpus.audio / "clips" / "silence.wav"
+    write_wav(silence, "tone", seconds=2.0)
+    import soundfile
+
+    soundfile.write(silence, np.zeros(32_000, dtype=np.int16), 16_000, subtype="PCM_16")
+    report = corpus.sync()
+    assert (report.embedded, report.failed) == (2, 0)
+    assert corpus.store.embeddings_for(corpus.store.file_record("clips/tiny.wav").sha256).shape == (1, 1024)  # type: ignore[union-attr]
+
+
+def test_rename_and_move_are_not_embedded_again(corpus: Corpus, write_wav: WavWriter) -> None:
+    write_wav(corpus.audio / "dog_bark" / "a.wav", "noise", seed=1)
+    assert corpus.sync().embedded == 1
+    os.rename(corpus.audio / "dog_bark" / "a.wav", corpus.audio / "dog_bark" / "b.wav")
+    (corpus.audio / "dog_bark" / "sub").mkdir()
+    shutil.copy2(corpus.audio / "dog_bark" / "b.wav", corpus.audio / "dog_bark" / "sub" / "c.WAV")
+    report = corpus.sync()
+    assert report.embedded == 0 and report.skipped == 2
+    assert corpus.state("dog_bark/a.wav") is None
+    assert corpus.state("dog_bark/b.wav") is FileState.EMBEDDED
+    assert corpus.state("dog_bark/sub/c.WAV") is FileState.EMBEDDED
+    assert corpus.store.embedding_count() == 1
+
+
+def test_modified_file_is_embedded_again(corpus: Corpus, write_wav: WavWriter) -> None:
+    path = write_wav(corpus.audio / "engine_idling" / "e.wav", "tone", seed=1)
+    corpus.sync()
+    before = corpus.store.file_record("engine_idling/e.wav")
+    write_wav(path, "noise", seconds=2.0, seed=2)
+    assert corpus.sync().embedded == 1
+    after = corpus.store.file_record("engine_idling/e.wav")
+    assert before is not None and after is not None and before.sha256 != after.sha256
+    assert corpus.store.embeddings_for(after.sha256).shape[0] == patch_count(32_000)  # type: ignore[union-attr]
+
+
+def test_deleted_file_leaves_the_corpus(corpus: Corpus, write_wav: WavWriter) -> None:
+    write_wav(corpus.audio / "clips" / "a.wav", seed=1)
+    write_wav(corpus.audio / "clips" / "b.wav", seed=2)
+    corpus.sync()
+    (corpus.audio / "clips" / "a.wav").unlink()
+    assert reconcile(corpus.store, corpus.audio, LIMITS).removed == 1
+    assert [r.path for r in corpus.store.files()] == ["clips/b.wav"]
+
+
+def test_identical_bytes_in_two_classes_are_a_conflict(corpus: Corpus, write_wav: WavWriter) -> None:
+    path = write_wav(corpus.audio / "gun_shot" / "x.wav", "clicks", seed=3)
+    shutil.copy(path, corpus.audio / "dog_bark" / "x-copy.wav")
+    write_wav(corpus.audio / "dog_bark" / "real.wav", "noise", seed=4)
+    report = corpus.sync()
+    assert report.embedded == 2 and report.skipped == 1  # the copy's bytes were embedded once
+    counts = corpus.store.class_counts()
+    assert counts["gun_shot"].conflicts == 1 and counts["dog_bark"].conflicts == 1
+    conflicting = corpus.store.conflicting_hashes()
+    assert corpus.store.file_record("gun_shot/x.wav").sha256 in conflicting  # type: ignore[union-attr]
+
+
+class ScaledYamnet:
+    """A second embedding model. Only one YAMNet build exists on these machines, so this
+    wraps the real one with different numbers and a different fingerprint."""
+
+    def __init__(self, real: YamnetEmbedder) -> None:
+        self._real = real
+        self.model_id = "yamnet-test-second-model"
+        self.fingerprint = {**real.fingerprint, "savedmodel_sha256": "second"}
+        self.sample_rate, self.dim = real.sample_rate, real.dim
+
+    def embed(self, waveform: np.ndarray) -> np.ndarray:
+        return self._real.embed(waveform) * 2.0
+
+
+def test_another_model_fingerprint_is_never_mixed(corpus: Corpus, write_wav: WavWriter) -> None:
+    write_wav(corpus.audio / "clips" / "a.wav", seed=1)
+    corpus.sync()
+    sha = corpus.store.file_record("clips/a.wav").sha256  # type: ignore[union-attr]
+    first = corpus.store.embeddings_for(sha)
+
+    second = ScaledYamnet(corpus.embedder)
+    assert corpus.store.adopt_model(second.model_id, second.fingerprint) == 1
+    assert corpus.store.embeddings_for(sha) is None
+    assert corpus.state("clips/a.wav") is FileState.PENDING
+    corpus.embedder = second
+    assert corpus.sync().embedded == 1
+    np.testing.assert_allclose(corpus.store.embeddings_for(sha), first * 2, rtol=2e-3, atol=2e-3)
+
+    corpus.store.adopt_model(corpus_model := "yamnet-unused", {"handle": corpus_model})
+    assert corpus.store.embeddings_for(sha) is None
+
+
+def test_bad_files_fail_with_reasons_while_the_rest_embed(corpus: Corpus, write_wav: WavWriter) -> None:
+    folder = corpus.audio / "gun_shot"
+    write_wav(folder / "good1.wav", seed=1)
+    write_wav(folder / "good2.WAV", "noise", rate=48_000, subtype="PCM_24", seed=2)
+    (folder / "empty.wav").write_bytes(b"")
+    (folder / "random.wav").write_bytes(np.random.default_rng(0).bytes(5000))
+    (folder / "text.wav").write_text("this is a text file\n")
+    write_wav(folder / "long.wav", "tone", seconds=31.0, rate=8_000)
+    (folder / "notes.txt").write_text("not an audio name: ignored")
+    (folder / "partial.wav.part").write_bytes(b"ignored")
+    write_wav(corpus.audio / "loose.wav")  # no class folder
+
+    report = corpus.sync()
+    assert (report.embedded, report.failed) == (2, 4)
+    reasons = {r.path: r.reason for r in corpus.store.files(FileState.FAILED)}
+    assert reasons == {
+        "gun_shot/empty.wav": "empty file (0 bytes)",
+        "gun_shot/random.wav": reasons["gun_shot/random.wav"],
+        "gun_shot/text.wav": reasons["gun_shot/text.wav"],
+        "gun_shot/long.wav": "longer than max_duration_s (30 s): 31.0 s",
+        "loose.wav": "not in a class folder; move it into <audio_dir>/<class>/",
+    }
+    assert reasons["gun_shot/random.wav"].startswith("not a readable WAV/FLAC/OGG file")
+    assert reasons["gun_shot/text.wav"].startswith("not a readable WAV/FLAC/OGG file")
+    assert corpus.store.file_record("gun_shot/partial.wav.part") is None
+    assert corpus.store.file_record("gun_shot/notes.txt") is None
+
+
+def test_failed_file_is_retried_only_when_it_changes(corpus: Corpus, write_wav: WavWriter) -> None:
+    bad = corpus.audio / "clips" / "later.wav"
+    bad.write_bytes(b"")
+    assert corpus.sync().failed == 1
+    assert corpus.sync().failed == 0  # unchanged: not retried
+    write_wav(bad, seed=5)
+    report = corpus.sync()
+    assert (report.embedded, report.failed) == (1, 0)
+    assert corpus.state("clips/later.wav") is FileState.EMBEDDED
+
+
+def test_fifo_and_symlink_are_refused_without_blocking(
+    corpus: Corpus, write_wav: WavWriter, tmp_path: Path
+) -> None:
+    outside = write_wav(tmp_path / "outside.wav", seed=7)
+    os.symlink(outside, corpus.audio / "clips" / "link.wav")
+    os.mkfifo(corpus.audio / "clips" / "pipe.wav")
+    (corpus.audio / "clips" / "dir.wav").mkdir()
+    report = corpus.sync()
+    assert report.embedded == 0
+    reasons = {r.path: r.reason for r in corpus.store.files(FileState.FAILED)}
+    assert reasons == {
+        "clips/link.wav": "symbolic link (not followed)",
+        "clips/pipe.wav": "not a regular file",
+    }

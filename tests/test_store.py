@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ecosight_daemon.errors import CacheError
+from ecosight_daemon.store import SCHEMA_VERSION, EmbeddingStore, FileState
+
+MODEL_A = ("yamnet-aaaa", {"handle": "/a", "savedmodel_sha256": "a"})
+MODEL_B = ("yamnet-bbbb", {"handle": "/b", "savedmodel_sha256": "b"})
+
+
+def patches(seed: int, n: int = 3) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 1024)).astype(np.float32)
+
+
+@pytest.fixture(params=["file", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EmbeddingStore]:
+    """The same test body against an on-disk database and ':memory:'."""
+    location = tmp_path / "cache.sqlite3" if request.param == "file" else ":memory:"
+    opened = EmbeddingStore.open(location)
+    opened.adopt_model(*MODEL_A)
+    yield opened
+    opened.close()
+
+
+def test_record_and_read_back_embeddings(store: EmbeddingStore) -> None:
+    original = patches(1)
+    store.record_embedding("gun_shot/a.wav", "gun_shot", 10, 20, "h1", original, 1.2)
+    record = store.file_record("gun_shot/a.wav")
+    assert record is not None and record.state is FileState.EMBEDDED and record.sha256 == "h1"
+    restored = store.embeddings_for("h1")
+    assert restored is not None and restored.dtype == np.float32 and restored.shape == (3, 1024)
+    # float16 storage: relative error of half precision, far below what matters for pooling.
+    np.testing.assert_allclose(restored, original, rtol=1e-3, atol=1e-3)
+
+
+def test_float32_storage_is_exact(tmp_path: Path) -> None:
+    store = EmbeddingStore.open(tmp_path / "c.sqlite3", storage_dtype="float32")
+    store.adopt_model(*MODEL_A)
+    original = patches(2)
+    store.record_embedding("x/a.wav", "x", 1, 1, "h", original, 1.0)
+    np.testing.assert_array_equal(store.embeddings_for("h"), original)
+
+
+def test_same_bytes_noted_under_another_path_are_already_embedded(store: EmbeddingStore) -> None:
+    store.record_embedding("dog_bark/a.wav", "dog_bark", 10, 20, "h1", patches(1), 1.0)
+    assert store.note_file("dog_bark/renamed.wav", "dog_bark", 10, 30, "h1") is FileState.EMBEDDED
+    assert store.note_file("dog_bark/new.wav", "dog_bark", 10, 30, "h2") is FileState.PENDING
+    assert store.note_file("dog_bark/unhashed.wav", "dog_bark", 10, 30, None) is FileState.PENDING
+
+
+def test_same_bytes_in_two_classes_is_a_conflict(store: EmbeddingStore) -> None:
+    store.record_embedding("gun_shot/a.wav", "gun_shot", 10, 20, "h1", patches(1), 1.0)
+    store.note_file("gun_shot/copy.wav", "gun_shot", 10, 20, "h1")
+    assert store.conflicting_hashes() == set()  # a duplicate within one class is no conflict
+    store.note_file("dog_bark/a.wav", "dog_bark", 10, 20, "h1")
+    assert store.conflicting_hashes() == {"h1"}
+    counts = store.class_counts()
+    assert counts["gun_shot"].conflicts == 2 and counts["dog_bark"].conflicts == 1
+
+
+def test_models_are_never_mixed(store: EmbeddingStore) -> None:
+    store.record_embedding("gun_shot/a.wav", "gun_shot", 10, 20, "h1", patches(1), 1.0)
+    assert store.adopt_model(*MODEL_B) == 1  # the file must be embedded again for model B
+    assert store.embeddings_for("h1") is None
+    assert store.file_record("gun_shot/a.wav").state is FileState.PENDING  # type: ignore[union-attr]
+    store.record_embedding("gun_shot/a.wav", "gun_shot", 10, 20, "h1", patches(9), 1.0)
+    assert store.adopt_model(*MODEL_A) == 0
+    np.testing.assert_allclose(store.embeddings_for("h1"), patches(1), atol=1e-3)  # A's, not B's
+    assert store.embedding_count("yamnet-aaaa") == 1 and store.embedding_count("yamnet-bbbb") == 1
+
+
+def test_failure_and_forget(store: EmbeddingStore) -> None:
+    store.record_failure("clips/bad.wav", "clips", 5, 6, None, "empty file (0 bytes)")
+    record = store.file_record("clips/bad.wav")
+    assert record is not None and record.state is FileState.FAILED and record.reason == "empty file (0 bytes)"
+    assert store.forget_files(["clips/bad.wav", "clips/never.wav"]) == 1
+    assert store.file_record("clips/bad.wav") is None
+
+
+def test_a_failed_transaction_leaves_nothing_behind(store: EmbeddingStore) -> None:
+    with pytest.raises(sqlite3.IntegrityError):
+        # dim 0 violates a CHECK after the file row would have been written in the same transaction
+        with store.transaction() as db:
+            db.execute(
+                "INSERT INTO files (path, label, sha256, size, mtime_ns, state, first_seen, updated_at)"
+                " VALUES ('a/x.wav', 'a', 'h', 1, 1, 'embedded', 0, 0)"
+            )
+            db.execute(
+                "INSERT INTO embeddings VALUES ('h', 'yamnet-aaaa', 1, 0, 'float16', x'00', 1, 0)"
+            )
+    assert store.file_record("a/x.wav") is None
+    assert store.integrity_ok()
+
+
+def test_reopen_keeps_rows_model_and_enforces_foreign_keys(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite3"
+    first = EmbeddingStore.open(path)
+    first.adopt_model(*MODEL_A)
+    first.record_embedding("gun_shot/a.wav", "gun_shot", 10, 20, "h1", patches(1), 1.0)
+    first.close()
+    again = EmbeddingStore.open(path)
+    assert again.model_id == "yamnet-aaaa"
+    assert again.embeddings_for("h1") is not None
+    with pytest.raises(sqlite3.IntegrityError):
+        with again.transaction() as db:
+            db.execute("INSERT INTO embeddings VALUES ('h9', 'no-such-model', 1, 1, 'float16', x'0000', 1, 0)")
+    assert again._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    again.close()
+
+
+def test_newer_schema_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite3"
+    EmbeddingStore.open(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    with pytest.raises(CacheError, match="newer than this program"):
+        EmbeddingStore.open(path)
+
+
+def test_a_file_that_is_not_sqlite_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(CacheError, match="move the file aside"):
+        EmbeddingStore.open(path)
