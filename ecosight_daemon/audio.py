@@ -73,7 +73,8 @@ def decode_audio(data: bytes, max_duration_s: float) -> DecodedAudio:
     except AudioDecodeError:
         raise
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise AudioDecodeError(f"not a readable WAV/FLAC/OGG file ({exc})") from exc
+        detail = getattr(exc, "error_string", None) or str(exc)
+        raise AudioDecodeError(f"not a readable WAV/FLAC/OGG file ({detail})") from exc
     if samples.shape[0] == 0:
         raise AudioDecodeError("no audio frames could be read (truncated file?)")
     if not np.isfinite(samples).all():

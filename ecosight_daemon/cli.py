@@ -8,11 +8,12 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from .config import Settings, find_config_path, load_settings
-from .errors import EXIT_OK, EcosightError
+from .errors import EXIT_FAILURE, EXIT_OK, EcosightError
 from .ingest import EmbedReport, IngestLimits, embed_pending, reconcile
 from .progress import ProgressReporter
 from .store import ClassCounts, EmbeddingStore, FileState
@@ -20,6 +21,8 @@ from .store import ClassCounts, EmbeddingStore, FileState
 logger = logging.getLogger("ecosight_daemon")
 
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+EXIT_REJECTED = 3  # retrain finished, but the gate kept the current model
+EXIT_RETRAIN_FAILED = 4  # retrain could not train (too little data, child died, time limit)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,6 +60,25 @@ def build_parser() -> argparse.ArgumentParser:
     embed = commands.add_parser("embed", help="embed every pending file, then exit")
     embed.add_argument("--json", action="store_true", help="print a JSON summary")
     embed.set_defaults(handler=cmd_embed)
+
+    retrain = commands.add_parser("retrain", help="embed pending files, train, gate, promote")
+    retrain.add_argument("--reason", default="manual", help="recorded in retraining_log.json")
+    retrain.add_argument("--force", action="store_true", help="promote even if the gate says no")
+    retrain.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    retrain.set_defaults(handler=cmd_retrain)
+
+    predict = commands.add_parser("predict", help="classify audio files with the current model")
+    predict.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    predict.add_argument("--json", action="store_true", help="print a JSON list")
+    predict.set_defaults(handler=cmd_predict)
+
+    history = commands.add_parser("history", help="list every retraining attempt")
+    history.add_argument("--json", action="store_true", help="print retraining_log.json's entries")
+    history.set_defaults(handler=cmd_history)
+
+    rollback = commands.add_parser("rollback", help="make an earlier promoted version current again")
+    rollback.add_argument("version", nargs="?", help="default: the version promoted before the current one")
+    rollback.set_defaults(handler=cmd_rollback)
     return parser
 
 
@@ -194,3 +216,129 @@ def embed_summary(report: EmbedReport) -> dict[str, Any]:
         "seconds": round(report.seconds, 3),
         "failures": [{"path": p, "reason": r} for p, r in report.failures],
     }
+
+
+def cmd_retrain(settings: Settings, args: argparse.Namespace) -> int:
+    from .retrain import retrain
+
+    audio_dir = require_audio_dir(settings)
+    limits = ingest_limits(settings)
+    store = open_store(settings)
+    try:
+        adopt_model_without_loading(store, settings.embedding.yamnet_handle)
+        reconcile(store, audio_dir, limits)
+        if store.files(FileState.PENDING):
+            embed_with_model(store, settings, audio_dir, limits)
+        outcome = retrain(settings, store, trigger=args.reason, force=args.force,
+                          log_level=logging.getLevelName(logger.getEffectiveLevel()))
+    finally:
+        store.close()
+    result = {
+        "version": outcome.version,
+        "promoted": outcome.promoted,
+        "status": outcome.status,
+        "reason": outcome.reason,
+        "forced": outcome.forced,
+        "new_samples": outcome.new_samples,
+        "seconds": round(outcome.seconds, 2),
+        "metrics": _metrics_summary(outcome.metrics),
+        "replaced_metrics": _metrics_summary(outcome.incumbent_metrics),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_retrain(result))
+    if outcome.status == "failed":
+        return EXIT_RETRAIN_FAILED
+    return EXIT_OK if outcome.promoted else EXIT_REJECTED
+
+
+def _metrics_summary(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not metrics:
+        return None
+    return {
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "recall": {c: m["recall"] for c, m in metrics["per_class_metrics"].items()},
+        "precision": {c: m["precision"] for c, m in metrics["per_class_metrics"].items()},
+        "support": {c: m["support"] for c, m in metrics["per_class_metrics"].items()},
+    }
+
+
+def format_retrain(result: dict[str, Any]) -> str:
+    lines = [f"version {result['version'] or '-'}: {result['status']} ({result['reason']})"]
+    metrics, old = result["metrics"], result["replaced_metrics"]
+    if metrics:
+        lines.append(f"accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}"
+                     + (f" (current model: {old['accuracy']:.3f}, {old['macro_f1']:.3f})" if old else ""))
+        lines.append(f"{'class':<16}{'precision':>10}{'recall':>10}{'support':>9}")
+        for label, recall in metrics["recall"].items():
+            lines.append(f"{label:<16}{metrics['precision'][label]:>10.3f}{recall:>10.3f}"
+                         f"{metrics['support'][label]:>9}")
+    return "\n".join(lines)
+
+
+def cmd_predict(settings: Settings, args: argparse.Namespace) -> int:
+    from .predict import predict_files
+
+    results = predict_files(settings, list(args.files))
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for result in results:
+            if "error" in result:
+                print(f"{result['file']}: error: {result['error']}")
+            else:
+                top = result["probabilities"][result["label"]]
+                print(f"{result['file']}: {result['label']} ({top:.3f}, model {result['model_version']})")
+    return EXIT_OK if all("error" not in r for r in results) else EXIT_FAILURE
+
+
+def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
+    from .artifacts import ModelRegistry
+
+    registry = ModelRegistry(settings.paths.models_dir)
+    entries = registry.retraining_log()
+    if args.json:
+        print(json.dumps(entries, indent=2))
+        return EXIT_OK
+    current = registry.current_version()
+    if not entries:
+        print("no retraining attempts yet")
+    for entry in entries:
+        metrics = entry.get("metrics") or {}
+        score = f"macro-F1 {metrics['macro_f1']:.3f}" if metrics else ""
+        marker = "*" if entry.get("version") and entry.get("version") == current else " "
+        print(f"{marker} {entry['timestamp']}  {entry.get('version') or '-':>6}  {entry['status']:<11} "
+              f"{score:<15} {entry['trigger_reason']}: {entry['reason']}")
+    return EXIT_OK
+
+
+def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
+    from .artifacts import ModelRegistry
+    from .retrain import retrain_lock
+
+    registry = ModelRegistry(settings.paths.models_dir)
+    with retrain_lock(settings.paths.models_dir):
+        registry.recover()
+        current = registry.current_version()
+        target = args.version or _previous_promoted(registry, current)
+        if target is None:
+            raise EcosightError("no earlier promoted version to roll back to; see `ecosight-daemon history`")
+        registry.promote(target)
+        registry.append_log({
+            "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "trigger_reason": "rollback", "version": target, "status": "rolled back", "promoted": True,
+            "forced": True, "reason": f"operator rolled back from {current} to {target}",
+            "replaced_version": current, "metrics": None,
+        })
+    logger.info("rolled back from %s to %s", current, target)
+    print(f"current model is now {target} (was {current})")
+    return EXIT_OK
+
+
+def _previous_promoted(registry: Any, current: str | None) -> str | None:
+    """The newest version older than the current one that passed its gate."""
+    promoted = [m["version"] for m in registry.versions() if m.get("status") == "promoted"]
+    earlier = [v for v in promoted if current is None or v < current]
+    return earlier[-1] if earlier else None

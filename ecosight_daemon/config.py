@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -56,6 +57,31 @@ def _valid_dtype(value: str) -> str | None:
     return None if value in ("float16", "float32") else "\"float16\" or \"float32\""
 
 
+def _valid_split(values: tuple[float, ...]) -> str | None:
+    if len(values) != 3 or any(v < 0 for v in values) or abs(sum(values) - 1) > 1e-6 or values[0] <= 0:
+        return "three fractions [train, val, test] that add up to 1, such as [0.7, 0.15, 0.15]"
+    return None
+
+
+def _valid_group_patterns(values: tuple[str, ...]) -> str | None:
+    for value in values:
+        try:
+            pattern = re.compile(value)
+        except re.error as exc:
+            return f"regular expressions ({value!r}: {exc})"
+        if "group" not in pattern.groupindex:
+            return f"regular expressions with a named group (?P<group>...) ({value!r} has none)"
+    return None
+
+
+def _valid_units(values: tuple[int, ...]) -> str | None:
+    return None if all(v >= 1 for v in values) else "a list of positive layer sizes such as [256], or []"
+
+
+def _one_of(*choices: str) -> Check:
+    return lambda value: None if value in choices else " or ".join(f'"{c}"' for c in choices)
+
+
 def _valid_cron(value: str) -> str | None:
     if not value.strip():
         return None
@@ -94,11 +120,51 @@ class EmbeddingSettings:
     storage_dtype: str = setting("float16", "how per-patch embeddings are stored", _valid_dtype)
 
 
+# Applied in order to a file name without extension; each match replaces the key with
+# its `group`: strip augmentation suffixes (x_aug3, x-pitch+2), then reduce UrbanSound8K's
+# <fsID>-<classID>-<occurrence>-<slice> to the Freesound recording id.
+DEFAULT_GROUP_PATTERNS = (
+    r"(?P<group>.+?)(?:[_-](?:aug|augmented|copy|noise|noisy|reverb)\d*"
+    r"|[_-](?:pitch|speed|gain|shift|stretch|timestretch|tempo|vol|volume)[+-]?\d+(?:\.\d+)?(?:db)?)+",
+    r"(?P<group>\d+)-\d+-\d+-\d+",
+)
+
+
 @dataclass(frozen=True)
 class TrainingSettings:
     epochs: int = setting(100, "maximum training epochs", at_least(1))
     batch_size: int = setting(64, "training batch size", at_least(1))
-    seed: int = setting(42, "seed for splits, weights and shuffling", at_least(0))
+    seed: int = setting(42, "seed for weights and shuffling (splits depend on group keys only)", at_least(0))
+    min_class_files: int = setting(5, "classes with fewer distinct files are left out", at_least(1))
+    split: tuple[float, ...] = setting((0.70, 0.15, 0.15), "train/val/test fractions of groups", _valid_split)
+    group_patterns: tuple[str, ...] = setting(
+        DEFAULT_GROUP_PATTERNS, "regexes with (?P<group>...) mapping a file name to its recording",
+        _valid_group_patterns,
+    )
+    pooling: str = setting("mean_max", "patch pooling: mean, mean_max or mean_std",
+                           _one_of("mean", "mean_max", "mean_std"))
+    hidden_units: tuple[int, ...] = setting((256,), "hidden layer sizes; [] is a linear model", _valid_units)
+    dropout: float = setting(0.3, "dropout after each hidden layer", between(0.0, 0.9))
+    batch_norm: bool = setting(False, "batch normalization after each hidden layer")
+    learning_rate: float = setting(0.001, "Adam learning rate", between(1e-6, 1.0))
+    l2: float = setting(0.001, "L2 weight penalty", between(0.0, 1.0))
+    patience: int = setting(15, "epochs without val_loss improvement before stopping", at_least(1))
+    time_limit_s: float = setting(1800.0, "a training run taking longer is stopped", at_least(10))
+    priority_class: str = setting("gun_shot", "the class whose recall matters most")
+    priority_recall_target: float = setting(
+        0.98, "validation recall the priority threshold aims for", between(0.0, 1.0)
+    )
+
+
+@dataclass(frozen=True)
+class PromotionSettings:
+    macro_f1_tolerance: float = setting(
+        0.02, "largest macro-F1 drop (on the current test split) a candidate may have", between(0.0, 1.0)
+    )
+    min_macro_f1: float = setting(0.5, "floor the first model must clear", between(0.0, 1.0))
+    min_priority_recall: float = setting(
+        0.5, "priority-class recall floor the first model must clear", between(0.0, 1.0)
+    )
 
 
 @dataclass(frozen=True)
@@ -113,6 +179,7 @@ class Settings:
     audio: AudioSettings = field(default_factory=AudioSettings)
     embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
+    promotion: PromotionSettings = field(default_factory=PromotionSettings)
     triggers: TriggerSettings = field(default_factory=TriggerSettings)
     source: Path | None = None
 
@@ -239,6 +306,18 @@ def _coerce(key: str, value: Any, expected: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             raise wrong("a list of strings")
         return tuple(value)
+    if expected == tuple[int, ...]:
+        if not isinstance(value, list) or not all(
+            isinstance(item, int) and not isinstance(item, bool) for item in value
+        ):
+            raise wrong("a list of whole numbers")
+        return tuple(value)
+    if expected == tuple[float, ...]:
+        if not isinstance(value, list) or not all(
+            isinstance(item, (int, float)) and not isinstance(item, bool) for item in value
+        ):
+            raise wrong("a list of numbers")
+        return tuple(float(item) for item in value)
     raise TypeError(f"config field {key} has unsupported type {expected}")  # a bug, not user error
 
 

@@ -55,6 +55,11 @@ CREATE TABLE IF NOT EXISTS files (
     first_seen REAL NOT NULL,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS group_splits (
+    group_key TEXT PRIMARY KEY,
+    split TEXT NOT NULL CHECK (split IN ('train', 'val', 'test')),
+    assigned_at REAL NOT NULL
+);
 CREATE INDEX IF NOT EXISTS files_by_sha256 ON files(sha256);
 CREATE INDEX IF NOT EXISTS files_by_state ON files(state);
 """
@@ -267,6 +272,23 @@ class EmbeddingStore:
         return int(self._db.execute(
             "SELECT COUNT(*) FROM embeddings WHERE model_id = ?", (model_id or self.model_id,)
         ).fetchone()[0])
+
+    # --- splits -------------------------------------------------------------------
+
+    def recorded_splits(self) -> dict[str, str]:
+        """group key -> 'train' | 'val' | 'test', as assigned by earlier retrains."""
+        return dict(self._db.execute("SELECT group_key, split FROM group_splits").fetchall())
+
+    def record_splits(self, splits: dict[str, str]) -> None:
+        """Insert new assignments and apply moves, in one transaction."""
+        now = time.time()
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO group_splits (group_key, split, assigned_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(group_key) DO UPDATE SET split = excluded.split, "
+                "assigned_at = excluded.assigned_at WHERE split != excluded.split",
+                [(group, split, now) for group, split in splits.items()],
+            )
 
     # --- reports ------------------------------------------------------------------
 

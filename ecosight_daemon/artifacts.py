@@ -1,0 +1,190 @@
+"""Everything written under models_dir: versions, promotion, the retraining log, rollback.
+
+Every file is replaced by write-temp, fsync, os.replace, fsync-dir. A promotion first
+records which version it installs in a small journal, then copies that version's files
+over the operator-facing ones, metadata last; a promotion cut short by a crash is
+finished by `recover()` on the next start, so models/ always ends up describing one
+complete version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "yamnet_classifier_v2.keras"
+METADATA_FILE = "model_metadata.json"
+METRICS_FILE = "performance_metrics.json"
+HISTORY_PICKLE = "training_history.pkl"
+HISTORY_JSON = "training_history.json"
+CLASS_NAMES_FILE = "class_names.json"
+LOG_FILE = "retraining_log.json"
+JOURNAL_FILE = ".promotion.json"
+
+# version-folder name -> operator-facing name; metadata goes last on purpose.
+PUBLISHED_FILES = (
+    ("model.keras", MODEL_FILE),
+    ("class_names.json", CLASS_NAMES_FILE),
+    ("performance_metrics.json", METRICS_FILE),
+    ("training_history.pkl", HISTORY_PICKLE),
+    ("training_history.json", HISTORY_JSON),
+    ("metadata.json", METADATA_FILE),
+)
+VERSION_PATTERN = re.compile(r"v(\d{4,})")
+
+
+def fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_atomically(target: Path, write: Callable[[Path], None]) -> None:
+    """Write via `write(tmp)` next to target, then rename over it (durable on return)."""
+    tmp = target.with_name(f".{target.stem}.tmp{target.suffix}")
+    try:
+        write(tmp)
+        fsync_path(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_path(target.parent)
+
+
+def write_json(target: Path, value: Any) -> None:
+    replace_atomically(target, lambda tmp: tmp.write_text(json.dumps(value, indent=2) + "\n"))
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return default
+
+
+def copy_atomically(source: Path, target: Path) -> None:
+    replace_atomically(target, lambda tmp: shutil.copyfile(source, tmp))
+
+
+class ModelRegistry:
+    """The models_dir layout: versions/<version>/, the published files, the log."""
+
+    def __init__(self, models_dir: Path) -> None:
+        self.root = models_dir
+        self.versions_dir = models_dir / "versions"
+
+    def ensure(self) -> None:
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+
+    # --- versions -------------------------------------------------------------------
+
+    def next_version(self) -> str:
+        numbers = [0]
+        if self.versions_dir.is_dir():
+            for entry in self.versions_dir.iterdir():
+                match = VERSION_PATTERN.fullmatch(entry.name.removeprefix(".staging-"))
+                if match:
+                    numbers.append(int(match.group(1)))
+        return f"v{max(numbers) + 1:04d}"
+
+    def staging_dir(self, version: str) -> Path:
+        return self.versions_dir / f".staging-{version}"
+
+    def version_dir(self, version: str) -> Path:
+        return self.versions_dir / version
+
+    def finalize(self, version: str) -> Path:
+        """Make a fully written staging folder visible as versions/<version>."""
+        staging, final = self.staging_dir(version), self.version_dir(version)
+        os.rename(staging, final)
+        fsync_path(self.versions_dir)
+        return final
+
+    def versions(self) -> list[dict[str, Any]]:
+        """Every finished version's metadata, oldest first."""
+        found = []
+        if self.versions_dir.is_dir():
+            for entry in sorted(self.versions_dir.iterdir()):
+                metadata = read_json(entry / "metadata.json") if VERSION_PATTERN.fullmatch(entry.name) else None
+                if metadata is not None:
+                    found.append(metadata)
+        return found
+
+    def remove_stale_staging(self) -> None:
+        """Staging folders are left only by a crash; nothing in them was ever published."""
+        if self.versions_dir.is_dir():
+            for entry in self.versions_dir.glob(".staging-*"):
+                logger.info("removing unfinished version folder %s", entry.name)
+                shutil.rmtree(entry, ignore_errors=True)
+
+    # --- the published model --------------------------------------------------------
+
+    def current_metadata(self) -> dict[str, Any] | None:
+        return read_json(self.root / METADATA_FILE)
+
+    def current_version(self) -> str | None:
+        metadata = self.current_metadata()
+        return metadata.get("version") if metadata else None
+
+    def current_model_path(self) -> Path | None:
+        """The current model, read from its version folder so it always matches the metadata."""
+        version = self.current_version()
+        if version is None:
+            return None
+        path = self.version_dir(version) / "model.keras"
+        return path if path.is_file() else self.root / MODEL_FILE
+
+    def promote(self, version: str) -> None:
+        """Install a finished version as the current model (atomic per file, journaled)."""
+        source = self.version_dir(version)
+        if not (source / "metadata.json").is_file():
+            raise FileNotFoundError(f"version {version} does not exist under {self.versions_dir}")
+        write_json(self.root / JOURNAL_FILE, {"version": version, "started": time.time()})
+        for name, published in PUBLISHED_FILES:
+            if (source / name).is_file():
+                copy_atomically(source / name, self.root / published)
+        (self.root / JOURNAL_FILE).unlink()
+        fsync_path(self.root)
+
+    def recover(self) -> str | None:
+        """Finish a promotion a crash interrupted; returns the version it completed."""
+        self.remove_stale_staging()
+        journal = read_json(self.root / JOURNAL_FILE)
+        if journal is None:
+            return None
+        version = journal["version"]
+        logger.warning("finishing the interrupted promotion of %s", version)
+        self.promote(version)
+        return version
+
+    # --- the retraining log ------------------------------------------------------------
+
+    def retraining_log(self) -> list[dict[str, Any]]:
+        entries = read_json(self.root / LOG_FILE, default=[])
+        return entries if isinstance(entries, list) else []
+
+    def append_log(self, entry: dict[str, Any]) -> None:
+        """Append one entry; a log that is not valid JSON is kept aside, never overwritten."""
+        path = self.root / LOG_FILE
+        try:
+            entries = read_json(path, default=[])
+            if not isinstance(entries, list):
+                raise ValueError("not a JSON list")
+        except ValueError as exc:
+            aside = path.with_name(f"{LOG_FILE}.unreadable-{int(time.time())}")
+            os.replace(path, aside)
+            logger.error("%s was not valid (%s); moved it to %s and started a new log", path, exc, aside)
+            entries = []
+        entries.append(entry)
+        write_json(path, entries)

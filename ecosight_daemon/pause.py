@@ -1,0 +1,23 @@
+"""Pause points that only tests can set, to kill a process at a chosen moment.
+
+With ECOSIGHT_PAUSE_AT=<name> and ECOSIGHT_PAUSE_FILE=<path> in the environment, the
+process reaching point <name> writes its pid to <path> and sleeps until it is killed.
+Without them (always, in production) `point` does nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+PAUSE_AT_ENV = "ECOSIGHT_PAUSE_AT"
+PAUSE_FILE_ENV = "ECOSIGHT_PAUSE_FILE"
+
+
+def point(name: str) -> None:
+    if os.environ.get(PAUSE_AT_ENV) != name or not os.environ.get(PAUSE_FILE_ENV):
+        return
+    Path(os.environ[PAUSE_FILE_ENV]).write_text(str(os.getpid()))
+    while True:
+        time.sleep(0.1)

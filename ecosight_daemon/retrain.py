@@ -1,0 +1,308 @@
+"""One retrain, end to end: snapshot -> training child -> gate -> version -> promotion -> log.
+
+Runs in the caller's process (the CLI or the daemon) without TensorFlow; the model
+is trained in a spawned child with a time limit. Only this module's `retrain` writes
+under models/versions and promotes, and it holds the retrain lock while it does.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import hashlib
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .artifacts import ModelRegistry, read_json, write_json
+from .config import Settings
+from .dataset import Snapshot, SnapshotOptions, Split, take_snapshot
+from .errors import EXIT_TEMPFAIL, EcosightError
+from .evaluation import GateDecision, GatePolicy, class_recall, gate
+from .store import EmbeddingStore
+from .train_job import JobFiles, child_main, write_job
+
+logger = logging.getLogger(__name__)
+
+LOCK_FILE = ".retrain.lock"
+
+
+class RetrainBusy(EcosightError):
+    exit_code = EXIT_TEMPFAIL
+
+
+@contextmanager
+def retrain_lock(models_dir: Path) -> Iterator[None]:
+    """An exclusive flock on models_dir/.retrain.lock; the kernel drops it if we die."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with open(models_dir / LOCK_FILE, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RetrainBusy(f"Retraining already in progress (pid {holder}); wait for it to finish") from exc
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+
+
+@dataclass
+class RetrainOutcome:
+    """What one attempt did; its `log_entry` goes into retraining_log.json."""
+
+    version: str | None
+    promoted: bool
+    reason: str
+    trigger: str
+    forced: bool = False
+    metrics: dict[str, Any] | None = None
+    incumbent_metrics: dict[str, Any] | None = None
+    replaced_version: str | None = None
+    samples: dict[str, dict[str, int]] = field(default_factory=dict)
+    new_samples: int = 0
+    seconds: float = 0.0
+    status: str = "failed"  # promoted | rejected | failed
+
+    def log_entry(self) -> dict[str, Any]:
+        summary = None
+        if self.metrics:
+            summary = {
+                "accuracy": self.metrics["accuracy"],
+                "macro_f1": self.metrics["macro_f1"],
+                "recall": {c: m["recall"] for c, m in self.metrics["per_class_metrics"].items()},
+            }
+        return {
+            "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "trigger_reason": self.trigger,
+            "version": self.version,
+            "status": self.status,
+            "promoted": self.promoted,
+            "forced": self.forced,
+            "reason": self.reason,
+            "replaced_version": self.replaced_version,
+            "samples": self.samples,
+            "new_samples": self.new_samples,
+            "duration_s": round(self.seconds, 2),
+            "metrics": summary,
+        }
+
+
+def snapshot_options(settings: Settings) -> SnapshotOptions:
+    t = settings.training
+    return SnapshotOptions(t.min_class_files, (t.split[0], t.split[1], t.split[2]), t.group_patterns, t.pooling)
+
+
+def gate_policy(settings: Settings) -> GatePolicy:
+    p = settings.promotion
+    return GatePolicy(settings.training.priority_class, p.macro_f1_tolerance, p.min_macro_f1,
+                      p.min_priority_recall)
+
+
+def trained_hashes(registry: ModelRegistry) -> set[str]:
+    """Content hashes the most recent finished training run learned from."""
+    versions = registry.versions()
+    if not versions:
+        return set()
+    manifest = registry.version_dir(versions[-1]["version"]) / "manifest.csv"
+    with manifest.open() as handle:
+        return {row["sha256"] for row in csv.DictReader(handle)}
+
+
+def retrain(
+    settings: Settings,
+    store: EmbeddingStore,
+    trigger: str,
+    force: bool = False,
+    should_stop: Callable[[], bool] = lambda: False,
+    log_level: str = "INFO",
+) -> RetrainOutcome:
+    """Train, evaluate, gate and (maybe) promote; every attempt is logged."""
+    registry = ModelRegistry(settings.paths.models_dir)
+    registry.ensure()
+    started = time.monotonic()
+    with retrain_lock(settings.paths.models_dir):
+        registry.recover()
+        outcome = _attempt(settings, store, registry, trigger, force, should_stop, log_level)
+        outcome.seconds = time.monotonic() - started
+        registry.append_log(outcome.log_entry())
+    level = logging.INFO if outcome.status != "failed" else logging.ERROR
+    logger.log(level, "retrain (%s) %s: %s", trigger, outcome.status, outcome.reason)
+    return outcome
+
+
+def _attempt(
+    settings: Settings, store: EmbeddingStore, registry: ModelRegistry, trigger: str, force: bool,
+    should_stop: Callable[[], bool], log_level: str,
+) -> RetrainOutcome:
+    snapshot = take_snapshot(store, snapshot_options(settings))
+    new_samples = len({s.sha256 for s in snapshot.samples} - trained_hashes(registry))
+    outcome = RetrainOutcome(None, False, "", trigger, force, samples=snapshot.counts(), new_samples=new_samples)
+    if len(snapshot.classes) < 2:
+        outcome.reason = (f"need at least 2 classes with >= {settings.training.min_class_files} embedded "
+                          f"files, have {len(snapshot.classes)}; add audio to the class folders")
+        return outcome
+    if len(snapshot.indices(Split.TRAIN)) == 0:
+        outcome.reason = "the training split is empty; add recordings from more sources"
+        return outcome
+
+    version = registry.next_version()
+    staging = registry.staging_dir(version)
+    incumbent = _incumbent_spec(registry, snapshot, settings)
+    outcome.replaced_version = incumbent["version"] if incumbent else None
+    job = write_job(staging, snapshot.features, snapshot.labels(), [s.split.value for s in snapshot.samples],
+                    _job_spec(settings, snapshot, incumbent))
+    result = run_child(job, settings.training.time_limit_s, should_stop, log_level)
+    if not result.get("ok"):
+        shutil.rmtree(staging, ignore_errors=True)
+        outcome.reason = f"training did not finish: {result.get('error', 'unknown error')}"
+        return outcome
+
+    decision = gate(result["candidate_metrics"], result["incumbent_metrics"], gate_policy(settings))
+    if force and not decision.promote:
+        decision = GateDecision(True, f"forced by operator (gate said: {decision.reason})")
+    outcome.version, outcome.metrics = version, result["candidate_metrics"]
+    outcome.incumbent_metrics = result["incumbent_metrics"]
+    outcome.promoted, outcome.reason = decision.promote, decision.reason
+    outcome.status = "promoted" if decision.promote else "rejected"
+    _write_version_files(staging, version, snapshot, settings, store, result, outcome)
+    registry.finalize(version)
+    if decision.promote:
+        registry.promote(version)
+    return outcome
+
+
+def _incumbent_spec(registry: ModelRegistry, snapshot: Snapshot, settings: Settings) -> dict[str, Any] | None:
+    """The current model, if it can be compared on this snapshot's features."""
+    current = registry.current_metadata()
+    path = registry.current_model_path()
+    if current is None or path is None:
+        return None
+    if current.get("embedding_model_id") != snapshot.embedding_model_id or current.get("pooling") != snapshot.pooling:
+        logger.warning("the current model %s used other embeddings or pooling; the candidate must clear "
+                       "the floors instead of beating it", current.get("version"))
+        return None
+    return {
+        "version": current["version"],
+        "model_path": str(path),
+        "classes": current["classes"],
+        "priority_class": current.get("priority_class"),
+        "priority_threshold": current.get("priority_threshold"),
+    }
+
+
+def _job_spec(settings: Settings, snapshot: Snapshot, incumbent: dict[str, Any] | None) -> dict[str, Any]:
+    t = settings.training
+    return {
+        "classes": snapshot.classes,
+        "pooling": snapshot.pooling,
+        "params": {
+            "hidden_units": list(t.hidden_units), "dropout": t.dropout, "batch_norm": t.batch_norm,
+            "learning_rate": t.learning_rate, "l2": t.l2, "epochs": t.epochs,
+            "batch_size": t.batch_size, "patience": t.patience, "seed": t.seed,
+        },
+        "priority_class": t.priority_class,
+        "priority_recall_target": t.priority_recall_target,
+        "incumbent": incumbent,
+        "export_handle": settings.embedding.yamnet_handle,
+    }
+
+
+def run_child(job: JobFiles, time_limit_s: float, should_stop: Callable[[], bool], log_level: str) -> dict[str, Any]:
+    """Run the training child; stop it on request or at the time limit."""
+    context = multiprocessing.get_context("spawn")
+    child = context.Process(target=child_main, args=(str(job.folder), log_level), name="ecosight-training")
+    child.start()
+    logger.info("training child started (pid %s), time limit %.0f s", child.pid, time_limit_s)
+    deadline = time.monotonic() + time_limit_s
+    reason = None
+    while child.is_alive():
+        child.join(timeout=0.5)
+        if reason is None and should_stop():
+            reason = "stopped on request"
+        elif reason is None and time.monotonic() > deadline:
+            reason = f"took longer than time_limit_s ({time_limit_s:g} s)"
+        if reason is not None:
+            child.terminate()  # SIGTERM: the child stops at the next epoch
+            child.join(timeout=15)
+            if child.is_alive():
+                child.kill()
+                child.join()
+            break
+    if reason is not None:
+        return {"ok": False, "error": reason}
+    if child.exitcode != 0:
+        how = f"killed by signal {-child.exitcode}" if (child.exitcode or 0) < 0 else f"exit code {child.exitcode}"
+        hint = " (out of memory?)" if child.exitcode == -9 else ""
+        return {"ok": False, "error": f"training process {how}{hint}"}
+    return read_json(job.result, default={"ok": False, "error": "training process wrote no result"})
+
+
+def _write_version_files(
+    folder: Path, version: str, snapshot: Snapshot, settings: Settings, store: EmbeddingStore,
+    result: dict[str, Any], outcome: RetrainOutcome,
+) -> None:
+    from .report import write_report
+
+    metrics = dict(result["candidate_metrics"])
+    with (folder / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "sha256", "class", "group", "split"])
+        writer.writerows([s.path, s.sha256, s.label, s.group, s.split.value] for s in snapshot.samples)
+    write_json(folder / "class_names.json", snapshot.classes)
+    write_json(folder / "performance_metrics.json", metrics)
+    t = settings.training
+    metadata = {
+        "version": version,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "status": outcome.status,
+        "decision_reason": outcome.reason,
+        "trigger_reason": outcome.trigger,
+        "replaced_version": outcome.replaced_version,
+        "classes": snapshot.classes,
+        "num_classes": len(snapshot.classes),
+        "sample_counts": snapshot.counts(),
+        "new_samples": outcome.new_samples,
+        "excluded_classes": snapshot.excluded_classes,
+        "warnings": snapshot.warnings,
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "priority_class": t.priority_class,
+        "priority_recall": class_recall(metrics, t.priority_class),
+        "priority_threshold": result["priority_threshold"],
+        "threshold": result["threshold"],
+        "epochs_run": result["epochs_run"],
+        "pooling": snapshot.pooling,
+        "input_dim": int(snapshot.features.shape[1]),
+        "training_settings": {
+            "epochs": t.epochs, "batch_size": t.batch_size, "seed": t.seed, "hidden_units": list(t.hidden_units),
+            "dropout": t.dropout, "batch_norm": t.batch_norm, "learning_rate": t.learning_rate, "l2": t.l2,
+            "patience": t.patience, "split": list(t.split),
+        },
+        "embedding_model_id": snapshot.embedding_model_id,
+        "embedding_fingerprint": store.model_fingerprint(snapshot.embedding_model_id),
+        "model_sha256": _sha256_of(folder / "model.keras"),
+        "incumbent_metrics": outcome.incumbent_metrics,
+    }
+    write_report(folder, metadata, metrics, result["history"], outcome.incumbent_metrics)
+    for leftover in ("job_data.npz", "job.json", "job_result.json"):
+        (folder / leftover).unlink(missing_ok=True)
+    write_json(folder / "metadata.json", metadata)  # last: a version folder with metadata is complete
+
+
+def _sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

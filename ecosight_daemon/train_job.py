@@ -1,0 +1,148 @@
+"""The training child: runs in a process started with `spawn`, reads a job folder, writes
+its results into the same folder and nothing else. TensorFlow lives only here, so
+repeated fits cannot leak memory into the long-running parent, and a hung run can be
+killed without harming anything the operators use.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import pause
+from .evaluation import apply_priority_threshold, choose_priority_threshold, classification_metrics
+
+logger = logging.getLogger(__name__)
+
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    folder: Path
+
+    @property
+    def data(self) -> Path:
+        return self.folder / "job_data.npz"
+
+    @property
+    def spec(self) -> Path:
+        return self.folder / "job.json"
+
+    @property
+    def result(self) -> Path:
+        return self.folder / "job_result.json"
+
+
+def write_job(folder: Path, features: np.ndarray, labels: np.ndarray, splits: list[str],
+              spec: dict[str, Any]) -> JobFiles:
+    files = JobFiles(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(files.data, features=features, labels=labels,
+             splits=np.array([SPLIT_CODES[s] for s in splits], dtype=np.int8))
+    files.spec.write_text(json.dumps(spec, indent=2))
+    return files
+
+
+def child_main(folder: str, log_level: str) -> None:
+    """Entry point of the spawned process."""
+    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("absl", "tensorflow"):  # SavedModel export chatter at INFO
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it sends SIGTERM
+    try:
+        result = run_job(JobFiles(Path(folder)), stop.is_set)
+    except Exception as exc:
+        logger.exception("training failed")
+        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    JobFiles(Path(folder)).result.write_text(json.dumps(result, indent=2))
+
+
+def run_job(files: JobFiles, should_stop: Any) -> dict[str, Any]:
+    from .training import (
+        ClassifierParams,
+        export_end_to_end,
+        fit_classifier,
+        load_classifier,
+        predict_probabilities,
+        save_classifier,
+    )
+
+    spec = json.loads(files.spec.read_text())
+    data = np.load(files.data)
+    features, labels, splits = data["features"], data["labels"], data["splits"]
+    train, val, test = (splits == 0), (splits == 1), (splits == 2)
+    classes: list[str] = spec["classes"]
+    params = ClassifierParams(**{**spec["params"], "hidden_units": tuple(spec["params"]["hidden_units"])})
+    logger.info("training on %d clips (%d validation, %d test), %d classes",
+                int(train.sum()), int(val.sum()), int(test.sum()), len(classes))
+    pause.point("training")
+    fit = fit_classifier(features[train], labels[train], features[val], labels[val],
+                         len(classes), params, should_stop)
+    if fit.stopped_early_by_request:
+        return {"ok": False, "error": "stopped on request"}
+
+    priority = spec["priority_class"]
+    priority_index = classes.index(priority) if priority in classes else None
+    threshold = None
+    threshold_info: dict[str, Any] = {"note": f"{priority} is not among the trained classes"}
+    if priority_index is not None:
+        choice = choose_priority_threshold(predict_probabilities(fit.model, features[val]), labels[val],
+                                           priority_index, spec["priority_recall_target"])
+        threshold, threshold_info = choice.threshold, choice.as_dict()
+
+    test_probabilities = predict_probabilities(fit.model, features[test])
+    candidate = classification_metrics(
+        labels[test], apply_priority_threshold(test_probabilities, priority_index, threshold), classes
+    )
+    incumbent = evaluate_incumbent(spec.get("incumbent"), features[test], labels[test], classes,
+                                   load_classifier, predict_probabilities)
+
+    save_classifier(fit.model, files.folder / "model.keras")
+    (files.folder / "training_history.json").write_text(json.dumps(fit.history, indent=2))
+    # Written for tools that expect the old file; this program never loads a pickle.
+    (files.folder / "training_history.pkl").write_bytes(pickle.dumps(fit.history))
+    if spec.get("export_handle"):
+        export_end_to_end(spec["export_handle"], fit.model, classes, spec["pooling"], priority_index,
+                          threshold, files.folder / "export")
+    return {
+        "ok": True,
+        "epochs_run": fit.epochs_run,
+        "history": fit.history,
+        "priority_threshold": threshold,
+        "threshold": threshold_info,
+        "candidate_metrics": candidate,
+        "incumbent_metrics": incumbent,
+    }
+
+
+def evaluate_incumbent(
+    incumbent: dict[str, Any] | None, test_x: np.ndarray, test_y: np.ndarray, classes: list[str],
+    load_classifier: Any, predict_probabilities: Any,
+) -> dict[str, Any] | None:
+    """The current model's metrics on the candidate's test split, over the candidate's classes.
+
+    Test clips of a class the current model never learned count as its mistakes.
+    """
+    if incumbent is None:
+        return None
+    model = load_classifier(Path(incumbent["model_path"]))
+    its_classes: list[str] = incumbent["classes"]
+    probabilities = predict_probabilities(model, test_x)
+    priority = incumbent.get("priority_class")
+    priority_index = its_classes.index(priority) if priority in its_classes else None
+    own_labels = apply_priority_threshold(probabilities, priority_index, incumbent.get("priority_threshold"))
+    mapped = np.array([classes.index(its_classes[i]) if its_classes[i] in classes else -1 for i in own_labels],
+                      dtype=np.int64)
+    return classification_metrics(test_y, mapped, classes)
