@@ -1,0 +1,282 @@
+"""Retraining end to end on the real dev corpus: the real YAMNet embeddings, a real
+training child process, real files under models/."""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ecosight_daemon.artifacts import (
+    CLASS_NAMES_FILE,
+    HISTORY_JSON,
+    HISTORY_PICKLE,
+    LOG_FILE,
+    METADATA_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+)
+from ecosight_daemon.ingest import IngestLimits, embed_pending, reconcile
+from ecosight_daemon.store import EmbeddingStore
+
+pytestmark = pytest.mark.slow
+
+OPERATOR_FILES = [MODEL_FILE, METADATA_FILE, METRICS_FILE, HISTORY_PICKLE, HISTORY_JSON, CLASS_NAMES_FILE]
+LIMITS = IngestLimits((".wav",), 600, 10**9)
+
+
+@pytest.fixture(scope="session")
+def embedded_dev(tmp_path_factory: pytest.TempPathFactory, dev_corpus: Path, yamnet: Any) -> Path:
+    """The dev corpus copied and embedded once; tests copy this folder."""
+    root = tmp_path_factory.mktemp("embedded-dev")
+    shutil.copytree(dev_corpus, root / "audio", ignore=shutil.ignore_patterns("MANIFEST.csv"))
+    store = EmbeddingStore.open(root / "models" / "embedding_cache.sqlite3")
+    store.adopt_model(yamnet.model_id, yamnet.fingerprint)
+    reconcile(store, root / "audio", LIMITS)
+    assert embed_pending(store, yamnet, root / "audio", LIMITS).failed == 0
+    store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    return root
+
+
+@pytest.fixture
+def project(tmp_path: Path, embedded_dev: Path, yamnet_handle: str) -> Path:
+    shutil.copytree(embedded_dev, tmp_path, dirs_exist_ok=True)
+    write_config(tmp_path, yamnet_handle)
+    return tmp_path
+
+
+def write_config(root: Path, handle: str, training: str = "") -> None:
+    (root / "config.toml").write_text(
+        f'[paths]\naudio_dir = "audio"\nmodels_dir = "models"\n'
+        f'[embedding]\nyamnet_handle = "{handle}"\n[training]\n{training}\n'
+    )
+
+
+def cli(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ecosight_daemon", "--config", str(root / "config.toml"), *args],
+        capture_output=True, text=True, timeout=900, env={**os.environ, **(env or {})},
+    )
+
+
+def retrain(root: Path, *args: str) -> dict[str, Any]:
+    result = cli(root, "retrain", "--json", *args)
+    assert result.returncode in (0, 3), result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def snapshot_bytes(models: Path) -> dict[str, bytes]:
+    return {name: (models / name).read_bytes() for name in OPERATOR_FILES}
+
+
+def assert_models_consistent(models: Path) -> dict[str, Any]:
+    """A complete, loadable current model whose metadata describes it."""
+    from ecosight_daemon.training import load_classifier
+
+    metadata = json.loads((models / METADATA_FILE).read_text())
+    model_bytes = (models / MODEL_FILE).read_bytes()
+    assert hashlib.sha256(model_bytes).hexdigest() == metadata["model_sha256"]
+    assert json.loads((models / CLASS_NAMES_FILE).read_text()) == metadata["classes"]
+    model = load_classifier(models / MODEL_FILE)
+    assert model.output_shape[-1] == len(metadata["classes"])
+    assert isinstance(json.loads((models / LOG_FILE).read_text()), list)
+    assert not list((models / "versions").glob(".staging-*"))
+    return metadata
+
+
+def test_first_retrain_promotes_and_writes_every_artifact(project: Path) -> None:
+    result = retrain(project, "--reason", "first test")
+    assert result["promoted"] is True and result["version"] == "v0001"
+    assert set(result["metrics"]) >= {"macro_f1", "accuracy", "recall"}
+    assert result["metrics"]["macro_f1"] > 0.6
+    models = project / "models"
+    metadata = assert_models_consistent(models)
+    assert metadata["version"] == "v0001" and metadata["trigger_reason"] == "first test"
+    assert metadata["embedding_fingerprint"]["savedmodel_sha256"]
+    assert sum(sum(c.values()) for c in metadata["sample_counts"].values()) == 251
+
+    metrics = json.loads((models / METRICS_FILE).read_text())
+    for key in ("precision", "recall", "f1", "confusion_matrix", "per_class_metrics", "macro_f1"):
+        assert key in metrics
+    assert set(json.loads((models / HISTORY_JSON).read_text())) >= {"loss", "val_loss", "accuracy"}
+    version = models / "versions" / "v0001"
+    for name in ("model.keras", "manifest.csv", "confusion_matrix.png", "training_curves.png",
+                 "report.html", "metadata.json", "export/saved_model.pb"):
+        assert (version / name).is_file(), name
+    assert (version / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "data:image/png;base64," in (version / "report.html").read_text()
+    log = json.loads((models / LOG_FILE).read_text())
+    assert [(e["trigger_reason"], e["status"], e["new_samples"]) for e in log] == [("first test", "promoted", 251)]
+
+
+def test_manifest_has_no_recording_on_both_sides_and_model_reproduces_its_metrics(project: Path) -> None:
+    from ecosight_daemon.evaluation import apply_priority_threshold, classification_metrics
+    from ecosight_daemon.features import pool_patches
+    from ecosight_daemon.training import load_classifier, predict_probabilities
+
+    retrain(project)
+    models = project / "models"
+    with (models / "versions" / "v0001" / "manifest.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    sides: dict[str, set[str]] = {}
+    for row in rows:
+        sides.setdefault(row["group"], set()).add(row["split"])
+    assert all(len(s) == 1 for s in sides.values())
+
+    # The saved model takes raw pooled embeddings: the cache + pooling + model alone
+    # reproduce the recorded test metrics (normalization lives inside the model).
+    metadata = json.loads((models / METADATA_FILE).read_text())
+    store = EmbeddingStore.open(models / "embedding_cache.sqlite3")
+    test_rows = [r for r in rows if r["split"] == "test"]
+    features = np.stack([pool_patches(store.embeddings_for(r["sha256"]), metadata["pooling"]) for r in test_rows])
+    store.close()
+    classes = metadata["classes"]
+    probabilities = predict_probabilities(load_classifier(models / MODEL_FILE), features)
+    predicted = apply_priority_threshold(probabilities, classes.index("gun_shot"), metadata["priority_threshold"])
+    truth = np.array([classes.index(r["class"]) for r in test_rows])
+    recomputed = classification_metrics(truth, predicted, classes)
+    recorded = json.loads((models / METRICS_FILE).read_text())
+    assert recomputed["confusion_matrix"] == recorded["confusion_matrix"]
+    assert recomputed["macro_f1"] == pytest.approx(recorded["macro_f1"])
+
+
+def test_split_is_stable_across_retrains_and_test_only_grows(project: Path, write_wav: Any) -> None:
+    retrain(project)
+    for i in range(12):
+        write_wav(project / "audio" / "gun_shot" / f"synthetic{i}.wav", "clicks", seconds=2.0, seed=100 + i)
+    retrain(project, "--force")
+    read = lambda v: {r["path"]: r["split"] for r in csv.DictReader((project / "models" / "versions" / v / "manifest.csv").open())}  # noqa: E731
+    first, second = read("v0001"), read("v0002")
+    assert first.items() <= second.items()
+    assert len(second) == len(first) + 12
+    log = json.loads((project / "models" / LOG_FILE).read_text())
+    assert log[-1]["new_samples"] == 12
+
+
+def test_gate_rejects_a_worse_candidate_and_leaves_operator_files_untouched(
+    project: Path, yamnet_handle: str
+) -> None:
+    retrain(project)
+    models = project / "models"
+    before = snapshot_bytes(models)
+    # A crippled candidate: linear, one epoch at a tiny learning rate.
+    write_config(project, yamnet_handle, "hidden_units = []\nepochs = 1\nlearning_rate = 0.000001\n")
+    result = cli(project, "retrain", "--json")
+    assert result.returncode == 3, result.stderr[-2000:]
+    outcome = json.loads(result.stdout)
+    assert outcome["promoted"] is False and outcome["version"] == "v0002"
+    assert "would drop" in outcome["reason"]
+    assert snapshot_bytes(models) == before
+    rejected = json.loads((models / "versions" / "v0002" / "metadata.json").read_text())
+    assert rejected["status"] == "rejected" and rejected["decision_reason"] == outcome["reason"]
+    log = json.loads((models / LOG_FILE).read_text())
+    assert [e["status"] for e in log] == ["promoted", "rejected"]
+
+
+def test_kill_9_of_the_training_child_leaves_models_consistent(project: Path) -> None:
+    retrain(project)
+    models = project / "models"
+    before = snapshot_bytes(models)
+    pause_file = project / "paused.pid"
+    env = {"ECOSIGHT_PAUSE_AT": "training", "ECOSIGHT_PAUSE_FILE": str(pause_file)}
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "ecosight_daemon", "--config", str(project / "config.toml"), "retrain", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env},
+    )
+    deadline = time.monotonic() + 120
+    while not pause_file.exists() or not pause_file.read_text():
+        assert parent.poll() is None and time.monotonic() < deadline, "training child never reached its pause point"
+        time.sleep(0.1)
+    child_pid = int(pause_file.read_text())
+    assert child_pid != parent.pid
+    os.kill(child_pid, signal.SIGKILL)
+    out, err = parent.communicate(timeout=120)
+    assert parent.returncode == 4, err[-2000:]
+    outcome = json.loads(out)
+    assert outcome["status"] == "failed" and "killed by signal 9" in outcome["reason"]
+    assert snapshot_bytes(models) == before
+    assert_models_consistent(models)
+    assert [e["status"] for e in json.loads((models / LOG_FILE).read_text())] == ["promoted", "failed"]
+
+
+def test_a_held_lock_means_retraining_already_in_progress(project: Path) -> None:
+    (project / "models").mkdir(exist_ok=True)
+    with open(project / "models" / ".retrain.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        result = cli(project, "retrain")
+    assert result.returncode == 75
+    assert "Retraining already in progress" in result.stderr
+
+
+def test_predict_agrees_with_the_model_and_export_matches(project: Path, yamnet: Any) -> None:
+    import tensorflow as tf
+
+    from ecosight_daemon.audio import decode_audio
+    from ecosight_daemon.evaluation import apply_priority_threshold
+    from ecosight_daemon.features import pool_patches
+    from ecosight_daemon.training import load_classifier, predict_probabilities
+
+    retrain(project)
+    models = project / "models"
+    metadata = json.loads((models / METADATA_FILE).read_text())
+    classes = metadata["classes"]
+    files = [next((project / "audio" / c).iterdir()) for c in classes]
+    bad = project / "broken.wav"
+    bad.write_bytes(b"RIFF nonsense")
+    result = cli(project, "predict", "--json", *map(str, files), str(bad))
+    assert result.returncode == 1  # one file could not be read
+    predictions = json.loads(result.stdout)
+    assert predictions[-1]["file"] == str(bad) and "error" in predictions[-1]
+
+    classifier = load_classifier(models / MODEL_FILE)
+    exported = tf.saved_model.load(str(models / "versions" / metadata["version"] / "export"))
+    for path, prediction in zip(files, predictions):
+        waveform = decode_audio(path.read_bytes(), 600).waveform
+        features = pool_patches(yamnet.embed(waveform), metadata["pooling"])[np.newaxis]
+        expected = predict_probabilities(classifier, features)[0]
+        label = apply_priority_threshold(expected[np.newaxis], classes.index("gun_shot"),
+                                         metadata["priority_threshold"])[0]
+        assert prediction["label"] == classes[label]
+        assert prediction["model_version"] == metadata["version"]
+        np.testing.assert_allclose([prediction["probabilities"][c] for c in classes], expected, atol=1e-5)
+        end_to_end = exported(tf.constant(waveform))
+        np.testing.assert_allclose(end_to_end["probabilities"].numpy(), expected, atol=1e-4)
+        assert end_to_end["label"].numpy().decode() == classes[label]
+
+
+def test_rollback_restores_the_previous_version(project: Path) -> None:
+    retrain(project)
+    models = project / "models"
+    first = snapshot_bytes(models)
+    retrain(project, "--force")
+    assert json.loads((models / METADATA_FILE).read_text())["version"] == "v0002"
+    result = cli(project, "rollback")
+    assert result.returncode == 0, result.stderr
+    assert snapshot_bytes(models) == first
+    log = json.loads((models / LOG_FILE).read_text())
+    assert log[-1]["status"] == "rolled back" and log[-1]["version"] == "v0001"
+    history = cli(project, "history", "--json")
+    assert [e["status"] for e in json.loads(history.stdout)] == ["promoted", "promoted", "rolled back"]
+
+
+def test_too_small_classes_are_left_out_not_fatal(project: Path, write_wav: Any) -> None:
+    for i in range(2):
+        write_wav(project / "audio" / "chainsaw" / f"saw{i}.wav", "noise", seed=i)
+    result = retrain(project)
+    assert result["promoted"] is True
+    metadata = json.loads((project / "models" / METADATA_FILE).read_text())
+    assert "chainsaw" not in metadata["classes"]
+    assert "chainsaw" in metadata["excluded_classes"]
