@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: install
-	$(BIN)/ecosight-daemon --config $(CONFIG) embed
+	$(BIN)/ecosight-daemon --config $(CONFIG) run
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -16,6 +17,7 @@ from .config import Settings, find_config_path, load_settings
 from .errors import EXIT_FAILURE, EXIT_OK, EcosightError
 from .ingest import EmbedReport, IngestLimits, embed_pending, reconcile
 from .progress import ProgressReporter
+from .status import read_status, running_daemon_pid
 from .store import ClassCounts, EmbeddingStore, FileState
 
 logger = logging.getLogger("ecosight_daemon")
@@ -23,6 +25,7 @@ logger = logging.getLogger("ecosight_daemon")
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 EXIT_REJECTED = 3  # retrain finished, but the gate kept the current model
 EXIT_RETRAIN_FAILED = 4  # retrain could not train (too little data, child died, time limit)
+EXIT_NOT_RUNNING = 3  # status: no daemon answers
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,6 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         logger.error("interrupted")
         return 130
+    except BrokenPipeError:  # `ecosight-daemon status | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     embed = commands.add_parser("embed", help="embed every pending file, then exit")
     embed.add_argument("--json", action="store_true", help="print a JSON summary")
     embed.set_defaults(handler=cmd_embed)
+
+    run = commands.add_parser("run", help="run the daemon in the foreground (systemd Type=notify)")
+    run.set_defaults(handler=cmd_run)
+
+    status = commands.add_parser("status", help="what the running daemon is doing")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.set_defaults(handler=cmd_status)
 
     retrain = commands.add_parser("retrain", help="embed pending files, train, gate, promote")
     retrain.add_argument("--reason", default="manual", help="recorded in retraining_log.json")
@@ -218,9 +231,60 @@ def embed_summary(report: EmbedReport) -> dict[str, Any]:
     }
 
 
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from .daemon import Daemon
+    from .embedder import YamnetEmbedder
+
+    pid = running_daemon_pid(settings.paths.models_dir)
+    if pid is not None and pid != os.getpid():
+        raise EcosightError(f"a daemon already runs with models_dir {settings.paths.models_dir} (pid {pid})")
+    daemon = Daemon(settings, YamnetEmbedder.load)
+    daemon.install_signal_handlers()
+    return daemon.run()
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    status, problem = read_status(settings.paths.models_dir)
+    if args.json:
+        print(json.dumps({**(status or {}), "running": problem is None, "problem": problem}, indent=2))
+    else:
+        print(format_status(status, problem))
+    return EXIT_OK if problem is None else EXIT_NOT_RUNNING
+
+
+def format_status(status: dict[str, Any] | None, problem: str | None) -> str:
+    if status is None:
+        return f"not running: {problem}"
+    lines = [f"not running: {problem}; last known status:"] if problem else []
+    metrics = status.get("model_metrics") or {}
+    lines += [
+        f"state        {status['state']} (pid {status['pid']}, up {status.get('uptime_s', 0):.0f} s)",
+        f"files        {status.get('pending', 0)} pending, {status.get('failed', 0)} failed, "
+        f"{status.get('settling', 0)} settling",
+        f"new samples  {status.get('new_samples', 0)} of {status.get('min_new_samples')} needed to retrain",
+        f"next run     {status.get('next_scheduled_run') or 'no schedule'}",
+        f"model        {status.get('model_version') or 'none yet'}"
+        + (f" (accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f})"
+           if metrics.get("accuracy") is not None else ""),
+    ]
+    last = status.get("last_retrain")
+    if last:
+        lines.append(f"last retrain {last.get('timestamp')}: {last.get('status')} ({last.get('reason')})")
+    for label, counts in (status.get("classes") or {}).items():
+        lines.append(f"  {label:<16} {counts['files']:>6} files {counts['embedded']:>6} embedded "
+                     f"{counts['pending']:>5} pending {counts['failed']:>5} failed")
+    return "\n".join(lines)
+
+
 def cmd_retrain(settings: Settings, args: argparse.Namespace) -> int:
     from .retrain import retrain
 
+    pid = running_daemon_pid(settings.paths.models_dir)
+    if pid is not None:
+        os.kill(pid, signal.SIGHUP)
+        message = f"asked the running daemon (pid {pid}) to retrain; follow it with `ecosight-daemon status`"
+        print(json.dumps({"daemon_pid": pid, "requested": True}) if args.json else message)
+        return EXIT_OK
     audio_dir = require_audio_dir(settings)
     limits = ingest_limits(settings)
     store = open_store(settings)

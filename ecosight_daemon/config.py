@@ -85,12 +85,13 @@ def _one_of(*choices: str) -> Check:
 def _valid_cron(value: str) -> str | None:
     if not value.strip():
         return None
-    from apscheduler.triggers.cron import CronTrigger
+    from .scheduling import cron_trigger
 
     try:
-        CronTrigger.from_crontab(value)
+        cron_trigger(value)
     except ValueError as exc:
-        return f"a 5-field cron expression such as \"0 3 * * *\" or \"\" to disable ({exc})"
+        return (f"a cron expression such as \"0 3 * * *\" (6 fields: seconds first), "
+                f"or \"\" to disable ({exc})")
     return None
 
 
@@ -143,7 +144,7 @@ class TrainingSettings:
     )
     pooling: str = setting("mean_max", "patch pooling: mean, mean_max or mean_std",
                            _one_of("mean", "mean_max", "mean_std"))
-    hidden_units: tuple[int, ...] = setting((256,), "hidden layer sizes; [] is a linear model", _valid_units)
+    hidden_units: tuple[int, ...] = setting((128,), "hidden layer sizes; [] is a linear model", _valid_units)
     dropout: float = setting(0.3, "dropout after each hidden layer", between(0.0, 0.9))
     batch_norm: bool = setting(False, "batch normalization after each hidden layer")
     learning_rate: float = setting(0.001, "Adam learning rate", between(1e-6, 1.0))
@@ -171,6 +172,21 @@ class PromotionSettings:
 class TriggerSettings:
     min_new_samples: int = setting(100, "new or changed samples that start a retrain", at_least(1))
     schedule: str = setting("", "cron expression for scheduled retrains; empty disables", _valid_cron)
+    drift_min_accuracy: float = setting(
+        0.0, "retrain when the current model's accuracy on newly arrived samples falls below; 0 = off",
+        between(0.0, 1.0),
+    )
+    drift_min_samples: int = setting(20, "new samples needed before drift is judged", at_least(1))
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    settle_s: float = setting(2.0, "a created/modified file must keep its size and mtime this long",
+                              between(0.0, 3600.0))
+    reconcile_interval_s: float = setting(600.0, "full rescan of audio_dir to catch lost events",
+                                          at_least(1.0))
+    polling: bool = setting(False, "poll instead of inotify (for network file systems)")
+    poll_interval_s: float = setting(5.0, "how often the polling observer looks", at_least(0.1))
 
 
 @dataclass(frozen=True)
@@ -181,6 +197,7 @@ class Settings:
     training: TrainingSettings = field(default_factory=TrainingSettings)
     promotion: PromotionSettings = field(default_factory=PromotionSettings)
     triggers: TriggerSettings = field(default_factory=TriggerSettings)
+    watch: WatchSettings = field(default_factory=WatchSettings)
     source: Path | None = None
 
     @property

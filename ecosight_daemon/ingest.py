@@ -132,6 +132,27 @@ def reconcile(
     return report
 
 
+def refresh_path(store: EmbeddingStore, audio_dir: Path, path: Path, limits: IngestLimits) -> bool:
+    """Bring the index in line for one path an event named; True if the index changed."""
+    try:
+        relpath = path.relative_to(audio_dir).as_posix()
+    except ValueError:
+        return False
+    if any(is_ignored_name(part) for part in relpath.split("/")) or not is_audio_name(path.name, limits.extensions):
+        return False
+    found = describe_entry(path, relpath)
+    record = store.file_record(relpath)
+    if found is None:
+        if record is not None:
+            store.forget_files([relpath])
+            logger.info("removed %s from the corpus (file deleted)", relpath)
+        return record is not None
+    if record is not None and record.matches(found.size, found.mtime_ns) and record.label == found.label:
+        return False
+    note_found_file(store, audio_dir, found, limits, hash_file=False)
+    return True
+
+
 def note_found_file(
     store: EmbeddingStore, audio_dir: Path, found: FoundFile, limits: IngestLimits, hash_file: bool
 ) -> None:
@@ -234,11 +255,12 @@ def embed_pending(
     limits: IngestLimits,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    limit: int | None = None,
 ) -> EmbedReport:
-    """Embed every pending file, one committed transaction each; bad files become failed."""
+    """Embed pending files (at most `limit`), one committed transaction each; bad files become failed."""
     started = time.monotonic()
     report = EmbedReport()
-    pending = store.files(FileState.PENDING)
+    pending = store.files(FileState.PENDING)[:limit]
     cached = store.cached_hashes()
     total = len(pending)
     prepared_files = prefetched(lambda r: prepare_file(audio_dir, r, limits, cached), pending)

@@ -76,6 +76,7 @@ class RetrainOutcome:
     samples: dict[str, dict[str, int]] = field(default_factory=dict)
     new_samples: int = 0
     seconds: float = 0.0
+    started_at: float = 0.0  # wall clock, seconds since the epoch
     status: str = "failed"  # promoted | rejected | failed
 
     def log_entry(self) -> dict[str, Any]:
@@ -97,6 +98,7 @@ class RetrainOutcome:
             "replaced_version": self.replaced_version,
             "samples": self.samples,
             "new_samples": self.new_samples,
+            "started_at": round(self.started_at, 3),
             "duration_s": round(self.seconds, 2),
             "metrics": summary,
         }
@@ -134,11 +136,17 @@ def retrain(
     """Train, evaluate, gate and (maybe) promote; every attempt is logged."""
     registry = ModelRegistry(settings.paths.models_dir)
     registry.ensure()
-    started = time.monotonic()
+    started, started_wall = time.monotonic(), time.time()
     with retrain_lock(settings.paths.models_dir):
         registry.recover()
-        outcome = _attempt(settings, store, registry, trigger, force, should_stop, log_level)
+        try:
+            outcome = _attempt(settings, store, registry, trigger, force, should_stop, log_level)
+        except Exception as exc:  # disk full, a corrupt file...: record it, keep models/ as it was
+            logger.exception("retrain (%s) failed", trigger)
+            registry.remove_stale_staging()
+            outcome = RetrainOutcome(None, False, f"retrain failed: {type(exc).__name__}: {exc}", trigger)
         outcome.seconds = time.monotonic() - started
+        outcome.started_at = started_wall
         registry.append_log(outcome.log_entry())
     level = logging.INFO if outcome.status != "failed" else logging.ERROR
     logger.log(level, "retrain (%s) %s: %s", trigger, outcome.status, outcome.reason)

@@ -300,6 +300,14 @@ class EmbeddingStore:
         )
         return {row[0] for row in rows}
 
+    def training_hashes(self) -> set[str]:
+        """Hashes of embedded, labeled files that are not label conflicts."""
+        rows = self._db.execute(
+            "SELECT DISTINCT sha256 FROM files WHERE state = 'embedded' AND label != '' "
+            "AND sha256 IS NOT NULL"
+        )
+        return {row[0] for row in rows} - self.conflicting_hashes()
+
     def class_counts(self) -> dict[str, ClassCounts]:
         """Per class: files, embedded, pending, failed, conflicts (label '' = no class)."""
         conflicts = self.conflicting_hashes()

@@ -58,6 +58,7 @@ def child_main(folder: str, log_level: str) -> None:
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("absl", "tensorflow"):  # SavedModel export chatter at INFO
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    _die_with_parent()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it sends SIGTERM
@@ -67,6 +68,16 @@ def child_main(folder: str, log_level: str) -> None:
         logger.exception("training failed")
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     JobFiles(Path(folder)).result.write_text(json.dumps(result, indent=2))
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGKILL when the parent dies, so no orphan keeps training."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def run_job(files: JobFiles, should_stop: Any) -> dict[str, Any]:

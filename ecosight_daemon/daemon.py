@@ -1,0 +1,460 @@
+"""The daemon: one owner (the main thread), one inbox, named states.
+
+Signal handlers, the watchdog handler and the APScheduler job only put small commands
+on the inbox. The main thread owns the SQLite connection, the state and every decision:
+`step()` waits on the inbox, merges what arrived, acts, then does housekeeping
+(settled files, embedding in small batches, triggers, status, systemd watchdog).
+A retrain runs on one worker thread (with its own database connection) that drives
+the spawned training child, so the loop keeps answering while a model trains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from .artifacts import ModelRegistry
+from .config import Settings, load_settings
+from .embedder import Embedder
+from .errors import ConfigError
+from .features import pool_patches
+from .ingest import IngestLimits, embed_pending, reconcile, refresh_path
+from .progress import ProgressReporter
+from .retrain import RetrainOutcome, retrain, trained_hashes
+from .scheduling import RetrainRequests, RetrainSchedule
+from .status import HEARTBEAT_S, DaemonState, write_status
+from .store import EmbeddingStore, FileState
+from .systemd import SystemdNotifier
+from .watcher import FileEvent, SettleTracker, start_observer
+
+logger = logging.getLogger(__name__)
+
+EMBED_BATCH = 8  # files per loop iteration: keeps signals and status answered within ~1 s
+DRIFT_CHECK_INTERVAL_S = 60.0
+JOIN_TIMEOUT_S = 5.0
+
+
+class Kind(str, Enum):
+    FILE = "file"
+    RECONCILE = "reconcile"
+    RETRAIN = "retrain"
+    RELOAD = "reload"
+    STOP = "stop"
+    RETRAIN_DONE = "retrain-done"
+
+
+@dataclass(frozen=True)
+class Command:
+    kind: Kind
+    reason: str = ""
+    event: FileEvent | None = None
+
+
+def ingest_limits(settings: Settings) -> IngestLimits:
+    return IngestLimits(settings.audio.extensions, settings.audio.max_duration_s,
+                        int(settings.audio.max_file_mb * 1_000_000))
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        load_embedder: Callable[[str], Embedder],
+        notifier: SystemdNotifier | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self._load_embedder = load_embedder
+        self._notifier = notifier or SystemdNotifier()
+        self._clock = clock
+        self._inbox: queue.SimpleQueue[Command] = queue.SimpleQueue()
+        self._registry = ModelRegistry(settings.paths.models_dir)
+        self._tracker = SettleTracker(settings.watch.settle_s)
+        self._requests = RetrainRequests()
+        self._retrain_stop = threading.Event()
+        self._retrain_thread: threading.Thread | None = None
+        self._retrain_outcome: RetrainOutcome | None = None
+        self._last_retrain: dict[str, Any] | None = None
+        self._baseline: set[str] = set()
+        self._stop_signals = 0
+        self.state = DaemonState.STARTING
+        self.stopped = False
+        self._started_wall = time.time()
+        self._store: EmbeddingStore | None = None
+        self._embedder: Embedder | None = None
+        self._observer: Any = None
+        self._schedule: RetrainSchedule | None = None
+        self._next_reconcile = 0.0
+        self._next_heartbeat = 0.0
+        self._next_watchdog = 0.0
+        self._new_samples = 0
+        self._corpus_changed = True
+        self._drift_checked_at = -DRIFT_CHECK_INTERVAL_S
+        self._drift_checked_count = 0
+        self._progress: ProgressReporter | None = None
+        self._burst_done = 0
+
+    # --- inbox producers: they only enqueue --------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        # Only queue: logging or touching SQLite here could deadlock on a lock the
+        # interrupted main thread holds. A second stop signal exits at once, which is
+        # safe because every write is a transaction or an atomic replace.
+        if signum == signal.SIGHUP:
+            self._inbox.put(Command(Kind.RELOAD, "SIGHUP"))
+            return
+        self._stop_signals += 1
+        if self._stop_signals > 1:
+            os._exit(128 + signum)
+        self._inbox.put(Command(Kind.STOP, signal.Signals(signum).name))
+
+    def request_retrain(self, reason: str) -> None:
+        self._inbox.put(Command(Kind.RETRAIN, reason))
+
+    def request_stop(self, reason: str = "requested") -> None:
+        self._inbox.put(Command(Kind.STOP, reason))
+
+    def _on_file_event(self, event: FileEvent) -> None:
+        self._inbox.put(Command(Kind.FILE, event=event))
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        settings = self.settings
+        logger.info("starting (pid %d) with %s", os.getpid(), settings.describe())
+        self._registry.ensure()
+        self._write_status()
+        recovered = self._registry.recover()
+        if recovered:
+            logger.info("completed the interrupted promotion of %s", recovered)
+        self._store = EmbeddingStore.open(settings.cache_path, settings.embedding.storage_dtype)
+        self._embedder = self._load_embedder(settings.embedding.yamnet_handle)
+        self._store.adopt_model(self._embedder.model_id, self._embedder.fingerprint)
+        self._baseline = trained_hashes(self._registry)
+        settings.paths.audio_dir.mkdir(parents=True, exist_ok=True)
+        self._observer = start_observer(settings.paths.audio_dir, self._on_file_event,
+                                        settings.watch.polling, settings.watch.poll_interval_s)
+        self._start_schedule()
+        self._notifier.ready("reconciling")
+        self._inbox.put(Command(Kind.RECONCILE, "startup"))
+
+    def run(self) -> int:
+        self.start()
+        while not self.stopped:
+            self.step(timeout=0.5)
+        return 0
+
+    def run_until_idle(self, deadline_s: float) -> None:
+        """Step until nothing is pending, settling or training (for tests and one-shot runs)."""
+        end = self._clock() + deadline_s
+        while self._clock() < end and not self.stopped:
+            self.step(timeout=0.1)
+            if self.state is DaemonState.IDLE and not len(self._tracker) and self._inbox.empty():
+                return
+
+    def step(self, timeout: float) -> None:
+        """Handle one inbox batch, then housekeeping."""
+        for command in self._drain(timeout):
+            self._dispatch(command)
+        if self.state is DaemonState.STOPPING:
+            self._shutdown()
+            return
+        self._housekeeping()
+
+    def _drain(self, timeout: float) -> list[Command]:
+        try:
+            commands = [self._inbox.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                commands.append(self._inbox.get_nowait())
+            except queue.Empty:
+                return commands
+
+    def _dispatch(self, command: Command) -> None:
+        if command.kind is Kind.STOP:
+            logger.info("stopping (%s)", command.reason)
+            self._set_state(DaemonState.STOPPING)
+        elif self.state is DaemonState.STOPPING:
+            return  # no new work once stopping
+        elif command.kind is Kind.FILE and command.event is not None:
+            self._on_path_changed(command.event)
+        elif command.kind is Kind.RECONCILE:
+            self._reconcile(command.reason)
+        elif command.kind is Kind.RETRAIN:
+            self._add_request(command.reason)
+        elif command.kind is Kind.RELOAD:
+            self._reload_config()
+            self._add_request("SIGHUP")
+        elif command.kind is Kind.RETRAIN_DONE:
+            self._collect_retrain()
+
+    def _on_path_changed(self, event: FileEvent) -> None:
+        if event.rescan:
+            self._inbox.put(Command(Kind.RECONCILE, f"folder changed: {event.path}"))
+        elif event.deleted:
+            self._tracker.forget(Path(event.path))
+            assert self._store is not None
+            if refresh_path(self._store, self.settings.paths.audio_dir, Path(event.path), self._limits()):
+                self._corpus_changed = True
+        else:
+            self._tracker.changed(Path(event.path), self._clock(), ready=event.ready)
+
+    # --- housekeeping -----------------------------------------------------------------------
+
+    def _housekeeping(self) -> None:
+        assert self._store is not None
+        now = self._clock()
+        for path in self._tracker.due(now):
+            if refresh_path(self._store, self.settings.paths.audio_dir, path, self._limits()):
+                self._corpus_changed = True
+        if now >= self._next_reconcile:
+            self._reconcile("periodic")
+        self._embed_some()
+        if self._corpus_changed:
+            self._corpus_changed = False
+            self._check_triggers(now)
+        if self._requests.pending() and self._retrain_thread is None:
+            self._start_retrain(self._requests.take())
+        self._settle_state()
+        if now >= self._next_heartbeat:
+            self._write_status()
+        if self._notifier.watchdog_interval_s and now >= self._next_watchdog:
+            self._notifier.watchdog()
+            self._next_watchdog = now + self._notifier.watchdog_interval_s
+
+    def _limits(self) -> IngestLimits:
+        return ingest_limits(self.settings)
+
+    def _reconcile(self, why: str) -> None:
+        assert self._store is not None
+        if self.state is not DaemonState.TRAINING:
+            self._set_state(DaemonState.RECONCILING)
+        report = reconcile(self._store, self.settings.paths.audio_dir, self._limits())
+        self._next_reconcile = self._clock() + self.settings.watch.reconcile_interval_s
+        if report.new or report.changed or report.removed:
+            logger.info("reconciled (%s): %d new, %d changed, %d removed, %d unchanged", why,
+                        report.new, report.changed, report.removed, report.unchanged)
+            self._corpus_changed = True
+
+    def _embed_some(self) -> None:
+        assert self._store is not None and self._embedder is not None
+        pending = len(self._store.files(FileState.PENDING))
+        if not pending:
+            self._progress, self._burst_done = None, 0
+            return
+        if self.state is not DaemonState.TRAINING:
+            self._set_state(DaemonState.EMBEDDING)
+        if self._progress is None:
+            self._progress = ProgressReporter("embedded")
+        report = embed_pending(self._store, self._embedder, self.settings.paths.audio_dir, self._limits(),
+                               limit=EMBED_BATCH)
+        self._burst_done += report.embedded + report.failed + report.skipped + report.deferred
+        self._progress(self._burst_done, self._burst_done + len(self._store.files(FileState.PENDING)))
+        if report.embedded or report.skipped or report.failed:
+            self._corpus_changed = True
+        if report.deferred and report.deferred == pending:
+            time.sleep(0.05)  # only files still being written are left; do not spin on them
+
+    def _settle_state(self) -> None:
+        if self._retrain_thread is not None:
+            self._set_state(DaemonState.TRAINING)
+        elif self.state in (DaemonState.STARTING, DaemonState.RECONCILING, DaemonState.EMBEDDING,
+                            DaemonState.TRAINING):
+            assert self._store is not None
+            if not self._store.files(FileState.PENDING):
+                self._set_state(DaemonState.IDLE)
+
+    def _set_state(self, state: DaemonState) -> None:
+        if state is self.state:
+            return
+        logger.info("state: %s -> %s", self.state.value, state.value)
+        self.state = state
+        self._notifier.status(state.value)
+        self._write_status()
+
+    # --- triggers -------------------------------------------------------------------------
+
+    def _add_request(self, reason: str) -> None:
+        if self._retrain_thread is not None:
+            logger.info("retrain requested (%s) while one runs; it will run once afterwards", reason)
+        else:
+            logger.info("retrain requested: %s", reason)
+        self._requests.add(reason)
+
+    def _check_triggers(self, now: float) -> None:
+        assert self._store is not None
+        new = self._store.training_hashes() - self._baseline
+        self._new_samples = len(new)
+        threshold = self.settings.triggers.min_new_samples
+        if self._new_samples >= threshold and not self._requests.pending() and self._retrain_thread is None:
+            self._add_request(f"threshold: {self._new_samples} new samples >= {threshold}")
+        self._maybe_check_drift(now, new)
+
+    def _maybe_check_drift(self, now: float, new: set[str]) -> None:
+        floor = self.settings.triggers.drift_min_accuracy
+        if (floor <= 0 or len(new) < self.settings.triggers.drift_min_samples or self._retrain_thread
+                or len(new) == self._drift_checked_count or now - self._drift_checked_at < DRIFT_CHECK_INTERVAL_S):
+            return
+        self._drift_checked_at, self._drift_checked_count = now, len(new)
+        accuracy = self._accuracy_on(new)
+        if accuracy is not None and accuracy < floor:
+            self._add_request(f"drift: accuracy {accuracy:.3f} < {floor:.3f} on {len(new)} new samples")
+
+    def _accuracy_on(self, hashes: set[str]) -> float | None:
+        """The current model's accuracy on the given clips (classes it never learned count as misses)."""
+        import numpy as np
+
+        from .evaluation import apply_priority_threshold
+        from .training import load_classifier, predict_probabilities
+
+        metadata, path = self._registry.current_metadata(), self._registry.current_model_path()
+        if metadata is None or path is None or metadata.get("embedding_model_id") != self._embedder.model_id:  # type: ignore[union-attr]
+            return None
+        assert self._store is not None
+        labels = {r.sha256: r.label for r in self._store.files(FileState.EMBEDDED) if r.sha256 in hashes}
+        features = np.stack([pool_patches(self._store.embeddings_for(h), metadata["pooling"]) for h in labels])  # type: ignore[arg-type]
+        classes = metadata["classes"]
+        priority = classes.index(metadata["priority_class"]) if metadata.get("priority_class") in classes else None
+        probabilities = predict_probabilities(load_classifier(path), features)
+        predicted = apply_priority_threshold(probabilities, priority, metadata.get("priority_threshold"))
+        return float(np.mean([classes[p] == label for p, label in zip(predicted, labels.values())]))
+
+    def _start_schedule(self) -> None:
+        expression = self.settings.triggers.schedule
+        if expression.strip():
+            self._schedule = RetrainSchedule(expression, lambda: self.request_retrain("schedule"))
+            self._schedule.start()
+            logger.info("scheduled retrains: %s (next %s)", expression, self._schedule.next_run())
+
+    def _reload_config(self) -> None:
+        source = self.settings.source
+        if source is None:
+            return
+        try:
+            fresh = load_settings(source)
+        except ConfigError as exc:
+            logger.error("SIGHUP: %s; keeping the running configuration", exc)
+            return
+        kept = [name for name in ("paths", "embedding", "audio", "watch")
+                if getattr(fresh, name) != getattr(self.settings, name)]
+        if kept:
+            logger.warning("SIGHUP: changes to [%s] take effect after a restart", "], [".join(kept))
+            fresh = dataclasses.replace(fresh, **{name: getattr(self.settings, name) for name in kept})
+        if fresh.triggers.schedule != self.settings.triggers.schedule and self._schedule is not None:
+            self._schedule.stop()
+            self._schedule = None
+        schedule_changed = fresh.triggers.schedule != self.settings.triggers.schedule
+        self.settings = fresh
+        if schedule_changed:
+            self._start_schedule()
+        logger.info("SIGHUP: configuration reloaded from %s", source)
+
+    # --- retraining -------------------------------------------------------------------------
+
+    def _start_retrain(self, reason: str) -> None:
+        assert self._store is not None
+        self._baseline = self._store.training_hashes()
+        self._new_samples = 0
+        self._retrain_outcome = None
+        self._retrain_thread = threading.Thread(
+            target=self._retrain_worker, args=(self.settings, reason), name="ecosight-retrain", daemon=True
+        )
+        self._set_state(DaemonState.TRAINING)
+        logger.info("retraining (%s)", reason)
+        self._retrain_thread.start()
+
+    def _retrain_worker(self, settings: Settings, reason: str) -> None:
+        store = EmbeddingStore.open(settings.cache_path, settings.embedding.storage_dtype)
+        try:
+            self._retrain_outcome = retrain(settings, store, reason, should_stop=self._retrain_stop.is_set,
+                                            log_level=logging.getLevelName(logging.getLogger().level))
+        except Exception as exc:  # never let a retrain error take the daemon down
+            logger.exception("retrain (%s) failed", reason)
+            self._retrain_outcome = RetrainOutcome(None, False, f"{type(exc).__name__}: {exc}", reason)
+        finally:
+            store.close()
+            self._inbox.put(Command(Kind.RETRAIN_DONE))
+
+    def _collect_retrain(self) -> None:
+        if self._retrain_thread is None:
+            return
+        self._retrain_thread.join(timeout=JOIN_TIMEOUT_S)
+        self._retrain_thread = None
+        outcome = self._retrain_outcome
+        if outcome is not None:
+            self._last_retrain = outcome.log_entry()
+        self._corpus_changed = True  # files that arrived meanwhile may reach the threshold
+
+    # --- status and shutdown ----------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        counts = self._store.class_counts() if self._store is not None else {}
+        metadata = self._registry.current_metadata() or {}
+        pending = sum(c.pending for c in counts.values())
+        failed = sum(c.failed for c in counts.values())
+        next_run = self._schedule.next_run() if self._schedule is not None else None
+        return {
+            "state": self.state.value,
+            "pid": os.getpid(),
+            "started_at": self._started_wall,
+            "uptime_s": round(time.time() - self._started_wall, 1),
+            "audio_dir": str(self.settings.paths.audio_dir),
+            "models_dir": str(self.settings.paths.models_dir),
+            "classes": {label or "(no class)": c.as_dict() for label, c in counts.items()},
+            "pending": pending,
+            "failed": failed,
+            "settling": len(self._tracker),
+            "new_samples": self._new_samples,
+            "min_new_samples": self.settings.triggers.min_new_samples,
+            "retrain_running": self._retrain_thread is not None,
+            "retrain_queued": list(self._requests.reasons),
+            "next_scheduled_run": next_run.isoformat() if next_run else None,
+            "model_version": metadata.get("version"),
+            "model_metrics": {key: metadata.get(key) for key in ("accuracy", "macro_f1", "priority_recall")}
+            if metadata else None,
+            "last_retrain": self._last_retrain or (self._registry.retraining_log() or [None])[-1],
+            "heartbeat_s": HEARTBEAT_S,
+        }
+
+    def _write_status(self) -> None:
+        try:
+            write_status(self.settings.paths.models_dir, self.status())
+        except OSError as exc:  # a full disk must not stop the daemon
+            logger.error("cannot write the status file: %s", exc)
+        self._next_heartbeat = self._clock() + HEARTBEAT_S
+
+    def _shutdown(self) -> None:
+        self._notifier.stopping()
+        self._retrain_stop.set()
+        if self._retrain_thread is not None:
+            logger.info("stopping the training run")
+            self._retrain_thread.join(timeout=25)
+            self._collect_retrain()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=JOIN_TIMEOUT_S)
+        if self._schedule is not None:
+            self._schedule.stop()
+        self.state = DaemonState.STOPPED
+        self._write_status()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        self.stopped = True
+        logger.info("stopped")

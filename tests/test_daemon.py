@@ -1,0 +1,371 @@
+"""A real daemon process, real signals, real files; every wait polls something observable."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile
+
+from ecosight_daemon.status import STATUS_FILE
+
+from .conftest import WavWriter, synthetic_signal
+
+pytestmark = pytest.mark.slow
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class DaemonProcess:
+    """`ecosight-daemon run` in its own session, with a NOTIFY_SOCKET the test reads."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.models = root / "models"
+        self.audio = root / "audio"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.notifications: list[str] = []
+        self._socket: socket.socket | None = None
+
+    def start(self, wait_ready: bool = True) -> DaemonProcess:
+        self.notifications = []
+        address = str(self.root / f"notify-{time.monotonic_ns()}.sock")
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.bind(address)
+        self._socket.settimeout(0.2)
+        self._reading = threading.Event()
+        self._reading.set()
+        self._reader = threading.Thread(target=self._read_notifications, name="test-notify-reader", daemon=True)
+        self._reader.start()
+        env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "2000000"}
+        self.log = (self.root / "daemon.log").open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ecosight_daemon", "--config", str(self.root / "config.toml"), "run"],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+        if wait_ready:
+            wait_for(lambda: self.received("READY=1"), 120, "READY=1 on NOTIFY_SOCKET")
+        return self
+
+    def _read_notifications(self) -> None:
+        """Drain the socket as systemd would, so the daemon's queue never fills."""
+        assert self._socket is not None
+        while self._reading.is_set():
+            try:
+                self.notifications.extend(self._socket.recv(4096).decode().split("\n"))
+            except (socket.timeout, BlockingIOError):
+                continue
+            except OSError:
+                return
+
+    def received(self, message: str) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None and message not in self.notifications:
+            raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
+        return message in self.notifications
+
+    def log_text(self) -> str:
+        return (self.root / "daemon.log").read_text(errors="replace")
+
+    def status(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.models / STATUS_FILE).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def retrain_log(self) -> list[dict[str, Any]]:
+        try:
+            return json.loads((self.models / "retraining_log.json").read_text())
+        except FileNotFoundError:
+            return []
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        if self._socket is not None:
+            self._reading.clear()
+            self._reader.join(timeout=5)
+            self._socket.close()
+            self._socket = None
+        self.log.close()
+
+    def embedded_paths(self) -> dict[str, str]:
+        with sqlite3.connect(self.models / "embedding_cache.sqlite3") as db:
+            return dict(db.execute("SELECT path, state FROM files").fetchall())
+
+    def embedding_rows(self) -> int:
+        with sqlite3.connect(self.models / "embedding_cache.sqlite3") as db:
+            return int(db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
+
+    def wait_embedded(self, relpath: str, timeout: float = 60) -> None:
+        wait_for(lambda: self.embedded_paths().get(relpath) == "embedded", timeout, f"{relpath} embedded")
+
+    def wait_idle(self, timeout: float = 120) -> dict[str, Any]:
+        return wait_for(lambda: (s := self.status()).get("state") == "idle" and not s.get("retrain_running")
+                        and not s.get("retrain_queued") and s.get("pending") == 0 and s.get("settling") == 0
+                        and s, timeout, "daemon idle")
+
+
+def write_config(root: Path, handle: str, **overrides: str) -> None:
+    """A test config; each keyword is a section whose `key = value` lines replace the defaults."""
+    sections: dict[str, dict[str, str]] = {
+        "paths": {"audio_dir": '"audio"', "models_dir": '"models"'},
+        "embedding": {"yamnet_handle": f'"{handle}"'},
+        "training": {"min_class_files": "3", "epochs": "30", "patience": "5"},
+        "triggers": {"min_new_samples": "1000"},
+        "watch": {"settle_s": "0.5"},
+        # Synthetic clips teach little; floors of 0 let the first model through so the
+        # tests can follow promotion. Gate quality is tested in test_retrain.py.
+        "promotion": {"min_macro_f1": "0.0", "min_priority_recall": "0.0"},
+    }
+    for name, text in overrides.items():
+        for line in text.splitlines():
+            key, value = (part.strip() for part in line.split("=", 1))
+            sections.setdefault(name, {})[key] = value
+    (root / "config.toml").write_text("".join(
+        f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items()) for name, keys in sections.items()
+    ))
+
+
+@pytest.fixture
+def daemon_root(tmp_path: Path, yamnet_handle: str) -> Path:
+    for label in ("gun_shot", "clips"):
+        (tmp_path / "audio" / label).mkdir(parents=True)
+    write_config(tmp_path, yamnet_handle)
+    return tmp_path
+
+
+@pytest.fixture
+def daemon(daemon_root: Path) -> Iterator[DaemonProcess]:
+    process = DaemonProcess(daemon_root)
+    yield process
+    process.kill()
+
+
+def seed_corpus(root: Path, write_wav: WavWriter, per_class: int = 6) -> None:
+    for i in range(per_class):
+        write_wav(root / "audio" / "gun_shot" / f"shot{i}.wav", "clicks", seconds=1.5, seed=i)
+        write_wav(root / "audio" / "clips" / f"tone{i}.wav", "tone", seconds=1.5, seed=i)
+
+
+def test_ready_status_and_files_dropped_while_running_or_stopped(
+    daemon: DaemonProcess, write_wav: WavWriter, tmp_path: Path
+) -> None:
+    write_wav(daemon.audio / "gun_shot" / "before.wav", "clicks", seed=1)  # dropped while stopped
+    daemon.start()
+    assert any(n.startswith("STATUS=") for n in daemon.notifications)
+    daemon.wait_embedded("gun_shot/before.wav")
+    status = daemon.wait_idle()
+    assert status["pid"] == daemon.proc.pid  # type: ignore[union-attr]
+    assert {"state", "pid", "new_samples", "min_new_samples", "model_version"} <= set(status)
+    assert status["min_new_samples"] == 1000 and status["model_version"] is None
+
+    write_wav(daemon.audio / "clips" / "dropped.wav", "tone", seed=2)
+    daemon.wait_embedded("clips/dropped.wav")
+    outside = write_wav(tmp_path / "elsewhere" / "moved.wav", "noise", seed=3)
+    os.rename(outside, daemon.audio / "clips" / "moved.wav")
+    daemon.wait_embedded("clips/moved.wav")
+    (daemon.audio / "new_class").mkdir()
+    write_wav(daemon.audio / "new_class" / "first.wav", "noise", seed=4)
+    daemon.wait_embedded("new_class/first.wav")
+    wait_for(lambda: "new_class" in daemon.status().get("classes", {}), 10, "new class in status")
+    (daemon.audio / "clips" / "dropped.wav").unlink()
+    wait_for(lambda: "clips/dropped.wav" not in daemon.embedded_paths(), 10, "deleted file forgotten")
+
+    cli = subprocess.run([sys.executable, "-m", "ecosight_daemon", "--config", str(daemon.root / "config.toml"),
+                          "status", "--json"], capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0 and json.loads(cli.stdout)["running"] is True
+    assert daemon.stop() == 0
+    assert daemon.received("STOPPING=1")
+    cli = subprocess.run([sys.executable, "-m", "ecosight_daemon", "--config", str(daemon.root / "config.toml"),
+                          "status"], capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 3 and "not running" in cli.stdout
+
+
+def test_file_written_slowly_in_chunks_is_embedded_once_when_complete(
+    daemon: DaemonProcess, daemon_root: Path
+) -> None:
+    daemon.start()
+    daemon.wait_idle()
+    samples = (synthetic_signal("noise", 3.0, 16_000, seed=9) * 32767).astype(np.int16)
+    target = daemon.audio / "clips" / "slow.wav"
+    with soundfile.SoundFile(target, "w", 16_000, 1, subtype="PCM_16") as sound:
+        for chunk in np.array_split(samples, 6):
+            sound.write(chunk)
+            sound.flush()
+            time.sleep(0.4)  # slower than settle_s between chunks would allow
+    daemon.wait_embedded("clips/slow.wav")
+    daemon.wait_idle()
+    assert daemon.embedding_rows() == 1
+    with sqlite3.connect(daemon.models / "embedding_cache.sqlite3") as db:
+        patches = db.execute("SELECT patches FROM embeddings").fetchone()[0]
+    assert patches == 1 + -(-(48_000 - 15_600) // 7_680)  # the whole 3 s, not a partial write
+
+
+def test_threshold_triggers_one_retrain_and_at_most_one_more(
+    daemon: DaemonProcess, daemon_root: Path, write_wav: WavWriter, yamnet_handle: str
+) -> None:
+    write_config(daemon_root, yamnet_handle, triggers="min_new_samples = 12")
+    daemon.start()
+    seed_corpus(daemon_root, write_wav, per_class=6)  # 12 new samples
+    wait_for(lambda: daemon.status().get("retrain_running"), 60, "threshold retrain to start")
+    for i in range(3):  # dropped during training: fewer than the threshold
+        write_wav(daemon.audio / "clips" / f"during{i}.wav", "noise", seed=50 + i)
+    wait_for(lambda: len(daemon.retrain_log()) >= 1, 180, "first retrain to finish")
+    daemon.wait_idle(timeout=180)
+    log = daemon.retrain_log()
+    assert len(log) == 1
+    assert log[0]["trigger_reason"].startswith("threshold: 12 new samples >= 12")
+    assert log[0]["status"] == "promoted"
+    assert daemon.status()["new_samples"] == 3
+    assert daemon.stop() == 0
+
+
+def test_sighup_burst_yields_at_most_two_runs_with_the_reason_recorded(
+    daemon: DaemonProcess, daemon_root: Path, write_wav: WavWriter
+) -> None:
+    seed_corpus(daemon_root, write_wav)
+    daemon.start()
+    daemon.wait_idle()
+    for _ in range(5):
+        daemon.signal(signal.SIGHUP)
+        time.sleep(0.05)
+    wait_for(lambda: len(daemon.retrain_log()) >= 1, 180, "a retrain after SIGHUP")
+    daemon.wait_idle(timeout=240)
+    log = daemon.retrain_log()
+    assert 1 <= len(log) <= 2
+    assert all(entry["trigger_reason"] == "SIGHUP" for entry in log)
+    assert daemon.stop() == 0
+
+
+def test_schedule_triggers_retrains_that_never_overlap(
+    daemon: DaemonProcess, daemon_root: Path, write_wav: WavWriter, yamnet_handle: str
+) -> None:
+    write_config(daemon_root, yamnet_handle, triggers='schedule = "*/3 * * * * *"')
+    seed_corpus(daemon_root, write_wav)
+    daemon.start()
+    assert daemon.status().get("next_scheduled_run") or wait_for(
+        lambda: daemon.status().get("next_scheduled_run"), 10, "next scheduled run in status")
+    wait_for(lambda: len(daemon.retrain_log()) >= 2, 300, "two scheduled retrains")
+    assert daemon.stop() == 0
+    runs = sorted((e["started_at"], e["started_at"] + e["duration_s"]) for e in daemon.retrain_log())
+    assert all(e["trigger_reason"] == "schedule" for e in daemon.retrain_log())
+    for (_, end), (start, _) in zip(runs, runs[1:]):
+        assert start >= end - 0.01
+
+
+def test_sigterm_during_embedding_and_training_exits_cleanly_and_restart_carries_on(
+    daemon: DaemonProcess, daemon_root: Path, write_wav: WavWriter
+) -> None:
+    for i in range(60):
+        write_wav(daemon.audio / "clips" / f"bulk{i}.wav", "noise", seconds=4.0, seed=i)
+    daemon.start()
+    wait_for(lambda: daemon.status().get("state") == "embedding", 60, "embedding state")
+    started = time.monotonic()
+    assert daemon.stop() == 0
+    assert time.monotonic() - started < 30
+    with sqlite3.connect(daemon.models / "embedding_cache.sqlite3") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    done_before = sum(state == "embedded" for state in daemon.embedded_paths().values())
+    assert done_before < 60
+
+    seed_corpus(daemon_root, write_wav)
+    daemon.kill()
+    daemon.start()
+    daemon.wait_idle(timeout=120)
+    assert sum(state == "embedded" for state in daemon.embedded_paths().values()) == 72
+
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: daemon.status().get("state") == "training", 60, "training state")
+    time.sleep(1.0)  # let the child get into TensorFlow
+    started = time.monotonic()
+    assert daemon.stop() == 0
+    assert time.monotonic() - started < 30
+    log = daemon.retrain_log()
+    assert log and log[-1]["status"] == "failed" and "stopped on request" in log[-1]["reason"]
+    assert not list((daemon.models / "versions").glob(".staging-*"))
+
+    daemon.kill()
+    daemon.start()
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: any(e["status"] == "promoted" for e in daemon.retrain_log()), 180, "a promoted retrain")
+    assert (daemon.models / "yamnet_classifier_v2.keras").is_file()
+    assert daemon.stop() == 0
+
+
+def test_invalid_config_on_sighup_keeps_the_old_one(
+    daemon: DaemonProcess, daemon_root: Path, write_wav: WavWriter
+) -> None:
+    daemon.start()
+    daemon.wait_idle()
+    (daemon_root / "config.toml").write_text((daemon_root / "config.toml").read_text() + "\n[bogus]\nx = 1\n")
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: len(daemon.retrain_log()) >= 1, 60, "the SIGHUP retrain attempt")
+    assert daemon.proc.poll() is None  # type: ignore[union-attr]
+    write_wav(daemon.audio / "clips" / "after.wav", seed=5)
+    daemon.wait_embedded("clips/after.wav")
+    assert daemon.stop() == 0
+
+
+def test_bad_config_exits_78_before_starting(daemon_root: Path) -> None:
+    (daemon_root / "config.toml").write_text("[triggers]\nmin_new_samples = 0\n")
+    result = subprocess.run([sys.executable, "-m", "ecosight_daemon", "--config",
+                             str(daemon_root / "config.toml"), "run"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78 and "triggers.min_new_samples" in result.stderr
+
+
+def test_unit_file(tmp_path: Path) -> None:
+    unit = REPO_ROOT / "systemd" / "ecosight-daemon.service"
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(unit)
+    service = parser["Service"]
+    assert service["Type"] == "notify"
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert service["Restart"] == "on-failure" and service["RestartPreventExitStatus"] == "78"
+    assert int(service["WatchdogSec"]) > 0 and service["ExecStart"].endswith("ecosight-daemon run")
+    for key in ("NoNewPrivileges", "ProtectHome", "PrivateTmp"):
+        assert service[key] == "yes"
+    assert service["ProtectSystem"] == "strict" and service["User"] not in ("", "root")
+    assert "TFHUB_CACHE_DIR=/var/lib" in service["Environment"] or "TFHUB_CACHE_DIR=/var/lib" in unit.read_text()
+    assert service["ReadWritePaths"]
+    if shutil.which("systemd-analyze"):
+        # verify checks that ExecStart exists: point it at this checkout's console script.
+        script = Path(sys.executable).with_name("ecosight-daemon")
+        copy = tmp_path / "ecosight-daemon.service"
+        copy.write_text(unit.read_text().replace("/opt/ecosight-daemon/.venv/bin/ecosight-daemon", str(script)))
+        result = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
