@@ -212,7 +212,8 @@ class Settings:
         for section in _sections():
             values = getattr(self, section.name)
             for item in dataclasses.fields(values):
-                parts.append(f"{section.name}.{item.name}={getattr(values, item.name)!s}")
+                value = self.cache_path if item.name == "cache_path" else getattr(values, item.name)
+                parts.append(f"{section.name}.{item.name}={value!s}")
         return ", ".join(parts)
 
 

@@ -99,3 +99,18 @@ def test_cli_exits_78_when_config_file_is_missing(tmp_path: Path) -> None:
     )
     assert result.returncode == EXIT_CONFIG
     assert "does not exist" in result.stderr
+
+
+def test_shipped_config_documents_every_key() -> None:
+    import dataclasses
+    import re
+
+    from ecosight_daemon.config import Settings
+
+    text = (REPO_ROOT / "config.toml").read_text()
+    for section in dataclasses.fields(Settings):
+        if section.name == "source":
+            continue
+        assert f"[{section.name}]" in text
+        for item in dataclasses.fields(section.default_factory):  # type: ignore[arg-type]
+            assert re.search(rf"^(# )?{item.name} = ", text, re.MULTILINE), f"{section.name}.{item.name}"
