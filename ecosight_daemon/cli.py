@@ -182,7 +182,7 @@ def cmd_embed(settings: Settings, args: argparse.Namespace) -> int:
     try:
         adopt_model_without_loading(store, settings.embedding.yamnet_handle)
         reconcile(store, audio_dir, limits)
-        if store.files(FileState.PENDING):
+        if store.count_files(FileState.PENDING):
             report = embed_with_model(store, settings, audio_dir, limits)
         else:
             report = EmbedReport()  # nothing to do: do not pay for loading TensorFlow
@@ -291,7 +291,7 @@ def cmd_retrain(settings: Settings, args: argparse.Namespace) -> int:
     try:
         adopt_model_without_loading(store, settings.embedding.yamnet_handle)
         reconcile(store, audio_dir, limits)
-        if store.files(FileState.PENDING):
+        if store.count_files(FileState.PENDING):
             embed_with_model(store, settings, audio_dir, limits)
         outcome = retrain(settings, store, trigger=args.reason, force=args.force,
                           log_level=logging.getLevelName(logger.getEffectiveLevel()))

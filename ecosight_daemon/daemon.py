@@ -254,7 +254,7 @@ class Daemon:
 
     def _embed_some(self) -> None:
         assert self._store is not None and self._embedder is not None
-        pending = len(self._store.files(FileState.PENDING))
+        pending = self._store.count_files(FileState.PENDING)
         if not pending:
             self._progress, self._burst_done = None, 0
             return
@@ -265,7 +265,7 @@ class Daemon:
         report = embed_pending(self._store, self._embedder, self.settings.paths.audio_dir, self._limits(),
                                limit=EMBED_BATCH)
         self._burst_done += report.embedded + report.failed + report.skipped + report.deferred
-        self._progress(self._burst_done, self._burst_done + len(self._store.files(FileState.PENDING)))
+        self._progress(self._burst_done, self._burst_done + self._store.count_files(FileState.PENDING))
         if report.embedded or report.skipped or report.failed:
             self._corpus_changed = True
         if report.deferred and report.deferred == pending:
@@ -277,7 +277,7 @@ class Daemon:
         elif self.state in (DaemonState.STARTING, DaemonState.RECONCILING, DaemonState.EMBEDDING,
                             DaemonState.TRAINING):
             assert self._store is not None
-            if not self._store.files(FileState.PENDING):
+            if not self._store.count_files(FileState.PENDING):
                 self._set_state(DaemonState.IDLE)
 
     def _set_state(self, state: DaemonState) -> None:

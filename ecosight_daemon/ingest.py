@@ -260,7 +260,7 @@ def embed_pending(
     """Embed pending files (at most `limit`), one committed transaction each; bad files become failed."""
     started = time.monotonic()
     report = EmbedReport()
-    pending = store.files(FileState.PENDING)[:limit]
+    pending = store.files(FileState.PENDING, limit)
     cached = store.cached_hashes()
     total = len(pending)
     prepared_files = prefetched(lambda r: prepare_file(audio_dir, r, limits, cached), pending)

@@ -186,14 +186,16 @@ class EmbeddingStore:
         row = self._db.execute(f"SELECT {_FILE_COLUMNS} FROM files WHERE path = ?", (path,)).fetchone()
         return _file_record(row) if row else None
 
-    def files(self, state: FileState | None = None) -> list[FileRecord]:
-        if state is None:
-            rows = self._db.execute(f"SELECT {_FILE_COLUMNS} FROM files ORDER BY path")
-        else:
-            rows = self._db.execute(
-                f"SELECT {_FILE_COLUMNS} FROM files WHERE state = ? ORDER BY path", (state.value,)
-            )
+    def files(self, state: FileState | None = None, limit: int | None = None) -> list[FileRecord]:
+        """Index rows in path order, optionally only one state and at most `limit`."""
+        where, args = ("WHERE state = ?", [state.value]) if state is not None else ("", [])
+        rows = self._db.execute(
+            f"SELECT {_FILE_COLUMNS} FROM files {where} ORDER BY path LIMIT ?", (*args, -1 if limit is None else limit)
+        )
         return [_file_record(row) for row in rows]
+
+    def count_files(self, state: FileState) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM files WHERE state = ?", (state.value,)).fetchone()[0])
 
     def note_file(self, path: str, label: str, size: int, mtime_ns: int, sha256: str | None) -> FileState:
         """Record a new or changed file; it is embedded already if its bytes are cached."""
