@@ -102,7 +102,7 @@ def project_fit_predict(settings: Settings, train_x: np.ndarray, train_y: np.nda
                          len(classes), params)
     priority = classes.index(t.priority_class)
     choice = choose_priority_threshold(predict_probabilities(fit.model, train_x[val_idx]), train_y[val_idx],
-                                       priority, t.priority_recall_target)
+                                       priority, t.priority_recall_target, t.priority_min_precision)
     return apply_priority_threshold(predict_probabilities(fit.model, test_x), priority, choice.threshold)
 
 

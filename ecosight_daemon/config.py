@@ -144,7 +144,7 @@ class TrainingSettings:
     )
     pooling: str = setting("mean_max", "patch pooling: mean, mean_max or mean_std",
                            _one_of("mean", "mean_max", "mean_std"))
-    hidden_units: tuple[int, ...] = setting((128,), "hidden layer sizes; [] is a linear model", _valid_units)
+    hidden_units: tuple[int, ...] = setting((), "hidden layer sizes; [] is a linear model", _valid_units)
     dropout: float = setting(0.3, "dropout after each hidden layer", between(0.0, 0.9))
     batch_norm: bool = setting(False, "batch normalization after each hidden layer")
     learning_rate: float = setting(0.001, "Adam learning rate", between(1e-6, 1.0))
@@ -154,6 +154,10 @@ class TrainingSettings:
     priority_class: str = setting("gun_shot", "the class whose recall matters most")
     priority_recall_target: float = setting(
         0.98, "validation recall the priority threshold aims for", between(0.0, 1.0)
+    )
+    priority_min_precision: float = setting(
+        0.7, "the threshold never drops validation precision of the priority class below this",
+        between(0.0, 1.0),
     )
 
 

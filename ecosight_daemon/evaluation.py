@@ -38,23 +38,43 @@ class ThresholdChoice:
 
 
 def choose_priority_threshold(
-    val_probabilities: np.ndarray, val_labels: np.ndarray, priority_index: int, target_recall: float
+    val_probabilities: np.ndarray,
+    val_labels: np.ndarray,
+    priority_index: int,
+    target_recall: float,
+    min_precision: float = 0.0,
 ) -> ThresholdChoice:
-    """The highest threshold whose validation recall of the priority class reaches the
-    target (a higher threshold means fewer false alarms). Capped at 0.5 so the priority
-    class never needs more than a coin flip; None when validation has no such samples."""
-    scores = val_probabilities[val_labels == priority_index, priority_index]
-    if scores.size == 0:
+    """A threshold on the priority class's probability, chosen on validation data.
+
+    Among thresholds (at most 0.5) whose validation precision for the priority class
+    stays at or above `min_precision`, the highest one that reaches the target recall;
+    if none reaches it, the one with the best recall. A single hard validation clip
+    cannot drag the threshold to ~0 and flag every sound as a gun shot. None (plain
+    argmax) when validation has no priority samples or no threshold keeps the precision.
+    """
+    is_priority = val_labels == priority_index
+    if not is_priority.any():
         return ThresholdChoice(None, None, target_recall, False,
                                "no validation samples of the priority class; plain argmax")
-    ranked = np.sort(scores)[::-1]
-    needed = int(np.ceil(target_recall * scores.size))
-    threshold = float(min(0.5, ranked[needed - 1]))
-    predicted = apply_priority_threshold(val_probabilities, priority_index, threshold)
-    hits = int(np.sum(predicted[val_labels == priority_index] == priority_index))
-    recall = hits / scores.size
+    scores = val_probabilities[:, priority_index]
+    best: tuple[float, float, float] | None = None  # (recall, threshold, precision)
+    for threshold in sorted({0.5, *(float(v) for v in scores[is_priority] if v <= 0.5)}, reverse=True):
+        flagged = apply_priority_threshold(val_probabilities, priority_index, threshold) == priority_index
+        recall = float(np.mean(flagged[is_priority]))
+        precision = float(np.mean(is_priority[flagged])) if flagged.any() else 1.0
+        if precision < min_precision:
+            continue
+        if best is None or recall > best[0]:
+            best = (recall, threshold, precision)
+        if recall >= target_recall:
+            break
+    if best is None:
+        return ThresholdChoice(None, None, target_recall, False,
+                               f"no threshold keeps validation precision >= {min_precision:g}; plain argmax")
+    recall, threshold, precision = best
     return ThresholdChoice(threshold, recall, target_recall, recall >= target_recall,
-                           f"{hits}/{scores.size} validation samples of the priority class detected")
+                           f"validation recall {recall:.3f} at precision {precision:.3f} "
+                           f"({int(is_priority.sum())} priority samples)")
 
 
 def classification_metrics(

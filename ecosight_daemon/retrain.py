@@ -225,6 +225,7 @@ def _job_spec(settings: Settings, snapshot: Snapshot, incumbent: dict[str, Any] 
         },
         "priority_class": t.priority_class,
         "priority_recall_target": t.priority_recall_target,
+        "priority_min_precision": t.priority_min_precision,
         "incumbent": incumbent,
         "export_handle": settings.embedding.yamnet_handle,
     }

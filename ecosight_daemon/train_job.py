@@ -110,7 +110,8 @@ def run_job(files: JobFiles, should_stop: Any) -> dict[str, Any]:
     threshold_info: dict[str, Any] = {"note": f"{priority} is not among the trained classes"}
     if priority_index is not None:
         choice = choose_priority_threshold(predict_probabilities(fit.model, features[val]), labels[val],
-                                           priority_index, spec["priority_recall_target"])
+                                           priority_index, spec["priority_recall_target"],
+                                           spec["priority_min_precision"])
         threshold, threshold_info = choice.threshold, choice.as_dict()
 
     test_probabilities = predict_probabilities(fit.model, features[test])

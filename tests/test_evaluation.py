@@ -57,3 +57,14 @@ def test_gate() -> None:
     assert not decision.promote and "gun_shot recall would drop" in decision.reason
     assert gate(good, worse_f1, POLICY).promote
     assert not gate(metrics([], []), None, POLICY).promote
+
+
+def test_threshold_keeps_validation_precision() -> None:
+    # Nine easy gun shots and one that looks like everything else: reaching 98% recall
+    # would flag all ten background clips too.
+    labels = np.array([1] * 10 + [0] * 10)
+    scores = np.concatenate([np.full(9, 0.9), [0.01], np.full(10, 0.02)])
+    p = np.stack([1 - scores, scores], axis=1)
+    assert choose_priority_threshold(p, labels, 1, 0.98).threshold == 0.01  # unguarded: flags everything
+    guarded = choose_priority_threshold(p, labels, 1, 0.98, min_precision=0.7)
+    assert guarded.threshold == 0.5 and guarded.validation_recall == 0.9 and not guarded.met
