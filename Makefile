@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CONFIG ?= config.toml
+# The development environment includes the optional Ray engine so its tests run.
+EXTRAS ?= test,ray
 PYTEST_ARGS ?=
 
 .PHONY: install run test bench clean
@@ -14,7 +16,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=23"
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -c "import tensorflow_hub, soundfile, soxr, watchdog, apscheduler; print('install ok')"
 	@touch $(STAMP)
 

@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     embed = commands.add_parser("embed", help="embed every pending file, then exit")
     embed.add_argument("--json", action="store_true", help="print a JSON summary")
+    embed.add_argument("--engine", choices=["local", "ray"], default="local",
+                       help="local (default) or ray: embed on a Ray cluster (optional extra)")
+    embed.add_argument("--address", help="with --engine ray: join this Ray cluster (default: start a local one)")
     embed.set_defaults(handler=cmd_embed)
 
     run = commands.add_parser("run", help="run the daemon in the foreground (systemd Type=notify)")
@@ -182,7 +185,9 @@ def cmd_embed(settings: Settings, args: argparse.Namespace) -> int:
     try:
         adopt_model_without_loading(store, settings.embedding.yamnet_handle)
         reconcile(store, audio_dir, limits)
-        if store.count_files(FileState.PENDING):
+        if store.count_files(FileState.PENDING) and args.engine == "ray":
+            report = embed_with_ray(store, settings, audio_dir, limits, args.address)
+        elif store.count_files(FileState.PENDING):
             report = embed_with_model(store, settings, audio_dir, limits)
         else:
             report = EmbedReport()  # nothing to do: do not pay for loading TensorFlow
@@ -207,6 +212,20 @@ def adopt_model_without_loading(store: EmbeddingStore, handle: str) -> None:
     if folder is not None:
         fingerprint = fingerprint_of(handle, folder)
         store.adopt_model(model_id_for(fingerprint), fingerprint)
+
+
+def embed_with_ray(
+    store: EmbeddingStore, settings: Settings, audio_dir: Path, limits: IngestLimits, address: str | None
+) -> EmbedReport:
+    from .embedder import YAMNET_DIM
+    from .ray_engine import embed_pending_with_ray
+
+    if store.model_id is None:
+        raise EcosightError(
+            f"the Ray engine needs the YAMNet SavedModel on this machine too, to fingerprint it; "
+            f"{settings.embedding.yamnet_handle!r} is not on disk here (set a local handle)"
+        )
+    return embed_pending_with_ray(store, audio_dir, limits, settings.embedding.yamnet_handle, YAMNET_DIM, address)
 
 
 def embed_with_model(

@@ -248,6 +248,45 @@ def read_regular_file(path: Path) -> bytes:
         return handle.read()
 
 
+def embed_waveform(embedder: Embedder, waveform: np.ndarray) -> tuple[np.ndarray | None, str | None]:
+    """Per-patch embeddings of one clip, or the reason there are none."""
+    try:
+        embeddings = embedder.embed(waveform)
+    except Exception as exc:  # a model error on one file must not stop the others
+        logger.exception("the embedding model failed")
+        return None, f"embedding model failed ({type(exc).__name__})"
+    if not np.isfinite(embeddings).all():
+        return None, "embedding model returned NaN or Inf"
+    return embeddings, None
+
+
+@dataclass(frozen=True)
+class EmbeddedFile:
+    """The embed step's result for one work unit, before anything is written."""
+
+    prepared: PreparedFile
+    embeddings: np.ndarray | None = None
+    problem: str | None = None
+    seconds: float = 0.0
+    duration_s: float = 0.0  # of the decoded clip
+
+
+def embed_work_unit(
+    audio_dir: Path, record: FileRecord, limits: IngestLimits, embedder: Embedder, cached: set[str]
+) -> EmbeddedFile:
+    """The pure embed step, shared by the daemon and the Ray engine: a pending file in,
+    its hash and embeddings (or a reason) out; no database involved."""
+    return embed_prepared(embedder, prepare_file(audio_dir, record, limits, cached))
+
+
+def embed_prepared(embedder: Embedder, prepared: PreparedFile) -> EmbeddedFile:
+    if prepared.audio is None:
+        return EmbeddedFile(prepared)
+    started = time.monotonic()
+    embeddings, problem = embed_waveform(embedder, prepared.audio.waveform)
+    return EmbeddedFile(prepared, embeddings, problem, time.monotonic() - started, prepared.audio.duration_s)
+
+
 def embed_pending(
     store: EmbeddingStore,
     embedder: Embedder,
@@ -264,11 +303,8 @@ def embed_pending(
     cached = store.cached_hashes()
     total = len(pending)
     prepared_files = prefetched(lambda r: prepare_file(audio_dir, r, limits, cached), pending)
-    def prepare_uncached(record: FileRecord) -> PreparedFile:
-        return prepare_file(audio_dir, record, limits, cached=set())
-
     for done, prepared in enumerate(prepared_files, start=1):
-        _finish_file(store, embedder, prepared, report, prepare_uncached)
+        record_result(store, embed_prepared(embedder, prepared), report)
         if progress:
             progress(done, total)
         if should_stop():
@@ -278,13 +314,9 @@ def embed_pending(
     return report
 
 
-def _finish_file(
-    store: EmbeddingStore,
-    embedder: Embedder,
-    prepared: PreparedFile,
-    report: EmbedReport,
-    prepare_uncached: Callable[[FileRecord], PreparedFile],
-) -> None:
+def record_result(store: EmbeddingStore, result: EmbeddedFile, report: EmbedReport) -> None:
+    """Write one embed step's result: embedded, already cached, failed, deferred or gone."""
+    prepared = result.prepared
     record, found = prepared.record, prepared.found
     if found is None:
         store.forget_files([record.path])
@@ -294,8 +326,9 @@ def _finish_file(
         report.deferred += 1
         logger.info("deferred %s: it changed while being read (still being written?)", record.path)
         return
-    if prepared.problem is not None:
-        _record_failure(store, found, prepared.sha256, prepared.problem, report)
+    problem = prepared.problem or result.problem
+    if problem is not None:
+        _record_failure(store, found, prepared.sha256, problem, report)
         return
     assert prepared.sha256 is not None  # set whenever there is no problem
     if store.has_embedding(prepared.sha256):
@@ -303,39 +336,16 @@ def _finish_file(
         report.skipped += 1
         logger.debug("cached %s (same bytes embedded before)", found.relpath)
         return
-    if prepared.audio is None:  # cached when the worker looked, gone from the cache since
-        _finish_file(store, embedder, prepare_uncached(record), report, prepare_uncached)
+    if result.embeddings is None:
+        # Cached when the worker looked, gone from the cache since: embed it next pass.
+        report.deferred += 1
         return
-    _embed_one(store, embedder, found, prepared.sha256, prepared.audio, report)
-
-
-def _embed_one(
-    store: EmbeddingStore,
-    embedder: Embedder,
-    found: FoundFile,
-    sha256: str,
-    audio: DecodedAudio,
-    report: EmbedReport,
-) -> None:
-    started = time.monotonic()
-    try:
-        embeddings = embedder.embed(audio.waveform)
-    except Exception as exc:  # a model error on one file must not stop the others
-        logger.exception("embedding %s failed", found.relpath)
-        _record_failure(store, found, sha256, f"embedding model failed ({type(exc).__name__})", report)
-        return
-    if not np.isfinite(embeddings).all():
-        _record_failure(store, found, sha256, "embedding model returned NaN or Inf", report)
-        return
-    store.record_embedding(
-        found.relpath, found.label, found.size, found.mtime_ns, sha256, embeddings, audio.duration_s
-    )
+    store.record_embedding(found.relpath, found.label, found.size, found.mtime_ns, prepared.sha256,
+                           result.embeddings, result.duration_s)
     report.embedded += 1
-    report.patches += embeddings.shape[0]
-    logger.info(
-        "embedded %s (%d patches, %.1f s of audio) in %.2f s",
-        found.relpath, embeddings.shape[0], audio.duration_s, time.monotonic() - started,
-    )
+    report.patches += result.embeddings.shape[0]
+    logger.info("embedded %s (%d patches, %.1f s of audio) in %.2f s", found.relpath,
+                result.embeddings.shape[0], result.duration_s, result.seconds)
 
 
 def _record_failure(
