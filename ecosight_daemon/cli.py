@@ -102,14 +102,6 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
 
 
-def ingest_limits(settings: Settings) -> IngestLimits:
-    return IngestLimits(
-        extensions=settings.audio.extensions,
-        max_duration_s=settings.audio.max_duration_s,
-        max_file_bytes=int(settings.audio.max_file_mb * 1_000_000),
-    )
-
-
 def open_store(settings: Settings) -> EmbeddingStore:
     return EmbeddingStore.open(settings.cache_path, settings.embedding.storage_dtype)
 
@@ -128,7 +120,7 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
     audio_dir = require_audio_dir(settings)
     store = open_store(settings)
     try:
-        reconcile(store, audio_dir, ingest_limits(settings), hash_files=True)
+        reconcile(store, audio_dir, IngestLimits.from_settings(settings), hash_files=True)
         report = scan_report(store)
     finally:
         store.close()
@@ -178,19 +170,24 @@ def format_scan(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def cmd_embed(settings: Settings, args: argparse.Namespace) -> int:
+def sync_cache(store: EmbeddingStore, settings: Settings, engine: str = "local",
+               address: str | None = None) -> EmbedReport:
+    """Reconcile the index with audio_dir and embed what is pending."""
     audio_dir = require_audio_dir(settings)
-    limits = ingest_limits(settings)
+    limits = IngestLimits.from_settings(settings)
+    adopt_model_without_loading(store, settings.embedding.yamnet_handle)
+    reconcile(store, audio_dir, limits)
+    if not store.count_files(FileState.PENDING):
+        return EmbedReport()  # nothing to do: do not pay for loading TensorFlow
+    if engine == "ray":
+        return embed_with_ray(store, settings, audio_dir, limits, address)
+    return embed_with_model(store, settings, audio_dir, limits)
+
+
+def cmd_embed(settings: Settings, args: argparse.Namespace) -> int:
     store = open_store(settings)
     try:
-        adopt_model_without_loading(store, settings.embedding.yamnet_handle)
-        reconcile(store, audio_dir, limits)
-        if store.count_files(FileState.PENDING) and args.engine == "ray":
-            report = embed_with_ray(store, settings, audio_dir, limits, args.address)
-        elif store.count_files(FileState.PENDING):
-            report = embed_with_model(store, settings, audio_dir, limits)
-        else:
-            report = EmbedReport()  # nothing to do: do not pay for loading TensorFlow
+        report = sync_cache(store, settings, args.engine, args.address)
         already_embedded = len(store.files(FileState.EMBEDDED)) - report.embedded
         report.skipped = max(report.skipped, already_embedded)
     finally:
@@ -304,14 +301,9 @@ def cmd_retrain(settings: Settings, args: argparse.Namespace) -> int:
         message = f"asked the running daemon (pid {pid}) to retrain; follow it with `ecosight-daemon status`"
         print(json.dumps({"daemon_pid": pid, "requested": True}) if args.json else message)
         return EXIT_OK
-    audio_dir = require_audio_dir(settings)
-    limits = ingest_limits(settings)
     store = open_store(settings)
     try:
-        adopt_model_without_loading(store, settings.embedding.yamnet_handle)
-        reconcile(store, audio_dir, limits)
-        if store.count_files(FileState.PENDING):
-            embed_with_model(store, settings, audio_dir, limits)
+        sync_cache(store, settings)
         outcome = retrain(settings, store, trigger=args.reason, force=args.force,
                           log_level=logging.getLevelName(logger.getEffectiveLevel()))
     finally:

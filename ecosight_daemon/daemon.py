@@ -60,11 +60,6 @@ class Command:
     event: FileEvent | None = None
 
 
-def ingest_limits(settings: Settings) -> IngestLimits:
-    return IngestLimits(settings.audio.extensions, settings.audio.max_duration_s,
-                        int(settings.audio.max_file_mb * 1_000_000))
-
-
 class Daemon:
     def __init__(
         self,
@@ -239,7 +234,7 @@ class Daemon:
             self._next_watchdog = now + self._notifier.watchdog_interval_s
 
     def _limits(self) -> IngestLimits:
-        return ingest_limits(self.settings)
+        return IngestLimits.from_settings(self.settings)
 
     def _reconcile(self, why: str) -> None:
         assert self._store is not None

@@ -22,6 +22,7 @@ from typing import TypeVar
 import numpy as np
 
 from .audio import DecodedAudio, decode_audio, is_audio_name, is_ignored_name
+from .config import Settings
 from .embedder import Embedder
 from .errors import AudioDecodeError
 from .store import EmbeddingStore, FileRecord, FileState
@@ -37,6 +38,11 @@ class IngestLimits:
     extensions: tuple[str, ...]
     max_duration_s: float
     max_file_bytes: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IngestLimits:
+        audio = settings.audio
+        return cls(audio.extensions, audio.max_duration_s, int(audio.max_file_mb * 1_000_000))
 
 
 @dataclass(frozen=True)
