@@ -112,6 +112,10 @@ def reconcile(
     conflicts show at once; otherwise hashing waits for `embed_pending`.
     """
     report = ReconcileReport()
+    if not audio_dir.is_dir():
+        # An unmounted share or a mistyped path must not make the index forget everything.
+        logger.error("audio folder %s is missing; not reconciling until it is back", audio_dir)
+        return report
     seen: set[str] = set()
     for found in walk_audio_dir(audio_dir, limits.extensions):
         seen.add(found.relpath)

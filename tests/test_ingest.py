@@ -210,3 +210,11 @@ def test_fifo_and_symlink_are_refused_without_blocking(
         "clips/link.wav": "symbolic link (not followed)",
         "clips/pipe.wav": "not a regular file",
     }
+
+
+def test_a_missing_audio_folder_does_not_empty_the_index(corpus: Corpus, write_wav: WavWriter) -> None:
+    write_wav(corpus.audio / "clips" / "a.wav", seed=1)
+    corpus.sync()
+    corpus.audio.rename(corpus.audio.with_name("unmounted"))
+    assert reconcile(corpus.store, corpus.audio, LIMITS).removed == 0
+    assert corpus.state("clips/a.wav") is FileState.EMBEDDED
