@@ -329,6 +329,35 @@ def test_sigterm_during_embedding_and_training_exits_cleanly_and_restart_carries
     assert daemon.stop() == 0
 
 
+def test_polling_observer_picks_up_files(
+    daemon: DaemonProcess, daemon_root: Path, write_wav: WavWriter, yamnet_handle: str
+) -> None:
+    write_config(daemon_root, yamnet_handle, watch="polling = true\npoll_interval_s = 0.5")
+    daemon.start()
+    daemon.wait_idle()
+    write_wav(daemon.audio / "clips" / "polled.wav", "tone", seed=3)
+    daemon.wait_embedded("clips/polled.wav")
+    assert daemon.stop() == 0
+
+
+def test_a_second_stop_signal_exits_at_once(
+    daemon: DaemonProcess, daemon_root: Path, write_wav: WavWriter
+) -> None:
+    seed_corpus(daemon_root, write_wav)
+    daemon.start()
+    daemon.wait_idle()
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: daemon.status().get("state") == "training", 60, "training state")
+    started = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    time.sleep(0.2)
+    daemon.signal(signal.SIGTERM)
+    assert daemon.proc.wait(timeout=10) == 128 + signal.SIGTERM  # type: ignore[union-attr]
+    assert time.monotonic() - started < 10
+    with sqlite3.connect(daemon.models / "embedding_cache.sqlite3") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
 def test_invalid_config_on_sighup_keeps_the_old_one(
     daemon: DaemonProcess, daemon_root: Path, write_wav: WavWriter
 ) -> None:
