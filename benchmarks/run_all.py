@@ -12,7 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks.common import Figure, format_table, save_report  # noqa: E402
 
-BENCHMARKS = ["embed_throughput", "accuracy", "ray_throughput"]
+BENCHMARKS = ["embed_throughput", "accuracy", "ray_throughput", "incremental_retrain"]
 
 
 def main() -> int:
