@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import pause
+
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = "yamnet_classifier_v2.keras"
@@ -127,6 +129,9 @@ class ModelRegistry:
             for entry in self.versions_dir.glob(".staging-*"):
                 logger.info("removing unfinished version folder %s", entry.name)
                 shutil.rmtree(entry, ignore_errors=True)
+            for entry in self.versions_dir.glob("*/export.partial"):
+                logger.info("removing unfinished export %s", entry.relative_to(self.root))
+                shutil.rmtree(entry, ignore_errors=True)
 
     # --- the published model --------------------------------------------------------
 
@@ -151,11 +156,15 @@ class ModelRegistry:
         if not (source / "metadata.json").is_file():
             raise FileNotFoundError(f"version {version} does not exist under {self.versions_dir}")
         write_json(self.root / JOURNAL_FILE, {"version": version, "started": time.time()})
+        pause.point("promotion")
         for name, published in PUBLISHED_FILES:
             if (source / name).is_file():
                 copy_atomically(source / name, self.root / published)
         (self.root / JOURNAL_FILE).unlink()
         fsync_path(self.root)
+
+    def promotion_pending(self) -> bool:
+        return (self.root / JOURNAL_FILE).exists()
 
     def recover(self) -> str | None:
         """Finish a promotion a crash interrupted; returns the version it completed."""

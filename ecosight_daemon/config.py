@@ -110,6 +110,9 @@ class AudioSettings:
         (".wav", ".flac", ".ogg"), "file endings to ingest, compared case-insensitively", _valid_extensions
     )
     max_duration_s: float = setting(600.0, "longer files are refused with a reason", at_least(0.01))
+    min_duration_s: float = setting(
+        0.05, "shorter files (a 1-sample clip) carry too little sound to learn from and are refused", at_least(0.0)
+    )
     max_file_mb: float = setting(512.0, "larger files are refused before they are read", at_least(0.001))
 
 
@@ -151,6 +154,9 @@ class TrainingSettings:
     l2: float = setting(0.001, "L2 weight penalty", between(0.0, 1.0))
     patience: int = setting(15, "epochs without val_loss improvement before stopping", at_least(1))
     time_limit_s: float = setting(1800.0, "a training run taking longer is stopped", at_least(10))
+    keep_warm: bool = setting(
+        True, "the daemon keeps a training process with TensorFlow loaded (~0.5 GiB) so a retrain starts at once"
+    )
     priority_class: str = setting("gun_shot", "the class whose recall matters most")
     priority_recall_target: float = setting(
         0.98, "validation recall the priority threshold aims for", between(0.0, 1.0)

@@ -1,4 +1,5 @@
-"""One retrain, end to end: snapshot -> training child -> gate -> version -> promotion -> log.
+"""One retrain, end to end: snapshot -> training child -> gate -> version -> promotion -> log,
+then the version's extras (report pictures, end-to-end SavedModel) off the critical path.
 
 Runs in the caller's process (the CLI or the daemon) without TensorFlow; the model
 is trained in a spawned child with a time limit. Only this module's `retrain` writes
@@ -11,7 +12,6 @@ import csv
 import fcntl
 import hashlib
 import logging
-import multiprocessing
 import os
 import shutil
 import time
@@ -28,11 +28,14 @@ from .dataset import Snapshot, SnapshotOptions, Split, take_snapshot
 from .errors import EXIT_TEMPFAIL, EcosightError
 from .evaluation import GateDecision, GatePolicy, class_recall, gate
 from .store import EmbeddingStore
-from .train_job import JobFiles, child_main, write_job
+from .train_job import write_job
+from .training_child import ChildFailed, TrainingChild
 
 logger = logging.getLogger(__name__)
 
 LOCK_FILE = ".retrain.lock"
+EXPORT_DIR = "export"
+EXPORT_PARTIAL = "export.partial"
 
 
 class RetrainBusy(EcosightError):
@@ -132,30 +135,71 @@ def retrain(
     force: bool = False,
     should_stop: Callable[[], bool] = lambda: False,
     log_level: str = "INFO",
+    child: TrainingChild | None = None,
 ) -> RetrainOutcome:
-    """Train, evaluate, gate and (maybe) promote; every attempt is logged."""
+    """Train, evaluate, gate and (maybe) promote; every attempt is logged.
+
+    `child` is a training process started earlier (TensorFlow already imported); without
+    one, a new one is started here. Either way it is closed before this returns.
+    """
     registry = ModelRegistry(settings.paths.models_dir)
     registry.ensure()
     started, started_wall = time.monotonic(), time.time()
-    with retrain_lock(settings.paths.models_dir):
-        registry.recover()
-        try:
-            outcome = _attempt(settings, store, registry, trigger, force, should_stop, log_level)
-        except Exception as exc:  # disk full, a corrupt file...: record it, keep models/ as it was
-            logger.exception("retrain (%s) failed", trigger)
-            registry.remove_stale_staging()
-            outcome = RetrainOutcome(None, False, f"retrain failed: {type(exc).__name__}: {exc}", trigger)
-        outcome.seconds = time.monotonic() - started
-        outcome.started_at = started_wall
-        registry.append_log(outcome.log_entry())
-    level = logging.INFO if outcome.status != "failed" else logging.ERROR
-    logger.log(level, "retrain (%s) %s: %s", trigger, outcome.status, outcome.reason)
+    if child is None or not child.ready_for_a_job():
+        if child is not None:
+            child.close()
+        child = TrainingChild(log_level)
+    try:
+        with retrain_lock(settings.paths.models_dir):
+            registry.recover()
+            try:
+                outcome = _attempt(settings, store, registry, trigger, force, should_stop, child)
+            except Exception as exc:  # disk full, a corrupt file...: record it, keep models/ as it was
+                logger.exception("retrain (%s) failed", trigger)
+                registry.remove_stale_staging()
+                outcome = RetrainOutcome(None, False, f"retrain failed: {type(exc).__name__}: {exc}", trigger)
+            outcome.seconds = time.monotonic() - started
+            outcome.started_at = started_wall
+            registry.append_log(outcome.log_entry())
+            level = logging.INFO if outcome.status != "failed" else logging.ERROR
+            logger.log(level, "retrain (%s) %s: %s", trigger, outcome.status, outcome.reason)
+            if outcome.version is not None:
+                write_extras(registry, outcome.version, child, settings.training.time_limit_s, should_stop)
+    finally:
+        child.close()
     return outcome
+
+
+def write_extras(registry: ModelRegistry, version: str, child: TrainingChild, time_limit_s: float,
+                 should_stop: Callable[[], bool]) -> None:
+    """The report and the end-to-end SavedModel of a finished version.
+
+    They come after the promotion because nothing decides on them and they take
+    seconds. The export appears whole or not at all; a failure is logged, never fatal.
+    """
+    from .report import write_report
+
+    folder = registry.version_dir(version)
+    try:
+        metadata = read_json(folder / "metadata.json")
+        history = read_json(folder / "training_history.json", default={})
+        write_report(folder, metadata, read_json(folder / "performance_metrics.json"), history,
+                     metadata.get("incumbent_metrics"))
+    except (OSError, ValueError) as exc:
+        logger.error("version %s: cannot write its report: %s", version, exc)
+    partial = folder / EXPORT_PARTIAL
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        child.export(partial, time_limit_s, should_stop)
+        os.rename(partial, folder / EXPORT_DIR)
+    except (ChildFailed, OSError) as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        logger.error("version %s: no end-to-end export (%s); the Keras model is unaffected", version, exc)
 
 
 def _attempt(
     settings: Settings, store: EmbeddingStore, registry: ModelRegistry, trigger: str, force: bool,
-    should_stop: Callable[[], bool], log_level: str,
+    should_stop: Callable[[], bool], child: TrainingChild,
 ) -> RetrainOutcome:
     snapshot = take_snapshot(store, snapshot_options(settings))
     new_samples = len({s.sha256 for s in snapshot.samples} - trained_hashes(registry))
@@ -174,7 +218,7 @@ def _attempt(
     outcome.replaced_version = incumbent["version"] if incumbent else None
     job = write_job(staging, snapshot.features, snapshot.labels(), [s.split.value for s in snapshot.samples],
                     _job_spec(settings, snapshot, incumbent))
-    result = run_child(job, settings.training.time_limit_s, should_stop, log_level)
+    result = child.train(job, settings.training.time_limit_s, should_stop)
     if not result.get("ok"):
         shutil.rmtree(staging, ignore_errors=True)
         outcome.reason = f"training did not finish: {result.get('error', 'unknown error')}"
@@ -231,42 +275,10 @@ def _job_spec(settings: Settings, snapshot: Snapshot, incumbent: dict[str, Any] 
     }
 
 
-def run_child(job: JobFiles, time_limit_s: float, should_stop: Callable[[], bool], log_level: str) -> dict[str, Any]:
-    """Run the training child; stop it on request or at the time limit."""
-    context = multiprocessing.get_context("spawn")
-    child = context.Process(target=child_main, args=(str(job.folder), log_level), name="ecosight-training")
-    child.start()
-    logger.info("training child started (pid %s), time limit %.0f s", child.pid, time_limit_s)
-    deadline = time.monotonic() + time_limit_s
-    reason = None
-    while child.is_alive():
-        child.join(timeout=0.5)
-        if reason is None and should_stop():
-            reason = "stopped on request"
-        elif reason is None and time.monotonic() > deadline:
-            reason = f"took longer than time_limit_s ({time_limit_s:g} s)"
-        if reason is not None:
-            child.terminate()  # SIGTERM: the child stops at the next epoch
-            child.join(timeout=15)
-            if child.is_alive():
-                child.kill()
-                child.join()
-            break
-    if reason is not None:
-        return {"ok": False, "error": reason}
-    if child.exitcode != 0:
-        how = f"killed by signal {-child.exitcode}" if (child.exitcode or 0) < 0 else f"exit code {child.exitcode}"
-        hint = " (out of memory?)" if child.exitcode == -9 else ""
-        return {"ok": False, "error": f"training process {how}{hint}"}
-    return read_json(job.result, default={"ok": False, "error": "training process wrote no result"})
-
-
 def _write_version_files(
     folder: Path, version: str, snapshot: Snapshot, settings: Settings, store: EmbeddingStore,
     result: dict[str, Any], outcome: RetrainOutcome,
 ) -> None:
-    from .report import write_report
-
     metrics = dict(result["candidate_metrics"])
     with (folder / "manifest.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -307,7 +319,6 @@ def _write_version_files(
         "model_sha256": _sha256_of(folder / "model.keras"),
         "incumbent_metrics": outcome.incumbent_metrics,
     }
-    write_report(folder, metadata, metrics, result["history"], outcome.incumbent_metrics)
     for leftover in ("job_data.npz", "job.json", "job_result.json"):
         (folder / leftover).unlink(missing_ok=True)
     write_json(folder / "metadata.json", metadata)  # last: a version folder with metadata is complete

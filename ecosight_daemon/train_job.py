@@ -12,6 +12,7 @@ import pickle
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,13 @@ def write_job(folder: Path, features: np.ndarray, labels: np.ndarray, splits: li
     return files
 
 
-def child_main(folder: str, log_level: str) -> None:
-    """Entry point of the spawned process."""
+def child_main(connection: Any, log_level: str) -> None:
+    """Entry point of the spawned process: import TensorFlow, then serve one job.
+
+    The parent may start this process long before it has a job (a warm child), so the
+    slow import is paid while nothing waits for it. Messages: the job folder (or None to
+    exit); after "fitted", optionally ("export", folder) for the end-to-end SavedModel.
+    """
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("absl", "tensorflow"):  # SavedModel export chatter at INFO
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -62,12 +68,45 @@ def child_main(folder: str, log_level: str) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it sends SIGTERM
+    from . import training  # the slow part: TensorFlow
+
+    training.warm_up()
+
     try:
-        result = run_job(JobFiles(Path(folder)), stop.is_set)
+        folder = connection.recv()
+    except EOFError:
+        return
+    if folder is None:
+        return
+    files = JobFiles(Path(folder))
+    export = None
+    try:
+        result, export = run_job(files, stop.is_set)
     except Exception as exc:
         logger.exception("training failed")
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-    JobFiles(Path(folder)).result.write_text(json.dumps(result, indent=2))
+    files.result.write_text(json.dumps(result, indent=2))
+    connection.send("fitted")
+    _serve_exports(connection, export)
+
+
+def _serve_exports(connection: Any, export: Any) -> None:
+    while True:
+        try:
+            command = connection.recv()
+        except EOFError:
+            return
+        if command is None:
+            return
+        _, target = command
+        try:
+            if export is None:
+                raise RuntimeError("no trained model to export")
+            export(Path(target))
+            connection.send(("exported", None))
+        except Exception as exc:
+            logger.exception("export failed")
+            connection.send(("failed", f"{type(exc).__name__}: {exc}"))
 
 
 def _die_with_parent() -> None:
@@ -80,7 +119,8 @@ def _die_with_parent() -> None:
         pass
 
 
-def run_job(files: JobFiles, should_stop: Any) -> dict[str, Any]:
+def run_job(files: JobFiles, should_stop: Any) -> tuple[dict[str, Any], Callable[[Path], None] | None]:
+    """Fit and evaluate; returns the result and a function that exports the fitted model."""
     from .training import (
         ClassifierParams,
         export_end_to_end,
@@ -102,7 +142,7 @@ def run_job(files: JobFiles, should_stop: Any) -> dict[str, Any]:
     fit = fit_classifier(features[train], labels[train], features[val], labels[val],
                          len(classes), params, should_stop)
     if fit.stopped_early_by_request:
-        return {"ok": False, "error": "stopped on request"}
+        return {"ok": False, "error": "stopped on request"}, None
 
     priority = spec["priority_class"]
     priority_index = classes.index(priority) if priority in classes else None
@@ -125,9 +165,11 @@ def run_job(files: JobFiles, should_stop: Any) -> dict[str, Any]:
     (files.folder / "training_history.json").write_text(json.dumps(fit.history, indent=2))
     # Written for tools that expect the old file; this program never loads a pickle.
     (files.folder / "training_history.pkl").write_bytes(pickle.dumps(fit.history))
-    if spec.get("export_handle"):
+
+    def export(target: Path) -> None:
         export_end_to_end(spec["export_handle"], fit.model, classes, spec["pooling"], priority_index,
-                          threshold, files.folder / "export")
+                          threshold, target)
+
     return {
         "ok": True,
         "epochs_run": fit.epochs_run,
@@ -136,7 +178,7 @@ def run_job(files: JobFiles, should_stop: Any) -> dict[str, Any]:
         "threshold": threshold_info,
         "candidate_metrics": candidate,
         "incumbent_metrics": incumbent,
-    }
+    }, export
 
 
 def evaluate_incumbent(
