@@ -49,7 +49,7 @@ class DecodedAudio:
         return len(self.waveform) / TARGET_SAMPLE_RATE
 
 
-def decode_audio(data: bytes, max_duration_s: float) -> DecodedAudio:
+def decode_audio(data: bytes, max_duration_s: float, min_duration_s: float = 0.0) -> DecodedAudio:
     """Decode a whole file's bytes, down-mix to mono and resample to 16 kHz.
 
     Raises:
@@ -68,6 +68,10 @@ def decode_audio(data: bytes, max_duration_s: float) -> DecodedAudio:
             if duration > max_duration_s:
                 raise AudioDecodeError(
                     f"longer than max_duration_s ({max_duration_s:g} s): {duration:.1f} s"
+                )
+            if duration < min_duration_s:
+                raise AudioDecodeError(
+                    f"shorter than min_duration_s ({min_duration_s:g} s): {frames} frame(s), {duration:.4f} s"
                 )
             samples = sound.read(dtype="float32", always_2d=True)
     except AudioDecodeError:

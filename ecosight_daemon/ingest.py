@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import stat
 import time
+import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,6 +23,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from . import pause
 from .audio import DecodedAudio, decode_audio, is_audio_name, is_ignored_name
 from .config import Settings
 from .embedder import Embedder
@@ -30,6 +33,9 @@ from .store import EmbeddingStore, FileRecord, FileState
 logger = logging.getLogger(__name__)
 
 NO_CLASS_REASON = "not in a class folder; move it into <audio_dir>/<class>/"
+# A label ends up in logs, JSON, CSV manifests, HTML reports and the exported model:
+# letters (any script), digits and a few separators, starting with a letter or digit.
+USABLE_LABEL = re.compile(r"[^\W_](?:[\w .+()-]{0,62}[\w.+()-])?")
 Progress = Callable[[int, int], None]
 
 
@@ -38,11 +44,13 @@ class IngestLimits:
     extensions: tuple[str, ...]
     max_duration_s: float
     max_file_bytes: int
+    min_duration_s: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IngestLimits:
         audio = settings.audio
-        return cls(audio.extensions, audio.max_duration_s, int(audio.max_file_mb * 1_000_000))
+        return cls(audio.extensions, audio.max_duration_s, int(audio.max_file_mb * 1_000_000),
+                   audio.min_duration_s)
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,35 @@ def label_of(relpath: str) -> str:
     return parts[0] if len(parts) > 1 else ""
 
 
+def label_problem(label: str) -> str | None:
+    if USABLE_LABEL.fullmatch(label):
+        return None
+    return (f"class folder name {shown(label)!r} cannot be a label: use at most 64 letters, digits, "
+            "spaces and _ . + ( ) -, starting with a letter or digit; rename the folder")
+
+
+def index_path(path: Path, audio_dir: Path) -> tuple[str, str | None]:
+    """A path's key in the index (text SQLite can store), and a problem if its name is unusable.
+
+    Linux names are bytes; one that is not UTF-8 is indexed under an escaped form and
+    never read, so it cannot be mistaken for another file.
+    """
+    relpath = path.relative_to(audio_dir).as_posix()
+    try:
+        relpath.encode("utf-8")
+    except UnicodeEncodeError:
+        escaped = os.fsencode(relpath).decode("utf-8", "backslashreplace")
+        return escaped, "the file or folder name is not valid UTF-8; rename it"
+    return relpath, None
+
+
+def shown(text: str) -> str:
+    """Text for a log line: control characters (a newline in a file name) escaped."""
+    if not any(unicodedata.category(c) == "Cc" for c in text):
+        return text
+    return "".join(c.encode("unicode_escape").decode() if unicodedata.category(c) == "Cc" else c for c in text)
+
+
 def walk_audio_dir(audio_dir: Path, extensions: tuple[str, ...]) -> Iterator[FoundFile]:
     """Every audio-named entry below audio_dir; hidden folders and temporary names are skipped."""
     for folder, subfolders, names in os.walk(audio_dir, followlinks=False):
@@ -70,13 +107,13 @@ def walk_audio_dir(audio_dir: Path, extensions: tuple[str, ...]) -> Iterator[Fou
             if not is_audio_name(name, extensions):
                 continue
             path = Path(folder, name)
-            relpath = path.relative_to(audio_dir).as_posix()
-            found = describe_entry(path, relpath)
+            relpath, name_problem = index_path(path, audio_dir)
+            found = describe_entry(path, relpath, name_problem)
             if found is not None:
                 yield found
 
 
-def describe_entry(path: Path, relpath: str) -> FoundFile | None:
+def describe_entry(path: Path, relpath: str, name_problem: str | None = None) -> FoundFile | None:
     """lstat one entry; None when it vanished meanwhile."""
     try:
         info = path.lstat()
@@ -85,14 +122,18 @@ def describe_entry(path: Path, relpath: str) -> FoundFile | None:
     except OSError as exc:
         return FoundFile(relpath, label_of(relpath), 0, 0, f"cannot stat file ({exc.strerror})")
     label = label_of(relpath)
-    problem = None
-    if stat.S_ISLNK(info.st_mode):
-        problem = "symbolic link (not followed)"
-    elif not stat.S_ISREG(info.st_mode):
-        problem = "not a regular file"
-    elif not label:
-        problem = NO_CLASS_REASON
+    problem = name_problem or _entry_problem(info.st_mode, label)
     return FoundFile(relpath, label, info.st_size, info.st_mtime_ns, problem)
+
+
+def _entry_problem(mode: int, label: str) -> str | None:
+    if stat.S_ISLNK(mode):
+        return "symbolic link (not followed)"
+    if not stat.S_ISREG(mode):
+        return "not a regular file"
+    if not label:
+        return NO_CLASS_REASON
+    return label_problem(label)
 
 
 @dataclass
@@ -138,24 +179,24 @@ def reconcile(
     if missing:
         report.removed = store.forget_files(missing)
         for path in missing:
-            logger.info("removed %s from the corpus (file deleted)", path)
+            logger.info("removed %s from the corpus (file deleted)", shown(path))
     return report
 
 
 def refresh_path(store: EmbeddingStore, audio_dir: Path, path: Path, limits: IngestLimits) -> bool:
     """Bring the index in line for one path an event named; True if the index changed."""
     try:
-        relpath = path.relative_to(audio_dir).as_posix()
+        relpath, name_problem = index_path(path, audio_dir)
     except ValueError:
         return False
     if any(is_ignored_name(part) for part in relpath.split("/")) or not is_audio_name(path.name, limits.extensions):
         return False
-    found = describe_entry(path, relpath)
+    found = describe_entry(path, relpath, name_problem)
     record = store.file_record(relpath)
     if found is None:
         if record is not None:
             store.forget_files([relpath])
-            logger.info("removed %s from the corpus (file deleted)", relpath)
+            logger.info("removed %s from the corpus (file deleted)", shown(relpath))
         return record is not None
     if record is not None and record.matches(found.size, found.mtime_ns) and record.label == found.label:
         return False
@@ -243,7 +284,7 @@ def prepare_file(
     if sha256 in cached:
         return PreparedFile(record, found, sha256)
     try:
-        audio = decode_audio(data, limits.max_duration_s)
+        audio = decode_audio(data, limits.max_duration_s, limits.min_duration_s)
     except AudioDecodeError as exc:
         return PreparedFile(record, found, sha256, problem=str(exc))
     return PreparedFile(record, found, sha256, audio)
@@ -330,11 +371,11 @@ def record_result(store: EmbeddingStore, result: EmbeddedFile, report: EmbedRepo
     record, found = prepared.record, prepared.found
     if found is None:
         store.forget_files([record.path])
-        logger.info("removed %s from the corpus (file deleted)", record.path)
+        logger.info("removed %s from the corpus (file deleted)", shown(record.path))
         return
     if prepared.changed_while_reading:
         report.deferred += 1
-        logger.info("deferred %s: it changed while being read (still being written?)", record.path)
+        logger.info("deferred %s: it changed while being read (still being written?)", shown(record.path))
         return
     problem = prepared.problem or result.problem
     if problem is not None:
@@ -344,17 +385,18 @@ def record_result(store: EmbeddingStore, result: EmbeddedFile, report: EmbedRepo
     if store.has_embedding(prepared.sha256):
         store.note_file(found.relpath, found.label, found.size, found.mtime_ns, prepared.sha256)
         report.skipped += 1
-        logger.debug("cached %s (same bytes embedded before)", found.relpath)
+        logger.debug("cached %s (same bytes embedded before)", shown(found.relpath))
         return
     if result.embeddings is None:
         # Cached when the worker looked, gone from the cache since: embed it next pass.
         report.deferred += 1
         return
+    pause.point("embedding")
     store.record_embedding(found.relpath, found.label, found.size, found.mtime_ns, prepared.sha256,
                            result.embeddings, result.duration_s)
     report.embedded += 1
     report.patches += result.embeddings.shape[0]
-    logger.info("embedded %s (%d patches, %.1f s of audio) in %.2f s", found.relpath,
+    logger.info("embedded %s (%d patches, %.1f s of audio) in %.2f s", shown(found.relpath),
                 result.embeddings.shape[0], result.duration_s, result.seconds)
 
 
@@ -366,7 +408,7 @@ def _record_failure(
     report: EmbedReport | None = None,
 ) -> None:
     store.record_failure(found.relpath, found.label, found.size, found.mtime_ns, sha256, reason)
-    logger.warning("failed %s: %s", found.relpath, reason)
+    logger.warning("failed %s: %s", shown(found.relpath), reason)
     if report is not None:
         report.failed += 1
         report.failures.append((found.relpath, reason))
