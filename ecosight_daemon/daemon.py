@@ -15,6 +15,7 @@ import logging
 import os
 import queue
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -30,16 +31,21 @@ from .errors import ConfigError
 from .features import pool_patches
 from .ingest import IngestLimits, embed_pending, reconcile, refresh_path
 from .progress import ProgressReporter
-from .retrain import RetrainOutcome, retrain, trained_hashes
+from .retrain import RetrainBusy, RetrainOutcome, retrain, retrain_lock, trained_hashes
 from .scheduling import RetrainRequests, RetrainSchedule
 from .status import HEARTBEAT_S, DaemonState, write_status
 from .store import EmbeddingStore, FileState
 from .systemd import SystemdNotifier
+from .training_child import TrainingChild
 from .watcher import FileEvent, SettleTracker, start_observer
 
 logger = logging.getLogger(__name__)
 
 EMBED_BATCH = 8  # files per loop iteration: keeps signals and status answered within ~1 s
+# File events waiting in the inbox at most; past it they are dropped and one rescan of
+# audio_dir replaces them, so a burst of any size costs bounded memory.
+FILE_EVENT_LIMIT = 10_000
+STORAGE_RETRY_S = 5.0  # pause after a failed write (disk full, I/O error) before trying again
 DRIFT_CHECK_INTERVAL_S = 60.0
 JOIN_TIMEOUT_S = 5.0
 
@@ -79,6 +85,7 @@ class Daemon:
         self._retrain_stop = threading.Event()
         self._retrain_thread: threading.Thread | None = None
         self._retrain_outcome: RetrainOutcome | None = None
+        self._warm_child: TrainingChild | None = None
         self._last_retrain: dict[str, Any] | None = None
         self._baseline: set[str] = set()
         self._stop_signals = 0
@@ -98,6 +105,12 @@ class Daemon:
         self._drift_checked_count = 0
         self._progress: ProgressReporter | None = None
         self._burst_done = 0
+        self._file_events = 0  # FILE commands in the inbox
+        self._file_events_peak = 0
+        self._file_events_lock = threading.Lock()
+        self._overflowed = False
+        self._storage_error: str | None = None
+        self._storage_retry_at = 0.0
 
     # --- inbox producers: they only enqueue --------------------------------------------
 
@@ -124,6 +137,14 @@ class Daemon:
         self._inbox.put(Command(Kind.STOP, reason))
 
     def _on_file_event(self, event: FileEvent) -> None:
+        with self._file_events_lock:
+            if self._file_events >= FILE_EVENT_LIMIT:
+                if not self._overflowed:
+                    self._overflowed = True
+                    self._inbox.put(Command(Kind.RECONCILE, f"more than {FILE_EVENT_LIMIT} file events queued"))
+                return
+            self._file_events += 1
+            self._file_events_peak = max(self._file_events_peak, self._file_events)
         self._inbox.put(Command(Kind.FILE, event=event))
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -144,6 +165,7 @@ class Daemon:
         self._observer = start_observer(settings.paths.audio_dir, self._on_file_event,
                                         settings.watch.polling, settings.watch.poll_interval_s)
         self._start_schedule()
+        self._warm_up_training()
         self._notifier.ready("reconciling")
         self._inbox.put(Command(Kind.RECONCILE, "startup"))
 
@@ -164,11 +186,42 @@ class Daemon:
     def step(self, timeout: float) -> None:
         """Handle one inbox batch, then housekeeping."""
         for command in self._drain(timeout):
-            self._dispatch(command)
+            try:
+                self._dispatch(command)
+            except (sqlite3.OperationalError, OSError) as exc:
+                self._storage_failed(exc)
         if self.state is DaemonState.STOPPING:
             self._shutdown()
             return
-        self._housekeeping()
+        if self._clock() < self._storage_retry_at:
+            self._keep_alive(self._clock())
+            return
+        try:
+            self._housekeeping()
+        except (sqlite3.OperationalError, OSError) as exc:
+            self._storage_failed(exc)
+            return
+        if self._storage_error is not None:
+            logger.warning("writing works again (after: %s); rescanning %s for anything missed",
+                           self._storage_error, self.settings.paths.audio_dir)
+            self._storage_error = None
+            self._inbox.put(Command(Kind.RECONCILE, "after a storage error"))
+            self._finish_interrupted_promotion()
+
+    def _storage_failed(self, exc: Exception) -> None:
+        """A write failed (disk full, read-only, I/O error): keep running, retry later.
+
+        Each write is one transaction or an atomic replace, so a failed one leaves the
+        previous state; what it would have recorded is found again by the rescan that
+        follows recovery.
+        """
+        message = f"{type(exc).__name__}: {exc}"
+        if message != self._storage_error:
+            logger.error("cannot write under %s (%s); retrying every %.0f s", self.settings.paths.models_dir,
+                         message, STORAGE_RETRY_S)
+        self._storage_error = message
+        self._storage_retry_at = self._clock() + STORAGE_RETRY_S
+        self._write_status()
 
     def _drain(self, timeout: float) -> list[Command]:
         try:
@@ -179,7 +232,13 @@ class Daemon:
             try:
                 commands.append(self._inbox.get_nowait())
             except queue.Empty:
-                return commands
+                break
+        files = sum(1 for c in commands if c.kind is Kind.FILE)
+        with self._file_events_lock:
+            self._file_events -= files
+            if any(c.kind is Kind.RECONCILE for c in commands):
+                self._overflowed = False
+        return commands
 
     def _dispatch(self, command: Command) -> None:
         if command.kind is Kind.STOP:
@@ -227,6 +286,9 @@ class Daemon:
         if self._requests.pending() and self._retrain_thread is None:
             self._start_retrain(self._requests.take())
         self._settle_state()
+        self._keep_alive(now)
+
+    def _keep_alive(self, now: float) -> None:
         if now >= self._next_heartbeat:
             self._write_status()
         if self._notifier.watchdog_interval_s and now >= self._next_watchdog:
@@ -367,18 +429,26 @@ class Daemon:
         self._baseline = self._store.training_hashes()
         self._new_samples = 0
         self._retrain_outcome = None
+        child, self._warm_child = self._warm_child, None
         self._retrain_thread = threading.Thread(
-            target=self._retrain_worker, args=(self.settings, reason), name="ecosight-retrain", daemon=True
+            target=self._retrain_worker, args=(self.settings, reason, child), name="ecosight-retrain", daemon=True
         )
         self._set_state(DaemonState.TRAINING)
         logger.info("retraining (%s)", reason)
         self._retrain_thread.start()
 
-    def _retrain_worker(self, settings: Settings, reason: str) -> None:
+    def _warm_up_training(self) -> None:
+        if self.settings.training.keep_warm and self._warm_child is None:
+            self._warm_child = TrainingChild(self._log_level())
+
+    def _log_level(self) -> str:
+        return logging.getLevelName(logging.getLogger().level)
+
+    def _retrain_worker(self, settings: Settings, reason: str, child: TrainingChild | None) -> None:
         store = EmbeddingStore.open(settings.cache_path, settings.embedding.storage_dtype)
         try:
             self._retrain_outcome = retrain(settings, store, reason, should_stop=self._retrain_stop.is_set,
-                                            log_level=logging.getLevelName(logging.getLogger().level))
+                                            log_level=self._log_level(), child=child)
         except Exception as exc:  # never let a retrain error take the daemon down
             logger.exception("retrain (%s) failed", reason)
             self._retrain_outcome = RetrainOutcome(None, False, f"{type(exc).__name__}: {exc}", reason)
@@ -395,6 +465,19 @@ class Daemon:
         if outcome is not None:
             self._last_retrain = outcome.log_entry()
         self._corpus_changed = True  # files that arrived meanwhile may reach the threshold
+        self._finish_interrupted_promotion()
+        if self.state is not DaemonState.STOPPING:
+            self._warm_up_training()
+
+    def _finish_interrupted_promotion(self) -> None:
+        """A promotion that failed part-way (disk full) is finished as soon as it can be."""
+        if not self._registry.promotion_pending():
+            return
+        try:
+            with retrain_lock(self.settings.paths.models_dir):
+                self._registry.recover()
+        except (RetrainBusy, OSError) as exc:
+            logger.error("an interrupted promotion is still to be finished (%s); will retry", exc)
 
     # --- status and shutdown ----------------------------------------------------------------
 
@@ -415,6 +498,10 @@ class Daemon:
             "pending": pending,
             "failed": failed,
             "settling": len(self._tracker),
+            "queued_file_events": self._file_events,
+            "queued_file_events_peak": self._file_events_peak,
+            "queued_file_events_limit": FILE_EVENT_LIMIT,
+            "storage_error": self._storage_error,
             "new_samples": self._new_samples,
             "min_new_samples": self.settings.triggers.min_new_samples,
             "retrain_running": self._retrain_thread is not None,
@@ -441,6 +528,9 @@ class Daemon:
             logger.info("stopping the training run")
             self._retrain_thread.join(timeout=25)
             self._collect_retrain()
+        if self._warm_child is not None:
+            self._warm_child.close()
+            self._warm_child = None
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=JOIN_TIMEOUT_S)
