@@ -18,7 +18,6 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
-from .config import DEFAULT_GROUP_PATTERNS
 from .features import pool_patches
 from .store import EmbeddingStore
 

@@ -7,7 +7,6 @@ import pytest
 
 from ecosight_daemon.artifacts import (
     JOURNAL_FILE,
-    METADATA_FILE,
     MODEL_FILE,
     ModelRegistry,
     copy_atomically,

@@ -51,7 +51,7 @@ def test_ray_engine_matches_the_single_process_path(
     ray_available: None, tmp_path: Path, dev_corpus: Path, write_wav: WavWriter, yamnet: Any, yamnet_handle: str
 ) -> None:
     local_audio = make_corpus(tmp_path / "local", dev_corpus, write_wav)
-    ray_audio = make_corpus(tmp_path / "ray", dev_corpus, write_wav)
+    make_corpus(tmp_path / "ray", dev_corpus, write_wav)
 
     local = EmbeddingStore.open(tmp_path / "local" / "models" / "embedding_cache.sqlite3")
     local.adopt_model(yamnet.model_id, yamnet.fingerprint)

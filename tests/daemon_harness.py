@@ -1,0 +1,152 @@
+"""A real daemon process for tests: its own session, a NOTIFY_SOCKET the test drains as
+systemd would, and helpers that read what the daemon writes (status, log, cache)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ecosight_daemon.status import STATUS_FILE
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class DaemonProcess:
+    """`ecosight-daemon run` in its own session, with a NOTIFY_SOCKET the test reads."""
+
+    def __init__(self, root: Path, prefix: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.prefix = prefix  # e.g. setpriv, to run it without some privileges
+        self.extra_env = env or {}
+        self.models = root / "models"
+        self.audio = root / "audio"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.notifications: list[str] = []
+        self._socket: socket.socket | None = None
+
+    def start(self, wait_ready: bool = True) -> DaemonProcess:
+        self.notifications = []
+        address = str(self.root / f"notify-{time.monotonic_ns()}.sock")
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.bind(address)
+        self._socket.settimeout(0.2)
+        self._reading = threading.Event()
+        self._reading.set()
+        self._reader = threading.Thread(target=self._read_notifications, name="test-notify-reader", daemon=True)
+        self._reader.start()
+        env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "2000000", **self.extra_env}
+        self.log = (self.root / "daemon.log").open("ab")
+        self.proc = subprocess.Popen(
+            [*self.prefix, sys.executable, "-m", "ecosight_daemon", "--config", str(self.root / "config.toml"), "run"],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+        if wait_ready:
+            wait_for(lambda: self.received("READY=1"), 120, "READY=1 on NOTIFY_SOCKET")
+        return self
+
+    def _read_notifications(self) -> None:
+        """Drain the socket as systemd would, so the daemon's queue never fills."""
+        assert self._socket is not None
+        while self._reading.is_set():
+            try:
+                self.notifications.extend(self._socket.recv(4096).decode().split("\n"))
+            except (socket.timeout, BlockingIOError):
+                continue
+            except OSError:
+                return
+
+    def received(self, message: str) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None and message not in self.notifications:
+            raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
+        return message in self.notifications
+
+    def log_text(self) -> str:
+        return (self.root / "daemon.log").read_text(errors="replace")
+
+    def status(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.models / STATUS_FILE).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def retrain_log(self) -> list[dict[str, Any]]:
+        try:
+            return json.loads((self.models / "retraining_log.json").read_text())
+        except FileNotFoundError:
+            return []
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        if self._socket is not None:
+            self._reading.clear()
+            self._reader.join(timeout=5)
+            self._socket.close()
+            self._socket = None
+        self.log.close()
+
+    def embedded_paths(self) -> dict[str, str]:
+        with sqlite3.connect(self.models / "embedding_cache.sqlite3") as db:
+            return dict(db.execute("SELECT path, state FROM files").fetchall())
+
+    def embedding_rows(self) -> int:
+        with sqlite3.connect(self.models / "embedding_cache.sqlite3") as db:
+            return int(db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
+
+    def wait_embedded(self, relpath: str, timeout: float = 60) -> None:
+        wait_for(lambda: self.embedded_paths().get(relpath) == "embedded", timeout, f"{relpath} embedded")
+
+    def wait_idle(self, timeout: float = 120) -> dict[str, Any]:
+        return wait_for(lambda: (s := self.status()).get("state") == "idle" and not s.get("retrain_running")
+                        and not s.get("retrain_queued") and s.get("pending") == 0 and s.get("settling") == 0
+                        and s, timeout, "daemon idle")
+
+
+def write_config(root: Path, handle: str, **overrides: str) -> None:
+    """A test config; each keyword is a section whose `key = value` lines replace the defaults."""
+    sections: dict[str, dict[str, str]] = {
+        "paths": {"audio_dir": '"audio"', "models_dir": '"models"'},
+        "embedding": {"yamnet_handle": f'"{handle}"'},
+        "training": {"min_class_files": "3", "epochs": "30", "patience": "5"},
+        "triggers": {"min_new_samples": "1000"},
+        "watch": {"settle_s": "0.5"},
+        # Synthetic clips teach little; floors of 0 let the first model through so the
+        # tests can follow promotion. Gate quality is tested in test_retrain.py.
+        "promotion": {"min_macro_f1": "0.0", "min_priority_recall": "0.0"},
+    }
+    for name, text in overrides.items():
+        for line in text.splitlines():
+            key, value = (part.strip() for part in line.split("=", 1))
+            sections.setdefault(name, {})[key] = value
+    (root / "config.toml").write_text("".join(
+        f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items()) for name, keys in sections.items()
+    ))
