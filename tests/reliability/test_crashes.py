@@ -1,0 +1,172 @@
+"""kill -9 at random moments (embedding, training, promotion) and at pause points only tests
+can set; after every restart the cache, models/ and the retraining log must be whole.
+
+Each round adds new clips while the daemon is down, so every start embeds them and then
+retrains: the random kill lands in embedding, training or promotion. The checks run as
+soon as the restarted daemon says READY (start-up has finished any interrupted
+promotion by then; the next retrain is seconds away). A summary of where each kill
+landed is written to crash_rounds.json in the test's folder and printed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import sqlite3
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..conftest import WavWriter
+from ..daemon_harness import DaemonProcess, wait_for, write_config
+
+pytestmark = [pytest.mark.reliability, pytest.mark.slow]
+
+ROUNDS = 10
+CLASSES = {"gun_shot": "clicks", "clips": "tone", "dog_bark": "noise"}
+
+
+def add_clips(audio: Path, write_wav: WavWriter, start: int, per_class: int) -> None:
+    for label, kind in CLASSES.items():
+        for i in range(start, start + per_class):
+            write_wav(audio / label / f"{label}{i}.wav", kind, seconds=1.2, seed=i)
+
+
+def retrain_log(models: Path) -> list[dict[str, Any]]:
+    path = models / "retraining_log.json"
+    if not path.exists():
+        return []
+    entries = json.loads(path.read_text())  # must always be valid JSON
+    assert isinstance(entries, list)
+    return entries
+
+
+class ModelChecker:
+    """models/ holds one complete, loadable version whose metadata matches its files."""
+
+    def __init__(self) -> None:
+        self._loaded: set[str] = set()
+
+    def check(self, models: Path) -> str | None:
+        metadata_path = models / "model_metadata.json"
+        if not metadata_path.exists():
+            assert not (models / "yamnet_classifier_v2.keras").exists()
+            return None
+        assert not (models / ".promotion.json").exists(), "start-up left a promotion unfinished"
+        metadata = json.loads(metadata_path.read_text())
+        version = models / "versions" / metadata["version"]
+        model_bytes = (version / "model.keras").read_bytes()
+        assert hashlib.sha256(model_bytes).hexdigest() == metadata["model_sha256"]
+        assert (models / "yamnet_classifier_v2.keras").read_bytes() == model_bytes
+        assert json.loads((models / "class_names.json").read_text()) == metadata["classes"]
+        assert (models / "performance_metrics.json").read_bytes() == (version / "performance_metrics.json").read_bytes()
+        assert not list((models / "versions").glob(".staging-*")), "an unfinished version folder survived start-up"
+        if metadata["model_sha256"] not in self._loaded:
+            from ecosight_daemon.training import load_classifier
+
+            model = load_classifier(version / "model.keras")
+            assert model.output_shape[-1] == len(metadata["classes"])
+            self._loaded.add(metadata["model_sha256"])
+        return str(metadata["version"])
+
+
+def cache_integrity(models: Path) -> None:
+    with sqlite3.connect(f"file:{models / 'embedding_cache.sqlite3'}?mode=ro", uri=True, timeout=10) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def nothing_lost_or_doubled(models: Path, audio: Path) -> None:
+    on_disk = {p.relative_to(audio).as_posix() for p in audio.glob("*/*.wav")}
+    with sqlite3.connect(f"file:{models / 'embedding_cache.sqlite3'}?mode=ro", uri=True, timeout=10) as db:
+        rows = db.execute("SELECT path, state, sha256 FROM files").fetchall()
+        embedding_rows = db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+        hashes = {h for _, _, h in rows}
+    assert sorted(p for p, _, _ in rows) == sorted(on_disk), "the index and the folder disagree"
+    assert all(state == "embedded" for _, state, _ in rows)
+    assert embedding_rows == len(hashes), "an embedding is missing or stored twice"
+
+
+@pytest.fixture
+def crash_root(tmp_path: Path, yamnet_handle: str, write_wav: WavWriter) -> Path:
+    write_config(tmp_path, yamnet_handle, triggers="min_new_samples = 6",
+                 training="epochs = 20\npatience = 5", watch="settle_s = 0.3")
+    add_clips(tmp_path / "audio", write_wav, 0, 4)
+    return tmp_path
+
+
+def restart_and_check(daemon: DaemonProcess, checker: ModelChecker, log_before: list[dict[str, Any]]) -> None:
+    daemon.start()
+    cache_integrity(daemon.models)
+    checker.check(daemon.models)
+    log_after = retrain_log(daemon.models)
+    assert log_after[:len(log_before)] == log_before, "a retraining log entry written before the crash was lost"
+
+
+def test_kill_9_at_random_moments(crash_root: Path, write_wav: WavWriter) -> None:
+    rng = random.Random(20261127)
+    daemon = DaemonProcess(crash_root)
+    checker = ModelChecker()
+    rounds = []
+    try:
+        daemon.start()
+        for number in range(ROUNDS):
+            # Half the kills in the first 1.5 s (embedding the new clips), half later (training).
+            delay = rng.uniform(0.0, 1.5) if number % 2 == 0 else rng.uniform(1.5, 14.0)
+            time.sleep(delay)
+            state = daemon.status().get("state")
+            log_before = retrain_log(daemon.models)
+            daemon.kill()
+            rounds.append({"round": number, "delay_s": round(delay, 2), "state_at_kill": state,
+                           "retrains_logged": len(log_before)})
+            add_clips(daemon.audio, write_wav, 100 + 10 * number, 3)
+            restart_and_check(daemon, checker, log_before)
+        daemon.wait_idle(240)
+        nothing_lost_or_doubled(daemon.models, daemon.audio)
+        checker.check(daemon.models)
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+    (crash_root / "crash_rounds.json").write_text(json.dumps(rounds, indent=2))
+    print("kill -9 rounds:", json.dumps(rounds))
+    print("states at kill:", dict(Counter(r["state_at_kill"] for r in rounds)))
+    # The random moments must have covered embedding and training, or the test proved little.
+    assert {"embedding", "training"} <= {r["state_at_kill"] for r in rounds}
+
+
+@pytest.mark.parametrize("point", ["embedding", "training", "promotion"])
+def test_kill_9_at_a_pause_point(crash_root: Path, write_wav: WavWriter, point: str) -> None:
+    pause_file = crash_root / "paused.pid"
+    daemon = DaemonProcess(crash_root, env={"ECOSIGHT_PAUSE_AT": point, "ECOSIGHT_PAUSE_FILE": str(pause_file)})
+    checker = ModelChecker()
+    try:
+        if point != "embedding":  # a first model, so a promotion has something to replace
+            plain = DaemonProcess(crash_root)
+            plain.start()
+            wait_for(lambda: retrain_log(plain.models), 120, "the first retrain")
+            plain.wait_idle(120)
+            assert plain.stop() == 0
+            add_clips(crash_root / "audio", write_wav, 50, 2)
+        version_before = checker.check(crash_root / "models")
+        log_before = retrain_log(crash_root / "models")
+        daemon.start()
+        wait_for(pause_file.exists, 180, f"the pause point {point}")
+        if point == "promotion":
+            assert (daemon.models / ".promotion.json").exists()
+        daemon.kill()
+        daemon.extra_env = {}
+        restart_and_check(daemon, checker, log_before)
+        version_after = checker.check(daemon.models)
+        if point == "promotion":
+            # Start-up finished the promotion the crash interrupted.
+            assert version_after != version_before and version_after is not None
+        daemon.wait_idle(240)
+        nothing_lost_or_doubled(daemon.models, daemon.audio)
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+    assert os.environ.get("ECOSIGHT_PAUSE_AT") is None
