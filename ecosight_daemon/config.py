@@ -279,7 +279,30 @@ def settings_from_mapping(
     handle = resolve_handle(built["embedding"].yamnet_handle, base_dir)
     built["embedding"] = dataclasses.replace(built["embedding"], yamnet_handle=handle)
     settings = Settings(**built, source=source)
+    check_paths(settings)
     return _apply_environment(settings, environ)
+
+
+def check_paths(settings: Settings) -> None:
+    """Refuse layouts where the daemon would write where it reads labeled audio.
+
+    Every folder under audio_dir is a label and the daemon promises never to write
+    there; a models_dir or cache inside it would turn its own files into training
+    input (and needs audio_dir writable, which the systemd unit forbids).
+    """
+    audio = settings.paths.audio_dir.resolve()
+    for key, path in (("paths.models_dir", settings.paths.models_dir), ("paths.cache_path", settings.cache_path)):
+        resolved = path.resolve()
+        if resolved == audio or audio in resolved.parents:
+            raise ConfigError(
+                f"{key} = {str(path)!r} is inside paths.audio_dir ({audio}); the daemon never writes "
+                "into the audio folder: put it elsewhere, e.g. /var/lib/ecosight/models"
+            )
+    if settings.cache_path.is_dir():
+        raise ConfigError(f"paths.cache_path = {str(settings.cache_path)!r} is a folder; name a file in it")
+    handle = settings.embedding.yamnet_handle
+    if "://" in handle and not handle.startswith(("https://", "http://", "gs://")):
+        raise ConfigError(f"embedding.yamnet_handle = {handle!r}: a URL must be https://, http:// or gs://; or give a local folder")
 
 
 def _build_section(name: str, cls: type, table: Mapping[str, Any], base_dir: Path) -> Any:
