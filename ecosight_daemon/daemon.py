@@ -110,6 +110,7 @@ class Daemon:
         self._file_events_lock = threading.Lock()
         self._overflowed = False
         self._storage_error: str | None = None
+        self._status_error: str | None = None
         self._storage_retry_at = 0.0
 
     # --- inbox producers: they only enqueue --------------------------------------------
@@ -517,8 +518,11 @@ class Daemon:
     def _write_status(self) -> None:
         try:
             write_status(self.settings.paths.models_dir, self.status())
+            self._status_error = None
         except OSError as exc:  # a full disk must not stop the daemon
-            logger.error("cannot write the status file: %s", exc)
+            if str(exc) != self._status_error:
+                logger.error("cannot write the status file (retrying every %.0f s): %s", HEARTBEAT_S, exc)
+            self._status_error = str(exc)
         self._next_heartbeat = self._clock() + HEARTBEAT_S
 
     def _shutdown(self) -> None:

@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .artifacts import LOG_FILE as LOG_FILE_NAME
 from .artifacts import ModelRegistry, read_json, write_json
 from .config import Settings
 from .dataset import Snapshot, SnapshotOptions, Split, take_snapshot
@@ -160,7 +161,10 @@ def retrain(
                 outcome = RetrainOutcome(None, False, f"retrain failed: {type(exc).__name__}: {exc}", trigger)
             outcome.seconds = time.monotonic() - started
             outcome.started_at = started_wall
-            registry.append_log(outcome.log_entry())
+            try:
+                registry.append_log(outcome.log_entry())
+            except OSError as exc:  # disk full: the attempt is still reported to the caller
+                logger.error("cannot record this attempt in %s: %s", LOG_FILE_NAME, exc)
             level = logging.INFO if outcome.status != "failed" else logging.ERROR
             logger.log(level, "retrain (%s) %s: %s", trigger, outcome.status, outcome.reason)
             if outcome.version is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -114,7 +115,12 @@ class EmbeddingStore:
             connection = sqlite3.connect(str(path), isolation_level=None, check_same_thread=True)
             _configure(connection, in_memory=str(path) == ":memory:")
             version = _ensure_schema(connection)
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.OperationalError as exc:  # disk full, I/O error, permissions: not the file's fault
+            raise CacheError(
+                f"cannot open embedding cache {path}: {exc} ({_free_space(Path(path).parent)} free on its "
+                "disk); check free space and permissions, then retry. The cache file is left as it is"
+            ) from exc
+        except sqlite3.DatabaseError as exc:  # not a database, malformed
             raise CacheError(
                 f"cannot open embedding cache {path}: {exc}; move the file aside and the "
                 "cache will be rebuilt (files are embedded again)"
@@ -343,6 +349,13 @@ class EmbeddingStore:
 
 
 _FILE_COLUMNS = "path, label, sha256, size, mtime_ns, state, reason"
+
+
+def _free_space(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB"
+    except OSError:
+        return "unknown space"
 
 
 def _file_record(row: tuple[Any, ...]) -> FileRecord:
