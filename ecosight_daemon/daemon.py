@@ -45,6 +45,7 @@ EMBED_BATCH = 8  # files per loop iteration: keeps signals and status answered w
 # File events waiting in the inbox at most; past it they are dropped and one rescan of
 # audio_dir replaces them, so a burst of any size costs bounded memory.
 FILE_EVENT_LIMIT = 10_000
+SETTLE_POLL_S = 0.1  # how often files waiting to settle are looked at
 STORAGE_RETRY_S = 5.0  # pause after a failed write (disk full, I/O error) before trying again
 DRIFT_CHECK_INTERVAL_S = 60.0
 JOIN_TIMEOUT_S = 5.0
@@ -109,6 +110,7 @@ class Daemon:
         self._file_events_peak = 0
         self._file_events_lock = threading.Lock()
         self._overflowed = False
+        self._more_to_embed = False
         self._storage_error: str | None = None
         self._status_error: str | None = None
         self._storage_retry_at = 0.0
@@ -185,7 +187,12 @@ class Daemon:
                 return
 
     def step(self, timeout: float) -> None:
-        """Handle one inbox batch, then housekeeping."""
+        """Handle one inbox batch, then housekeeping. Waits up to `timeout` for the inbox
+        only when there is nothing to embed and nothing settling."""
+        if self._more_to_embed:
+            timeout = 0.0
+        elif len(self._tracker):
+            timeout = min(timeout, SETTLE_POLL_S)
         for command in self._drain(timeout):
             try:
                 self._dispatch(command)
@@ -313,6 +320,7 @@ class Daemon:
     def _embed_some(self) -> None:
         assert self._store is not None and self._embedder is not None
         pending = self._store.count_files(FileState.PENDING)
+        self._more_to_embed = False
         if not pending:
             self._progress, self._burst_done = None, 0
             return
@@ -326,8 +334,10 @@ class Daemon:
         self._progress(self._burst_done, self._burst_done + self._store.count_files(FileState.PENDING))
         if report.embedded or report.skipped or report.failed:
             self._corpus_changed = True
-        if report.deferred and report.deferred == pending:
-            time.sleep(0.05)  # only files still being written are left; do not spin on them
+        handled = report.embedded + report.failed + report.skipped
+        # Keep going without waiting on the inbox while files remain; but files that are
+        # only still being written (deferred) are looked at again after the usual wait.
+        self._more_to_embed = handled > 0 and pending > handled
 
     def _settle_state(self) -> None:
         if self._retrain_thread is not None:
