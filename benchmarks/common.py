@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -56,3 +60,71 @@ def save_report(name: str, figures: list[Figure], details: dict[str, object]) ->
     path = RESULTS_DIR / f"{name}.json"
     path.write_text(json.dumps({"figures": [asdict(f) for f in figures], "details": details}, indent=2))
     return path
+
+
+class RunningDaemon:
+    """`python -m ecosight_daemon run` on a workspace, as an operator would start it."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.models = config.parent / "models"
+        env = {**os.environ, "ECOSIGHT_YAMNET_HANDLE": yamnet_handle()}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ecosight_daemon", "--config", str(config), "--log-level", "WARNING", "run"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    def status(self) -> dict:
+        try:
+            return json.loads((self.models / "daemon_status.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def retrain_log(self) -> list:
+        try:
+            return json.loads((self.models / "retraining_log.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return []
+
+    def wait_until_idle(self, timeout: float) -> None:
+        def idle() -> bool:
+            status = self.status()
+            return status.get("state") == "idle" and not status.get("retrain_running") and not status.get("pending")
+        wait_for(idle, timeout, "the daemon to become idle")
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=60)
+
+
+def wait_for(condition, timeout: float, what: str, poll_s: float = 0.05) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"benchmark timed out waiting for {what}")
+        time.sleep(poll_s)
+
+
+def settled(pid: int) -> bool:
+    """Less than 2% of a core used over 2 s (the warm training process is done importing)."""
+    before = process_tree_usage(pid)["cpu_s"]
+    time.sleep(2)
+    return process_tree_usage(pid)["cpu_s"] - before < 0.04
+
+
+def process_tree_usage(pid: int) -> dict[str, float]:
+    """CPU seconds (user+system) and RSS (MiB) of a process and of its live children."""
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    ticks = os.sysconf("SC_CLK_TCK")
+    usage = {"cpu_s": 0.0, "rss_mib": 0.0, "own_rss_mib": 0.0, "children": len(pids) - 1}
+    for index, one in enumerate(pids):
+        fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        usage["cpu_s"] += (int(fields[11]) + int(fields[12])) / ticks
+        rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        usage["rss_mib"] += rss
+        if index == 0:
+            usage["own_rss_mib"] = rss
+    return usage
