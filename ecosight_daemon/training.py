@@ -169,9 +169,16 @@ def _epoch_function(
     model: keras.Model, optimizer: Any, x: tf.Tensor, y: tf.Tensor, w: tf.Tensor, batch_size: int,
     val_x: tf.Tensor, val_y: tf.Tensor,
 ) -> Callable[[], tuple[tf.Tensor, ...]]:
-    """One shuffled pass over the training data, then the validation loss, as one tf.function."""
+    """One shuffled pass over the training data, then the validation loss, as one tf.function.
+
+    Each step updates the weights with TensorFlow's fused Adam kernel: the same update
+    as the compiled Keras Adam (alpha = lr * sqrt(1 - b2^t) / (1 - b1^t), epsilon
+    outside the root) in one op per weight instead of about fifteen, which matters when
+    per-op overhead, not arithmetic, is the cost of a step.
+    """
     count = int(x.shape[0])
     steps = -(-count // batch_size)
+    adam = _FusedAdam(model.trainable_variables, optimizer)
 
     @tf.function
     def run_epoch() -> tuple[tf.Tensor, ...]:
@@ -185,7 +192,7 @@ def _epoch_function(
                 probabilities = model(xb, training=True)
                 loss = _loss(model, yb, probabilities, wb)
             gradients = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            adam.apply(gradients)
             total_loss += loss * tf.cast(tf.shape(yb)[0], tf.float32)
             correct += tf.reduce_sum(_hits(yb, probabilities))
         val_probabilities = model(val_x, training=False)
@@ -194,6 +201,33 @@ def _epoch_function(
         return total_loss / count, correct / count, val_loss, val_accuracy
 
     return run_epoch
+
+
+class _FusedAdam:
+    """Adam slots for a model's weights, applied with tf.raw_ops.ResourceApplyAdam.
+
+    It reads the learning rate from the Keras optimizer, so plateau reductions apply.
+    """
+
+    def __init__(self, variables: list[Any], optimizer: Any) -> None:
+        self._variables = [v.value for v in variables]  # the tf.Variables behind Keras's
+        self._slots = [(tf.Variable(tf.zeros_like(v)), tf.Variable(tf.zeros_like(v))) for v in self._variables]
+        self._optimizer = optimizer
+        self._beta_1, self._beta_2 = float(optimizer.beta_1), float(optimizer.beta_2)
+        self._epsilon = float(optimizer.epsilon)
+        self._beta_1_power = tf.Variable(1.0)
+        self._beta_2_power = tf.Variable(1.0)
+
+    def apply(self, gradients: list[tf.Tensor]) -> None:
+        self._beta_1_power.assign(self._beta_1_power * self._beta_1)
+        self._beta_2_power.assign(self._beta_2_power * self._beta_2)
+        learning_rate = tf.cast(self._optimizer.learning_rate, tf.float32)
+        for variable, gradient, (m, v) in zip(self._variables, gradients, self._slots):
+            tf.raw_ops.ResourceApplyAdam(
+                var=variable.handle, m=m.handle, v=v.handle, beta1_power=self._beta_1_power,
+                beta2_power=self._beta_2_power, lr=learning_rate, beta1=self._beta_1, beta2=self._beta_2,
+                epsilon=self._epsilon, grad=gradient,
+            )
 
 
 def _loss(model: keras.Model, labels: tf.Tensor, probabilities: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
