@@ -91,16 +91,20 @@ def trickle(root: Path, daemon: RunningDaemon) -> list[float]:
     return [embedded_at[r] - closed_at[r] for r in closed_at]
 
 
-def burst(root: Path, daemon: RunningDaemon) -> tuple[float, list[Path]]:
-    """BURST_FILES new clips moved in at once; seconds from the first landing to the last embedded."""
-    staged = root / "burst"
+def stage_burst(root: Path) -> list[tuple[Path, Path]]:
+    """BURST_FILES new clips written to a staging folder outside audio_dir, like an upload area."""
     work = []
     for source in sorted(p for p in dev_corpus().glob("*/*") if p.suffix.lower() == ".wav")[:BURST_FILES]:
         data, rate = soundfile.read(source, dtype="float32", always_2d=True)
-        prepared = staged / source.parent.name / f"{source.stem}_gain0.910.wav"
+        prepared = root / "burst" / source.parent.name / f"{source.stem}_gain0.910.wav"
         prepared.parent.mkdir(parents=True, exist_ok=True)
         soundfile.write(prepared, np.clip(data * 0.91, -1, 1), rate, subtype="PCM_16")
         work.append((prepared, root / "audio" / source.parent.name / prepared.name))
+    return work
+
+
+def burst(work: list[tuple[Path, Path]], daemon: RunningDaemon) -> tuple[float, list[Path]]:
+    """The staged clips moved in at once; seconds from the first landing to the last embedded."""
     cache = daemon.models / "embedding_cache.sqlite3"
     before = embedded_count(cache)
     started = time.monotonic()
@@ -132,6 +136,7 @@ def run() -> list[Figure]:
         # No retrain during the measurements (one would compete with embedding for the CPU).
         config.write_text('[paths]\naudio_dir = "audio"\nmodels_dir = "models"\n'
                           '[triggers]\nmin_new_samples = 100000\n')
+        staged = stage_burst(root)  # minutes before the burst, as uploads would be
         daemon = RunningDaemon(config)
         try:
             daemon.wait_until_idle(300)
@@ -140,7 +145,7 @@ def run() -> list[Figure]:
             time.sleep(IDLE_S)
             after = process_tree_usage(daemon.process.pid)
             latencies = trickle(root, daemon)
-            burst_s, burst_paths = burst(root, daemon)
+            burst_s, burst_paths = burst(staged, daemon)
         finally:
             daemon.stop()
         model_s = model_only_seconds(burst_paths)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,13 +102,21 @@ class SettleTracker:
         return len(self._watched) + len(self._ready)
 
     def changed(self, path: Path, now: float, ready: bool = False) -> None:
+        """Note an event for path; `ready` when it was closed after writing or moved in.
+
+        A file whose modification time is already settle_s old is ready too: that is a
+        file moved in from outside the watched tree (inotify reports it as created),
+        since every write moves the mtime to the present.
+        """
         if is_ignored_name(path.name):
             return
+        stat = None if ready else _stat(path)
+        if not ready and stat is not None and time.time() - stat[1] / 1e9 >= self.settle_s:
+            ready = True
         if ready:
             self._ready.add(path)
             self._watched.pop(path, None)
             return
-        stat = _stat(path)
         if stat is None:
             self._watched.pop(path, None)
             return
