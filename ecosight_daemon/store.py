@@ -61,8 +61,12 @@ CREATE TABLE IF NOT EXISTS group_splits (
     split TEXT NOT NULL CHECK (split IN ('train', 'val', 'test')),
     assigned_at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS files_by_sha256 ON files(sha256);
-CREATE INDEX IF NOT EXISTS files_by_state ON files(state);
+-- Covering indexes for the queries run every few seconds over the whole index: label
+-- conflicts (sha256, label) and training samples (state, sha256, label).
+DROP INDEX IF EXISTS files_by_sha256;
+DROP INDEX IF EXISTS files_by_state;
+CREATE INDEX IF NOT EXISTS files_by_sha256_label ON files(sha256, label);
+CREATE INDEX IF NOT EXISTS files_by_state_sha256_label ON files(state, sha256, label);
 """
 
 
@@ -105,6 +109,7 @@ class EmbeddingStore:
         self._db = connection
         self._dtype = storage_dtype
         self.model_id: str | None = self._meta("current_model_id")
+        self._class_counts: tuple[tuple[int, int], dict[str, ClassCounts]] | None = None
 
     @classmethod
     def open(cls, path: Path | str, storage_dtype: str = "float16") -> EmbeddingStore:
@@ -324,16 +329,26 @@ class EmbeddingStore:
         return {row[0] for row in rows} - self.conflicting_hashes()
 
     def class_counts(self) -> dict[str, ClassCounts]:
-        """Per class: files, embedded, pending, failed, conflicts (label '' = no class)."""
-        conflicts = self.conflicting_hashes()
-        tallies: dict[str, dict[str, int]] = {}
-        for record in self.files():
-            tally = tallies.setdefault(record.label, dict(ClassCounts().as_dict()))
-            tally["files"] += 1
-            tally[record.state.value] += 1
-            if record.sha256 in conflicts:
-                tally["conflicts"] += 1
-        return {label: ClassCounts(**tally) for label, tally in sorted(tallies.items())}
+        """Per class: files, embedded, pending, failed, conflicts (label '' = no class).
+
+        The status file asks for this every few seconds, so it is one aggregate query, and
+        its answer is kept until this connection or another one writes to the database.
+        """
+        version = (self._db.execute("PRAGMA data_version").fetchone()[0], self._db.total_changes)
+        if self._class_counts is None or self._class_counts[0] != version:
+            self._class_counts = version, self._count_classes()
+        return dict(self._class_counts[1])
+
+    def _count_classes(self) -> dict[str, ClassCounts]:
+        rows = self._db.execute(
+            "SELECT label, COUNT(*), "
+            "SUM(state = 'embedded'), SUM(state = 'pending'), SUM(state = 'failed'), "
+            "SUM(sha256 IN (SELECT sha256 FROM files WHERE sha256 IS NOT NULL AND label != '' "
+            "GROUP BY sha256 HAVING COUNT(DISTINCT label) > 1)) "
+            "FROM files GROUP BY label ORDER BY label"
+        )
+        return {label: ClassCounts(int(files), int(embedded), int(pending), int(failed), int(conflicts or 0))
+                for label, files, embedded, pending, failed, conflicts in rows}
 
     def integrity_ok(self) -> bool:
         return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -128,3 +128,71 @@ def test_a_file_that_is_not_sqlite_is_refused_with_what_to_do(tmp_path: Path) ->
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(CacheError, match="move the file aside"):
         EmbeddingStore.open(path)
+
+
+def test_class_counts_agree_with_a_row_by_row_tally(store: EmbeddingStore) -> None:
+    rng = np.random.default_rng(7)
+    for i in range(300):
+        label = ["gun_shot", "dog_bark", "clips", ""][int(rng.integers(4))]
+        sha256 = f"h{int(rng.integers(120))}"  # repeats: duplicates within a class and conflicts across
+        path = f"{label or '.'}/{i}.wav"
+        match int(rng.integers(4)):
+            case 0:
+                store.record_embedding(path, label, 10, i, sha256, patches(i, 1), 1.0)
+            case 1:
+                store.note_file(path, label, 10, i, None)
+            case 2:
+                store.note_file(path, label, 10, i, sha256)
+            case _:
+                store.record_failure(path, label, 10, i, sha256 if i % 2 else None, "bad")
+    conflicts = store.conflicting_hashes()
+    assert conflicts, "the mix should hold label conflicts, or the conflict column goes untested"
+    expected: dict[str, dict[str, int]] = {}
+    for record in store.files():
+        tally = expected.setdefault(record.label, {"files": 0, "embedded": 0, "pending": 0, "failed": 0,
+                                                   "conflicts": 0})
+        tally["files"] += 1
+        tally[record.state.value] += 1
+        tally["conflicts"] += record.sha256 in conflicts
+    assert {label: c.as_dict() for label, c in store.class_counts().items()} == expected
+
+
+def test_a_cache_with_the_first_indexes_opens_with_the_covering_ones(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite3"
+    first = EmbeddingStore.open(path)
+    first.adopt_model(*MODEL_A)
+    first.record_embedding("gun_shot/a.wav", "gun_shot", 10, 20, "h1", patches(1), 1.0)
+    first.close()
+    with sqlite3.connect(path) as db:  # the index layout caches were created with before
+        db.execute("DROP INDEX files_by_sha256_label")
+        db.execute("DROP INDEX files_by_state_sha256_label")
+        db.execute("CREATE INDEX files_by_sha256 ON files(sha256)")
+        db.execute("CREATE INDEX files_by_state ON files(state)")
+    reopened = EmbeddingStore.open(path)
+    reopened.adopt_model(*MODEL_A)
+    assert reopened.training_hashes() == {"h1"}
+    reopened.close()
+    with sqlite3.connect(path) as db:
+        indexes = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' "
+                                                  "AND tbl_name = 'files' AND sql IS NOT NULL")}
+        plan = db.execute("EXPLAIN QUERY PLAN SELECT DISTINCT sha256 FROM files WHERE state = 'embedded' "
+                          "AND label != '' AND sha256 IS NOT NULL").fetchall()
+    assert indexes == {"files_by_sha256_label", "files_by_state_sha256_label"}
+    assert "COVERING INDEX files_by_state_sha256_label" in str(plan)
+
+
+def test_class_counts_follow_writes_from_this_and_other_connections(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite3"
+    daemon_side, other = EmbeddingStore.open(path), EmbeddingStore.open(path)  # e.g. the daemon and `embed`
+    daemon_side.adopt_model(*MODEL_A)
+    other.adopt_model(*MODEL_A)
+    daemon_side.note_file("gun_shot/a.wav", "gun_shot", 10, 20, None)
+    assert daemon_side.class_counts()["gun_shot"].pending == 1
+    daemon_side.record_embedding("gun_shot/a.wav", "gun_shot", 10, 20, "h1", patches(1), 1.0)
+    assert daemon_side.class_counts()["gun_shot"].as_dict() == {
+        "files": 1, "embedded": 1, "pending": 0, "failed": 0, "conflicts": 0}
+    other.note_file("dog_bark/a.wav", "dog_bark", 10, 20, "h1")
+    counts = daemon_side.class_counts()
+    assert counts["dog_bark"].conflicts == 1 and counts["gun_shot"].conflicts == 1
+    daemon_side.close()
+    other.close()
