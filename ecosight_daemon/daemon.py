@@ -41,7 +41,14 @@ from .watcher import FileEvent, SettleTracker, start_observer
 
 logger = logging.getLogger(__name__)
 
-EMBED_BATCH = 8  # files per loop iteration: keeps signals and status answered within ~1 s
+# One loop iteration embeds files for about EMBED_BATCH_S (at most EMBED_BATCH files), so
+# signals and status are answered within about a second while the per-batch bookkeeping
+# (queries whose cost grows with the index) is spread over many files.
+EMBED_BATCH = 64
+EMBED_BATCH_S = 1.0
+# While a burst is being embedded, the new-sample count (a query over the whole index) is
+# refreshed at most this often; it is always refreshed when the burst ends.
+TRIGGER_CHECK_S = 5.0
 # File events waiting in the inbox at most; past it they are dropped and one rescan of
 # audio_dir replaces them, so a burst of any size costs bounded memory.
 FILE_EVENT_LIMIT = 10_000
@@ -102,6 +109,7 @@ class Daemon:
         self._next_watchdog = 0.0
         self._new_samples = 0
         self._corpus_changed = True
+        self._next_trigger_check = 0.0
         self._drift_checked_at = -DRIFT_CHECK_INTERVAL_S
         self._drift_checked_count = 0
         self._progress: ProgressReporter | None = None
@@ -288,8 +296,9 @@ class Daemon:
         if now >= self._next_reconcile:
             self._reconcile("periodic")
         self._embed_some()
-        if self._corpus_changed:
+        if self._corpus_changed and (not self._more_to_embed or now >= self._next_trigger_check):
             self._corpus_changed = False
+            self._next_trigger_check = now + TRIGGER_CHECK_S
             self._check_triggers(now)
         if self._requests.pending() and self._retrain_thread is None:
             self._start_retrain(self._requests.take())
@@ -329,7 +338,7 @@ class Daemon:
         if self._progress is None:
             self._progress = ProgressReporter("embedded")
         report = embed_pending(self._store, self._embedder, self.settings.paths.audio_dir, self._limits(),
-                               limit=EMBED_BATCH)
+                               limit=EMBED_BATCH, time_budget_s=EMBED_BATCH_S)
         self._burst_done += report.embedded + report.failed + report.skipped + report.deferred
         self._progress(self._burst_done, self._burst_done + self._store.count_files(FileState.PENDING))
         if report.embedded or report.skipped or report.failed:

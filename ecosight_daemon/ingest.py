@@ -346,8 +346,10 @@ def embed_pending(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     limit: int | None = None,
+    time_budget_s: float | None = None,
 ) -> EmbedReport:
-    """Embed pending files (at most `limit`), one committed transaction each; bad files become failed."""
+    """Embed pending files (at most `limit`, and no new one once `time_budget_s` is spent),
+    one committed transaction each; bad files become failed."""
     started = time.monotonic()
     report = EmbedReport()
     pending = store.files(FileState.PENDING, limit)
@@ -360,6 +362,8 @@ def embed_pending(
             progress(done, total)
         if should_stop():
             logger.info("stopping after %d of %d pending files", done, total)
+            break
+        if time_budget_s is not None and time.monotonic() - started >= time_budget_s:
             break
     report.seconds = time.monotonic() - started
     return report

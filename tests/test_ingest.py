@@ -218,3 +218,13 @@ def test_a_missing_audio_folder_does_not_empty_the_index(corpus: Corpus, write_w
     corpus.audio.rename(corpus.audio.with_name("unmounted"))
     assert reconcile(corpus.store, corpus.audio, LIMITS).removed == 0
     assert corpus.state("clips/a.wav") is FileState.EMBEDDED
+
+
+def test_a_spent_time_budget_ends_the_batch_and_leaves_the_rest_pending(corpus: Corpus, write_wav: WavWriter) -> None:
+    for i in range(5):
+        write_wav(corpus.audio / "clips" / f"c{i}.wav", "noise", seconds=1.0, seed=i)
+    reconcile(corpus.store, corpus.audio, LIMITS)
+    first = embed_pending(corpus.store, corpus.embedder, corpus.audio, LIMITS, time_budget_s=0.0)
+    assert (first.embedded, corpus.store.count_files(FileState.PENDING)) == (1, 4)
+    rest = embed_pending(corpus.store, corpus.embedder, corpus.audio, LIMITS, time_budget_s=60.0)
+    assert (rest.embedded, corpus.store.count_files(FileState.PENDING)) == (4, 0)
