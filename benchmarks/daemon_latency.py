@@ -51,14 +51,25 @@ def trickle_sources() -> list[Path]:
     return sources[:: max(1, len(sources) // TRICKLE_FILES)][:TRICKLE_FILES]
 
 
-def embedded_paths(cache: Path) -> set[str]:
-    with sqlite3.connect(f"file:{cache}?mode=ro", uri=True, timeout=5) as db:
-        return {row[0] for row in db.execute("SELECT path FROM files WHERE state = 'embedded'")}
+class EmbeddedWatch:
+    """Which of some files the daemon has committed as embedded, read from its cache.
 
+    Polled every 10-20 ms, so it asks only about the files it watches (primary-key look-ups)
+    over one read-only connection: counting every embedded row instead cost 3.4 ms of CPU
+    per poll at 14,000 indexed files, a sixth of a core taken from the daemon it measures.
+    """
 
-def embedded_count(cache: Path) -> int:
-    with sqlite3.connect(f"file:{cache}?mode=ro", uri=True, timeout=5) as db:
-        return int(db.execute("SELECT COUNT(*) FROM files WHERE state = 'embedded'").fetchone()[0])
+    def __init__(self, cache: Path, relpaths: list[str]) -> None:
+        self._db = sqlite3.connect(f"file:{cache}?mode=ro", uri=True, timeout=5)
+        # By path only: with a state condition SQLite may scan every embedded row instead.
+        self._query = f"SELECT path, state FROM files WHERE path IN ({', '.join('?' * len(relpaths))})"
+        self._relpaths = relpaths
+
+    def embedded(self) -> set[str]:
+        return {path for path, state in self._db.execute(self._query, self._relpaths) if state == "embedded"}
+
+    def close(self) -> None:
+        self._db.close()
 
 
 def trickle(root: Path, daemon: RunningDaemon) -> list[float]:
@@ -71,23 +82,26 @@ def trickle(root: Path, daemon: RunningDaemon) -> list[float]:
         soundfile.write(prepared, np.clip(data * 0.93, -1, 1), rate, subtype="PCM_16")
         relative = f"{source.parent.name}/{prepared.name}"
         work.append((prepared, root / "audio" / relative, relative))
-    cache = daemon.models / "embedding_cache.sqlite3"
+    watch = EmbeddedWatch(daemon.models / "embedding_cache.sqlite3", [relative for _, _, relative in work])
     closed_at: dict[str, float] = {}
     embedded_at: dict[str, float] = {}
     next_drop = time.monotonic()
     pending = list(work)
-    while pending or len(embedded_at) < len(work):
-        now = time.monotonic()
-        if pending and now >= next_drop:
-            prepared, target, relative = pending.pop(0)
-            target.write_bytes(prepared.read_bytes())  # open, write, close: a recorder's upload
-            closed_at[relative] = time.monotonic()
-            next_drop += TRICKLE_INTERVAL_S
-        for relative in embedded_paths(cache) & closed_at.keys() - embedded_at.keys():
-            embedded_at[relative] = time.monotonic()
-        if time.monotonic() - next_drop > 60:
-            raise TimeoutError("files were not embedded within 60 s of the last drop")
-        time.sleep(0.01)
+    try:
+        while pending or len(embedded_at) < len(work):
+            now = time.monotonic()
+            if pending and now >= next_drop:
+                prepared, target, relative = pending.pop(0)
+                target.write_bytes(prepared.read_bytes())  # open, write, close: a recorder's upload
+                closed_at[relative] = time.monotonic()
+                next_drop += TRICKLE_INTERVAL_S
+            for relative in watch.embedded() & closed_at.keys() - embedded_at.keys():
+                embedded_at[relative] = time.monotonic()
+            if time.monotonic() - next_drop > 60:
+                raise TimeoutError("files were not embedded within 60 s of the last drop")
+            time.sleep(0.01)
+    finally:
+        watch.close()
     return [embedded_at[r] - closed_at[r] for r in closed_at]
 
 
@@ -105,13 +119,16 @@ def stage_burst(root: Path) -> list[tuple[Path, Path]]:
 
 def burst(work: list[tuple[Path, Path]], daemon: RunningDaemon) -> tuple[float, list[Path]]:
     """The staged clips moved in at once; seconds from the first landing to the last embedded."""
-    cache = daemon.models / "embedding_cache.sqlite3"
-    before = embedded_count(cache)
-    started = time.monotonic()
-    for prepared, target in work:
-        os.rename(prepared, target)
-    wait_for(lambda: embedded_count(cache) >= before + len(work), 300, "the burst embedded", poll_s=0.02)
-    return time.monotonic() - started, [target for _, target in work]
+    watch = EmbeddedWatch(daemon.models / "embedding_cache.sqlite3",
+                          [target.relative_to(daemon.models.parent / "audio").as_posix() for _, target in work])
+    try:
+        started = time.monotonic()
+        for prepared, target in work:
+            os.rename(prepared, target)
+        wait_for(lambda: len(watch.embedded()) == len(work), 300, "the burst embedded", poll_s=0.02)
+        return time.monotonic() - started, [target for _, target in work]
+    finally:
+        watch.close()
 
 
 def model_only_seconds(paths: list[Path]) -> float:

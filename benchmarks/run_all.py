@@ -12,7 +12,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks.common import Figure, format_table, save_report  # noqa: E402
 
-BENCHMARKS = ["embed_throughput", "daemon_latency", "incremental_retrain", "training_scale", "accuracy", "ray_throughput"]
+BENCHMARKS = [
+    "embed_throughput", "daemon_latency", "daemon_scale", "incremental_retrain", "training_scale", "accuracy",
+    "ray_throughput",
+]
 
 
 def main() -> int:
