@@ -6,7 +6,8 @@ priority threshold, without importing TensorFlow.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from math import comb
 from typing import Any
 
 import numpy as np
@@ -77,10 +78,50 @@ def choose_priority_threshold(
                            f"({int(is_priority.sum())} priority samples)")
 
 
+CONFIDENCE = 0.95
+_Z = 1.959963984540054  # two-sided 95% normal quantile
+BOOTSTRAP_ROUNDS = 1000
+
+
+def wilson_interval(successes: int, trials: int) -> list[float] | None:
+    """95% Wilson score interval of a proportion; None for no trials."""
+    if trials <= 0:
+        return None
+    p = successes / trials
+    denominator = 1 + _Z**2 / trials
+    centre = (p + _Z**2 / (2 * trials)) / denominator
+    half = _Z * np.sqrt(p * (1 - p) / trials + _Z**2 / (4 * trials**2)) / denominator
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+
+
+def bootstrap_macro_f1_interval(true_labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> list[float] | None:
+    """95% percentile bootstrap interval of macro-F1 over test clips (seeded: same data, same interval)."""
+    if len(true_labels) < 2:
+        return None
+    rng = np.random.default_rng(0)
+    rows = rng.integers(0, len(true_labels), size=(BOOTSTRAP_ROUNDS, len(true_labels)))
+    scores = [_macro_f1(true_labels[r], predicted[r], n_classes) for r in rows]
+    low, high = np.percentile(scores, [2.5, 97.5])
+    return [round(float(low), 4), round(float(high), 4)]
+
+
+def _macro_f1(truth: np.ndarray, predicted: np.ndarray, n_classes: int) -> float:
+    """Macro-F1 over the classes present in truth or predictions (as scikit-learn's, fast)."""
+    f1s = []
+    for c in range(n_classes):
+        tp = np.sum((truth == c) & (predicted == c))
+        true_c, predicted_c = np.sum(truth == c), np.sum(predicted == c)
+        if true_c + predicted_c:
+            f1s.append(2 * tp / (true_c + predicted_c))
+    return float(np.mean(f1s)) if f1s else 0.0
+
+
 def classification_metrics(
     true_labels: np.ndarray, predicted: np.ndarray, classes: list[str]
 ) -> dict[str, Any]:
-    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix."""
+    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix,
+    each rate with its sample size and a 95% interval (Wilson; bootstrap for macro-F1)."""
+    true_labels, predicted = np.asarray(true_labels), np.asarray(predicted)
     indices = list(range(len(classes)))
     if len(true_labels) == 0:  # scikit-learn refuses empty input
         zeros = np.zeros(len(classes))
@@ -93,11 +134,16 @@ def classification_metrics(
         )
         matrix = confusion_matrix(true_labels, predicted, labels=indices)
         macro_f1 = float(f1_score(true_labels, predicted, labels=indices, average="macro", zero_division=0))
+    hits = int(np.sum(true_labels == predicted))
+    flagged = [int(np.sum(predicted == i)) for i in indices]
     return {
         "class_names": list(classes),
         "samples": int(len(true_labels)),
+        "confidence": CONFIDENCE,
         "accuracy": float(accuracy_score(true_labels, predicted)) if len(true_labels) else 0.0,
+        "accuracy_interval": wilson_interval(hits, len(true_labels)),
         "macro_f1": macro_f1,
+        "macro_f1_interval": bootstrap_macro_f1_interval(true_labels, predicted, len(classes)),
         "precision": [float(v) for v in precision],
         "recall": [float(v) for v in recall],
         "f1": [float(v) for v in f1],
@@ -105,7 +151,9 @@ def classification_metrics(
         "confusion_matrix": matrix.tolist(),
         "per_class_metrics": {
             name: {"precision": float(precision[i]), "recall": float(recall[i]),
-                   "f1": float(f1[i]), "support": int(support[i])}
+                   "f1": float(f1[i]), "support": int(support[i]), "predicted": flagged[i],
+                   "recall_interval": wilson_interval(int(matrix[i][i]), int(support[i])),
+                   "precision_interval": wilson_interval(int(matrix[i][i]), flagged[i])}
             for i, name in enumerate(classes)
         },
     }
@@ -122,43 +170,99 @@ class GatePolicy:
     macro_f1_tolerance: float
     min_macro_f1: float
     min_priority_recall: float
+    significance: float = 0.05
 
 
 @dataclass(frozen=True)
 class GateDecision:
     promote: bool
     reason: str
+    rule: str = ""
+    statistics: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"promote": self.promote, "reason": self.reason, "rule": self.rule, "statistics": self.statistics}
 
 
-def gate(candidate: dict[str, Any], incumbent: dict[str, Any] | None, policy: GatePolicy) -> GateDecision:
-    """Promote only a candidate that does not make things worse on the same test split.
+@dataclass(frozen=True)
+class PairedPredictions:
+    """Candidate and current model on the same test clips, as class indices."""
 
-    With no comparable incumbent the candidate must clear the floors instead.
+    truth: np.ndarray
+    candidate: np.ndarray
+    incumbent: np.ndarray
+
+
+def mcnemar_worse(truth: np.ndarray, candidate: np.ndarray, incumbent: np.ndarray) -> dict[str, Any]:
+    """Exact one-sided McNemar test that the candidate makes more mistakes than the incumbent.
+
+    Only the discordant clips count: `lost` (incumbent right, candidate wrong) and
+    `gained` (the reverse). p = P(X >= lost) for X ~ Binomial(lost + gained, 1/2).
+    """
+    candidate_right, incumbent_right = candidate == truth, incumbent == truth
+    lost = int(np.sum(incumbent_right & ~candidate_right))
+    gained = int(np.sum(candidate_right & ~incumbent_right))
+    n = lost + gained
+    p = 1.0 if n == 0 else float(sum(comb(n, k) for k in range(lost, n + 1)) / 2**n)
+    return {"clips": int(len(truth)), "lost": lost, "gained": gained, "p_value": round(p, 6)}
+
+
+def gate(candidate: dict[str, Any], incumbent: dict[str, Any] | None, policy: GatePolicy,
+         paired: PairedPredictions | None = None) -> GateDecision:
+    """Promote only a candidate that is not worse than the current model beyond noise.
+
+    Both are judged on the same test clips. A drop in priority-class recall, or a
+    macro-F1 drop beyond the tolerance, rejects the candidate only when an exact paired
+    McNemar test on those clips says the candidate's extra mistakes are unlikely to be
+    chance (one-sided p < significance). With no comparable incumbent the candidate
+    must clear the floors instead.
     """
     if candidate["samples"] == 0:
-        return GateDecision(False, "the test split is empty; add recordings from more sources")
+        return GateDecision(False, "the test split is empty; add recordings from more sources", "empty test split")
     f1 = candidate["macro_f1"]
     recall = class_recall(candidate, policy.priority_class)
     pri = policy.priority_class
-    if incumbent is None:
-        if f1 < policy.min_macro_f1:
-            return GateDecision(False, f"macro-F1 {f1:.3f} is below the floor {policy.min_macro_f1:.3f}")
-        if recall is not None and recall < policy.min_priority_recall:
-            return GateDecision(
-                False, f"{pri} recall {recall:.3f} is below the floor {policy.min_priority_recall:.3f}"
-            )
-        recall_text = "no test samples" if recall is None else f"{recall:.3f}"
-        return GateDecision(True, f"first model: macro-F1 {f1:.3f}, {pri} recall {recall_text}, floors met")
-    old_f1 = incumbent["macro_f1"]
-    old_recall = class_recall(incumbent, pri)
-    if old_recall is not None and (recall is None or recall < old_recall - 1e-9):
-        return GateDecision(False, f"{pri} recall would drop from {old_recall:.3f} to {recall or 0.0:.3f}")
-    if old_f1 - f1 > policy.macro_f1_tolerance:
-        return GateDecision(
-            False, f"macro-F1 would drop from {old_f1:.3f} to {f1:.3f} "
-            f"(more than the tolerance {policy.macro_f1_tolerance:.3f})"
-        )
-    return GateDecision(
-        True, f"macro-F1 {old_f1:.3f} -> {f1:.3f}, {pri} recall "
-        f"{'n/a' if old_recall is None else f'{old_recall:.3f}'} -> {'n/a' if recall is None else f'{recall:.3f}'}"
-    )
+    if incumbent is None or paired is None:
+        return _first_model_gate(f1, recall, policy)
+    old_f1, old_recall = incumbent["macro_f1"], class_recall(incumbent, pri)
+    priority = candidate["class_names"].index(pri) if pri in candidate["class_names"] else None
+    on_priority = paired.truth == priority
+    statistics = {
+        "significance": policy.significance,
+        "all_clips": mcnemar_worse(paired.truth, paired.candidate, paired.incumbent),
+        "priority_clips": mcnemar_worse(paired.truth[on_priority], paired.candidate[on_priority],
+                                        paired.incumbent[on_priority]),
+        "macro_f1": [round(old_f1, 4), round(f1, 4)],
+        "priority_recall": [old_recall, recall],
+    }
+    priority_p = statistics["priority_clips"]["p_value"]
+    all_p = statistics["all_clips"]["p_value"]
+    rule = f"paired McNemar, one-sided, significance {policy.significance:g}"
+    if old_recall is not None and (recall or 0.0) < old_recall - 1e-9 and priority_p < policy.significance:
+        return GateDecision(False, f"{pri} recall would drop from {old_recall:.3f} to {recall or 0.0:.3f} "
+                            f"(p = {priority_p:.4f} on {int(on_priority.sum())} {pri} clips)", rule, statistics)
+    if old_f1 - f1 > policy.macro_f1_tolerance and all_p < policy.significance:
+        return GateDecision(False, f"macro-F1 would drop from {old_f1:.3f} to {f1:.3f}, more than the tolerance "
+                            f"{policy.macro_f1_tolerance:.3f} (p = {all_p:.4f} on {len(paired.truth)} clips)",
+                            rule, statistics)
+    noise = ""
+    if (old_recall is not None and (recall or 0.0) < old_recall - 1e-9) or old_f1 - f1 > policy.macro_f1_tolerance:
+        noise = f"; the drop is within noise (p = {min(priority_p, all_p):.4f})"
+    return GateDecision(True, f"macro-F1 {old_f1:.3f} -> {f1:.3f}, {pri} recall "
+                        f"{'n/a' if old_recall is None else f'{old_recall:.3f}'} -> "
+                        f"{'n/a' if recall is None else f'{recall:.3f}'}{noise}", rule, statistics)
+
+
+def _first_model_gate(f1: float, recall: float | None, policy: GatePolicy) -> GateDecision:
+    rule = "floors for a first model (no comparable current model)"
+    statistics = {"macro_f1": f1, "priority_recall": recall, "min_macro_f1": policy.min_macro_f1,
+                  "min_priority_recall": policy.min_priority_recall}
+    pri = policy.priority_class
+    if f1 < policy.min_macro_f1:
+        return GateDecision(False, f"macro-F1 {f1:.3f} is below the floor {policy.min_macro_f1:.3f}", rule, statistics)
+    if recall is not None and recall < policy.min_priority_recall:
+        return GateDecision(False, f"{pri} recall {recall:.3f} is below the floor {policy.min_priority_recall:.3f}",
+                            rule, statistics)
+    recall_text = "no test samples" if recall is None else f"{recall:.3f}"
+    return GateDecision(True, f"first model: macro-F1 {f1:.3f}, {pri} recall {recall_text}, floors met",
+                        rule, statistics)
