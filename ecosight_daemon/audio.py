@@ -7,6 +7,7 @@ the audio embedded from it always come from the same read.
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from pathlib import PurePath
 
@@ -49,8 +50,13 @@ class DecodedAudio:
         return len(self.waveform) / TARGET_SAMPLE_RATE
 
 
-def decode_audio(data: bytes, max_duration_s: float, min_duration_s: float = 0.0) -> DecodedAudio:
+def decode_audio(data: bytes, max_duration_s: float, min_duration_s: float = 0.0,
+                 min_peak_dbfs: float | None = None) -> DecodedAudio:
     """Decode a whole file's bytes, down-mix to mono and resample to 16 kHz.
+
+    With `min_peak_dbfs`, a file whose loudest sample (any channel, before resampling)
+    is quieter than that is refused: digital silence teaches a classifier nothing, and
+    under a class folder it would become a sample of that class.
 
     Raises:
         AudioDecodeError: with a reason an operator understands.
@@ -83,8 +89,23 @@ def decode_audio(data: bytes, max_duration_s: float, min_duration_s: float = 0.0
         raise AudioDecodeError("no audio frames could be read (truncated file?)")
     if not np.isfinite(samples).all():
         raise AudioDecodeError("contains NaN or infinite samples")
+    if min_peak_dbfs is not None:
+        refuse_if_silent(samples, min_peak_dbfs)
     mono = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
     return DecodedAudio(resample(mono, rate), rate, channels)
+
+
+def peak_dbfs(samples: np.ndarray) -> float:
+    """The loudest sample in dB relative to full scale (-inf for digital silence)."""
+    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
+    return 20 * math.log10(peak) if peak > 0 else -math.inf
+
+
+def refuse_if_silent(samples: np.ndarray, min_peak_dbfs: float) -> None:
+    level = peak_dbfs(samples)
+    if level < min_peak_dbfs:
+        what = "digital silence (every sample is 0)" if level == -math.inf else f"nearly silent: peak {level:.1f} dBFS"
+        raise AudioDecodeError(f"{what}, below min_peak_dbfs ({min_peak_dbfs:g} dBFS); nothing to learn from")
 
 
 def resample(mono: np.ndarray, rate: int) -> np.ndarray:

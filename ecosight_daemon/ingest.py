@@ -45,12 +45,13 @@ class IngestLimits:
     max_duration_s: float
     max_file_bytes: int
     min_duration_s: float = 0.0
+    min_peak_dbfs: float | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IngestLimits:
         audio = settings.audio
         return cls(audio.extensions, audio.max_duration_s, int(audio.max_file_mb * 1_000_000),
-                   audio.min_duration_s)
+                   audio.min_duration_s, audio.min_peak_dbfs)
 
 
 @dataclass(frozen=True)
@@ -284,7 +285,7 @@ def prepare_file(
     if sha256 in cached:
         return PreparedFile(record, found, sha256)
     try:
-        audio = decode_audio(data, limits.max_duration_s, limits.min_duration_s)
+        audio = decode_audio(data, limits.max_duration_s, limits.min_duration_s, limits.min_peak_dbfs)
     except AudioDecodeError as exc:
         return PreparedFile(record, found, sha256, problem=str(exc))
     return PreparedFile(record, found, sha256, audio)

@@ -67,16 +67,51 @@ def test_cached_embeddings_equal_a_direct_hub_call(
     assert cosine.min() > 0.99999
 
 
-def test_short_clip_and_silence_still_embed(corpus: Corpus, write_wav: WavWriter) -> None:
+def test_short_clip_embeds(corpus: Corpus, write_wav: WavWriter) -> None:
     write_wav(corpus.audio / "clips" / "tiny.wav", "tone", seconds=0.1)
-    silence = corpus.audio / "clips" / "silence.wav"
-    write_wav(silence, "tone", seconds=2.0)
+    report = corpus.sync()
+    assert (report.embedded, report.failed) == (1, 0)
+    assert corpus.store.embeddings_for(corpus.store.file_record("clips/tiny.wav").sha256).shape == (1, 1024)  # type: ignore[union-attr]
+
+
+def test_silent_and_nearly_silent_clips_are_refused_with_a_reason(
+    corpus: Corpus, dev_corpus: Path, tmp_path: Path
+) -> None:
+    """A real gun shot scaled down to -75 dBFS is refused; the same shot at -45 dBFS is learned from."""
     import soundfile
 
-    soundfile.write(silence, np.zeros(32_000, dtype=np.int16), 16_000, subtype="PCM_16")
-    report = corpus.sync()
-    assert (report.embedded, report.failed) == (2, 0)
-    assert corpus.store.embeddings_for(corpus.store.file_record("clips/tiny.wav").sha256).shape == (1, 1024)  # type: ignore[union-attr]
+    shot, rate = soundfile.read(sorted((dev_corpus / "gun_shot").glob("*.wav"))[0], always_2d=True)
+    peak = np.abs(shot).max()
+    folder = corpus.audio / "gun_shot"
+    folder.mkdir(parents=True, exist_ok=True)
+    soundfile.write(folder / "silence.wav", np.zeros((rate * 590 // 100, 8)), rate, subtype="PCM_16")
+    soundfile.write(folder / "faint.wav", shot / peak * 10 ** (-75 / 20), rate, subtype="FLOAT")
+    soundfile.write(folder / "quiet.wav", shot / peak * 10 ** (-45 / 20), rate, subtype="FLOAT")
+    limits = IngestLimits((".wav",), 30.0, 10_000_000, min_peak_dbfs=-60.0)
+    reconcile(corpus.store, corpus.audio, limits)
+    report = embed_pending(corpus.store, corpus.embedder, corpus.audio, limits)
+    assert (report.embedded, report.failed) == (1, 2)
+    reasons = {r.path: r.reason for r in corpus.store.files(FileState.FAILED)}
+    assert reasons["gun_shot/silence.wav"].startswith("digital silence")
+    assert reasons["gun_shot/faint.wav"].startswith("nearly silent: peak -75.0 dBFS")
+    assert "min_peak_dbfs (-60 dBFS)" in reasons["gun_shot/faint.wav"]
+    assert corpus.state("gun_shot/quiet.wav") is FileState.EMBEDDED
+
+
+def test_audioset_head_reproduces_yamnet_scores(corpus: Corpus, dev_corpus: Path, yamnet_handle: str) -> None:
+    """The AudioSet layer read from the model turns cached embeddings into YAMNet's own scores."""
+    import tensorflow as tf
+    import tensorflow_hub as hub
+
+    head = corpus.embedder.audioset_head()
+    assert head.kernel.shape == (1024, 521) and head.bias.shape == (521,)
+    waveform = decode_audio(sorted((dev_corpus / "gun_shot").glob("*.wav"))[0].read_bytes(), 60).waveform
+    scores, embeddings, _ = hub.load(yamnet_handle)(tf.constant(waveform))
+    recomputed = 1 / (1 + np.exp(-head.logits(embeddings.numpy())))
+    np.testing.assert_allclose(recomputed, scores.numpy(), atol=1e-5)
+    corpus.store.save_audioset_head(corpus.embedder.model_id, head)
+    stored = corpus.store.audioset_head()
+    assert stored is not None and np.array_equal(stored.kernel, head.kernel) and np.array_equal(stored.bias, head.bias)
 
 
 def test_rename_and_move_are_not_embedded_again(corpus: Corpus, write_wav: WavWriter) -> None:

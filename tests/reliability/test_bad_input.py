@@ -59,7 +59,7 @@ EXPECTED: dict[str, tuple[str | None, str]] = {
     "gun_shot/one_frame.wav": ("failed", "shorter than min_duration_s"),
     "gun_shot/nan.wav": ("failed", "NaN or infinite"),
     "gun_shot/inf.wav": ("failed", "NaN or infinite"),
-    "clips/silence.wav": ("embedded", ""),
+    "clips/silence.wav": ("failed", "digital silence"),
     "clips/unsigned_8bit.wav": ("embedded", ""),
     "clips/pcm_24bit.wav": ("embedded", ""),
     "clips/float_32bit.wav": ("embedded", ""),
