@@ -1,15 +1,23 @@
-"""Project defaults beside the old system's recipe, on the same grouped test folds.
+"""Out-of-fold accuracy of what `retrain` ships, beside the logistic floor and the old recipe.
 
-Project: whole clip, soundfile + soxr, the configured pooling, normalization inside the
-model (fitted on training data only), the configured head, a grouped validation split,
-the gun-shot threshold. Old recipe: first 4 s, librosa, mean pooling, one global
-mean/std over all data, the 512-256-128-64 MLP with batch norm and dropout, a random
-(non-grouped) validation split, argmax.
+Repeated grouped cross-validation of the dev corpus: folds by the MANIFEST's source
+recording (stratified), REPEATS different fold assignments, every clip scored once per
+repeat by a model that never heard its recording. Each recipe runs with every seed in
+SEEDS; a figure is reported as min / median / max over repeats x seeds, never as its
+best run. Rows:
 
-Both are scored on the same folds of a grouped, stratified 5-fold split (the MANIFEST's
-source-recording groups), so no recording is on both sides. The old recipe is also
-scored the way it scored itself (random file-level split) to show how much the leak
-inflated its number. Field gun shots (Gabon, Belize PAM) get their own recall.
+- project defaults: exactly what `retrain` ships. Inside each outer training fold the
+  daemon's own split (group keys from file names, hashed 70/15/15) and the child's own
+  head function (`train_job.fit_logistic_head` or `fit_keras_head`, as configured) run,
+  and the shipped Keras model with its priority threshold labels the outer test fold.
+- previous default: the gradient-trained linear Keras head on mean+max pooling (what
+  shipped before), through the same daemon split and child function.
+- logistic floor: class-balanced logistic regression (scikit-learn) on mean+max pooled
+  embeddings fitted on the whole outer training fold, argmax: the floor to beat.
+- old recipe: first 4 s, librosa, mean pooling, one global mean/std, 512-256-128-64 MLP,
+  random validation split, argmax; also scored on its own leaky random split.
+
+Field gun shots (Gabon, Belize PAM detections) get their own recall row.
 """
 
 from __future__ import annotations
@@ -25,18 +33,23 @@ import numpy as np
 
 from benchmarks.common import Figure, copy_corpus, dev_corpus, format_table, save_report, yamnet_handle
 from ecosight_daemon.config import Settings
+from ecosight_daemon.dataset import assign_splits, compile_group_patterns, group_key
 from ecosight_daemon.embedder import YamnetEmbedder
-from ecosight_daemon.evaluation import apply_priority_threshold, choose_priority_threshold, classification_metrics
-from ecosight_daemon.features import pool_patches
+from ecosight_daemon.evaluation import apply_priority_threshold, classification_metrics
+from ecosight_daemon.features import AudiosetHead, pool_patches
 from ecosight_daemon.ingest import IngestLimits, embed_pending, reconcile
 from ecosight_daemon.store import EmbeddingStore
 
 logger = logging.getLogger(__name__)
 FIELD_SOURCES = ("blegottesman/Gabon-Gunshot-Phase1-Code", "lydiakatsis/tropical_forest_gunshot_classifier")
 FOLDS = 5
+REPEATS = 3
+SEEDS = (42, 1, 2)
+FIGURES = ("macro_f1", "gun_shot_recall", "gun_shot_precision", "field_gun_shot_recall")
 
 
-def project_features(embedder: YamnetEmbedder, rows: list[dict[str, str]], corpus: Path, pooling: str) -> np.ndarray:
+def cached_patches(embedder: YamnetEmbedder, rows: list[dict[str, str]], corpus: Path) -> list[np.ndarray]:
+    """Per-patch embeddings of every clip, through the daemon's own ingest path."""
     with tempfile.TemporaryDirectory(prefix="ecosight-acc-") as tmp:
         audio = copy_corpus(corpus, Path(tmp) / "audio")
         store = EmbeddingStore.open(Path(tmp) / "cache.sqlite3")
@@ -44,9 +57,9 @@ def project_features(embedder: YamnetEmbedder, rows: list[dict[str, str]], corpu
         limits = IngestLimits((".wav",), 600, 10**9)
         reconcile(store, audio, limits)
         embed_pending(store, embedder, audio, limits)
-        features = np.stack([pool_patches(store.embeddings_for(r["sha256"]), pooling) for r in rows])
+        patches = [store.embeddings_for(r["sha256"]) for r in rows]
         store.close()
-    return features
+    return patches  # type: ignore[return-value]
 
 
 def old_recipe_features(embedder: YamnetEmbedder, rows: list[dict[str, str]], corpus: Path) -> np.ndarray:
@@ -87,37 +100,66 @@ def old_recipe_fit_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.
     return np.asarray(model((test_x - mean) / std, training=False)).argmax(axis=1)
 
 
-def project_fit_predict(settings: Settings, train_x: np.ndarray, train_y: np.ndarray, train_groups: np.ndarray,
-                        test_x: np.ndarray, classes: list[str]) -> np.ndarray:
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    from ecosight_daemon.training import ClassifierParams, fit_classifier, predict_probabilities
-
+def daemon_splits(settings: Settings, files: list[str], labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The split codes (0 train, 1 val, 2 test) the daemon would give these files."""
     t = settings.training
-    inner = StratifiedGroupKFold(n_splits=6, shuffle=True, random_state=t.seed)
-    fit_idx, val_idx = next(inner.split(train_x, train_y, train_groups))
-    params = ClassifierParams(t.hidden_units, t.dropout, t.batch_norm, t.learning_rate, t.l2, t.epochs,
-                              t.batch_size, t.patience, t.seed)
-    fit = fit_classifier(train_x[fit_idx], train_y[fit_idx], train_x[val_idx], train_y[val_idx],
-                         len(classes), params)
-    priority = classes.index(t.priority_class)
-    choice = choose_priority_threshold(predict_probabilities(fit.model, train_x[val_idx]), train_y[val_idx],
-                                       priority, t.priority_recall_target, t.priority_min_precision)
-    return apply_priority_threshold(predict_probabilities(fit.model, test_x), priority, choice.threshold)
+    patterns = compile_group_patterns(t.group_patterns)
+    keys = [group_key(f, patterns) for f in files]
+    by_class: dict[str, set[str]] = {}
+    for key, label in zip(keys, labels):
+        by_class.setdefault(label, set()).add(key)
+    splits, _ = assign_splits(by_class, {}, (t.split[0], t.split[1], t.split[2]))
+    codes = {"train": 0, "val": 1, "test": 2}
+    return np.array([codes[splits[k].value] for k in keys], dtype=np.int8), np.array(keys)
 
 
-def summarize(name: str, truth: np.ndarray, predicted: np.ndarray, field: np.ndarray, classes: list[str],
-              gun: int) -> dict[str, Any]:
-    metrics = classification_metrics(truth, predicted, classes)
-    field_shots = field & (truth == gun)
+def shipped_fit_predict(settings: Settings, features: np.ndarray, y: np.ndarray, files: list[str],
+                        test_x: np.ndarray, classes: list[str]) -> np.ndarray:
+    """What `retrain` ships, trained on these files, labelling test_x (threshold applied)."""
+    from ecosight_daemon.retrain import _job_spec  # the very spec the child receives
+    from ecosight_daemon.train_job import fit_keras_head, fit_logistic_head
+    from ecosight_daemon.training import predict_probabilities
+
+    splits, groups = daemon_splits(settings, files, [classes[i] for i in y])
+
+    class _Snapshot:  # the two attributes _job_spec reads
+        pooling = settings.training.pooling
+
+    _Snapshot.classes = classes  # type: ignore[attr-defined]
+    spec = _job_spec(settings, _Snapshot(), None)  # type: ignore[arg-type]
+    if spec["head"] == "logistic":
+        fitted = fit_logistic_head(features, y, splits, groups, classes, spec)
+    else:
+        fitted = fit_keras_head(features, y, splits, classes, spec, lambda: False)
+    assert fitted is not None
+    priority = classes.index(spec["priority_class"])
+    return apply_priority_threshold(predict_probabilities(fitted.model, test_x), priority, fitted.threshold)
+
+
+def logistic_floor_fit_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -> np.ndarray:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=3000))
+    return model.fit(train_x, train_y).predict(test_x)
+
+
+def score(truth: np.ndarray, predicted: np.ndarray, field: np.ndarray, classes: list[str]) -> dict[str, float]:
+    gun = classes.index("gun_shot")
+    metrics = classification_metrics(truth, predicted, classes)["per_class_metrics"]["gun_shot"]
+    shots = field & (truth == gun)
     return {
-        "recipe": name,
-        "macro_f1": metrics["macro_f1"],
-        "accuracy": metrics["accuracy"],
-        "gun_shot_recall": metrics["per_class_metrics"]["gun_shot"]["recall"],
-        "field_gun_shot_recall": float(np.mean(predicted[field_shots] == gun)) if field_shots.any() else None,
-        "field_gun_shots": int(field_shots.sum()),
+        "macro_f1": classification_metrics(truth, predicted, classes)["macro_f1"],
+        "gun_shot_recall": metrics["recall"],
+        "gun_shot_precision": metrics["precision"],
+        "field_gun_shot_recall": float(np.mean(predicted[shots] == gun)),
     }
+
+
+def spread(runs: list[dict[str, float]]) -> dict[str, list[float]]:
+    return {k: [round(float(f(np.array([r[k] for r in runs]))), 4) for f in (np.min, np.median, np.max)]
+            for k in FIGURES}
 
 
 def run() -> list[Figure]:
@@ -128,44 +170,82 @@ def run() -> list[Figure]:
         rows = list(csv.DictReader(handle))
     settings = Settings()
     embedder = YamnetEmbedder.load(yamnet_handle())
+    head: AudiosetHead = embedder.audioset_head()
     classes = sorted({r["class"] for r in rows})
-    gun = classes.index("gun_shot")
     y = np.array([classes.index(r["class"]) for r in rows])
     groups = np.array([r["group"] for r in rows])
+    files = [r["file"] for r in rows]
     field = np.array([r["source_repo"] in FIELD_SOURCES for r in rows])
-    ours = project_features(embedder, rows, corpus, settings.training.pooling)
+    patches = cached_patches(embedder, rows, corpus)
+    shipped_x = np.stack([pool_patches(p, settings.training.pooling, head) for p in patches])
+    mean_max = np.stack([pool_patches(p, "mean_max") for p in patches])
     old = old_recipe_features(embedder, rows, corpus)
+    previous = replace(settings, training=replace(settings.training, head="keras", pooling="mean_max",
+                                                  priority_min_precision=0.7))
 
-    folds = StratifiedGroupKFold(n_splits=FOLDS, shuffle=True, random_state=0)
-    ours_pred, old_pred = np.empty_like(y), np.empty_like(y)
-    for fold, (train, test) in enumerate(folds.split(ours, y, groups)):
-        seed = settings.training.seed + fold
-        ours_pred[test] = project_fit_predict(replace(settings, training=replace(settings.training, seed=seed)),
-                                              ours[train], y[train], groups[train], ours[test], classes)
-        old_pred[test] = old_recipe_fit_predict(old[train], y[train], old[test], len(classes), old, seed)
-    leaky_pred = np.empty_like(y)
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in
+                                               ("project defaults", "previous default", "logistic floor", "old recipe")}
+    per_seed_predictions: list[np.ndarray] = []
+    for repeat in range(REPEATS):
+        folds = list(StratifiedGroupKFold(n_splits=FOLDS, shuffle=True, random_state=repeat).split(y, y, groups))
+        floor = np.empty_like(y)
+        for train, test in folds:
+            floor[test] = logistic_floor_fit_predict(mean_max[train], y[train], mean_max[test])
+        runs["logistic floor"].append(score(y, floor, field, classes))  # no seed: one run per repeat
+        for seed in SEEDS:
+            seeded = replace(settings, training=replace(settings.training, seed=seed))
+            seeded_previous = replace(previous, training=replace(previous.training, seed=seed))
+            predictions = {name: np.empty_like(y) for name in ("project defaults", "previous default", "old recipe")}
+            for train, test in folds:
+                train_files = [files[i] for i in train]
+                predictions["project defaults"][test] = shipped_fit_predict(
+                    seeded, shipped_x[train], y[train], train_files, shipped_x[test], classes)
+                predictions["previous default"][test] = shipped_fit_predict(
+                    seeded_previous, mean_max[train], y[train], train_files, mean_max[test], classes)
+                predictions["old recipe"][test] = old_recipe_fit_predict(old[train], y[train], old[test],
+                                                                         len(classes), old, seed)
+            for name, predicted in predictions.items():
+                runs[name].append(score(y, predicted, field, classes))
+            if repeat == 0:
+                per_seed_predictions.append(predictions["project defaults"])
+        logger.info("accuracy: repeat %d of %d done", repeat + 1, REPEATS)
+
+    seed_independent = all(np.array_equal(per_seed_predictions[0], p) for p in per_seed_predictions)
+    leaky = np.empty_like(y)
     for fold, (train, test) in enumerate(StratifiedKFold(FOLDS, shuffle=True, random_state=0).split(old, y)):
-        leaky_pred[test] = old_recipe_fit_predict(old[train], y[train], old[test], len(classes), old, 100 + fold)
+        leaky[test] = old_recipe_fit_predict(old[train], y[train], old[test], len(classes), old, 100 + fold)
+    leaky_score = score(y, leaky, field, classes)
 
-    results = [
-        summarize("project defaults, grouped folds", y, ours_pred, field, classes, gun),
-        summarize("old recipe, grouped folds", y, old_pred, field, classes, gun),
-        summarize("old recipe, its own random split (leaky)", y, leaky_pred, field, classes, gun),
-    ]
+    table = {name: spread(r) for name, r in runs.items()}
     figures = []
-    for r in results:
-        figures.append(Figure(f"{r['recipe']}: macro-F1", r["macro_f1"], ""))
-        figures.append(Figure(f"{r['recipe']}: gun_shot recall", r["gun_shot_recall"], ""))
-        if r["field_gun_shot_recall"] is not None:
-            figures.append(Figure(f"{r['recipe']}: field gun_shot recall ({r['field_gun_shots']} clips)",
-                                  r["field_gun_shot_recall"], ""))
-    delta_f1 = results[0]["macro_f1"] - results[1]["macro_f1"]
-    delta_recall = results[0]["gun_shot_recall"] - results[1]["gun_shot_recall"]
-    figures.append(Figure("project - old recipe: macro-F1", delta_f1, "", ">= 0", delta_f1 >= 0))
-    figures.append(Figure("project - old recipe: gun_shot recall", delta_recall, "", ">= 0", delta_recall >= 0))
-    save_report("accuracy", figures, {"folds": FOLDS, "clips": len(rows), "results": results})
+    for name, figures_of in table.items():
+        for key in FIGURES:
+            low, median, high = figures_of[key]
+            label = key.replace("_", " ") + (f" ({int((field & (y == classes.index('gun_shot'))).sum())} clips)"
+                                             if key.startswith("field") else "")
+            figures.append(Figure(f"{name}: {label}, min / median / max", median, f"{low:.3f} .. {high:.3f}"))
+    figures.append(Figure("old recipe on its own leaky random split: macro-F1", leaky_score["macro_f1"], ""))
+    ours, floor_figures, old_figures = table["project defaults"], table["logistic floor"], table["old recipe"]
+    for key in ("macro_f1", "gun_shot_recall"):
+        beats = ours[key][0] >= max(floor_figures[key][1], old_figures[key][1]) - 1e-9
+        figures.append(Figure(f"project {key.replace('_', ' ')} worst run vs floor and old recipe medians",
+                              ours[key][0], "", ">= both medians", beats))
+    f1_spread = ours["macro_f1"][2] - ours["macro_f1"][0]
+    figures.append(Figure("project macro-F1 spread over repeats x seeds", f1_spread, "", "", None))
+    figures.append(Figure("project predictions identical across seeds (repeat 0)", float(bool(seed_independent)),
+                          "1 = yes"))
+    save_report("accuracy", figures, {"folds": FOLDS, "repeats": REPEATS, "seeds": list(SEEDS),
+                                      "clips": len(rows), "table": table, "leaky_old_recipe": leaky_score})
     return figures
 
 
+def markdown_table(table: dict[str, dict[str, list[float]]]) -> str:
+    lines = ["| recipe | " + " | ".join(FIGURES) + " |", "| --- |" + " --- |" * len(FIGURES)]
+    for name, figures in table.items():
+        lines.append(f"| {name} | " + " | ".join("{:.3f} / {:.3f} / {:.3f}".format(*figures[k]) for k in FIGURES) + " |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     print(format_table(run()))

@@ -15,6 +15,7 @@ from typing import Any
 
 from .config import Settings, find_config_path, load_settings
 from .errors import EXIT_FAILURE, EXIT_OK, EcosightError
+from .features import needs_audioset_head
 from .ingest import EmbedReport, IngestLimits, embed_pending, reconcile
 from .progress import ProgressReporter
 from .status import read_status, running_daemon_pid
@@ -228,10 +229,12 @@ def embed_with_ray(
 def embed_with_model(
     store: EmbeddingStore, settings: Settings, audio_dir: Path, limits: IngestLimits
 ) -> EmbedReport:
-    from .embedder import YamnetEmbedder  # imports TensorFlow: only when there is work
+    from .embedder import YamnetEmbedder, remember_audioset_head  # imports TensorFlow: only when there is work
 
     embedder = YamnetEmbedder.load(settings.embedding.yamnet_handle)
     store.adopt_model(embedder.model_id, embedder.fingerprint)
+    if needs_audioset_head(settings.training.pooling):
+        remember_audioset_head(store, embedder)  # spares retrain a second TensorFlow load
     return embed_pending(store, embedder, audio_dir, limits, progress=ProgressReporter("embedded"))
 
 
@@ -280,8 +283,9 @@ def format_status(status: dict[str, Any] | None, problem: str | None) -> str:
         f"new samples  {status.get('new_samples', 0)} of {status.get('min_new_samples')} needed to retrain",
         f"next run     {status.get('next_scheduled_run') or 'no schedule'}",
         f"model        {status.get('model_version') or 'none yet'}"
-        + (f" (accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f})"
-           if metrics.get("accuracy") is not None else ""),
+        + (f" (on {metrics.get('test_samples', '?')} test clips: accuracy {metrics['accuracy']:.3f}"
+           f"{_interval(metrics.get('accuracy_interval'))}, macro-F1 {metrics['macro_f1']:.3f}"
+           f"{_interval(metrics.get('macro_f1_interval'))})" if metrics.get("accuracy") is not None else ""),
     ]
     last = status.get("last_retrain")
     if last:
@@ -318,6 +322,7 @@ def cmd_retrain(settings: Settings, args: argparse.Namespace) -> int:
         "seconds": round(outcome.seconds, 2),
         "metrics": _metrics_summary(outcome.metrics),
         "replaced_metrics": _metrics_summary(outcome.incumbent_metrics),
+        "gate": outcome.gate,
     }
     if args.json:
         print(json.dumps(result, indent=2))
@@ -329,27 +334,29 @@ def cmd_retrain(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _metrics_summary(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not metrics:
-        return None
-    return {
-        "accuracy": metrics["accuracy"],
-        "macro_f1": metrics["macro_f1"],
-        "recall": {c: m["recall"] for c, m in metrics["per_class_metrics"].items()},
-        "precision": {c: m["precision"] for c, m in metrics["per_class_metrics"].items()},
-        "support": {c: m["support"] for c, m in metrics["per_class_metrics"].items()},
-    }
+    from .retrain import metrics_summary
+
+    return metrics_summary(metrics) if metrics else None
+
+
+def _interval(bounds: list[float] | None) -> str:
+    return "" if not bounds else f" [{bounds[0]:.2f}, {bounds[1]:.2f}]"
 
 
 def format_retrain(result: dict[str, Any]) -> str:
     lines = [f"version {result['version'] or '-'}: {result['status']} ({result['reason']})"]
     metrics, old = result["metrics"], result["replaced_metrics"]
     if metrics:
-        lines.append(f"accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}"
+        lines.append(f"on {metrics['test_samples']} test clips (95% intervals): accuracy {metrics['accuracy']:.3f}"
+                     f"{_interval(metrics['accuracy_interval'])}, macro-F1 {metrics['macro_f1']:.3f}"
+                     f"{_interval(metrics['macro_f1_interval'])}"
                      + (f" (current model: {old['accuracy']:.3f}, {old['macro_f1']:.3f})" if old else ""))
-        lines.append(f"{'class':<16}{'precision':>10}{'recall':>10}{'support':>9}")
-        for label, recall in metrics["recall"].items():
-            lines.append(f"{label:<16}{metrics['precision'][label]:>10.3f}{recall:>10.3f}"
-                         f"{metrics['support'][label]:>9}")
+        lines.append(f"{'class':<16}{'precision':>10}{'':>16}{'recall':>10}{'':>16}{'support':>9}")
+        for label, m in metrics["per_class"].items():
+            lines.append(f"{label:<16}{m['precision']:>10.3f}{_interval(m['precision_interval']):>16}"
+                         f"{m['recall']:>10.3f}{_interval(m['recall_interval']):>16}{m['support']:>9}")
+    if result.get("gate"):
+        lines.append(f"gate rule: {result['gate']['rule']}")
     return "\n".join(lines)
 
 

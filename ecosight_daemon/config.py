@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from .errors import ConfigError
+from .features import POOLINGS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -114,6 +115,9 @@ class AudioSettings:
         0.05, "shorter files (a 1-sample clip) carry too little sound to learn from and are refused", at_least(0.0)
     )
     max_file_mb: float = setting(512.0, "larger files are refused before they are read", at_least(0.001))
+    min_peak_dbfs: float = setting(
+        -60.0, "files whose loudest sample is below this (digital silence or nearly) are refused", between(-200.0, 0.0)
+    )
 
 
 @dataclass(frozen=True)
@@ -145,8 +149,11 @@ class TrainingSettings:
         DEFAULT_GROUP_PATTERNS, "regexes with (?P<group>...) mapping a file name to its recording",
         _valid_group_patterns,
     )
-    pooling: str = setting("mean_max", "patch pooling: mean, mean_max or mean_std",
-                           _one_of("mean", "mean_max", "mean_std"))
+    pooling: str = setting("mean_max_audioset", "patch pooling: mean, mean_max, mean_std or mean_max_audioset",
+                           _one_of(*POOLINGS))
+    head: str = setting("logistic", "classifier head: logistic (convex, refitted on all data) or keras",
+                        _one_of("logistic", "keras"))
+    logistic_c: float = setting(1.0, "inverse L2 strength of the logistic head", between(1e-4, 1e4))
     hidden_units: tuple[int, ...] = setting((), "hidden layer sizes; [] is a linear model", _valid_units)
     dropout: float = setting(0.3, "dropout after each hidden layer", between(0.0, 0.9))
     batch_norm: bool = setting(False, "batch normalization after each hidden layer")
@@ -162,7 +169,7 @@ class TrainingSettings:
         0.98, "validation recall the priority threshold aims for", between(0.0, 1.0)
     )
     priority_min_precision: float = setting(
-        0.7, "the threshold never drops validation precision of the priority class below this",
+        0.9, "the threshold never drops (out-of-fold or validation) precision of the priority class below this",
         between(0.0, 1.0),
     )
 
@@ -175,6 +182,9 @@ class PromotionSettings:
     min_macro_f1: float = setting(0.5, "floor the first model must clear", between(0.0, 1.0))
     min_priority_recall: float = setting(
         0.5, "priority-class recall floor the first model must clear", between(0.0, 1.0)
+    )
+    significance: float = setting(
+        0.05, "a drop rejects a candidate only when a paired McNemar test gives p below this", between(1e-6, 0.5)
     )
 
 

@@ -26,9 +26,9 @@ from typing import Any
 
 from .artifacts import ModelRegistry
 from .config import Settings, load_settings
-from .embedder import Embedder
+from .embedder import Embedder, remember_audioset_head
 from .errors import ConfigError
-from .features import pool_patches
+from .features import needs_audioset_head, pool_patches
 from .ingest import IngestLimits, embed_pending, reconcile, refresh_path
 from .progress import ProgressReporter
 from .retrain import RetrainBusy, RetrainOutcome, retrain, retrain_lock, trained_hashes
@@ -72,6 +72,14 @@ class Command:
     kind: Kind
     reason: str = ""
     event: FileEvent | None = None
+
+
+def model_metrics(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The current model's test figures with sample sizes and 95% intervals."""
+    if not metadata:
+        return None
+    summary = {key: metadata.get(key) for key in ("accuracy", "macro_f1", "priority_recall")}
+    return {**summary, **(metadata.get("test_metrics") or {})}
 
 
 class Daemon:
@@ -171,6 +179,8 @@ class Daemon:
         self._store = EmbeddingStore.open(settings.cache_path, settings.embedding.storage_dtype)
         self._embedder = self._load_embedder(settings.embedding.yamnet_handle)
         self._store.adopt_model(self._embedder.model_id, self._embedder.fingerprint)
+        if needs_audioset_head(settings.training.pooling):
+            remember_audioset_head(self._store, self._embedder)
         self._baseline = trained_hashes(self._registry)
         settings.paths.audio_dir.mkdir(parents=True, exist_ok=True)
         self._observer = start_observer(settings.paths.audio_dir, self._on_file_event,
@@ -405,7 +415,7 @@ class Daemon:
             return None
         assert self._store is not None
         labels = {r.sha256: r.label for r in self._store.files(FileState.EMBEDDED) if r.sha256 in hashes}
-        features = np.stack([pool_patches(self._store.embeddings_for(h), metadata["pooling"]) for h in labels])  # type: ignore[arg-type]
+        features = np.stack([pool_patches(self._store.embeddings_for(h), metadata["pooling"], self._store.audioset_head()) for h in labels])  # type: ignore[arg-type]
         classes = metadata["classes"]
         priority = classes.index(metadata["priority_class"]) if metadata.get("priority_class") in classes else None
         probabilities = predict_probabilities(load_classifier(path), features)
@@ -528,8 +538,7 @@ class Daemon:
             "retrain_queued": list(self._requests.reasons),
             "next_scheduled_run": next_run.isoformat() if next_run else None,
             "model_version": metadata.get("version"),
-            "model_metrics": {key: metadata.get(key) for key in ("accuracy", "macro_f1", "priority_recall")}
-            if metadata else None,
+            "model_metrics": model_metrics(metadata),
             "last_retrain": self._last_retrain or (self._registry.retraining_log() or [None])[-1],
             "heartbeat_s": HEARTBEAT_S,
         }

@@ -18,7 +18,7 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
-from .features import pool_patches
+from .features import AudiosetHead, pool_patches
 from .store import EmbeddingStore
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class SnapshotOptions:
     pooling: str
 
 
-def take_snapshot(store: EmbeddingStore, options: SnapshotOptions) -> Snapshot:
+def take_snapshot(store: EmbeddingStore, options: SnapshotOptions, head: AudiosetHead | None = None) -> Snapshot:
     """Embedded, conflict-free files of big-enough classes, pooled and split."""
     if store.model_id is None:
         raise ValueError("the cache has no embedding model yet; run `ecosight-daemon embed` first")
@@ -168,7 +168,7 @@ def take_snapshot(store: EmbeddingStore, options: SnapshotOptions) -> Snapshot:
 
     samples = [Sample(path, sha, label, group, splits[group]) for path, sha, label, group in keyed]
     features = np.stack([
-        pool_patches(store.embeddings_for(s.sha256), options.pooling) for s in samples  # type: ignore[arg-type]
+        pool_patches(store.embeddings_for(s.sha256), options.pooling, head) for s in samples  # type: ignore[arg-type]
     ]) if samples else np.zeros((0, 0), dtype=np.float32)
     return Snapshot(
         samples, features.astype(np.float32), classes, store.model_id, options.pooling,

@@ -15,10 +15,13 @@ import numpy as np
 
 from .audio import TARGET_SAMPLE_RATE, frontend_settings
 from .errors import ModelLoadError
+from .features import AudiosetHead
+from .store import EmbeddingStore
 
 logger = logging.getLogger(__name__)
 
 YAMNET_DIM = 1024
+AUDIOSET_CLASSES = 521
 PATCH_SAMPLES = 15_600  # 0.975 s: one YAMNet patch
 HOP_SAMPLES = 7_680  # 0.48 s between patch starts
 
@@ -127,8 +130,32 @@ class YamnetEmbedder:
         logger.info("loaded YAMNet from %s as %s", handle, model_id)
         return cls(handle=handle, model_id=model_id, fingerprint=fingerprint, _model=model)
 
+    def audioset_head(self) -> AudiosetHead:
+        """YAMNet's final dense layer (embedding -> AudioSet logits), found by its shapes.
+
+        Raises:
+            ModelLoadError: the model has no such layer (not YAMNet's call contract).
+        """
+        kernels = [v for v in self._model.variables if tuple(v.shape) == (YAMNET_DIM, AUDIOSET_CLASSES)]
+        biases = [v for v in self._model.variables if tuple(v.shape) == (AUDIOSET_CLASSES,)]
+        if len(kernels) != 1 or len(biases) != 1:
+            raise ModelLoadError(
+                f"{self.handle} has no single {YAMNET_DIM}x{AUDIOSET_CLASSES} AudioSet layer; "
+                "set [training] pooling = \"mean_max\" to train without YAMNet's AudioSet scores"
+            )
+        return AudiosetHead(np.asarray(kernels[0].numpy(), np.float32), np.asarray(biases[0].numpy(), np.float32))
+
     def embed(self, waveform: np.ndarray) -> np.ndarray:
         import tensorflow as tf
 
         _, embeddings, _ = self._model(tf.constant(waveform, dtype=tf.float32))
         return np.asarray(embeddings, dtype=np.float32)
+
+
+def remember_audioset_head(store: EmbeddingStore, embedder: YamnetEmbedder) -> AudiosetHead:
+    """Store YAMNet's AudioSet layer with its model id (once), so pooling needs no TensorFlow."""
+    head = store.audioset_head(embedder.model_id)
+    if head is None:
+        head = embedder.audioset_head()
+        store.save_audioset_head(embedder.model_id, head)
+    return head

@@ -13,7 +13,7 @@ from .audio import decode_audio
 from .config import Settings
 from .errors import AudioDecodeError, EcosightError
 from .evaluation import apply_priority_threshold
-from .features import pool_patches
+from .features import needs_audioset_head, pool_patches
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ def predict_files(settings: Settings, files: list[Path]) -> list[dict[str, Any]]
     if embedder.model_id != metadata.get("embedding_model_id"):
         logger.warning("model %s was trained on embeddings of %s but YAMNet here is %s; results may be off",
                        metadata["version"], metadata.get("embedding_model_id"), embedder.model_id)
+    head = embedder.audioset_head() if needs_audioset_head(metadata["pooling"]) else None
     classes: list[str] = metadata["classes"]
     priority = metadata.get("priority_class")
     priority_index = classes.index(priority) if priority in classes else None
@@ -47,7 +48,7 @@ def predict_files(settings: Settings, files: list[Path]) -> list[dict[str, Any]]
             reason = str(exc) if isinstance(exc, AudioDecodeError) else f"cannot read file ({exc.strerror or exc})"
             results.append({"file": str(path), "error": reason, "model_version": metadata["version"]})
             continue
-        features = pool_patches(embedder.embed(audio.waveform), metadata["pooling"])
+        features = pool_patches(embedder.embed(audio.waveform), metadata["pooling"], head)
         probabilities = predict_probabilities(classifier, features[np.newaxis, :])
         label = int(apply_priority_threshold(probabilities, priority_index, metadata.get("priority_threshold"))[0])
         results.append({

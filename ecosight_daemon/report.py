@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 from pathlib import Path
 from typing import Any
 
@@ -58,21 +59,37 @@ def _image(path: Path, alt: str) -> str:
 
 
 def _metrics_table(metrics: dict[str, Any], incumbent: dict[str, Any] | None) -> str:
-    head = "<tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th>"
+    head = ("<tr><th>class</th><th>precision [95% interval]</th><th>recall [95% interval]</th><th>F1</th>"
+            "<th>support</th>")
     head += "<th>recall of the model it replaces</th></tr>" if incumbent else "</tr>"
     rows = []
     for name, m in metrics["per_class_metrics"].items():
         old = incumbent["per_class_metrics"].get(name) if incumbent else None
         extra = f"<td>{old['recall']:.3f}</td>" if old else ("<td>-</td>" if incumbent else "")
-        rows.append(f"<tr><td>{html.escape(name)}</td><td>{m['precision']:.3f}</td><td>{m['recall']:.3f}</td>"
+        rows.append(f"<tr><td>{html.escape(name)}</td><td>{m['precision']:.3f}{_interval(m.get('precision_interval'))}"
+                    f" of {m.get('predicted', '-')}</td><td>{m['recall']:.3f}{_interval(m.get('recall_interval'))}</td>"
                     f"<td>{m['f1']:.3f}</td><td>{m['support']}</td>{extra}</tr>")
     return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _interval(bounds: list[float] | None) -> str:
+    return "" if not bounds else f" [{bounds[0]:.2f}, {bounds[1]:.2f}]"
+
+
+def _gate_paragraph(decision: dict[str, Any] | None) -> str:
+    if not decision:
+        return ""
+    return (f"<p>Gate: {html.escape(decision['rule'])}. Statistics: "
+            f"<code>{html.escape(json.dumps(decision['statistics']))}</code></p>")
 
 
 def write_report(folder: Path, metadata: dict[str, Any], metrics: dict[str, Any],
                  history: dict[str, list[float]], incumbent: dict[str, Any] | None) -> None:
     plot_confusion_matrix(metrics["confusion_matrix"], metrics["class_names"], folder / CONFUSION_PNG)
-    plot_training_curves(history, folder / CURVES_PNG)
+    curves = "<p>No training curve: the logistic head is fitted to convergence, not epoch by epoch.</p>"
+    if history.get("loss"):
+        plot_training_curves(history, folder / CURVES_PNG)
+        curves = _image(folder / CURVES_PNG, "training curves")
     comparison = "<p>No earlier model to compare with.</p>"
     if incumbent:
         comparison = (f"<p>Model it replaces ({html.escape(str(metadata.get('replaced_version')))}), on the "
@@ -88,16 +105,20 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}td:first-child{
 <p>{html.escape(metadata['decision_reason'])}</p>
 <p>Trained {html.escape(metadata['date'])} (trigger: {html.escape(str(metadata['trigger_reason']))}) on
 {sum(metadata['sample_counts']['train'].values())} clips; tested on {metrics['samples']} clips from recordings
-never seen in training. Accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}.
+never seen by the model these figures come from ({html.escape(str(metadata.get('model_fitted_on', 'the training split')))}).
+Accuracy {metrics['accuracy']:.3f}{_interval(metrics.get('accuracy_interval'))}, macro-F1
+{metrics['macro_f1']:.3f}{_interval(metrics.get('macro_f1_interval'))} (95% intervals: Wilson for rates, bootstrap
+for macro-F1; on {metrics['samples']} clips a difference inside them is noise).
 {html.escape(metadata['priority_class'])} threshold:
 {'none (argmax)' if threshold is None else f'{threshold:.3f}'}.</p>
 {comparison}
+{_gate_paragraph(metadata.get('gate'))}
 <h2>Per class (test split)</h2>
 {_metrics_table(metrics, incumbent)}
 <h2>Confusion matrix</h2>
 {_image(folder / CONFUSION_PNG, 'confusion matrix')}
 <h2>Training curves</h2>
-{_image(folder / CURVES_PNG, 'training curves')}
+{curves}
 </body></html>
 """
     (folder / REPORT_HTML).write_text(page)

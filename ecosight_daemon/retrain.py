@@ -22,14 +22,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .artifacts import LOG_FILE as LOG_FILE_NAME
 from .artifacts import ModelRegistry, read_json, write_json
 from .config import Settings
 from .dataset import Snapshot, SnapshotOptions, Split, take_snapshot
 from .errors import EXIT_TEMPFAIL, EcosightError
-from .evaluation import GateDecision, GatePolicy, class_recall, gate
+from .evaluation import GateDecision, GatePolicy, PairedPredictions, class_recall, gate
+from .features import AudiosetHead, needs_audioset_head
 from .store import EmbeddingStore
-from .train_job import write_job
+from .train_job import HOLDOUT_MODEL, write_job
 from .training_child import ChildFailed, TrainingChild
 
 logger = logging.getLogger(__name__)
@@ -82,15 +85,10 @@ class RetrainOutcome:
     seconds: float = 0.0
     started_at: float = 0.0  # wall clock, seconds since the epoch
     status: str = "failed"  # promoted | rejected | failed
+    gate: dict[str, Any] | None = None  # the rule that decided and its statistics
 
     def log_entry(self) -> dict[str, Any]:
-        summary = None
-        if self.metrics:
-            summary = {
-                "accuracy": self.metrics["accuracy"],
-                "macro_f1": self.metrics["macro_f1"],
-                "recall": {c: m["recall"] for c, m in self.metrics["per_class_metrics"].items()},
-            }
+        summary = None if not self.metrics else metrics_summary(self.metrics)
         return {
             "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "trigger_reason": self.trigger,
@@ -105,7 +103,27 @@ class RetrainOutcome:
             "started_at": round(self.started_at, 3),
             "duration_s": round(self.seconds, 2),
             "metrics": summary,
+            "gate": self.gate,
         }
+
+
+def metrics_summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The test-split figures a person reads, each with its sample size and 95% interval."""
+    return {
+        "test_samples": metrics["samples"],
+        "accuracy": metrics["accuracy"],
+        "accuracy_interval": metrics.get("accuracy_interval"),
+        "macro_f1": metrics["macro_f1"],
+        "macro_f1_interval": metrics.get("macro_f1_interval"),
+        "recall": {c: m["recall"] for c, m in metrics["per_class_metrics"].items()},
+        "precision": {c: m["precision"] for c, m in metrics["per_class_metrics"].items()},
+        "support": {c: m["support"] for c, m in metrics["per_class_metrics"].items()},
+        "per_class": {
+            c: {key: m.get(key) for key in ("recall", "recall_interval", "support", "precision",
+                                            "precision_interval", "predicted")}
+            for c, m in metrics["per_class_metrics"].items()
+        },
+    }
 
 
 def snapshot_options(settings: Settings) -> SnapshotOptions:
@@ -116,7 +134,7 @@ def snapshot_options(settings: Settings) -> SnapshotOptions:
 def gate_policy(settings: Settings) -> GatePolicy:
     p = settings.promotion
     return GatePolicy(settings.training.priority_class, p.macro_f1_tolerance, p.min_macro_f1,
-                      p.min_priority_recall)
+                      p.min_priority_recall, p.significance)
 
 
 def trained_hashes(registry: ModelRegistry) -> set[str]:
@@ -205,7 +223,8 @@ def _attempt(
     settings: Settings, store: EmbeddingStore, registry: ModelRegistry, trigger: str, force: bool,
     should_stop: Callable[[], bool], child: TrainingChild,
 ) -> RetrainOutcome:
-    snapshot = take_snapshot(store, snapshot_options(settings))
+    head = audioset_head_for(store, settings) if needs_audioset_head(settings.training.pooling) else None
+    snapshot = take_snapshot(store, snapshot_options(settings), head)
     new_samples = len({s.sha256 for s in snapshot.samples} - trained_hashes(registry))
     outcome = RetrainOutcome(None, False, "", trigger, force, samples=snapshot.counts(), new_samples=new_samples)
     if len(snapshot.classes) < 2:
@@ -221,16 +240,22 @@ def _attempt(
     incumbent = _incumbent_spec(registry, snapshot, settings)
     outcome.replaced_version = incumbent["version"] if incumbent else None
     job = write_job(staging, snapshot.features, snapshot.labels(), [s.split.value for s in snapshot.samples],
-                    _job_spec(settings, snapshot, incumbent))
+                    [s.group for s in snapshot.samples], _job_spec(settings, snapshot, incumbent), head)
     result = child.train(job, settings.training.time_limit_s, should_stop)
     if not result.get("ok"):
         shutil.rmtree(staging, ignore_errors=True)
         outcome.reason = f"training did not finish: {result.get('error', 'unknown error')}"
         return outcome
 
-    decision = gate(result["candidate_metrics"], result["incumbent_metrics"], gate_policy(settings))
+    paired = None
+    if result.get("incumbent_predictions") is not None:
+        paired = PairedPredictions(*(np.array(result[key], dtype=np.int64) for key in
+                                     ("test_labels", "candidate_predictions", "incumbent_predictions")))
+    decision = gate(result["candidate_metrics"], result["incumbent_metrics"], gate_policy(settings), paired)
     if force and not decision.promote:
-        decision = GateDecision(True, f"forced by operator (gate said: {decision.reason})")
+        decision = GateDecision(True, f"forced by operator (gate said: {decision.reason})", "forced by operator",
+                                decision.statistics)
+    outcome.gate = decision.as_dict()
     outcome.version, outcome.metrics = version, result["candidate_metrics"]
     outcome.incumbent_metrics = result["incumbent_metrics"]
     outcome.promoted, outcome.reason = decision.promote, decision.reason
@@ -242,12 +267,28 @@ def _attempt(
     return outcome
 
 
+def audioset_head_for(store: EmbeddingStore, settings: Settings) -> AudiosetHead:
+    """YAMNet's AudioSet layer for the cache's model; loads YAMNet once if the cache lacks it."""
+    head = store.audioset_head()
+    if head is None:
+        from .embedder import YamnetEmbedder, remember_audioset_head
+
+        embedder = YamnetEmbedder.load(settings.embedding.yamnet_handle)
+        if embedder.model_id != store.model_id:
+            raise EcosightError(f"the cache holds embeddings of {store.model_id} but {settings.embedding.yamnet_handle} "
+                                f"is {embedder.model_id}; run `ecosight-daemon embed` first")
+        head = remember_audioset_head(store, embedder)
+    return head
+
+
 def _incumbent_spec(registry: ModelRegistry, snapshot: Snapshot, settings: Settings) -> dict[str, Any] | None:
     """The current model, if it can be compared on this snapshot's features."""
     current = registry.current_metadata()
     path = registry.current_model_path()
     if current is None or path is None:
         return None
+    twin = registry.version_dir(current["version"]) / HOLDOUT_MODEL
+    path = twin if twin.is_file() else path  # judged by the model that never saw the test split
     if current.get("embedding_model_id") != snapshot.embedding_model_id or current.get("pooling") != snapshot.pooling:
         logger.warning("the current model %s used other embeddings or pooling; the candidate must clear "
                        "the floors instead of beating it", current.get("version"))
@@ -271,6 +312,8 @@ def _job_spec(settings: Settings, snapshot: Snapshot, incumbent: dict[str, Any] 
             "learning_rate": t.learning_rate, "l2": t.l2, "epochs": t.epochs,
             "batch_size": t.batch_size, "patience": t.patience, "seed": t.seed,
         },
+        "head": t.head,
+        "logistic_c": t.logistic_c,
         "priority_class": t.priority_class,
         "priority_recall_target": t.priority_recall_target,
         "priority_min_precision": t.priority_min_precision,
@@ -306,6 +349,7 @@ def _write_version_files(
         "warnings": snapshot.warnings,
         "accuracy": metrics["accuracy"],
         "macro_f1": metrics["macro_f1"],
+        "test_metrics": metrics_summary(metrics),
         "priority_class": t.priority_class,
         "priority_recall": class_recall(metrics, t.priority_class),
         "priority_threshold": result["priority_threshold"],
@@ -316,8 +360,11 @@ def _write_version_files(
         "training_settings": {
             "epochs": t.epochs, "batch_size": t.batch_size, "seed": t.seed, "hidden_units": list(t.hidden_units),
             "dropout": t.dropout, "batch_norm": t.batch_norm, "learning_rate": t.learning_rate, "l2": t.l2,
-            "patience": t.patience, "split": list(t.split),
+            "patience": t.patience, "split": list(t.split), "head": t.head, "logistic_c": t.logistic_c,
         },
+        "model_fitted_on": ("every sample (train, validation and test); test figures are from a twin fitted "
+                            "without the test split" if t.head == "logistic" else "the training split"),
+        "gate": outcome.gate,
         "embedding_model_id": snapshot.embedding_model_id,
         "embedding_fingerprint": store.model_fingerprint(snapshot.embedding_model_id),
         "model_sha256": _sha256_of(folder / "model.keras"),

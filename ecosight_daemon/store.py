@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 
 from .errors import CacheError
+from .features import AudiosetHead
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: audioset_heads
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -55,6 +56,11 @@ CREATE TABLE IF NOT EXISTS files (
     reason TEXT,
     first_seen REAL NOT NULL,
     updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audioset_heads (
+    model_id TEXT PRIMARY KEY REFERENCES models(model_id),
+    kernel BLOB NOT NULL,
+    bias BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS group_splits (
     group_key TEXT PRIMARY KEY,
@@ -191,6 +197,24 @@ class EmbeddingStore:
                 previous, model_id, changed,
             )
         return changed
+
+    def save_audioset_head(self, model_id: str, head: AudiosetHead) -> None:
+        """Keep YAMNet's AudioSet layer with its model, so pooling needs no TensorFlow."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO audioset_heads (model_id, kernel, bias) VALUES (?, ?, ?)",
+                (model_id, _float32_blob(head.kernel), _float32_blob(head.bias)),
+            )
+
+    def audioset_head(self, model_id: str | None = None) -> AudiosetHead | None:
+        row = self._db.execute(
+            "SELECT kernel, bias FROM audioset_heads WHERE model_id = ?", (model_id or self.model_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        bias = np.frombuffer(row[1], dtype="<f4")
+        kernel = np.frombuffer(row[0], dtype="<f4").reshape(-1, len(bias))
+        return AudiosetHead(kernel.copy(), bias.copy())
 
     def model_fingerprint(self, model_id: str) -> dict[str, Any] | None:
         row = self._db.execute(
@@ -399,6 +423,10 @@ def _upsert_file(
     )
 
 
+def _float32_blob(array: np.ndarray) -> bytes:
+    return np.ascontiguousarray(array, dtype="<f4").tobytes()
+
+
 def _set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
     db.execute(
         "INSERT INTO meta (key, value) VALUES (?, ?) "
@@ -424,11 +452,12 @@ def _ensure_schema(connection: sqlite3.Connection) -> int:
         for statement in filter(str.strip, _SCHEMA.split(";")):
             connection.execute(statement)
         row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None:
+        version = SCHEMA_VERSION if row is None else int(row[0])
+        if version < SCHEMA_VERSION:
+            logger.info("embedding cache schema upgraded from version %d to %d", version, SCHEMA_VERSION)
+        if row is None or version < SCHEMA_VERSION:  # the statements above made it current
             _set_meta(connection, "schema_version", str(SCHEMA_VERSION))
             version = SCHEMA_VERSION
-        else:
-            version = int(row[0])
         connection.execute("COMMIT")
     except BaseException:
         connection.execute("ROLLBACK")

@@ -21,10 +21,13 @@ import numpy as np
 
 from . import pause
 from .evaluation import apply_priority_threshold, choose_priority_threshold, classification_metrics
+from .features import AudiosetHead
+from .logistic_head import fit_logistic, out_of_fold_probabilities
 
 logger = logging.getLogger(__name__)
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+HOLDOUT_MODEL = "holdout_model.keras"  # the twin that never saw the test split; the next gate uses it
 
 
 @dataclass(frozen=True)
@@ -44,12 +47,13 @@ class JobFiles:
         return self.folder / "job_result.json"
 
 
-def write_job(folder: Path, features: np.ndarray, labels: np.ndarray, splits: list[str],
-              spec: dict[str, Any]) -> JobFiles:
+def write_job(folder: Path, features: np.ndarray, labels: np.ndarray, splits: list[str], groups: list[str],
+              spec: dict[str, Any], head: AudiosetHead | None = None) -> JobFiles:
     files = JobFiles(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    extra = {} if head is None else {"audioset_kernel": head.kernel, "audioset_bias": head.bias}
     np.savez(files.data, features=features, labels=labels,
-             splits=np.array([SPLIT_CODES[s] for s in splits], dtype=np.int8))
+             splits=np.array([SPLIT_CODES[s] for s in splits], dtype=np.int8), groups=np.array(groups), **extra)
     files.spec.write_text(json.dumps(spec, indent=2))
     return files
 
@@ -119,75 +123,131 @@ def _die_with_parent() -> None:
         pass
 
 
+@dataclass
+class FittedHead:
+    """What one recipe produced: the model to ship and the twin the gate judges.
+
+    `holdout_model` never saw the test split; `model` may have (the logistic head is
+    refitted on every sample once its test figures are taken). Both are the same
+    object when the recipe does not refit.
+    """
+
+    model: Any
+    holdout_model: Any
+    threshold: float | None
+    threshold_info: dict[str, Any]
+    test_probabilities: np.ndarray
+    history: dict[str, list[float]]
+    epochs_run: int
+
+
 def run_job(files: JobFiles, should_stop: Any) -> tuple[dict[str, Any], Callable[[Path], None] | None]:
     """Fit and evaluate; returns the result and a function that exports the fitted model."""
-    from .training import (
-        ClassifierParams,
-        export_end_to_end,
-        fit_classifier,
-        load_classifier,
-        predict_probabilities,
-        save_classifier,
-    )
+    from .training import export_end_to_end, load_classifier, predict_probabilities, save_classifier
 
     spec = json.loads(files.spec.read_text())
     data = np.load(files.data)
     features, labels, splits = data["features"], data["labels"], data["splits"]
-    train, val, test = (splits == 0), (splits == 1), (splits == 2)
+    groups = data["groups"] if "groups" in data else np.arange(len(labels)).astype(str)
+    head = AudiosetHead(data["audioset_kernel"], data["audioset_bias"]) if "audioset_kernel" in data else None
+    test = splits == 2
     classes: list[str] = spec["classes"]
-    params = ClassifierParams(**{**spec["params"], "hidden_units": tuple(spec["params"]["hidden_units"])})
-    logger.info("training on %d clips (%d validation, %d test), %d classes",
-                int(train.sum()), int(val.sum()), int(test.sum()), len(classes))
+    logger.info("training a %s head on %d clips (%d validation, %d test), %d classes", spec["head"],
+                int((splits == 0).sum()), int((splits == 1).sum()), int(test.sum()), len(classes))
     pause.point("training")
-    fit = fit_classifier(features[train], labels[train], features[val], labels[val],
-                         len(classes), params, should_stop)
-    if fit.stopped_early_by_request:
+    if spec["head"] == "logistic":
+        fitted = fit_logistic_head(features, labels, splits, groups, classes, spec)
+    else:
+        fitted = fit_keras_head(features, labels, splits, classes, spec, should_stop)
+    if fitted is None:
         return {"ok": False, "error": "stopped on request"}, None
 
-    priority = spec["priority_class"]
-    priority_index = classes.index(priority) if priority in classes else None
-    threshold = None
-    threshold_info: dict[str, Any] = {"note": f"{priority} is not among the trained classes"}
-    if priority_index is not None:
-        choice = choose_priority_threshold(predict_probabilities(fit.model, features[val]), labels[val],
-                                           priority_index, spec["priority_recall_target"],
-                                           spec["priority_min_precision"])
-        threshold, threshold_info = choice.threshold, choice.as_dict()
+    priority_index = classes.index(spec["priority_class"]) if spec["priority_class"] in classes else None
+    candidate_labels = apply_priority_threshold(fitted.test_probabilities, priority_index, fitted.threshold)
+    candidate = classification_metrics(labels[test], candidate_labels, classes)
+    incumbent_labels = incumbent_predictions(spec.get("incumbent"), features[test], classes, load_classifier,
+                                             predict_probabilities)
+    incumbent = None if incumbent_labels is None else classification_metrics(labels[test], incumbent_labels,
+                                                                              classes)
 
-    test_probabilities = predict_probabilities(fit.model, features[test])
-    candidate = classification_metrics(
-        labels[test], apply_priority_threshold(test_probabilities, priority_index, threshold), classes
-    )
-    incumbent = evaluate_incumbent(spec.get("incumbent"), features[test], labels[test], classes,
-                                   load_classifier, predict_probabilities)
-
-    save_classifier(fit.model, files.folder / "model.keras")
-    (files.folder / "training_history.json").write_text(json.dumps(fit.history, indent=2))
+    save_classifier(fitted.model, files.folder / "model.keras")
+    if fitted.holdout_model is not fitted.model:
+        save_classifier(fitted.holdout_model, files.folder / HOLDOUT_MODEL)
+    (files.folder / "training_history.json").write_text(json.dumps(fitted.history, indent=2))
     # Written for tools that expect the old file; this program never loads a pickle.
-    (files.folder / "training_history.pkl").write_bytes(pickle.dumps(fit.history))
+    (files.folder / "training_history.pkl").write_bytes(pickle.dumps(fitted.history))
 
     def export(target: Path) -> None:
-        export_end_to_end(spec["export_handle"], fit.model, classes, spec["pooling"], priority_index,
-                          threshold, target)
+        export_end_to_end(spec["export_handle"], fitted.model, classes, spec["pooling"], priority_index,
+                          fitted.threshold, target, head)
 
     return {
         "ok": True,
-        "epochs_run": fit.epochs_run,
-        "history": fit.history,
-        "priority_threshold": threshold,
-        "threshold": threshold_info,
+        "epochs_run": fitted.epochs_run,
+        "history": fitted.history,
+        "priority_threshold": fitted.threshold,
+        "threshold": fitted.threshold_info,
         "candidate_metrics": candidate,
         "incumbent_metrics": incumbent,
+        "test_labels": [int(v) for v in labels[test]],
+        "candidate_predictions": [int(v) for v in candidate_labels],
+        "incumbent_predictions": None if incumbent_labels is None else [int(v) for v in incumbent_labels],
     }, export
 
 
-def evaluate_incumbent(
-    incumbent: dict[str, Any] | None, test_x: np.ndarray, test_y: np.ndarray, classes: list[str],
-    load_classifier: Any, predict_probabilities: Any,
-) -> dict[str, Any] | None:
-    """The current model's metrics on the candidate's test split, over the candidate's classes.
+def fit_logistic_head(features: np.ndarray, labels: np.ndarray, splits: np.ndarray, groups: np.ndarray,
+                      classes: list[str], spec: dict[str, Any]) -> FittedHead:
+    """Threshold from out-of-fold scores on train+validation, a twin fitted there for the
+    test figures, then the shipped model refitted on every sample."""
+    from .training import keras_from_logistic
 
-    Test clips of a class the current model never learned count as its mistakes.
+    c = float(spec["logistic_c"])
+    learn = splits != 2
+    test = splits == 2
+    threshold, threshold_info = None, {"note": f"{spec['priority_class']} is not among the trained classes"}
+    if spec["priority_class"] in classes:
+        scores = out_of_fold_probabilities(features[learn], labels[learn], groups[learn], len(classes), c)
+        if scores is None:
+            threshold_info = {"note": "too few recordings for out-of-fold scores; plain argmax"}
+        else:
+            choice = choose_priority_threshold(scores, labels[learn], classes.index(spec["priority_class"]),
+                                               spec["priority_recall_target"], spec["priority_min_precision"])
+            threshold, threshold_info = choice.threshold, {**choice.as_dict(), "scored_on": "out-of-fold"}
+    twin = fit_logistic(features[learn], labels[learn], len(classes), c)
+    shipped = fit_logistic(features, labels, len(classes), c) if test.any() else twin
+    holdout_model = keras_from_logistic(twin)
+    model = keras_from_logistic(shipped) if shipped is not twin else holdout_model
+    return FittedHead(model, holdout_model, threshold, threshold_info, twin.probabilities(features[test]), {}, 0)
+
+
+def fit_keras_head(features: np.ndarray, labels: np.ndarray, splits: np.ndarray, classes: list[str],
+                   spec: dict[str, Any], should_stop: Any) -> FittedHead | None:
+    """Gradient-trained head with hidden layers: early stopping and threshold on validation."""
+    from .training import ClassifierParams, fit_classifier, predict_probabilities
+
+    train, val, test = (splits == 0), (splits == 1), (splits == 2)
+    params = ClassifierParams(**{**spec["params"], "hidden_units": tuple(spec["params"]["hidden_units"])})
+    fit = fit_classifier(features[train], labels[train], features[val], labels[val], len(classes), params,
+                         should_stop)
+    if fit.stopped_early_by_request:
+        return None
+    threshold, threshold_info = None, {"note": f"{spec['priority_class']} is not among the trained classes"}
+    if spec["priority_class"] in classes:
+        choice = choose_priority_threshold(predict_probabilities(fit.model, features[val]), labels[val],
+                                           classes.index(spec["priority_class"]), spec["priority_recall_target"],
+                                           spec["priority_min_precision"])
+        threshold, threshold_info = choice.threshold, {**choice.as_dict(), "scored_on": "validation split"}
+    return FittedHead(fit.model, fit.model, threshold, threshold_info,
+                      predict_probabilities(fit.model, features[test]), fit.history, fit.epochs_run)
+
+
+def incumbent_predictions(
+    incumbent: dict[str, Any] | None, test_x: np.ndarray, classes: list[str],
+    load_classifier: Any, predict_probabilities: Any,
+) -> np.ndarray | None:
+    """The current model's labels for the candidate's test clips, as the candidate's class indices.
+
+    Test clips of a class the current model never learned count as its mistakes (-1).
     """
     if incumbent is None:
         return None
@@ -197,6 +257,5 @@ def evaluate_incumbent(
     priority = incumbent.get("priority_class")
     priority_index = its_classes.index(priority) if priority in its_classes else None
     own_labels = apply_priority_threshold(probabilities, priority_index, incumbent.get("priority_threshold"))
-    mapped = np.array([classes.index(its_classes[i]) if its_classes[i] in classes else -1 for i in own_labels],
-                      dtype=np.int64)
-    return classification_metrics(test_y, mapped, classes)
+    return np.array([classes.index(its_classes[i]) if its_classes[i] in classes else -1 for i in own_labels],
+                    dtype=np.int64)

@@ -16,6 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from .features import AudiosetHead
+from .logistic_head import LogisticFit
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
@@ -59,6 +62,21 @@ def build_classifier(train_features: np.ndarray, n_classes: int, params: Classif
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
+    return model
+
+
+def keras_from_logistic(fit: LogisticFit) -> keras.Model:
+    """The Keras model of a logistic fit: raw pooled features -> Normalization -> softmax.
+
+    It computes exactly LogisticFit.probabilities, so it saves, loads and exports like
+    any head the daemon trains.
+    """
+    dim, n_classes = fit.kernel.shape
+    inputs = keras.Input(shape=(dim,), name="pooled_embedding")
+    normalization = keras.layers.Normalization(mean=fit.mean, variance=np.square(fit.std), name="normalization")
+    dense = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")
+    model = keras.Model(inputs, dense(normalization(inputs)), name="ecosight_classifier")
+    dense.set_weights([fit.kernel, fit.bias])
     return model
 
 
@@ -279,8 +297,13 @@ def save_classifier(model: keras.Model, path: Path) -> None:
     model.save(path)
 
 
-def pool_tensor(patches: tf.Tensor, method: str) -> tf.Tensor:
+def pool_tensor(patches: tf.Tensor, method: str, head: AudiosetHead | None = None) -> tf.Tensor:
     """TensorFlow twin of features.pool_patches, for the end-to-end export."""
+    if method == "mean_max_audioset":
+        if head is None:
+            raise ValueError("pooling mean_max_audioset needs YAMNet's AudioSet layer")
+        logits = tf.matmul(patches, tf.constant(head.kernel)) + tf.constant(head.bias)
+        return tf.concat([pool_tensor(patches, "mean_max"), pool_tensor(logits, "mean_max")], axis=0)
     if method == "mean":
         return tf.reduce_mean(patches, axis=0)
     if method == "mean_max":
@@ -295,20 +318,21 @@ class EndToEndModel(tf.Module):
 
     def __init__(
         self, yamnet: Any, classifier: keras.Model, classes: list[str], pooling: str,
-        priority_index: int | None, threshold: float | None,
+        priority_index: int | None, threshold: float | None, head: AudiosetHead | None = None,
     ) -> None:
         super().__init__(name="ecosight_end_to_end")
         self.yamnet = yamnet
         self.classifier = classifier
         self.class_names = tf.constant(classes)
         self._pooling = pooling
+        self._head = head
         self._priority = -1 if priority_index is None or threshold is None else priority_index
         self._threshold = 2.0 if threshold is None else float(threshold)
 
     @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.float32, name="waveform")])
     def __call__(self, waveform: tf.Tensor) -> dict[str, tf.Tensor]:
         _, embeddings, _ = self.yamnet(waveform)
-        pooled = pool_tensor(embeddings, self._pooling)
+        pooled = pool_tensor(embeddings, self._pooling, self._head)
         probabilities = self.classifier(pooled[tf.newaxis, :], training=False)[0]
         label_index = tf.argmax(probabilities, output_type=tf.int32)
         if self._priority >= 0:
@@ -323,10 +347,10 @@ class EndToEndModel(tf.Module):
 
 def export_end_to_end(
     yamnet_handle: str, classifier: keras.Model, classes: list[str], pooling: str,
-    priority_index: int | None, threshold: float | None, target: Path,
+    priority_index: int | None, threshold: float | None, target: Path, head: AudiosetHead | None = None,
 ) -> None:
     """Save a SavedModel a field device can load with tf.saved_model.load alone."""
     import tensorflow_hub as hub
 
-    module = EndToEndModel(hub.load(yamnet_handle), classifier, classes, pooling, priority_index, threshold)
+    module = EndToEndModel(hub.load(yamnet_handle), classifier, classes, pooling, priority_index, threshold, head)
     tf.saved_model.save(module, str(target), signatures={"serving_default": module.__call__})
