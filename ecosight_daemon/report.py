@@ -44,6 +44,7 @@ def plot_training_curves(history: dict[str, list[float]], target: Path) -> None:
         for prefix, style in (("", "-"), ("val_", "--")):
             if history.get(prefix + key):
                 axes.plot(range(1, len(history[prefix + key]) + 1), history[prefix + key], style,
+                          marker="o" if len(history[prefix + key]) == 1 else None,
                           label="validation" if prefix else "training")
         axes.set_xlabel("epoch")
         axes.set_title(key)
@@ -86,10 +87,11 @@ def _gate_paragraph(decision: dict[str, Any] | None) -> str:
 def write_report(folder: Path, metadata: dict[str, Any], metrics: dict[str, Any],
                  history: dict[str, list[float]], incumbent: dict[str, Any] | None) -> None:
     plot_confusion_matrix(metrics["confusion_matrix"], metrics["class_names"], folder / CONFUSION_PNG)
-    curves = "<p>No training curve: the logistic head is fitted to convergence, not epoch by epoch.</p>"
-    if history.get("loss"):
-        plot_training_curves(history, folder / CURVES_PNG)
-        curves = _image(folder / CURVES_PNG, "training curves")
+    plot_training_curves(history, folder / CURVES_PNG)
+    curves = _image(folder / CURVES_PNG, "training curves")
+    if len(history.get("loss", [])) == 1:
+        curves = ("<p>The logistic head is fitted to convergence, not epoch by epoch: one point, its loss "
+                  "and accuracy on what it learned from, and out of fold (\"validation\").</p>" + curves)
     comparison = "<p>No earlier model to compare with.</p>"
     if incumbent:
         comparison = (f"<p>Model it replaces ({html.escape(str(metadata.get('replaced_version')))}), on the "

@@ -205,8 +205,8 @@ def fit_logistic_head(features: np.ndarray, labels: np.ndarray, splits: np.ndarr
     learn = splits != 2
     test = splits == 2
     threshold, threshold_info = None, {"note": f"{spec['priority_class']} is not among the trained classes"}
+    scores = out_of_fold_probabilities(features[learn], labels[learn], groups[learn], len(classes), c)
     if spec["priority_class"] in classes:
-        scores = out_of_fold_probabilities(features[learn], labels[learn], groups[learn], len(classes), c)
         if scores is None:
             threshold_info = {"note": "too few recordings for out-of-fold scores; plain argmax"}
         else:
@@ -217,7 +217,22 @@ def fit_logistic_head(features: np.ndarray, labels: np.ndarray, splits: np.ndarr
     shipped = fit_logistic(features, labels, len(classes), c) if test.any() else twin
     holdout_model = keras_from_logistic(twin)
     model = keras_from_logistic(shipped) if shipped is not twin else holdout_model
-    return FittedHead(model, holdout_model, threshold, threshold_info, twin.probabilities(features[test]), {}, 0)
+    history = _one_fit_history(shipped.probabilities(features), labels, scores, labels[learn])
+    return FittedHead(model, holdout_model, threshold, threshold_info, twin.probabilities(features[test]), history, 1)
+
+
+def _one_fit_history(fitted: np.ndarray, labels: np.ndarray, out_of_fold: np.ndarray | None,
+                     out_of_fold_labels: np.ndarray) -> dict[str, list[float]]:
+    """The old history file's keys for a fit with no epochs: one entry, the converged fit's
+    loss and accuracy on what it learned from, and the out-of-fold ones as "validation"."""
+    def loss(probabilities: np.ndarray, truth: np.ndarray) -> float:
+        return float(-np.mean(np.log(np.clip(probabilities[np.arange(len(truth)), truth], 1e-12, 1.0))))
+
+    history = {"loss": [loss(fitted, labels)], "accuracy": [float(np.mean(fitted.argmax(axis=1) == labels))]}
+    if out_of_fold is not None:
+        history["val_loss"] = [loss(out_of_fold, out_of_fold_labels)]
+        history["val_accuracy"] = [float(np.mean(out_of_fold.argmax(axis=1) == out_of_fold_labels))]
+    return history
 
 
 def fit_keras_head(features: np.ndarray, labels: np.ndarray, splits: np.ndarray, classes: list[str],

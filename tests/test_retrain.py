@@ -136,21 +136,30 @@ def test_manifest_has_no_recording_on_both_sides_and_model_reproduces_its_metric
         sides.setdefault(row["group"], set()).add(row["split"])
     assert all(len(s) == 1 for s in sides.values())
 
-    # The saved model takes raw pooled embeddings: the cache + pooling + model alone
-    # reproduce the recorded test metrics (normalization lives inside the model).
+    # The saved models take raw pooled embeddings: the cache + pooling + the holdout twin
+    # alone reproduce the recorded test metrics (normalization lives inside the model).
     metadata = json.loads((models / METADATA_FILE).read_text())
     store = EmbeddingStore.open(models / "embedding_cache.sqlite3")
-    test_rows = [r for r in rows if r["split"] == "test"]
-    features = np.stack([pool_patches(store.embeddings_for(r["sha256"]), metadata["pooling"]) for r in test_rows])
+    head = store.audioset_head()
+    pooled = {r["sha256"]: pool_patches(store.embeddings_for(r["sha256"]), metadata["pooling"], head) for r in rows}
     store.close()
     classes = metadata["classes"]
-    probabilities = predict_probabilities(load_classifier(models / MODEL_FILE), features)
-    predicted = apply_priority_threshold(probabilities, classes.index("gun_shot"), metadata["priority_threshold"])
+    test_rows = [r for r in rows if r["split"] == "test"]
     truth = np.array([classes.index(r["class"]) for r in test_rows])
-    recomputed = classification_metrics(truth, predicted, classes)
+
+    def labels(model_path: Path, chosen: list[dict[str, str]]) -> np.ndarray:
+        probabilities = predict_probabilities(load_classifier(model_path), np.stack([pooled[r["sha256"]] for r in chosen]))
+        return apply_priority_threshold(probabilities, classes.index("gun_shot"), metadata["priority_threshold"])
+
+    twin = models / "versions" / "v0001" / "holdout_model.keras"
+    recomputed = classification_metrics(truth, labels(twin, test_rows), classes)
     recorded = json.loads((models / METRICS_FILE).read_text())
     assert recomputed["confusion_matrix"] == recorded["confusion_matrix"]
     assert recomputed["macro_f1"] == pytest.approx(recorded["macro_f1"])
+    assert metadata["model_fitted_on"].startswith("every sample")
+    # The shipped model is the refit on every sample: it labels all of its training data.
+    shipped = labels(models / MODEL_FILE, rows)
+    assert np.mean(shipped == np.array([classes.index(r["class"]) for r in rows])) > 0.97
 
 
 def test_split_is_stable_across_retrains_and_test_only_grows(project: Path, write_wav: Any) -> None:
@@ -172,13 +181,15 @@ def test_gate_rejects_a_worse_candidate_and_leaves_operator_files_untouched(
     retrain(project)
     models = project / "models"
     before = snapshot_bytes(models)
-    # A crippled candidate: linear, one epoch at a tiny learning rate.
-    write_config(project, yamnet_handle, "hidden_units = []\nepochs = 1\nlearning_rate = 0.000001\n")
+    # A crippled candidate: a Keras head trained one epoch at a tiny learning rate.
+    write_config(project, yamnet_handle, 'head = "keras"\nhidden_units = []\nepochs = 1\nlearning_rate = 0.000001\n')
     result = cli(project, "retrain", "--json")
     assert result.returncode == 3, result.stderr[-2000:]
     outcome = json.loads(result.stdout)
     assert outcome["promoted"] is False and outcome["version"] == "v0002"
     assert "would drop" in outcome["reason"]
+    assert outcome["gate"]["rule"].startswith("paired McNemar")
+    assert outcome["gate"]["statistics"]["all_clips"]["p_value"] < 0.05
     assert snapshot_bytes(models) == before
     rejected = json.loads((models / "versions" / "v0002" / "metadata.json").read_text())
     assert rejected["status"] == "rejected" and rejected["decision_reason"] == outcome["reason"]
@@ -245,7 +256,7 @@ def test_predict_agrees_with_the_model_and_export_matches(project: Path, yamnet:
     exported = tf.saved_model.load(str(models / "versions" / metadata["version"] / "export"))
     for path, prediction in zip(files, predictions):
         waveform = decode_audio(path.read_bytes(), 600).waveform
-        features = pool_patches(yamnet.embed(waveform), metadata["pooling"])[np.newaxis]
+        features = pool_patches(yamnet.embed(waveform), metadata["pooling"], yamnet.audioset_head())[np.newaxis]
         expected = predict_probabilities(classifier, features)[0]
         label = apply_priority_threshold(expected[np.newaxis], classes.index("gun_shot"),
                                          metadata["priority_threshold"])[0]
