@@ -287,6 +287,8 @@ def format_status(status: dict[str, Any] | None, problem: str | None) -> str:
            f"{_interval(metrics.get('accuracy_interval'))}, macro-F1 {metrics['macro_f1']:.3f}"
            f"{_interval(metrics.get('macro_f1_interval'))})" if metrics.get("accuracy") is not None else ""),
     ]
+    if status.get("watcher_problem"):
+        lines.append(f"problem      {status['watcher_problem']}")
     last = status.get("last_retrain")
     if last:
         lines.append(f"last retrain {last.get('timestamp')}: {last.get('status')} ({last.get('reason')})")

@@ -37,7 +37,7 @@ from .status import HEARTBEAT_S, DaemonState, write_status
 from .store import EmbeddingStore, FileState
 from .systemd import SystemdNotifier
 from .training_child import TrainingChild
-from .watcher import FileEvent, SettleTracker, start_observer
+from .watcher import FileEvent, SettleTracker, SupervisedWatcher
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ TRIGGER_CHECK_S = 5.0
 # audio_dir replaces them, so a burst of any size costs bounded memory.
 FILE_EVENT_LIMIT = 10_000
 SETTLE_POLL_S = 0.1  # how often files waiting to settle are looked at
+FOLDER_RESCAN_DELAY_S = 1.0  # folder events within this long share one rescan
 STORAGE_RETRY_S = 5.0  # pause after a failed write (disk full, I/O error) before trying again
 DRIFT_CHECK_INTERVAL_S = 60.0
 JOIN_TIMEOUT_S = 5.0
@@ -110,9 +111,11 @@ class Daemon:
         self._started_wall = time.time()
         self._store: EmbeddingStore | None = None
         self._embedder: Embedder | None = None
-        self._observer: Any = None
+        self._watcher: SupervisedWatcher | None = None
         self._schedule: RetrainSchedule | None = None
         self._next_reconcile = 0.0
+        self._folder_rescan_at: float | None = None
+        self._rescans = 0
         self._next_heartbeat = 0.0
         self._next_watchdog = 0.0
         self._new_samples = 0
@@ -183,8 +186,9 @@ class Daemon:
             remember_audioset_head(self._store, self._embedder)
         self._baseline = trained_hashes(self._registry)
         settings.paths.audio_dir.mkdir(parents=True, exist_ok=True)
-        self._observer = start_observer(settings.paths.audio_dir, self._on_file_event,
-                                        settings.watch.polling, settings.watch.poll_interval_s)
+        self._watcher = SupervisedWatcher(settings.paths.audio_dir, self._on_file_event, settings.watch.polling,
+                                          settings.watch.poll_interval_s, self._clock)
+        self._watcher.start()
         self._start_schedule()
         self._warm_up_training()
         self._notifier.ready("reconciling")
@@ -286,7 +290,10 @@ class Daemon:
 
     def _on_path_changed(self, event: FileEvent) -> None:
         if event.rescan:
-            self._inbox.put(Command(Kind.RECONCILE, f"folder changed: {event.path}"))
+            # A storm of folder events (thousands moved in at once) becomes one rescan
+            # shortly after, not one rescan per folder.
+            if self._folder_rescan_at is None:
+                self._folder_rescan_at = self._clock() + FOLDER_RESCAN_DELAY_S
         elif event.deleted:
             self._tracker.forget(Path(event.path))
             assert self._store is not None
@@ -303,8 +310,11 @@ class Daemon:
         for path in self._tracker.due(now):
             if refresh_path(self._store, self.settings.paths.audio_dir, path, self._limits()):
                 self._corpus_changed = True
-        if now >= self._next_reconcile:
-            self._reconcile("periodic")
+        watcher_wants_rescan = self._watcher is not None and self._watcher.check(now)
+        if now >= self._next_reconcile or watcher_wants_rescan:
+            self._reconcile("file watcher restarted or replaced by rescans" if watcher_wants_rescan else "periodic")
+        elif self._folder_rescan_at is not None and now >= self._folder_rescan_at:
+            self._reconcile("folders changed")
         self._embed_some()
         if self._corpus_changed and (not self._more_to_embed or now >= self._next_trigger_check):
             self._corpus_changed = False
@@ -319,6 +329,8 @@ class Daemon:
         if now >= self._next_heartbeat:
             self._write_status()
         if self._notifier.watchdog_interval_s and now >= self._next_watchdog:
+            # Only a turning loop with a working watcher (or its rescans) reaches here
+            # healthy; a stuck loop never pings, so systemd restarts it.
             self._notifier.watchdog()
             self._next_watchdog = now + self._notifier.watchdog_interval_s
 
@@ -329,6 +341,8 @@ class Daemon:
         assert self._store is not None
         if self.state is not DaemonState.TRAINING:
             self._set_state(DaemonState.RECONCILING)
+        self._folder_rescan_at = None
+        self._rescans += 1
         report = reconcile(self._store, self.settings.paths.audio_dir, self._limits())
         self._next_reconcile = self._clock() + self.settings.watch.reconcile_interval_s
         if report.new or report.changed or report.removed:
@@ -541,6 +555,9 @@ class Daemon:
             "model_metrics": model_metrics(metadata),
             "last_retrain": self._last_retrain or (self._registry.retraining_log() or [None])[-1],
             "heartbeat_s": HEARTBEAT_S,
+            "rescans": self._rescans,
+            "watcher": None if self._watcher is None else self._watcher.mode,
+            "watcher_problem": None if self._watcher is None else self._watcher.problem,
         }
 
     def _write_status(self) -> None:
@@ -563,9 +580,8 @@ class Daemon:
         if self._warm_child is not None:
             self._warm_child.close()
             self._warm_child = None
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer.join(timeout=JOIN_TIMEOUT_S)
+        if self._watcher is not None:
+            self._watcher.stop(JOIN_TIMEOUT_S)
         if self._schedule is not None:
             self._schedule.stop()
         self.state = DaemonState.STOPPED

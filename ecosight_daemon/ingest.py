@@ -100,18 +100,59 @@ def shown(text: str) -> str:
     return "".join(c.encode("unicode_escape").decode() if unicodedata.category(c) == "Cc" else c for c in text)
 
 
+MAX_FOLDER_DEPTH = 8  # folders below a class folder that are looked into; deeper ones are ignored
+
+
 def walk_audio_dir(audio_dir: Path, extensions: tuple[str, ...]) -> Iterator[FoundFile]:
-    """Every audio-named entry below audio_dir; hidden folders and temporary names are skipped."""
-    for folder, subfolders, names in os.walk(audio_dir, followlinks=False):
-        subfolders[:] = sorted(name for name in subfolders if not is_ignored_name(name))
-        for name in sorted(names):
-            if not is_audio_name(name, extensions):
+    """Every audio-named entry below audio_dir; hidden folders and temporary names are skipped.
+
+    An explicit stack, not recursion: a tree thousands of folders deep (anyone can
+    write one into audio_dir) costs memory for its width, not the interpreter's stack.
+    Folders more than MAX_FOLDER_DEPTH below a class folder are not entered (logged).
+    """
+    stack: list[tuple[Path, int]] = [(audio_dir, 0)]
+    too_deep: list[Path] = []
+    while stack:
+        folder, depth = stack.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name, reverse=True)
+        except OSError as exc:
+            if folder == audio_dir:
+                raise
+            logger.warning("cannot list folder %s: %s", shown(os.fsdecode(folder)), exc.strerror or exc)
+            continue
+        files = []
+        for entry in entries:
+            if is_ignored_name(entry.name):
                 continue
-            path = Path(folder, name)
+            if entry.is_dir(follow_symlinks=False):
+                if depth > MAX_FOLDER_DEPTH:
+                    too_deep.append(Path(entry.path))
+                else:
+                    stack.append((Path(entry.path), depth + 1))
+            elif is_audio_name(entry.name, extensions):
+                files.append(Path(entry.path))
+        for path in reversed(files):
             relpath, name_problem = index_path(path, audio_dir)
             found = describe_entry(path, relpath, name_problem)
             if found is not None:
                 yield found
+    _report_too_deep(too_deep, audio_dir)
+
+
+_reported_too_deep: set[str] = set()
+
+
+def _report_too_deep(folders: list[Path], audio_dir: Path) -> None:
+    """One warning per newly seen too-deep folder, not one per rescan."""
+    fresh = [f for f in folders if str(f) not in _reported_too_deep]
+    if fresh:
+        if len(_reported_too_deep) > 10_000:
+            _reported_too_deep.clear()
+        _reported_too_deep.update(str(f) for f in fresh)
+        logger.warning("ignored %d folder(s) more than %d levels below a class folder, e.g. %s",
+                       len(fresh), MAX_FOLDER_DEPTH, shown(fresh[0].relative_to(audio_dir).as_posix()[:200]))
 
 
 def describe_entry(path: Path, relpath: str, name_problem: str | None = None) -> FoundFile | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,6 +82,131 @@ def start_observer(audio_dir: Path, put: Callable[[FileEvent], None], polling: b
     observer.schedule(EnqueueingHandler(put), str(audio_dir), recursive=True)
     observer.start()
     return observer
+
+
+_watchdog_thread_deaths: list[str] = []  # why each of watchdog's threads died, in order
+_previous_excepthook = threading.excepthook
+
+
+def _record_thread_death(args: threading.ExceptHookArgs) -> None:
+    """Watchdog's threads (observer, emitters, the shared inotify reader) die silently
+    on an exception; note it so the supervisor below finds out."""
+    if args.thread is not None and type(args.thread).__module__.startswith("watchdog"):
+        del _watchdog_thread_deaths[:-100]
+        _watchdog_thread_deaths.append(f"{args.exc_type.__name__}: {str(args.exc_value)[:200]}")
+    _previous_excepthook(args)
+
+
+threading.excepthook = _record_thread_death
+
+
+def _forget_dead_inotify_reader() -> None:
+    """watchdog shares one inotify reader thread between observers and never replaces it
+    once it died, so a restarted observer would wait on a dead thread forever."""
+    try:
+        from watchdog.observers.inotify_c import InotifyFD
+    except ImportError:  # not on Linux
+        return
+    with InotifyFD._global_lock:
+        if InotifyFD._instance is not None and not InotifyFD._instance.is_alive():
+            InotifyFD._instance = None
+
+RESTART_WINDOW_S = 600.0  # a watcher that dies twice within this falls back to rescans
+
+
+class SupervisedWatcher:
+    """The watchdog observer, checked every loop turn and restarted when its threads die.
+
+    Watchdog walks a new folder tree by recursion in its own threads, so a tree a few
+    thousand folders deep kills them (RecursionError) and file events silently stop. A
+    dead observer is restarted (with a rescan for what it missed); one that dies again
+    within RESTART_WINDOW_S gives way to rescans every poll_interval_s, which use the
+    daemon's own depth-limited walk, until inotify is tried again after that window.
+    """
+
+    def __init__(self, audio_dir: Path, put: Callable[[FileEvent], None], polling: bool,
+                 poll_interval_s: float, clock: Callable[[], float]) -> None:
+        self._start = lambda: start_observer(audio_dir, put, polling, poll_interval_s)
+        self._poll_interval_s = poll_interval_s
+        self._clock = clock
+        self._observer: BaseObserver | None = None
+        self._failures: list[float] = []
+        self._deaths_seen = 0
+        self._next_rescan = 0.0
+        self._retry_at = 0.0
+        self.problem: str | None = None
+
+    @property
+    def mode(self) -> str:
+        return "rescans" if self._observer is None else "watching"
+
+    def start(self) -> None:
+        self._deaths_seen = len(_watchdog_thread_deaths)
+        self._observer = self._start()
+
+    def alive(self) -> bool:
+        observer = self._observer
+        return (observer is not None and len(_watchdog_thread_deaths) == self._deaths_seen
+                and observer.is_alive() and all(e.is_alive() for e in observer.emitters))
+
+    def check(self, now: float) -> bool:
+        """Look after the observer; True when the caller should rescan audio_dir now."""
+        if self._observer is None:
+            if now >= self._retry_at:
+                return self._try_again(now)
+            if now >= self._next_rescan:
+                self._next_rescan = now + self._poll_interval_s
+                return True
+            return False
+        if self.alive():
+            return False
+        why = self._why_dead()
+        self._failures = [t for t in self._failures if now - t < RESTART_WINDOW_S] + [now]
+        self._shut(self._observer)
+        self._observer = None
+        if len(self._failures) >= 2:
+            self.problem = (f"the file watcher failed again ({why}); rescanning every "
+                            f"{self._poll_interval_s:g} s instead, trying the watcher again in "
+                            f"{RESTART_WINDOW_S:.0f} s")
+            logger.error("%s", self.problem)
+            self._retry_at = now + RESTART_WINDOW_S
+            self._next_rescan = now + self._poll_interval_s
+            return True
+        logger.error("the file watcher stopped (%s); restarting it and rescanning", why)
+        return self._try_again(now)
+
+    def _try_again(self, now: float) -> bool:
+        _forget_dead_inotify_reader()
+        try:
+            self.start()
+        except Exception as exc:  # inotify watch limit, a vanished folder...
+            self._observer = None
+            self._retry_at = now + RESTART_WINDOW_S
+            self.problem = (f"cannot start the file watcher ({type(exc).__name__}: {exc}); rescanning every "
+                            f"{self._poll_interval_s:g} s instead")
+            logger.error("%s", self.problem)
+            return True
+        if self.problem is not None:
+            logger.info("the file watcher runs again")
+        self.problem = None
+        return True
+
+    def _why_dead(self) -> str:
+        deaths = _watchdog_thread_deaths[self._deaths_seen:] if len(_watchdog_thread_deaths) > self._deaths_seen else []
+        return deaths[-1] if deaths else "its thread ended"
+
+    @staticmethod
+    def _shut(observer: BaseObserver) -> None:
+        try:
+            observer.stop()
+            observer.join(timeout=5)
+        except Exception:  # a half-dead observer may fail to stop cleanly; it is dropped either way
+            logger.debug("stopping the dead observer failed", exc_info=True)
+
+    def stop(self, timeout: float) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=timeout)
 
 
 @dataclass

@@ -1,0 +1,79 @@
+"""Folder trees that used to stop the daemon: one thousands of folders deep (it killed the
+file watcher silently), and thousands of folders moved in at once (a rescan each)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ..daemon_harness import DaemonProcess, wait_for, write_config
+from ..test_deep_trees import DEEP, make_chain, remove_tree
+from .test_bad_input import wav_bytes
+
+pytestmark = [pytest.mark.reliability, pytest.mark.slow]
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, yamnet_handle: str) -> Iterator[DaemonProcess]:
+    (tmp_path / "audio" / "clips").mkdir(parents=True)
+    (tmp_path / "audio" / "clips" / "first.wav").write_bytes(wav_bytes(seed=1))
+    write_config(tmp_path, yamnet_handle, watch="poll_interval_s = 2.0")
+    process = DaemonProcess(tmp_path).start()
+    try:
+        process.wait_idle(120)
+        yield process
+    finally:
+        process.kill()
+        for child in list((tmp_path / "audio" / "clips").iterdir()):
+            if child.is_dir():
+                remove_tree(child)
+
+
+def test_a_very_deep_tree_neither_crashes_nor_silently_stops_the_daemon(daemon: DaemonProcess, tmp_path: Path) -> None:
+    make_chain(tmp_path / "outside", DEEP, file_every=400)
+    os.rename(tmp_path / "outside", daemon.audio / "clips" / "deep")
+    wait_for(lambda: daemon.status().get("watcher") == "rescans", 60, "the daemon to notice its dead watcher")
+    assert "RecursionError" in daemon.status()["watcher_problem"]
+    # New files are still found (by rescans now), and the status says why it is slower.
+    (daemon.audio / "clips" / "after.wav").write_bytes(wav_bytes(seed=2))
+    daemon.wait_embedded("clips/after.wav", timeout=30)
+    embedded = daemon.embedded_paths()
+    assert "clips/deep/a/a/a/a/a/a/a/clip400.wav" not in embedded  # 400 levels down: ignored, logged
+    assert daemon.log_text().count("levels below a class folder") == 1
+    assert daemon.proc is not None and daemon.proc.poll() is None
+    assert daemon.stop() == 0
+
+
+def test_thousands_of_folders_at_once_make_one_rescan_and_the_daemon_keeps_answering(
+    daemon: DaemonProcess, tmp_path: Path
+) -> None:
+    storm = tmp_path / "storm"
+    storm.mkdir()
+    for i in range(3_000):
+        (storm / f"f{i:04d}").mkdir()
+    for i in range(0, 3_000, 100):
+        (storm / f"f{i:04d}" / "clip.wav").write_bytes(wav_bytes(seed=10 + i))
+    before = daemon.status()["rescans"]
+    for folder in sorted(storm.iterdir()):
+        os.rename(folder, daemon.audio / "clips" / folder.name)  # 3,000 folder events
+    started = time.monotonic()
+    worst = 0.0
+    while time.monotonic() - started < 20:  # the status file is rewritten every 2 s while the loop turns
+        age = time.time() - os.stat(daemon.models / "daemon_status.json").st_mtime
+        worst = max(worst, age)
+        if all(daemon.embedded_paths().get(f"clips/f{i:04d}/clip.wav") == "embedded" for i in range(0, 3_000, 100)):
+            break
+        time.sleep(0.2)
+    assert all(daemon.embedded_paths().get(f"clips/f{i:04d}/clip.wav") == "embedded" for i in range(0, 3_000, 100))
+    assert worst < 5.0, f"the loop stalled: status file {worst:.1f} s old"
+    wait_for(lambda: daemon.status().get("rescans", 0) > before, 10, "the storm's rescan")
+    time.sleep(2)  # anything still queued from the storm would add rescans now
+    rescans = daemon.status()["rescans"] - before
+    assert 1 <= rescans <= 5, f"{rescans} rescans for one storm"
+    daemon.signal(signal.SIGTERM)
+    assert daemon.proc is not None and daemon.proc.wait(timeout=30) == 0
