@@ -9,6 +9,7 @@ complete version.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -44,6 +45,10 @@ PUBLISHED_FILES = (
 VERSION_PATTERN = re.compile(r"v(\d{4,})")
 
 
+class DamagedVersion(OSError):
+    """A version folder whose model file no longer matches its recorded sha256."""
+
+
 def fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -62,6 +67,44 @@ def replace_atomically(target: Path, write: Callable[[Path], None]) -> None:
     finally:
         tmp.unlink(missing_ok=True)
     fsync_path(target.parent)
+
+
+def fsync_tree(folder: Path) -> None:
+    """Make every file and folder below `folder` durable (before it is renamed into place)."""
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        for entry in os.scandir(current):
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False):
+                fsync_path(Path(entry.path))
+        fsync_path(current)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def set_aside(path: Path, why: str) -> Path:
+    """Move a damaged file out of the way, keeping it for a person to look at."""
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    os.replace(path, aside)
+    logger.error("%s is damaged (%s); moved it to %s", path, why, aside.name)
+    return aside
+
+
+def read_json_or_set_aside(path: Path) -> Any:
+    """JSON from path; a file that is not valid JSON (a power cut, a bad edit) is set aside."""
+    try:
+        return read_json(path)
+    except (ValueError, UnicodeDecodeError) as exc:
+        set_aside(path, f"not valid JSON: {exc}")
+        return None
 
 
 def write_json(target: Path, value: Any) -> None:
@@ -109,6 +152,7 @@ class ModelRegistry:
     def finalize(self, version: str) -> Path:
         """Make a fully written staging folder visible as versions/<version>."""
         staging, final = self.staging_dir(version), self.version_dir(version)
+        fsync_tree(staging)  # a power cut after the rename must not leave empty files in it
         os.rename(staging, final)
         fsync_path(self.versions_dir)
         return final
@@ -136,7 +180,17 @@ class ModelRegistry:
     # --- the published model --------------------------------------------------------
 
     def current_metadata(self) -> dict[str, Any] | None:
-        return read_json(self.root / METADATA_FILE)
+        metadata = read_json_or_set_aside(self.root / METADATA_FILE)
+        return metadata if isinstance(metadata, dict) else None
+
+    def intact(self, version: str) -> bool:
+        """A finished version whose model file still has the sha256 its metadata names."""
+        folder = self.version_dir(version)
+        try:
+            metadata = read_json(folder / "metadata.json")
+            return bool(metadata) and sha256_of(folder / "model.keras") == metadata.get("model_sha256")
+        except (OSError, ValueError):
+            return False
 
     def current_version(self) -> str | None:
         metadata = self.current_metadata()
@@ -155,6 +209,8 @@ class ModelRegistry:
         source = self.version_dir(version)
         if not (source / "metadata.json").is_file():
             raise FileNotFoundError(f"version {version} does not exist under {self.versions_dir}")
+        if not self.intact(version):
+            raise DamagedVersion(f"version {version}'s model.keras does not match the sha256 in its metadata")
         write_json(self.root / JOURNAL_FILE, {"version": version, "started": time.time()})
         pause.point("promotion")
         for name, published in PUBLISHED_FILES:
@@ -167,20 +223,62 @@ class ModelRegistry:
         return (self.root / JOURNAL_FILE).exists()
 
     def recover(self) -> str | None:
-        """Finish a promotion a crash interrupted; returns the version it completed."""
+        """Finish a promotion a crash interrupted, and make sure the published model is
+        intact; returns the version it (re)published, if any.
+
+        A damaged version (after a power cut, a model file whose sha256 no longer matches)
+        is never published: the newest intact promoted version is, with a loud log line.
+        """
         self.remove_stale_staging()
-        journal = read_json(self.root / JOURNAL_FILE)
-        if journal is None:
+        journal = read_json_or_set_aside(self.root / JOURNAL_FILE)
+        if isinstance(journal, dict) and journal.get("version"):
+            version = str(journal["version"])
+            if self.intact(version):
+                logger.warning("finishing the interrupted promotion of %s", version)
+                self.promote(version)
+                return version
+            logger.error("the interrupted promotion of %s cannot be finished: the version is damaged", version)
+            (self.root / JOURNAL_FILE).unlink(missing_ok=True)
+            return self._publish_newest_intact()
+        (self.root / JOURNAL_FILE).unlink(missing_ok=True)
+        metadata = self.current_metadata()
+        if metadata is None:
+            return self._publish_newest_intact() if self.versions() else None
+        version = str(metadata.get("version"))
+        if "model_sha256" not in metadata or not self.version_dir(version).is_dir():
+            return None  # not written by this program (the old system's files): leave them be
+        published = self.root / MODEL_FILE
+        try:
+            published_ok = published.is_file() and sha256_of(published) == metadata.get("model_sha256")
+        except OSError:
+            published_ok = False
+        if published_ok and self.intact(version):
             return None
-        version = journal["version"]
-        logger.warning("finishing the interrupted promotion of %s", version)
-        self.promote(version)
-        return version
+        if self.intact(version):
+            logger.error("the published %s does not match version %s; publishing that version again",
+                         MODEL_FILE, version)
+            self.promote(version)
+            return version
+        logger.error("the current version %s is damaged", version)
+        return self._publish_newest_intact(exclude=version)
+
+    def _publish_newest_intact(self, exclude: str | None = None) -> str | None:
+        for metadata in reversed(self.versions()):
+            version = metadata.get("version")
+            if version and version != exclude and metadata.get("status") == "promoted" and self.intact(version):
+                logger.error("publishing %s, the newest intact promoted version, as the current model", version)
+                self.promote(version)
+                return str(version)
+        logger.error("no intact promoted version is left in %s; the next retrain will make one", self.versions_dir)
+        return None
 
     # --- the retraining log ------------------------------------------------------------
 
     def retraining_log(self) -> list[dict[str, Any]]:
-        entries = read_json(self.root / LOG_FILE, default=[])
+        try:
+            entries = read_json(self.root / LOG_FILE, default=[])
+        except (ValueError, UnicodeDecodeError):  # set aside by the next append_log
+            return []
         return entries if isinstance(entries, list) else []
 
     def append_log(self, entry: dict[str, Any]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import fcntl
-import hashlib
 import logging
 import os
 import shutil
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .artifacts import LOG_FILE as LOG_FILE_NAME
-from .artifacts import ModelRegistry, read_json, write_json
+from .artifacts import ModelRegistry, fsync_path, fsync_tree, read_json, sha256_of, write_json
 from .config import Settings
 from .dataset import Snapshot, SnapshotOptions, Split, take_snapshot
 from .errors import EXIT_TEMPFAIL, EcosightError
@@ -213,7 +212,9 @@ def write_extras(registry: ModelRegistry, version: str, child: TrainingChild, ti
     shutil.rmtree(partial, ignore_errors=True)
     try:
         child.export(partial, time_limit_s, should_stop)
+        fsync_tree(partial)
         os.rename(partial, folder / EXPORT_DIR)
+        fsync_path(folder)
     except (ChildFailed, OSError) as exc:
         shutil.rmtree(partial, ignore_errors=True)
         logger.error("version %s: no end-to-end export (%s); the Keras model is unaffected", version, exc)
@@ -367,13 +368,9 @@ def _write_version_files(
         "gate": outcome.gate,
         "embedding_model_id": snapshot.embedding_model_id,
         "embedding_fingerprint": store.model_fingerprint(snapshot.embedding_model_id),
-        "model_sha256": _sha256_of(folder / "model.keras"),
+        "model_sha256": sha256_of(folder / "model.keras"),
         "incumbent_metrics": outcome.incumbent_metrics,
     }
     for leftover in ("job_data.npz", "job.json", "job_result.json"):
         (folder / leftover).unlink(missing_ok=True)
     write_json(folder / "metadata.json", metadata)  # last: a version folder with metadata is complete
-
-
-def _sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

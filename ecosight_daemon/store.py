@@ -133,8 +133,9 @@ class EmbeddingStore:
             ) from exc
         except sqlite3.DatabaseError as exc:  # not a database, malformed
             raise CacheError(
-                f"cannot open embedding cache {path}: {exc}; move the file aside and the "
-                "cache will be rebuilt (files are embedded again)"
+                f"cannot open embedding cache {path}: {exc}. Recover with: "
+                f"mv '{path}' '{path}.corrupt' && rm -f '{path}-wal' '{path}-shm' ; then start again: "
+                "the cache is rebuilt (every file is embedded again) and models/ is untouched"
             ) from exc
         if version > SCHEMA_VERSION:
             connection.close()

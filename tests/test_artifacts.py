@@ -8,8 +8,11 @@ import pytest
 from ecosight_daemon.artifacts import (
     JOURNAL_FILE,
     MODEL_FILE,
+    METADATA_FILE,
+    DamagedVersion,
     ModelRegistry,
     copy_atomically,
+    sha256_of,
     replace_atomically,
     write_json,
 )
@@ -20,7 +23,8 @@ def make_version(registry: ModelRegistry, version: str, payload: str) -> None:
     staging.mkdir(parents=True)
     (staging / "model.keras").write_text(f"model {payload}")
     (staging / "class_names.json").write_text(json.dumps([payload]))
-    write_json(staging / "metadata.json", {"version": version, "status": "promoted"})
+    write_json(staging / "metadata.json", {"version": version, "status": "promoted",
+                                           "model_sha256": sha256_of(staging / "model.keras")})
     registry.finalize(version)
 
 
@@ -80,3 +84,68 @@ def test_log_appends_and_keeps_an_unreadable_log_aside(tmp_path: Path) -> None:
     assert registry.retraining_log() == [{"n": 3}]
     kept = list(tmp_path.glob("retraining_log.json.unreadable-*"))
     assert len(kept) == 1 and kept[0].read_text().startswith("[{\"n\": 1}")
+
+
+def test_a_damaged_current_version_gives_way_to_the_newest_intact_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A power cut left v0002's model file empty: it is never published again."""
+    registry = ModelRegistry(tmp_path)
+    registry.ensure()
+    for version, payload in (("v0001", "one"), ("v0002", "two"), ("v0003", "three")):
+        make_version(registry, version, payload)
+    registry.promote("v0002")
+    metadata = json.loads((registry.version_dir("v0003") / "metadata.json").read_text())
+    write_json(registry.version_dir("v0003") / "metadata.json", {**metadata, "status": "rejected"})
+    (registry.version_dir("v0002") / "model.keras").write_bytes(b"")
+    assert registry.recover() == "v0001"  # v0003 was never promoted: not a fallback
+    assert registry.current_version() == "v0001" and (tmp_path / MODEL_FILE).read_text() == "model one"
+    assert "the current version v0002 is damaged" in caplog.text
+    with pytest.raises(DamagedVersion):
+        registry.promote("v0002")
+    assert registry.recover() is None  # intact now: nothing to do
+
+
+def test_a_damaged_published_copy_is_published_again(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path)
+    registry.ensure()
+    make_version(registry, "v0001", "one")
+    registry.promote("v0001")
+    (tmp_path / MODEL_FILE).write_bytes(b"\0" * 10)
+    assert registry.recover() == "v0001"
+    assert (tmp_path / MODEL_FILE).read_text() == "model one"
+
+
+def test_a_journal_naming_a_damaged_version_is_not_finished(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path)
+    registry.ensure()
+    make_version(registry, "v0001", "one")
+    make_version(registry, "v0002", "two")
+    registry.promote("v0001")
+    write_json(tmp_path / JOURNAL_FILE, {"version": "v0002"})
+    (registry.version_dir("v0002") / "model.keras").write_text("model tw")  # cut short
+    assert registry.recover() == "v0001"
+    assert registry.current_version() == "v0001" and not (tmp_path / JOURNAL_FILE).exists()
+
+
+def test_corrupt_metadata_and_log_are_set_aside_and_the_model_republished(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path)
+    registry.ensure()
+    make_version(registry, "v0001", "one")
+    registry.promote("v0001")
+    registry.append_log({"n": 1})
+    (tmp_path / METADATA_FILE).write_bytes(b'{"version": "v00\0\0\0')
+    (tmp_path / "retraining_log.json").write_bytes(b"\0\0\0")
+    assert registry.retraining_log() == []  # readable by status, set aside by the next append
+    assert registry.recover() == "v0001"
+    assert registry.current_version() == "v0001"
+    assert len(list(tmp_path.glob(f"{METADATA_FILE}.corrupt-*"))) == 1
+
+
+def test_files_of_the_old_system_are_left_alone(tmp_path: Path) -> None:
+    (tmp_path / MODEL_FILE).write_text("the notebook's model")
+    write_json(tmp_path / METADATA_FILE, {"model_version": "2.0", "accuracy": 0.9})
+    registry = ModelRegistry(tmp_path)
+    registry.ensure()
+    assert registry.recover() is None
+    assert (tmp_path / MODEL_FILE).read_text() == "the notebook's model"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,8 +127,12 @@ def test_newer_schema_is_refused_with_what_to_do(tmp_path: Path) -> None:
 def test_a_file_that_is_not_sqlite_is_refused_with_what_to_do(tmp_path: Path) -> None:
     path = tmp_path / "cache.sqlite3"
     path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(CacheError, match="move the file aside"):
+    with pytest.raises(CacheError, match="Recover with: mv") as raised:
         EmbeddingStore.open(path)
+    command = str(raised.value).split("Recover with: ", 1)[1].split(" ; ", 1)[0]
+    subprocess.run(["bash", "-c", command], check=True)  # the exact command the message gives works
+    EmbeddingStore.open(path).close()
+    assert (tmp_path / "cache.sqlite3.corrupt").read_bytes().startswith(b"this is not a database")
 
 
 def test_class_counts_agree_with_a_row_by_row_tally(store: EmbeddingStore) -> None:
@@ -196,3 +201,21 @@ def test_class_counts_follow_writes_from_this_and_other_connections(tmp_path: Pa
     assert counts["dog_bark"].conflicts == 1 and counts["gun_shot"].conflicts == 1
     daemon_side.close()
     other.close()
+
+
+def test_a_version_1_cache_is_upgraded_in_place(tmp_path: Path) -> None:
+    from ecosight_daemon.features import AudiosetHead
+
+    path = tmp_path / "cache.sqlite3"
+    EmbeddingStore.open(path).close()
+    with sqlite3.connect(path) as db:  # what a cache written before the audioset_heads table looks like
+        db.execute("DROP TABLE audioset_heads")
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    store = EmbeddingStore.open(path)
+    store.adopt_model(*MODEL_A)
+    head = AudiosetHead(np.arange(6, dtype=np.float32).reshape(3, 2), np.ones(2, np.float32))
+    store.save_audioset_head(MODEL_A[0], head)
+    assert np.array_equal(store.audioset_head().kernel, head.kernel)  # type: ignore[union-attr]
+    store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
