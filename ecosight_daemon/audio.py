@@ -50,9 +50,20 @@ class DecodedAudio:
         return len(self.waveform) / TARGET_SAMPLE_RATE
 
 
+BLOCK_BYTES = 4 << 20  # decoded samples held at once, whatever the file's rate or channel count
+MAX_SAMPLE_RATE = 768_000
+MAX_CHANNELS = 256
+
+
 def decode_audio(data: bytes, max_duration_s: float, min_duration_s: float = 0.0,
                  min_peak_dbfs: float | None = None) -> DecodedAudio:
-    """Decode a whole file's bytes, down-mix to mono and resample to 16 kHz.
+    """Decode a file's bytes, down-mix to mono and resample to 16 kHz, block by block.
+
+    Memory is bounded whatever the file claims or holds: the header's rate, channels and
+    length are checked before anything is allocated, samples are read in blocks of
+    BLOCK_BYTES, down-mixed and resampled as a stream, and reading stops once more than
+    max_duration_s has been read (a header may lie about its length). What is kept is the
+    16 kHz mono result: at most max_duration_s x 64 KB/s (38 MB for 600 s).
 
     With `min_peak_dbfs`, a file whose loudest sample (any channel, before resampling)
     is quieter than that is refused: digital silence teaches a classifier nothing, and
@@ -65,55 +76,74 @@ def decode_audio(data: bytes, max_duration_s: float, min_duration_s: float = 0.0
         raise AudioDecodeError("empty file (0 bytes)")
     try:
         with soundfile.SoundFile(io.BytesIO(data)) as sound:
-            rate, channels, frames = sound.samplerate, sound.channels, sound.frames
-            if frames <= 0:
-                raise AudioDecodeError("no audio frames")
-            if rate <= 0:
-                raise AudioDecodeError(f"invalid sample rate {rate} Hz")
-            duration = frames / rate
-            if duration > max_duration_s:
-                raise AudioDecodeError(
-                    f"longer than max_duration_s ({max_duration_s:g} s): {duration:.1f} s"
-                )
-            if duration < min_duration_s:
-                raise AudioDecodeError(
-                    f"shorter than min_duration_s ({min_duration_s:g} s): {frames} frame(s), {duration:.4f} s"
-                )
-            samples = sound.read(dtype="float32", always_2d=True)
-    except AudioDecodeError:
+            rate, channels = _checked_header(sound, max_duration_s, min_duration_s)
+            mono, peak = _stream_to_16k(sound, rate, channels, max_duration_s)
+    except (AudioDecodeError, MemoryError) as exc:
+        if isinstance(exc, MemoryError):
+            raise AudioDecodeError("not enough memory to decode this file") from exc
         raise
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         detail = getattr(exc, "error_string", None) or str(exc)
         raise AudioDecodeError(f"not a readable WAV/FLAC/OGG file ({detail})") from exc
-    if samples.shape[0] == 0:
-        raise AudioDecodeError("no audio frames could be read (truncated file?)")
-    if not np.isfinite(samples).all():
-        raise AudioDecodeError("contains NaN or infinite samples")
     if min_peak_dbfs is not None:
-        refuse_if_silent(samples, min_peak_dbfs)
-    mono = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
-    return DecodedAudio(resample(mono, rate), rate, channels)
+        refuse_if_silent(peak, min_peak_dbfs)
+    return DecodedAudio(mono, rate, channels)
 
 
-def peak_dbfs(samples: np.ndarray) -> float:
-    """The loudest sample in dB relative to full scale (-inf for digital silence)."""
-    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
+def _checked_header(sound: soundfile.SoundFile, max_duration_s: float, min_duration_s: float) -> tuple[int, int]:
+    rate, channels, frames = sound.samplerate, sound.channels, sound.frames
+    if frames <= 0:
+        raise AudioDecodeError("no audio frames")
+    if not 0 < rate <= MAX_SAMPLE_RATE:
+        raise AudioDecodeError(f"invalid sample rate {rate} Hz (at most {MAX_SAMPLE_RATE} Hz)")
+    if not 0 < channels <= MAX_CHANNELS:
+        raise AudioDecodeError(f"{channels} channels; at most {MAX_CHANNELS} are read")
+    duration = frames / rate
+    if duration > max_duration_s:
+        raise AudioDecodeError(f"longer than max_duration_s ({max_duration_s:g} s): {duration:.1f} s")
+    if duration < min_duration_s:
+        raise AudioDecodeError(
+            f"shorter than min_duration_s ({min_duration_s:g} s): {frames} frame(s), {duration:.4f} s"
+        )
+    return rate, channels
+
+
+def _stream_to_16k(sound: soundfile.SoundFile, rate: int, channels: int,
+                   max_duration_s: float) -> tuple[np.ndarray, float]:
+    """(16 kHz mono float32, peak absolute sample) read block by block."""
+    block_frames = max(1024, BLOCK_BYTES // (4 * channels))
+    limit = int(max_duration_s * rate) + 1
+    resampler = None if rate == TARGET_SAMPLE_RATE else soxr.ResampleStream(
+        rate, TARGET_SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+    pieces: list[np.ndarray] = []
+    read, peak = 0, 0.0
+    for block in sound.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
+        read += len(block)
+        if read > limit:
+            raise AudioDecodeError(f"longer than max_duration_s ({max_duration_s:g} s) although its header "
+                                   "says otherwise")
+        if not np.isfinite(block).all():
+            raise AudioDecodeError("contains NaN or infinite samples")
+        peak = max(peak, float(np.max(np.abs(block))))
+        mono = block.mean(axis=1, dtype=np.float32) if channels > 1 else block[:, 0]
+        pieces.append(mono.copy() if resampler is None else resampler.resample_chunk(mono))
+    if read == 0:
+        raise AudioDecodeError("no audio frames could be read (truncated file?)")
+    if resampler is not None:
+        pieces.append(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+    return np.ascontiguousarray(np.concatenate(pieces), dtype=np.float32), peak
+
+
+def peak_dbfs(peak: float) -> float:
+    """A peak absolute sample value in dB relative to full scale (-inf for digital silence)."""
     return 20 * math.log10(peak) if peak > 0 else -math.inf
 
 
-def refuse_if_silent(samples: np.ndarray, min_peak_dbfs: float) -> None:
-    level = peak_dbfs(samples)
+def refuse_if_silent(peak: float, min_peak_dbfs: float) -> None:
+    level = peak_dbfs(peak)
     if level < min_peak_dbfs:
         what = "digital silence (every sample is 0)" if level == -math.inf else f"nearly silent: peak {level:.1f} dBFS"
         raise AudioDecodeError(f"{what}, below min_peak_dbfs ({min_peak_dbfs:g} dBFS); nothing to learn from")
-
-
-def resample(mono: np.ndarray, rate: int) -> np.ndarray:
-    """Resample 1-D float32 audio to TARGET_SAMPLE_RATE."""
-    if rate == TARGET_SAMPLE_RATE:
-        return np.ascontiguousarray(mono, dtype=np.float32)
-    out = soxr.resample(mono, rate, TARGET_SAMPLE_RATE, quality="HQ")
-    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def frontend_settings() -> dict[str, object]:

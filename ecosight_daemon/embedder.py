@@ -24,6 +24,7 @@ YAMNET_DIM = 1024
 AUDIOSET_CLASSES = 521
 PATCH_SAMPLES = 15_600  # 0.975 s: one YAMNet patch
 HOP_SAMPLES = 7_680  # 0.48 s between patch starts
+CHUNK_PATCHES = 128  # patches per YAMNet call (~1 minute of audio, ~0.1 GiB of TensorFlow memory)
 
 
 class Embedder(Protocol):
@@ -146,10 +147,23 @@ class YamnetEmbedder:
         return AudiosetHead(np.asarray(kernels[0].numpy(), np.float32), np.asarray(biases[0].numpy(), np.float32))
 
     def embed(self, waveform: np.ndarray) -> np.ndarray:
+        """Per-patch embeddings, computed CHUNK_PATCHES patches at a time.
+
+        One call on a 600 s clip took 1.2 GiB above idle; in chunks the memory is that
+        of one chunk whatever the clip's length. Patch k depends only on samples
+        [k * HOP, k * HOP + PATCH) and YAMNet has no state across patches, so chunks
+        whose waveforms overlap by PATCH - HOP give the same patches as one call.
+        """
         import tensorflow as tf
 
-        _, embeddings, _ = self._model(tf.constant(waveform, dtype=tf.float32))
-        return np.asarray(embeddings, dtype=np.float32)
+        total = patch_count(len(waveform))
+        chunks = []
+        for first in range(0, total, CHUNK_PATCHES):
+            last = min(total, first + CHUNK_PATCHES)
+            segment = waveform[first * HOP_SAMPLES:(last - 1) * HOP_SAMPLES + PATCH_SAMPLES]
+            _, embeddings, _ = self._model(tf.constant(segment, dtype=tf.float32))
+            chunks.append(np.asarray(embeddings, dtype=np.float32))
+        return np.concatenate(chunks)
 
 
 def remember_audioset_head(store: EmbeddingStore, embedder: YamnetEmbedder) -> AudiosetHead:
