@@ -169,7 +169,7 @@ class TrainingSettings:
         0.98, "validation recall the priority threshold aims for", between(0.0, 1.0)
     )
     priority_min_precision: float = setting(
-        0.9, "the threshold never drops (out-of-fold or validation) precision of the priority class below this",
+        0.95, "the threshold never drops (out-of-fold or validation) precision of the priority class below this",
         between(0.0, 1.0),
     )
 
