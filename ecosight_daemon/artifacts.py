@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import time
 from collections.abc import Callable
@@ -45,6 +46,19 @@ PUBLISHED_FILES = (
 VERSION_PATTERN = re.compile(r"v(\d{4,})")
 
 
+TEMP_NAME = re.compile(r"\..+\.(\d+)\.[0-9a-f]{8}\.tmp.*")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class DamagedVersion(OSError):
     """A version folder whose model file no longer matches its recorded sha256."""
 
@@ -59,7 +73,8 @@ def fsync_path(path: Path) -> None:
 
 def replace_atomically(target: Path, write: Callable[[Path], None]) -> None:
     """Write via `write(tmp)` next to target, then rename over it (durable on return)."""
-    tmp = target.with_name(f".{target.stem}.tmp{target.suffix}")
+    # Unique per writer: two processes (a daemon and a CLI) never write the same temp file.
+    tmp = target.with_name(f".{target.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp{target.suffix}")
     try:
         write(tmp)
         fsync_path(tmp)
@@ -173,6 +188,10 @@ class ModelRegistry:
             for entry in self.versions_dir.glob(".staging-*"):
                 logger.info("removing unfinished version folder %s", entry.name)
                 shutil.rmtree(entry, ignore_errors=True)
+            for entry in self.root.glob(".*.tmp*"):  # a write cut short (by a crash) before its rename
+                writer = TEMP_NAME.fullmatch(entry.name)
+                if writer is not None and not _process_alive(int(writer.group(1))):
+                    entry.unlink(missing_ok=True)
             for entry in self.versions_dir.glob("*/export.partial"):
                 logger.info("removing unfinished export %s", entry.relative_to(self.root))
                 shutil.rmtree(entry, ignore_errors=True)

@@ -17,8 +17,9 @@ from .config import Settings, find_config_path, load_settings
 from .errors import EXIT_FAILURE, EXIT_OK, EcosightError
 from .features import needs_audioset_head
 from .ingest import EmbedReport, IngestLimits, embed_pending, reconcile
+from .instance_lock import hold_daemon_lock, refuse_while_a_daemon_runs, running_daemon
 from .progress import ProgressReporter
-from .status import read_status, running_daemon_pid
+from .status import read_status
 from .store import ClassCounts, EmbeddingStore, FileState
 
 logger = logging.getLogger("ecosight_daemon")
@@ -119,9 +120,13 @@ def require_audio_dir(settings: Settings) -> Path:
 
 def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
     audio_dir = require_audio_dir(settings)
+    daemon_pid = running_daemon(settings.paths.models_dir)
     store = open_store(settings)
     try:
-        reconcile(store, audio_dir, IngestLimits.from_settings(settings), hash_files=True)
+        if daemon_pid is None:
+            reconcile(store, audio_dir, IngestLimits.from_settings(settings), hash_files=True)
+        else:  # the daemon keeps the index current; two writers would only compete
+            logger.info("a daemon (pid %d) keeps the index current; showing its index as it is", daemon_pid)
         report = scan_report(store)
     finally:
         store.close()
@@ -186,6 +191,8 @@ def sync_cache(store: EmbeddingStore, settings: Settings, engine: str = "local",
 
 
 def cmd_embed(settings: Settings, args: argparse.Namespace) -> int:
+    refuse_while_a_daemon_runs(settings.paths.models_dir, "embed",
+                               "The daemon embeds new files itself; follow it with `ecosight-daemon status`.")
     store = open_store(settings)
     try:
         report = sync_cache(store, settings, args.engine, args.address)
@@ -254,12 +261,13 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from .daemon import Daemon
     from .embedder import YamnetEmbedder
 
-    pid = running_daemon_pid(settings.paths.models_dir)
-    if pid is not None and pid != os.getpid():
-        raise EcosightError(f"a daemon already runs with models_dir {settings.paths.models_dir} (pid {pid})")
-    daemon = Daemon(settings, YamnetEmbedder.load)
-    daemon.install_signal_handlers()
-    return daemon.run()
+    lock = hold_daemon_lock(settings.paths.models_dir)  # held until this process ends
+    try:
+        daemon = Daemon(settings, YamnetEmbedder.load)
+        daemon.install_signal_handlers()
+        return daemon.run()
+    finally:
+        lock.close()
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
@@ -301,7 +309,7 @@ def format_status(status: dict[str, Any] | None, problem: str | None) -> str:
 def cmd_retrain(settings: Settings, args: argparse.Namespace) -> int:
     from .retrain import retrain
 
-    pid = running_daemon_pid(settings.paths.models_dir)
+    pid = running_daemon(settings.paths.models_dir)  # only a pid whose lock is held: never a stranger
     if pid is not None:
         os.kill(pid, signal.SIGHUP)
         message = f"asked the running daemon (pid {pid}) to retrain; follow it with `ecosight-daemon status`"
@@ -402,6 +410,8 @@ def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
     from .artifacts import ModelRegistry
     from .retrain import retrain_lock
 
+    refuse_while_a_daemon_runs(settings.paths.models_dir, "rollback",
+                               "Stop the daemon, roll back, then start it again.")
     registry = ModelRegistry(settings.paths.models_dir)
     with retrain_lock(settings.paths.models_dir):
         registry.recover()
@@ -409,6 +419,10 @@ def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
         target = args.version or _previous_promoted(registry, current)
         if target is None:
             raise EcosightError("no earlier promoted version to roll back to; see `ecosight-daemon history`")
+        known = [m["version"] for m in registry.versions()]
+        if target not in known:
+            raise EcosightError(f"no version named {target!r}; the versions are: {', '.join(known) or 'none'} "
+                                "(see `ecosight-daemon history`)")
         registry.promote(target)
         registry.append_log({
             "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),

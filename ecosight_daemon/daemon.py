@@ -176,7 +176,12 @@ class Daemon:
         logger.info("starting (pid %d) with %s", os.getpid(), settings.describe())
         self._registry.ensure()
         self._write_status()
-        recovered = self._registry.recover()
+        recovered = None
+        try:
+            with retrain_lock(settings.paths.models_dir):  # never while a CLI retrain or rollback promotes
+                recovered = self._registry.recover()
+        except RetrainBusy:
+            logger.info("a retrain holds %s; it finishes any promotion itself", settings.paths.models_dir)
         if recovered:
             logger.info("completed the interrupted promotion of %s", recovered)
         self._store = EmbeddingStore.open(settings.cache_path, settings.embedding.storage_dtype)

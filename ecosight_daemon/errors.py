@@ -6,6 +6,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_ALREADY_RUNNING = 73  # EX_CANTCREAT: another daemon holds models_dir (systemd does not restart on it)
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: the embedding model could not be loaded
 EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: try again later (another run holds the lock)
 EXIT_CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus=78 stops restart loops

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .artifacts import ModelRegistry
+from .retrain import RetrainBusy, retrain_lock
 from .audio import decode_audio
 from .config import Settings
 from .errors import AudioDecodeError, EcosightError
@@ -24,7 +25,11 @@ def predict_files(settings: Settings, files: list[Path]) -> list[dict[str, Any]]
     from .training import load_classifier, predict_probabilities
 
     registry = ModelRegistry(settings.paths.models_dir)
-    registry.recover()
+    try:
+        with retrain_lock(settings.paths.models_dir):
+            registry.recover()
+    except RetrainBusy:
+        pass  # a retrain or rollback holds the lock and finishes any promotion itself
     metadata = registry.current_metadata()
     model_path = registry.current_model_path()
     if metadata is None or model_path is None:

@@ -62,8 +62,3 @@ def read_status(models_dir: Path, now: float | None = None) -> tuple[dict[str, A
     if age > STALE_AFTER_S:
         return status, f"the status file is stale ({age:.0f} s old) although pid {status['pid']} lives; the daemon may be stuck"
     return status, None
-
-
-def running_daemon_pid(models_dir: Path) -> int | None:
-    status, problem = read_status(models_dir)
-    return int(status["pid"]) if status is not None and problem is None else None

@@ -149,3 +149,22 @@ def test_files_of_the_old_system_are_left_alone(tmp_path: Path) -> None:
     registry.ensure()
     assert registry.recover() is None
     assert (tmp_path / MODEL_FILE).read_text() == "the notebook's model"
+
+
+def test_temp_names_are_unique_per_writer_and_only_a_dead_writers_are_removed(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    seen: list[str] = []
+    replace_atomically(tmp_path / "a.json", lambda tmp: (seen.append(tmp.name), tmp.write_text("1")))
+    replace_atomically(tmp_path / "a.json", lambda tmp: (seen.append(tmp.name), tmp.write_text("2")))
+    assert len(set(seen)) == 2 and all(f".{os.getpid()}." in name for name in seen)
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    (tmp_path / f".model_metadata.{dead}.0123abcd.tmp.json").write_text("cut short")
+    (tmp_path / f".model_metadata.{os.getpid()}.0123abcd.tmp.json").write_text("being written")
+    registry = ModelRegistry(tmp_path)
+    registry.ensure()
+    registry.recover()
+    assert sorted(p.name for p in tmp_path.glob(".*.tmp*")) == [f".model_metadata.{os.getpid()}.0123abcd.tmp.json"]

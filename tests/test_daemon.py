@@ -238,6 +238,36 @@ def test_invalid_config_on_sighup_keeps_the_old_one(
     assert daemon.stop() == 0
 
 
+def test_one_daemon_per_models_dir_and_clis_defer_to_it(daemon: DaemonProcess) -> None:
+    daemon.start()
+    daemon.wait_idle()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ecosight_daemon", "--config", str(daemon.root / "config.toml"),
+                               *args], capture_output=True, text=True, timeout=120)
+
+    second = cli("run")
+    assert second.returncode == 73, second.stderr[-2000:]
+    assert f"a daemon already runs with models_dir" in second.stderr and f"pid {daemon.proc.pid}" in second.stderr  # type: ignore[union-attr]
+    embed = cli("embed")
+    assert embed.returncode == 73 and "embeds new files itself" in embed.stderr
+    rollback = cli("rollback")
+    assert rollback.returncode == 73 and "Stop the daemon" in rollback.stderr
+    assert cli("scan", "--json").returncode == 0  # shows the daemon's index without writing to it
+    assert daemon.stop() == 0
+    # A status file naming a live pid that holds no lock (here: this test) is not signalled.
+    status = json.loads((daemon.models / "daemon_status.json").read_text())
+    (daemon.models / "daemon_status.json").write_text(json.dumps({**status, "state": "idle", "pid": os.getpid(),
+                                                                   "updated_at": time.time()}))
+    received: list[int] = []
+    previous = signal.signal(signal.SIGHUP, lambda signum, frame: received.append(signum))
+    try:
+        result = cli("retrain", "--json")
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert received == [] and "daemon_pid" not in result.stdout
+
+
 def test_bad_config_exits_78_before_starting(daemon_root: Path) -> None:
     (daemon_root / "config.toml").write_text("[triggers]\nmin_new_samples = 0\n")
     result = subprocess.run([sys.executable, "-m", "ecosight_daemon", "--config",
@@ -253,7 +283,7 @@ def test_unit_file(tmp_path: Path) -> None:
     service = parser["Service"]
     assert service["Type"] == "notify"
     assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
-    assert service["Restart"] == "on-failure" and service["RestartPreventExitStatus"] == "78"
+    assert service["Restart"] == "on-failure" and service["RestartPreventExitStatus"].split() == ["73", "78"]
     assert int(service["WatchdogSec"]) > 0 and service["ExecStart"].endswith("ecosight-daemon run")
     for key in ("NoNewPrivileges", "ProtectHome", "PrivateTmp"):
         assert service[key] == "yes"
