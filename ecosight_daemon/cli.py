@@ -238,7 +238,7 @@ def embed_with_model(
 ) -> EmbedReport:
     from .embedder import YamnetEmbedder, remember_audioset_head  # imports TensorFlow: only when there is work
 
-    embedder = YamnetEmbedder.load(settings.embedding.yamnet_handle)
+    embedder = YamnetEmbedder.load(settings.embedding.yamnet_handle, settings.embedding.yamnet_sha256)
     store.adopt_model(embedder.model_id, embedder.fingerprint)
     if needs_audioset_head(settings.training.pooling):
         remember_audioset_head(store, embedder)  # spares retrain a second TensorFlow load
@@ -263,7 +263,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
     lock = hold_daemon_lock(settings.paths.models_dir)  # held until this process ends
     try:
-        daemon = Daemon(settings, YamnetEmbedder.load)
+        daemon = Daemon(settings, lambda handle: YamnetEmbedder.load(handle, settings.embedding.yamnet_sha256))
         daemon.install_signal_handlers()
         return daemon.run()
     finally:

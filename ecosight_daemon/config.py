@@ -126,6 +126,10 @@ class EmbeddingSettings:
         DEFAULT_YAMNET_HANDLE, f"TF Hub URL or local SavedModel folder; {HANDLE_ENV} overrides it"
     )
     storage_dtype: str = setting("float16", "how per-patch embeddings are stored", _valid_dtype)
+    yamnet_sha256: str = setting(
+        "", "if set, the SavedModel's sha256 (graph and weights) must equal it, or the daemon does not start",
+        lambda value: None if value == "" or re.fullmatch(r"[0-9a-f]{64}", value) else "64 lowercase hex digits or \"\"",
+    )
 
 
 # Applied in order to a file name without extension; each match replaces the key with
@@ -288,9 +292,9 @@ def settings_from_mapping(
         built[name] = _build_section(name, section.default_factory, table, base_dir)  # type: ignore[misc]
     handle = resolve_handle(built["embedding"].yamnet_handle, base_dir)
     built["embedding"] = dataclasses.replace(built["embedding"], yamnet_handle=handle)
-    settings = Settings(**built, source=source)
+    settings = _apply_environment(Settings(**built, source=source), environ)
     check_paths(settings)
-    return _apply_environment(settings, environ)
+    return settings
 
 
 def check_paths(settings: Settings) -> None:
@@ -310,9 +314,12 @@ def check_paths(settings: Settings) -> None:
             )
     if settings.cache_path.is_dir():
         raise ConfigError(f"paths.cache_path = {str(settings.cache_path)!r} is a folder; name a file in it")
-    handle = settings.embedding.yamnet_handle
+    check_handle(settings.embedding.yamnet_handle, "embedding.yamnet_handle")
+
+
+def check_handle(handle: str, where: str) -> None:
     if "://" in handle and not handle.startswith(("https://", "http://", "gs://")):
-        raise ConfigError(f"embedding.yamnet_handle = {handle!r}: a URL must be https://, http:// or gs://; or give a local folder")
+        raise ConfigError(f"{where} = {handle!r}: a URL must be https://, http:// or gs://; or give a local folder")
 
 
 def _build_section(name: str, cls: type, table: Mapping[str, Any], base_dir: Path) -> Any:
@@ -385,6 +392,7 @@ def _coerce(key: str, value: Any, expected: Any) -> Any:
 def _apply_environment(settings: Settings, environ: Mapping[str, str]) -> Settings:
     handle = environ.get(HANDLE_ENV, "").strip()
     if handle:
+        check_handle(handle, HANDLE_ENV)
         embedding = dataclasses.replace(
             settings.embedding, yamnet_handle=resolve_handle(handle, Path.cwd())
         )

@@ -24,6 +24,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from . import pause
 from .artifacts import ModelRegistry
 from .config import Settings, load_settings
 from .embedder import Embedder, remember_audioset_head
@@ -174,6 +175,7 @@ class Daemon:
     def start(self) -> None:
         settings = self.settings
         logger.info("starting (pid %d) with %s", os.getpid(), settings.describe())
+        pause.warn_if_armed(logger)
         self._registry.ensure()
         self._write_status()
         recovered = None

@@ -107,8 +107,9 @@ class YamnetEmbedder:
     dim: int = YAMNET_DIM
 
     @classmethod
-    def load(cls, handle: str) -> YamnetEmbedder:
-        """Load the model; raise ModelLoadError with what to do when it fails."""
+    def load(cls, handle: str, pinned_sha256: str = "") -> YamnetEmbedder:
+        """Load the model; raise ModelLoadError with what to do when it fails, or when
+        `pinned_sha256` is set and the SavedModel's digest differs."""
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         try:
             import tensorflow_hub as hub
@@ -127,8 +128,13 @@ class YamnetEmbedder:
                 "the SavedModel (this machine may have no internet)"
             ) from exc
         fingerprint = fingerprint_of(handle, folder)
+        if pinned_sha256 and fingerprint["savedmodel_sha256"] != pinned_sha256:
+            raise ModelLoadError(
+                f"the model at {handle} has sha256 {fingerprint['savedmodel_sha256']}, not the pinned "
+                f"[embedding] yamnet_sha256 = {pinned_sha256}; restore the pinned model or update the pin"
+            )
         model_id = model_id_for(fingerprint)
-        logger.info("loaded YAMNet from %s as %s", handle, model_id)
+        logger.info("loaded YAMNet from %s as %s (sha256 %s)", handle, model_id, fingerprint["savedmodel_sha256"])
         return cls(handle=handle, model_id=model_id, fingerprint=fingerprint, _model=model)
 
     def audioset_head(self) -> AudiosetHead:

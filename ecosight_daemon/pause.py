@@ -7,12 +7,20 @@ Without them (always, in production) `point` does nothing.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
 
 PAUSE_AT_ENV = "ECOSIGHT_PAUSE_AT"
 PAUSE_FILE_ENV = "ECOSIGHT_PAUSE_FILE"
+
+
+def warn_if_armed(logger: logging.Logger) -> None:
+    """Say loudly that a test-only pause point is set: a production process must never have one."""
+    if os.environ.get(PAUSE_AT_ENV):
+        logger.warning("TEST HOOK ARMED: %s=%s will stop this process at that point until it is killed; "
+                       "unset it outside tests", PAUSE_AT_ENV, os.environ[PAUSE_AT_ENV])
 
 
 def point(name: str) -> None:

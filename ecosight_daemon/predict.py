@@ -37,7 +37,7 @@ def predict_files(settings: Settings, files: list[Path]) -> list[dict[str, Any]]
             f"no trained model in {settings.paths.models_dir}; run `ecosight-daemon retrain` first"
         )
     classifier = load_classifier(model_path)
-    embedder = YamnetEmbedder.load(settings.embedding.yamnet_handle)
+    embedder = YamnetEmbedder.load(settings.embedding.yamnet_handle, settings.embedding.yamnet_sha256)
     if embedder.model_id != metadata.get("embedding_model_id"):
         logger.warning("model %s was trained on embeddings of %s but YAMNet here is %s; results may be off",
                        metadata["version"], metadata.get("embedding_model_id"), embedder.model_id)

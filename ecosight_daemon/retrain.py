@@ -274,7 +274,7 @@ def audioset_head_for(store: EmbeddingStore, settings: Settings) -> AudiosetHead
     if head is None:
         from .embedder import YamnetEmbedder, remember_audioset_head
 
-        embedder = YamnetEmbedder.load(settings.embedding.yamnet_handle)
+        embedder = YamnetEmbedder.load(settings.embedding.yamnet_handle, settings.embedding.yamnet_sha256)
         if embedder.model_id != store.model_id:
             raise EcosightError(f"the cache holds embeddings of {store.model_id} but {settings.embedding.yamnet_handle} "
                                 f"is {embedder.model_id}; run `ecosight-daemon embed` first")

@@ -69,6 +69,14 @@ def test_unreachable_handle_says_what_to_do(workspace: Path, write_wav: WavWrite
     assert "cannot load YAMNet" in result.stderr and "ECOSIGHT_YAMNET_HANDLE" in result.stderr
 
 
+def test_a_pinned_model_that_differs_is_refused(workspace: Path, write_wav: WavWriter) -> None:
+    write_wav(workspace / "audio" / "clips" / "a.wav")
+    config = workspace / "config.toml"
+    config.write_text(config.read_text().replace("[embedding]", "[embedding]\nyamnet_sha256 = \"" + "0" * 64 + "\""))
+    result = run_cli(workspace, "embed")
+    assert result.returncode == 69 and "not the pinned [embedding] yamnet_sha256" in result.stderr
+
+
 def test_missing_audio_dir_is_a_clear_error(workspace: Path) -> None:
     shutil.rmtree(workspace / "audio")
     result = run_cli(workspace, "scan")

@@ -46,6 +46,8 @@ def test_local_handle_resolves_against_config_folder_and_env_overrides_it(tmp_pa
     assert load_settings(path, environ=env).embedding.yamnet_handle == "/opt/yamnet"
     url = write(tmp_path, '[embedding]\nyamnet_handle = "https://example.org/yamnet/1"\n')
     assert load_settings(url, environ={}).embedding.yamnet_handle == "https://example.org/yamnet/1"
+    with pytest.raises(ConfigError, match="ECOSIGHT_YAMNET_HANDLE = 'file:///etc/passwd'"):
+        load_settings(path, environ={"ECOSIGHT_YAMNET_HANDLE": "file:///etc/passwd"})  # the key's own checks
 
 
 @pytest.mark.parametrize(
@@ -58,6 +60,7 @@ def test_local_handle_resolves_against_config_folder_and_env_overrides_it(tmp_pa
         ("[triggers]\nmin_new_samples = 2.5\n", ["triggers.min_new_samples", "2.5", "whole number"]),
         ('[triggers]\nschedule = "every day"\n', ["triggers.schedule", "'every day'", "cron"]),
         ('[audio]\nextensions = ["wav"]\n', ["audio.extensions", "start with a dot"]),
+        ('[embedding]\nyamnet_sha256 = "abc"\n', ["embedding.yamnet_sha256", "64 lowercase hex"]),
         ('[embedding]\nstorage_dtype = "int8"\n', ["embedding.storage_dtype", "'int8'", "float16"]),
         ("[paths]\naudio_dir = 3\n", ["paths.audio_dir", "3", "path"]),
         ("[paths\n", ["not valid TOML"]),

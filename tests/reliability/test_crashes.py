@@ -193,6 +193,7 @@ def test_kill_9_at_a_pause_point(crash_root: Path, write_wav: WavWriter, point: 
         log_before = retrain_log(crash_root / "models")
         daemon.start()
         wait_for(pause_file.exists, 180, f"the pause point {point}")
+        assert f"TEST HOOK ARMED: ECOSIGHT_PAUSE_AT={point}" in daemon.log_text()
         if point == "promotion":
             assert (daemon.models / ".promotion.json").exists()
         daemon.kill()
