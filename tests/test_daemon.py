@@ -297,3 +297,7 @@ def test_unit_file(tmp_path: Path) -> None:
         copy.write_text(unit.read_text().replace("/opt/ecosight-daemon/.venv/bin/ecosight-daemon", str(script)))
         result = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
+        security = subprocess.run(["systemd-analyze", "security", "--offline=true", str(copy)],
+                                  capture_output=True, text=True)
+        exposure = float(security.stdout.rsplit("Overall exposure level for", 1)[1].split(":")[1].split()[0])
+        assert exposure <= 2.0, security.stdout[-3000:]
