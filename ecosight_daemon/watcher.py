@@ -111,6 +111,20 @@ def _forget_dead_inotify_reader() -> None:
         if InotifyFD._instance is not None and not InotifyFD._instance.is_alive():
             InotifyFD._instance = None
 
+class _OverflowListener(logging.Handler):
+    """watchdog only logs a kernel inotify queue overflow (events were lost) and sends
+    no event; this turns that log record into a rescan request, which the daemon
+    coalesces with any other: one rescan per storm, not one per overflow."""
+
+    def __init__(self, put: Callable[[FileEvent], None], audio_dir: Path) -> None:
+        super().__init__(logging.WARNING)
+        self._put, self._audio_dir = put, audio_dir
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "queue overflowed" in record.getMessage():
+            self._put(FileEvent(str(self._audio_dir), rescan=True))
+
+
 RESTART_WINDOW_S = 600.0  # a watcher that dies twice within this falls back to rescans
 
 
@@ -127,6 +141,7 @@ class SupervisedWatcher:
     def __init__(self, audio_dir: Path, put: Callable[[FileEvent], None], polling: bool,
                  poll_interval_s: float, clock: Callable[[], float]) -> None:
         self._start = lambda: start_observer(audio_dir, put, polling, poll_interval_s)
+        self._overflow = _OverflowListener(put, audio_dir)
         self._poll_interval_s = poll_interval_s
         self._clock = clock
         self._observer: BaseObserver | None = None
@@ -142,6 +157,9 @@ class SupervisedWatcher:
 
     def start(self) -> None:
         self._deaths_seen = len(_watchdog_thread_deaths)
+        watchdog_logger = logging.getLogger("watchdog.observers")
+        if self._overflow not in watchdog_logger.handlers:
+            watchdog_logger.addHandler(self._overflow)
         self._observer = self._start()
 
     def alive(self) -> bool:
@@ -204,6 +222,7 @@ class SupervisedWatcher:
             logger.debug("stopping the dead observer failed", exc_info=True)
 
     def stop(self, timeout: float) -> None:
+        logging.getLogger("watchdog.observers").removeHandler(self._overflow)
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=timeout)

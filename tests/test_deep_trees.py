@@ -112,3 +112,21 @@ def test_a_watcher_killed_by_a_deep_tree_is_noticed_replaced_by_rescans_and_reco
         wait_until(lambda: any(e.path.endswith("after.wav") for e in events), "no events after the restart")
     finally:
         watcher.stop(5)
+
+
+def test_an_inotify_queue_overflow_asks_for_one_rescan(deep_root: Path) -> None:
+    """watchdog only logs an overflow; the watcher turns each such log line into a rescan
+    request (the daemon merges them). The record is the one watchdog 7 emits."""
+    audio = deep_root / "audio"
+    audio.mkdir()
+    events: list[FileEvent] = []
+    watcher = SupervisedWatcher(audio, events.append, polling=False, poll_interval_s=5.0, clock=time.monotonic)
+    watcher.start()
+    try:
+        logging.getLogger("watchdog.observers.inotify_c").warning("Inotify queue overflowed; filesystem events were lost")
+        logging.getLogger("watchdog.observers.inotify").info("unrelated")
+        assert [(e.path, e.rescan) for e in events] == [(str(audio), True)]
+    finally:
+        watcher.stop(5)
+    logging.getLogger("watchdog.observers.inotify_c").warning("Inotify queue overflowed; filesystem events were lost")
+    assert len(events) == 1  # a stopped watcher asks for nothing
