@@ -77,3 +77,39 @@ def test_thousands_of_folders_at_once_make_one_rescan_and_the_daemon_keeps_answe
     assert 1 <= rescans <= 5, f"{rescans} rescans for one storm"
     daemon.signal(signal.SIGTERM)
     assert daemon.proc is not None and daemon.proc.wait(timeout=30) == 0
+
+
+def test_hundreds_of_folders_over_a_14000_file_index_keep_the_loop_answering(
+    tmp_path: Path, yamnet_handle: str
+) -> None:
+    """The same storm where every rescan walks and compares 14,000 indexed files."""
+    from benchmarks.daemon_scale import indexed_corpus
+
+    indexed_corpus(tmp_path)  # 14,000 tiny WAVs, each already embedded in the cache
+    write_config(tmp_path, yamnet_handle, triggers="min_new_samples = 100000")
+    daemon = DaemonProcess(tmp_path).start()
+    try:
+        daemon.wait_idle(180)
+        before = daemon.status()["rescans"]
+        storm = tmp_path / "storm"
+        storm.mkdir()
+        for i in range(300):
+            (storm / f"f{i:03d}").mkdir()
+            (storm / f"f{i:03d}" / "clip.wav").write_bytes(wav_bytes(seed=1_000 + i))
+        for folder in sorted(storm.iterdir()):
+            os.rename(folder, daemon.audio / "clips" / folder.name)
+        started, worst = time.monotonic(), 0.0
+        while time.monotonic() - started < 60:
+            worst = max(worst, time.time() - os.stat(daemon.models / "daemon_status.json").st_mtime)
+            if daemon.status().get("pending") == 0 and daemon.status().get("rescans", 0) > before:
+                break
+            time.sleep(0.2)
+        daemon.signal(signal.SIGTERM)
+        stop_started = time.monotonic()
+        assert daemon.proc is not None and daemon.proc.wait(timeout=30) == 0
+        assert time.monotonic() - stop_started < 30
+        states = daemon.embedded_paths()
+        assert all(states.get(f"clips/f{i:03d}/clip.wav") == "embedded" for i in range(300))
+        assert worst < 5.0, f"the loop stalled: status file {worst:.1f} s old"
+    finally:
+        daemon.kill()
