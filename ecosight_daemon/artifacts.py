@@ -9,7 +9,6 @@ complete version.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from . import pause
+from .digest import sha256_of
+from .instance_lock import pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -47,16 +48,6 @@ VERSION_PATTERN = re.compile(r"v(\d{4,})")
 
 
 TEMP_NAME = re.compile(r"\..+\.(\d+)\.[0-9a-f]{8}\.tmp.*")
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class DamagedVersion(OSError):
@@ -95,14 +86,6 @@ def fsync_tree(folder: Path) -> None:
             elif entry.is_file(follow_symlinks=False):
                 fsync_path(Path(entry.path))
         fsync_path(current)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def set_aside(path: Path, why: str) -> Path:
@@ -190,7 +173,7 @@ class ModelRegistry:
                 shutil.rmtree(entry, ignore_errors=True)
             for entry in self.root.glob(".*.tmp*"):  # a write cut short (by a crash) before its rename
                 writer = TEMP_NAME.fullmatch(entry.name)
-                if writer is not None and not _process_alive(int(writer.group(1))):
+                if writer is not None and not pid_alive(int(writer.group(1))):
                     entry.unlink(missing_ok=True)
             for entry in self.versions_dir.glob("*/export.partial"):
                 logger.info("removing unfinished export %s", entry.relative_to(self.root))

@@ -26,6 +26,7 @@ import numpy as np
 from . import pause
 from .audio import DecodedAudio, decode_audio, is_audio_name, is_ignored_name
 from .config import Settings
+from .digest import sha256_of
 from .embedder import Embedder
 from .errors import AudioDecodeError
 from .store import EmbeddingStore, FileRecord, FileState
@@ -254,7 +255,7 @@ def note_found_file(
     sha256 = None
     if problem is None and hash_file:
         try:
-            sha256 = hash_file_at(audio_dir / found.relpath)
+            sha256 = sha256_of(audio_dir / found.relpath)
         except OSError as exc:
             problem = f"cannot read file ({exc.strerror or exc})"
     if problem is not None:
@@ -267,14 +268,6 @@ def size_problem(size: int, max_file_bytes: int) -> str | None:
     if size > max_file_bytes:
         return f"larger than max_file_mb ({max_file_bytes / 1e6:g} MB): {size / 1e6:.1f} MB"
     return None
-
-
-def hash_file_at(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass

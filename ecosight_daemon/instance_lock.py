@@ -21,6 +21,16 @@ class DaemonAlreadyRunning(EcosightError):
     exit_code = EXIT_ALREADY_RUNNING
 
 
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def hold_daemon_lock(models_dir: Path) -> IO[str]:
     """Take the lock for this process's lifetime (keep the returned file open)."""
     models_dir.mkdir(parents=True, exist_ok=True)

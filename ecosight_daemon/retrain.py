@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from .artifacts import LOG_FILE as LOG_FILE_NAME
-from .artifacts import ModelRegistry, fsync_path, fsync_tree, read_json, sha256_of, write_json
+from .artifacts import ModelRegistry, fsync_path, fsync_tree, read_json, write_json
+from .digest import sha256_of
 from .config import Settings
 from .dataset import Snapshot, SnapshotOptions, Split, take_snapshot
 from .errors import EXIT_TEMPFAIL, EcosightError

@@ -4,13 +4,13 @@ read by `ecosight-daemon status`."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from .artifacts import read_json, write_json
+from .instance_lock import pid_alive
 
 STATUS_FILE = "daemon_status.json"
 HEARTBEAT_S = 2.0
@@ -33,16 +33,6 @@ def status_path(models_dir: Path) -> Path:
 
 def write_status(models_dir: Path, status: dict[str, Any]) -> None:
     write_json(status_path(models_dir), {**status, "updated_at": time.time()})
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def read_status(models_dir: Path, now: float | None = None) -> tuple[dict[str, Any] | None, str | None]:

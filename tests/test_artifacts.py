@@ -7,15 +7,15 @@ import pytest
 
 from ecosight_daemon.artifacts import (
     JOURNAL_FILE,
-    MODEL_FILE,
     METADATA_FILE,
+    MODEL_FILE,
     DamagedVersion,
     ModelRegistry,
     copy_atomically,
-    sha256_of,
     replace_atomically,
     write_json,
 )
+from ecosight_daemon.digest import sha256_of
 
 
 def make_version(registry: ModelRegistry, version: str, payload: str) -> None:
