@@ -12,7 +12,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,19 @@ class DaemonProcess:
         return wait_for(lambda: (s := self.status()).get("state") == "idle" and not s.get("retrain_running")
                         and not s.get("retrain_queued") and s.get("pending") == 0 and s.get("settling") == 0
                         and s, timeout, "daemon idle")
+
+
+@contextmanager
+def idle_daemon(root: Path, handle: str, **overrides: str) -> Iterator[DaemonProcess]:
+    """A daemon on root (audio/clips/ made), started and idle; killed afterwards."""
+    (root / "audio" / "clips").mkdir(parents=True, exist_ok=True)
+    write_config(root, handle, **overrides)
+    process = DaemonProcess(root).start()
+    try:
+        process.wait_idle(120)
+        yield process
+    finally:
+        process.kill()
 
 
 def write_config(root: Path, handle: str, **overrides: str) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from ..daemon_harness import DaemonProcess, wait_for, write_config
+from ..daemon_harness import DaemonProcess, idle_daemon, wait_for
 from .test_load import peak_rss_mib
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
@@ -47,14 +47,8 @@ def lying_wav(claimed_frames: int, actual_frames: int, channels: int = 1, rate: 
 
 @pytest.fixture
 def daemon(tmp_path: Path, yamnet_handle: str) -> Iterator[DaemonProcess]:
-    (tmp_path / "audio" / "clips").mkdir(parents=True)
-    write_config(tmp_path, yamnet_handle)
-    process = DaemonProcess(tmp_path).start()
-    try:
-        process.wait_idle(120)
+    with idle_daemon(tmp_path, yamnet_handle) as process:
         yield process
-    finally:
-        process.kill()
 
 
 def test_huge_decoded_sizes_and_lying_headers_in_bounded_memory(daemon: DaemonProcess, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ..daemon_harness import DaemonProcess, wait_for, write_config
+from ..daemon_harness import DaemonProcess, idle_daemon, wait_for, write_config
 from ..test_deep_trees import DEEP, make_chain, remove_tree
 from .test_bad_input import wav_bytes
 
@@ -22,13 +22,10 @@ pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 def daemon(tmp_path: Path, yamnet_handle: str) -> Iterator[DaemonProcess]:
     (tmp_path / "audio" / "clips").mkdir(parents=True)
     (tmp_path / "audio" / "clips" / "first.wav").write_bytes(wav_bytes(seed=1))
-    write_config(tmp_path, yamnet_handle, watch="poll_interval_s = 2.0")
-    process = DaemonProcess(tmp_path).start()
     try:
-        process.wait_idle(120)
-        yield process
+        with idle_daemon(tmp_path, yamnet_handle, watch="poll_interval_s = 2.0") as process:
+            yield process
     finally:
-        process.kill()
         for child in list((tmp_path / "audio" / "clips").iterdir()):
             if child.is_dir():
                 remove_tree(child)
