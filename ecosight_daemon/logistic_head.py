@@ -69,11 +69,12 @@ def out_of_fold_probabilities(
 ) -> np.ndarray | None:
     """Each sample scored by a fit that never saw its source recording.
 
-    None when there are too few recordings for grouped folds.
+    None when there are too few recordings (or samples of a class) for two folds.
     """
     from sklearn.model_selection import StratifiedGroupKFold
 
-    folds = min(folds, len(set(groups.tolist())))
+    smallest_class = int(np.bincount(labels)[np.unique(labels)].min())
+    folds = min(folds, len(set(groups.tolist())), smallest_class)  # stratified folds need one per class
     if folds < 2:
         return None
     scores = np.zeros((len(labels), n_classes), dtype=np.float32)

@@ -49,6 +49,9 @@ def test_out_of_fold_scores_never_come_from_a_fit_that_saw_the_recording() -> No
     assert scores is not None and scores.shape == (60, 2)
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)
     assert out_of_fold_probabilities(features, labels, np.zeros(60).astype(str), 2, c=1.0) is None
+    few = np.array([0, 0, 0, 1, 1, 1])  # three of each: at most three folds
+    assert out_of_fold_probabilities(features[:6], few, np.arange(6).astype(str), 2, c=1.0) is not None
+    assert out_of_fold_probabilities(features[:4], np.array([0, 0, 0, 1]), np.arange(4).astype(str), 2, c=1.0) is None
 
 
 @pytest.fixture(scope="module")
