@@ -248,7 +248,7 @@ def test_one_daemon_per_models_dir_and_clis_defer_to_it(daemon: DaemonProcess) -
 
     second = cli("run")
     assert second.returncode == 73, second.stderr[-2000:]
-    assert f"a daemon already runs with models_dir" in second.stderr and f"pid {daemon.proc.pid}" in second.stderr  # type: ignore[union-attr]
+    assert "a daemon already runs with models_dir" in second.stderr and f"pid {daemon.proc.pid}" in second.stderr  # type: ignore[union-attr]
     embed = cli("embed")
     assert embed.returncode == 73 and "embeds new files itself" in embed.stderr
     rollback = cli("rollback")
