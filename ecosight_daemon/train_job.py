@@ -148,7 +148,7 @@ def run_job(files: JobFiles, should_stop: Any) -> tuple[dict[str, Any], Callable
     spec = json.loads(files.spec.read_text())
     data = np.load(files.data)
     features, labels, splits = data["features"], data["labels"], data["splits"]
-    groups = data["groups"] if "groups" in data else np.arange(len(labels)).astype(str)
+    groups = data["groups"]
     head = AudiosetHead(data["audioset_kernel"], data["audioset_bias"]) if "audioset_kernel" in data else None
     test = splits == 2
     classes: list[str] = spec["classes"]
@@ -159,7 +159,7 @@ def run_job(files: JobFiles, should_stop: Any) -> tuple[dict[str, Any], Callable
         fitted = fit_logistic_head(features, labels, splits, groups, classes, spec)
     else:
         fitted = fit_keras_head(features, labels, splits, classes, spec, should_stop)
-    if fitted is None:
+    if fitted is None or should_stop():  # a logistic fit is not interruptible: checked after it
         return {"ok": False, "error": "stopped on request"}, None
 
     priority_index = classes.index(spec["priority_class"]) if spec["priority_class"] in classes else None
