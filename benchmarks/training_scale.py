@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import Figure, dev_corpus, format_table, save_report, yamnet_handle
-from ecosight_daemon.embedder import YamnetEmbedder
+from ecosight_daemon.embedder import YamnetEmbedder, remember_audioset_head
 from ecosight_daemon.ingest import IngestLimits, embed_pending, reconcile
 from ecosight_daemon.store import EmbeddingStore, FileState
 
@@ -58,6 +58,7 @@ def embed_dev(models: Path) -> EmbeddingStore:
     embedder = YamnetEmbedder.load(yamnet_handle())
     store = EmbeddingStore.open(models / "embedding_cache.sqlite3")
     store.adopt_model(embedder.model_id, embedder.fingerprint)
+    remember_audioset_head(store, embedder)  # as the daemon does at start
     reconcile(store, dev_corpus(), LIMITS)
     embed_pending(store, embedder, dev_corpus(), LIMITS)
     return store
@@ -78,10 +79,13 @@ def scaled_cache(source: Path, target: Path, clips: int) -> None:
     rows = [(r, real.embeddings_for(r.sha256)) for r in real.files(FileState.EMBEDDED)]
     model_id = real.model_id
     fingerprint = real.model_fingerprint(model_id)  # type: ignore[arg-type]
+    head = real.audioset_head()
     real.close()
     rng = np.random.default_rng(0)
     store = EmbeddingStore.open(target)
     store.adopt_model(model_id, fingerprint)  # type: ignore[arg-type]
+    if head is not None:
+        store.save_audioset_head(model_id, head)  # type: ignore[arg-type]
     with store.transaction():
         for i in range(clips):
             record, patches = rows[i % len(rows)]

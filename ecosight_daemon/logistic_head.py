@@ -45,14 +45,15 @@ def fit_logistic(features: np.ndarray, labels: np.ndarray, n_classes: int, c: fl
     present = np.unique(labels)
     if len(present) < 2:
         raise ValueError(f"need samples of at least 2 classes to fit, have {len(present)}")
-    features = np.asarray(features, dtype=np.float64)
-    mean = features.mean(axis=0)
-    std = features.std(axis=0)
+    mean = features.mean(axis=0, dtype=np.float64)
+    std = features.std(axis=0, dtype=np.float64)
     std = np.where(std > MIN_STD, std, 1.0)
+    # float32 throughout: half the memory of a float64 copy (10,000 clips x 3,090 features)
+    standardized = (np.asarray(features, dtype=np.float32) - mean.astype(np.float32)) / std.astype(np.float32)
     model = LogisticRegression(C=c, class_weight="balanced", max_iter=MAX_ITERATIONS)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        model.fit((features - mean) / std, labels)
+        model.fit(standardized, labels)
     if any(issubclass(w.category, ConvergenceWarning) for w in caught):
         logger.warning("logistic regression stopped after %d iterations before converging (the labels may "
                        "carry little signal); the fit is used as it is", MAX_ITERATIONS)
