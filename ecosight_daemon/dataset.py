@@ -18,7 +18,7 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
-from .features import AudiosetHead, pool_patches
+from .features import AudiosetHead, pool_clips
 from .store import EmbeddingStore
 
 logger = logging.getLogger(__name__)
@@ -167,9 +167,7 @@ def take_snapshot(store: EmbeddingStore, options: SnapshotOptions, head: Audiose
         logger.warning("%s", warning)
 
     samples = [Sample(path, sha, label, group, splits[group]) for path, sha, label, group in keyed]
-    features = np.stack([
-        pool_patches(store.embeddings_for(s.sha256), options.pooling, head) for s in samples  # type: ignore[arg-type]
-    ]) if samples else np.zeros((0, 0), dtype=np.float32)
+    features = pool_clips([store.embeddings_for(s.sha256) for s in samples], options.pooling, head)  # type: ignore[misc]
     return Snapshot(
         samples, features.astype(np.float32), classes, store.model_id, options.pooling,
         excluded, warnings,

@@ -45,3 +45,25 @@ def pool_patches(patches: np.ndarray, method: str, head: AudiosetHead | None = N
         logits = head.logits(patches)
         return np.concatenate([patches.mean(axis=0), patches.max(axis=0), logits.mean(axis=0), logits.max(axis=0)])
     raise ValueError(f"unknown pooling {method!r}; expected one of {', '.join(POOLINGS)}")
+
+
+def pool_clips(clips: list[np.ndarray], method: str, head: AudiosetHead | None = None) -> np.ndarray:
+    """pool_patches for many clips at once: (clips, features) float32.
+
+    The AudioSet logits of every patch of every clip come from one matrix product, not
+    one small product per clip.
+    """
+    if not clips:
+        return np.zeros((0, 0), dtype=np.float32)
+    if not needs_audioset_head(method):
+        return np.stack([pool_patches(c, method) for c in clips]).astype(np.float32)
+    if head is None:
+        raise ValueError("pooling mean_max_audioset needs YAMNet's AudioSet layer; none was given")
+    patches = np.concatenate([np.asarray(c, dtype=np.float32) for c in clips])
+    starts = np.cumsum([0] + [len(c) for c in clips[:-1]])
+    counts = np.array([len(c) for c in clips], dtype=np.float32)[:, None]
+    logits = head.logits(patches)
+    return np.concatenate([
+        np.add.reduceat(patches, starts) / counts, np.maximum.reduceat(patches, starts),
+        np.add.reduceat(logits, starts) / counts, np.maximum.reduceat(logits, starts),
+    ], axis=1).astype(np.float32)

@@ -103,3 +103,15 @@ def test_shipped_head_on_unseen_recordings_of_the_dev_corpus(dev_features: dict[
     gun = metrics["per_class_metrics"]["gun_shot"]
     assert metrics["macro_f1"] >= 0.93, metrics["macro_f1"]  # old recipe: 0.92-0.93 on these folds
     assert gun["recall"] >= 0.95 and gun["precision"] >= 0.9, gun
+
+
+def test_pooling_many_clips_at_once_equals_pooling_each() -> None:
+    from ecosight_daemon.features import AudiosetHead, pool_clips, pool_patches
+
+    rng = np.random.default_rng(5)
+    head = AudiosetHead(rng.standard_normal((16, 5)).astype(np.float32), rng.standard_normal(5).astype(np.float32))
+    clips = [rng.standard_normal((int(n), 16)).astype(np.float32) for n in (1, 3, 7, 2)]
+    for method in ("mean_max_audioset", "mean_max", "mean"):
+        together = pool_clips(clips, method, head)
+        one_by_one = np.stack([pool_patches(c, method, head) for c in clips])
+        np.testing.assert_allclose(together, one_by_one, rtol=1e-5, atol=1e-5)
