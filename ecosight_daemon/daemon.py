@@ -29,7 +29,7 @@ from .artifacts import ModelRegistry
 from .config import Settings, load_settings
 from .embedder import Embedder, remember_audioset_head
 from .errors import ConfigError
-from .features import needs_audioset_head, pool_patches
+from .features import needs_audioset_head, pool_clips
 from .ingest import IngestLimits, embed_pending, reconcile, refresh_path
 from .progress import ProgressReporter
 from .retrain import RetrainBusy, RetrainOutcome, retrain, retrain_lock, trained_hashes
@@ -436,7 +436,8 @@ class Daemon:
             return None
         assert self._store is not None
         labels = {r.sha256: r.label for r in self._store.files(FileState.EMBEDDED) if r.sha256 in hashes}
-        features = np.stack([pool_patches(self._store.embeddings_for(h), metadata["pooling"], self._store.audioset_head()) for h in labels])  # type: ignore[arg-type]
+        head = self._store.audioset_head() if needs_audioset_head(metadata["pooling"]) else None
+        features = pool_clips([self._store.embeddings_for(h) for h in labels], metadata["pooling"], head)  # type: ignore[misc]
         classes = metadata["classes"]
         priority = classes.index(metadata["priority_class"]) if metadata.get("priority_class") in classes else None
         probabilities = predict_probabilities(load_classifier(path), features)
