@@ -8,7 +8,7 @@ best run. Rows:
 
 - project defaults: exactly what `retrain` ships. Inside each outer training fold the
   daemon's own split (group keys from file names, hashed 70/15/15) and the child's own
-  head function (`train_job.fit_logistic_head` or `fit_keras_head`, as configured) run,
+  head function (`head_recipes.fit_logistic_head` or `fit_keras_head`, as configured) run,
   and the shipped Keras model with its priority threshold labels the outer test fold.
 - previous default: the gradient-trained linear Keras head on mean+max pooling (what
   shipped before), through the same daemon split and child function.
@@ -33,10 +33,11 @@ import numpy as np
 from benchmarks.common import Figure, copy_corpus, dev_corpus, format_table, save_report, yamnet_handle
 from ecosight_daemon.config import Settings
 from ecosight_daemon.dataset import assign_splits, compile_group_patterns, group_key
+from ecosight_daemon.embed_pipeline import embed_pending
 from ecosight_daemon.embedder import YamnetEmbedder
 from ecosight_daemon.evaluation import apply_priority_threshold, classification_metrics
 from ecosight_daemon.features import AudiosetHead, pool_patches
-from ecosight_daemon.ingest import IngestLimits, embed_pending, reconcile
+from ecosight_daemon.reconcile import IngestLimits, reconcile
 from ecosight_daemon.store import EmbeddingStore
 
 logger = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def daemon_splits(settings: Settings, files: list[str], labels: list[str]) -> tu
     patterns = compile_group_patterns(t.group_patterns)
     keys = [group_key(f, patterns) for f in files]
     by_class: dict[str, set[str]] = {}
-    for key, label in zip(keys, labels):
+    for key, label in zip(keys, labels, strict=True):
         by_class.setdefault(label, set()).add(key)
     splits, _ = assign_splits(by_class, {}, (t.split[0], t.split[1], t.split[2]))
     codes = {"train": 0, "val": 1, "test": 2}
@@ -115,23 +116,18 @@ def daemon_splits(settings: Settings, files: list[str], labels: list[str]) -> tu
 def shipped_fit_predict(settings: Settings, features: np.ndarray, y: np.ndarray, files: list[str],
                         test_x: np.ndarray, classes: list[str]) -> np.ndarray:
     """What `retrain` ships, trained on these files, labelling test_x (threshold applied)."""
-    from ecosight_daemon.retrain import _job_spec  # the very spec the child receives
-    from ecosight_daemon.train_job import fit_keras_head, fit_logistic_head
+    from ecosight_daemon.head_recipes import fit_keras_head, fit_logistic_head
     from ecosight_daemon.training import predict_probabilities
+    from ecosight_daemon.training_protocol import TrainingRecipe
 
     splits, groups = daemon_splits(settings, files, [classes[i] for i in y])
-
-    class _Snapshot:  # the two attributes _job_spec reads
-        pooling = settings.training.pooling
-
-    _Snapshot.classes = classes  # type: ignore[attr-defined]
-    spec = _job_spec(settings, _Snapshot(), None)  # type: ignore[arg-type]
-    if spec["head"] == "logistic":
-        fitted = fit_logistic_head(features, y, splits, groups, classes, spec)
+    recipe = TrainingRecipe.from_settings(settings.training)  # the very recipe the training process receives
+    if recipe.head == "logistic":
+        fitted = fit_logistic_head(features, y, splits, groups, classes, recipe)
     else:
-        fitted = fit_keras_head(features, y, splits, classes, spec, lambda: False)
+        fitted = fit_keras_head(features, y, splits, classes, recipe, lambda: False)
     assert fitted is not None
-    priority = classes.index(spec["priority_class"])
+    priority = classes.index(recipe.priority_class)
     return apply_priority_threshold(predict_probabilities(fitted.model, test_x), priority, fitted.threshold)
 
 
@@ -242,7 +238,8 @@ def run() -> list[Figure]:
 def markdown_table(table: dict[str, dict[str, list[float]]]) -> str:
     lines = ["| recipe | " + " | ".join(FIGURES) + " |", "| --- |" + " --- |" * len(FIGURES)]
     for name, figures in table.items():
-        lines.append(f"| {name} | " + " | ".join("{:.3f} / {:.3f} / {:.3f}".format(*figures[k]) for k in FIGURES) + " |")
+        cells = ("{:.3f} / {:.3f} / {:.3f}".format(*figures[k]) for k in FIGURES)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from tests.daemon_harness import DaemonProcess, wait_for
+
+__all__ = ["DaemonProcess", "wait_for"]  # the one daemon wrapper and wait, shared with the tests
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
@@ -52,7 +53,7 @@ def copy_corpus(source: Path, target: Path) -> Path:
 def format_table(figures: list[Figure]) -> str:
     rows = [["figure", "value", "unit", "target", ""], *(f.row() for f in figures)]
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
 def save_report(name: str, figures: list[Figure], details: dict[str, object]) -> Path:
@@ -62,47 +63,11 @@ def save_report(name: str, figures: list[Figure], details: dict[str, object]) ->
     return path
 
 
-class RunningDaemon:
-    """`python -m ecosight_daemon run` on a workspace, as an operator would start it."""
-
-    def __init__(self, config: Path) -> None:
-        self.config = config
-        self.models = config.parent / "models"
-        env = {**os.environ, "ECOSIGHT_YAMNET_HANDLE": yamnet_handle()}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "ecosight_daemon", "--config", str(config), "--log-level", "WARNING", "run"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-
-    def status(self) -> dict:
-        try:
-            return json.loads((self.models / "daemon_status.json").read_text())
-        except (FileNotFoundError, ValueError):
-            return {}
-
-    def retrain_log(self) -> list:
-        try:
-            return json.loads((self.models / "retraining_log.json").read_text())
-        except (FileNotFoundError, ValueError):
-            return []
-
-    def wait_until_idle(self, timeout: float) -> None:
-        def idle() -> bool:
-            status = self.status()
-            return status.get("state") == "idle" and not status.get("retrain_running") and not status.get("pending")
-        wait_for(idle, timeout, "the daemon to become idle")
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=60)
-
-
-def wait_for(condition, timeout: float, what: str, poll_s: float = 0.05) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"benchmark timed out waiting for {what}")
-        time.sleep(poll_s)
+def start_daemon(root: Path) -> DaemonProcess:
+    """`python -m ecosight_daemon run` on root/config.toml, as an operator would start it
+    (warnings only in root/daemon.log), with the real YAMNet."""
+    env = {"ECOSIGHT_YAMNET_HANDLE": yamnet_handle()}
+    return DaemonProcess(root, env=env, log_level="WARNING", notify=False).start()
 
 
 def settled(pid: int) -> bool:

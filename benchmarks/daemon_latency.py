@@ -28,14 +28,15 @@ import numpy as np
 import soundfile
 
 from benchmarks.common import (
+    DaemonProcess,
     Figure,
-    RunningDaemon,
     copy_corpus,
     dev_corpus,
     format_table,
     process_tree_usage,
     save_report,
     settled,
+    start_daemon,
     wait_for,
     yamnet_handle,
 )
@@ -72,7 +73,7 @@ class EmbeddedWatch:
         self._db.close()
 
 
-def trickle(root: Path, daemon: RunningDaemon) -> list[float]:
+def trickle(root: Path, daemon: DaemonProcess) -> list[float]:
     staged = root / "staged"
     work: list[tuple[Path, Path, str]] = []
     for source in trickle_sources():
@@ -117,7 +118,7 @@ def stage_burst(root: Path) -> list[tuple[Path, Path]]:
     return work
 
 
-def burst(work: list[tuple[Path, Path]], daemon: RunningDaemon) -> tuple[float, list[Path]]:
+def burst(work: list[tuple[Path, Path]], daemon: DaemonProcess) -> tuple[float, list[Path]]:
     """The staged clips moved in at once; seconds from the first landing to the last embedded."""
     watch = EmbeddedWatch(daemon.models / "embedding_cache.sqlite3",
                           [target.relative_to(daemon.models.parent / "audio").as_posix() for _, target in work])
@@ -125,7 +126,7 @@ def burst(work: list[tuple[Path, Path]], daemon: RunningDaemon) -> tuple[float, 
         started = time.monotonic()
         for prepared, target in work:
             os.rename(prepared, target)
-        wait_for(lambda: len(watch.embedded()) == len(work), 300, "the burst embedded", poll_s=0.02)
+        wait_for(lambda: len(watch.embedded()) == len(work), 300, "the burst embedded", interval=0.02)
         return time.monotonic() - started, [target for _, target in work]
     finally:
         watch.close()
@@ -154,13 +155,13 @@ def run() -> list[Figure]:
         config.write_text('[paths]\naudio_dir = "audio"\nmodels_dir = "models"\n'
                           '[triggers]\nmin_new_samples = 100000\n')
         staged = stage_burst(root)  # minutes before the burst, as uploads would be
-        daemon = RunningDaemon(config)
+        daemon = start_daemon(root)
         try:
-            daemon.wait_until_idle(300)
-            wait_for(lambda: settled(daemon.process.pid), 120, "the warm training process to finish loading")
-            before = process_tree_usage(daemon.process.pid)
+            daemon.wait_idle(300)
+            wait_for(lambda: settled(daemon.pid), 120, "the warm training process to finish loading")
+            before = process_tree_usage(daemon.pid)
             time.sleep(IDLE_S)
-            after = process_tree_usage(daemon.process.pid)
+            after = process_tree_usage(daemon.pid)
             latencies = trickle(root, daemon)
             burst_s, burst_paths = burst(staged, daemon)
         finally:

@@ -23,11 +23,11 @@ import soundfile
 
 from benchmarks.common import (
     Figure,
-    RunningDaemon,
     format_table,
     process_tree_usage,
     save_report,
     settled,
+    start_daemon,
     wait_for,
     yamnet_handle,
 )
@@ -72,14 +72,14 @@ def run() -> list[Figure]:
         staged = stage_burst(root)
         os.sync()  # or the kernel writes the 14,000 new files back during the measurements
         started = time.monotonic()
-        daemon = RunningDaemon(config)
+        daemon = start_daemon(root)
         try:
-            daemon.wait_until_idle(300)
+            daemon.wait_idle(300)
             startup_s = time.monotonic() - started
-            wait_for(lambda: settled(daemon.process.pid), 120, "the warm training process to finish loading")
-            before = process_tree_usage(daemon.process.pid)
+            wait_for(lambda: settled(daemon.pid), 120, "the warm training process to finish loading")
+            before = process_tree_usage(daemon.pid)
             time.sleep(IDLE_S)
-            after = process_tree_usage(daemon.process.pid)
+            after = process_tree_usage(daemon.pid)
             burst_s, burst_paths = burst(staged, daemon)
         finally:
             daemon.stop()

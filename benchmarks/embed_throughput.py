@@ -17,8 +17,10 @@ from pathlib import Path
 
 from benchmarks.common import Figure, copy_corpus, dev_corpus, format_table, save_report, yamnet_handle
 from ecosight_daemon.audio import decode_audio
+from ecosight_daemon.embed_pipeline import embed_pending
 from ecosight_daemon.embedder import YamnetEmbedder
-from ecosight_daemon.ingest import IngestLimits, embed_pending, reconcile, walk_audio_dir
+from ecosight_daemon.naming import walk_audio_dir
+from ecosight_daemon.reconcile import IngestLimits, reconcile
 from ecosight_daemon.store import EmbeddingStore
 
 ROUNDS = 3

@@ -25,16 +25,17 @@ import soundfile
 from benchmarks.accuracy import old_recipe_fit_predict
 from benchmarks.common import (
     Figure,
-    RunningDaemon,
     dev_corpus,
     format_table,
     save_report,
     settled,
+    start_daemon,
     wait_for,
     yamnet_handle,
 )
+from ecosight_daemon.embed_pipeline import embed_pending
 from ecosight_daemon.embedder import YamnetEmbedder
-from ecosight_daemon.ingest import IngestLimits, embed_pending, reconcile
+from ecosight_daemon.reconcile import IngestLimits, reconcile
 from ecosight_daemon.store import EmbeddingStore
 
 CORPUS_CLIPS = 2000
@@ -89,18 +90,18 @@ def daemon_seconds(root: Path, rounds: list[tuple[str, list[tuple[Path, str]], f
     env = {**os.environ, "ECOSIGHT_YAMNET_HANDLE": yamnet_handle()}
     subprocess.run([sys.executable, "-m", "ecosight_daemon", "--config", str(config), "--log-level", "WARNING",
                     "retrain", "--force"], check=True, capture_output=True, env=env)
-    daemon = RunningDaemon(config)
+    daemon = start_daemon(root)
     results = []
     try:
         for name, files, interval_s in rounds:
-            daemon.wait_until_idle(180)
-            wait_for(lambda: settled(daemon.process.pid), 120, "the warm training process to finish loading")
+            daemon.wait_idle(180)
+            wait_for(lambda: settled(daemon.pid), 120, "the warm training process to finish loading")
             attempts = len(daemon.retrain_log())
             for path, label in files:
                 os.rename(path, root / "audio" / label / path.name)
                 time.sleep(interval_s)
             landed = time.perf_counter()
-            wait_for(lambda: len(daemon.retrain_log()) > attempts, 600, "the retrain")
+            wait_for(lambda attempts=attempts: len(daemon.retrain_log()) > attempts, 600, "the retrain")
             results.append({"round": name, "seconds": time.perf_counter() - landed,
                             "entry": daemon.retrain_log()[-1]})
     finally:

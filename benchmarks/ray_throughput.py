@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 
 from benchmarks.common import Figure, copy_corpus, dev_corpus, format_table, save_report, yamnet_handle
+from ecosight_daemon.embed_pipeline import embed_pending
 from ecosight_daemon.embedder import YAMNET_DIM, YamnetEmbedder
-from ecosight_daemon.ingest import IngestLimits, embed_pending, reconcile
+from ecosight_daemon.reconcile import IngestLimits, reconcile
 from ecosight_daemon.store import EmbeddingStore, FileState
 
 LIMITS = IngestLimits((".wav", ".flac", ".ogg"), 600, 10**9)
@@ -30,8 +31,9 @@ def fresh_store(root: Path, embedder: YamnetEmbedder) -> tuple[EmbeddingStore, P
 
 def run() -> list[Figure]:
     try:
-        from ecosight_daemon.ray_engine import embed_pending_with_ray
         import ray  # noqa: F401
+
+        from ecosight_daemon.ray_engine import embed_pending_with_ray
     except ImportError:
         print("ray is not installed; skipping ray_throughput (pip install '.[ray]')")
         return []

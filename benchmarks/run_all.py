@@ -10,7 +10,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchmarks.common import Figure, format_table, save_report  # noqa: E402
+from benchmarks.common import Figure, format_table, save_report
 
 BENCHMARKS = [
     "embed_throughput", "daemon_latency", "daemon_scale", "incremental_retrain", "training_scale", "accuracy",

@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import Figure, dev_corpus, format_table, save_report, yamnet_handle
+from ecosight_daemon.embed_pipeline import embed_pending
 from ecosight_daemon.embedder import YamnetEmbedder, remember_audioset_head
-from ecosight_daemon.ingest import IngestLimits, embed_pending, reconcile
+from ecosight_daemon.reconcile import IngestLimits, reconcile
 from ecosight_daemon.store import EmbeddingStore, FileState
 
 SIZES = (2_000, 10_000)
@@ -86,7 +87,7 @@ def scaled_cache(source: Path, target: Path, clips: int) -> None:
     store.adopt_model(model_id, fingerprint)  # type: ignore[arg-type]
     if head is not None:
         store.save_audioset_head(model_id, head)  # type: ignore[arg-type]
-    with store.transaction():
+    with store.batch():
         for i in range(clips):
             record, patches = rows[i % len(rows)]
             assert patches is not None

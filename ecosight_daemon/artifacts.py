@@ -23,6 +23,7 @@ from typing import Any
 from . import pause
 from .digest import sha256_of
 from .instance_lock import pid_alive
+from .training_protocol import RetrainStatus
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,8 @@ def read_json_or_set_aside(path: Path) -> Any:
 
 
 def write_json(target: Path, value: Any) -> None:
-    replace_atomically(target, lambda tmp: tmp.write_text(json.dumps(value, indent=2) + "\n"))
+    text = json.dumps(value, indent=2) + "\n"
+    replace_atomically(target, lambda tmp: _ignore(tmp.write_text(text)))
 
 
 def read_json(path: Path, default: Any = None) -> Any:
@@ -117,7 +119,11 @@ def read_json(path: Path, default: Any = None) -> Any:
 
 
 def copy_atomically(source: Path, target: Path) -> None:
-    replace_atomically(target, lambda tmp: shutil.copyfile(source, tmp))
+    replace_atomically(target, lambda tmp: _ignore(shutil.copyfile(source, tmp)))
+
+
+def _ignore(_: object) -> None:
+    """For a lambda whose call's return value is not wanted."""
 
 
 class ModelRegistry:
@@ -267,7 +273,8 @@ class ModelRegistry:
     def _publish_newest_intact(self, exclude: str | None = None) -> str | None:
         for metadata in reversed(self.versions()):
             version = metadata.get("version")
-            if version and version != exclude and metadata.get("status") == "promoted" and self.intact(version):
+            promoted = metadata.get("status") == RetrainStatus.PROMOTED.value
+            if version and version != exclude and promoted and self.intact(version):
                 logger.error("publishing %s, the newest intact promoted version, as the current model", version)
                 self.promote(version)
                 return str(version)

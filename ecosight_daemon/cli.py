@@ -13,21 +13,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .cache_reports import CacheReports, ClassCounts
+from .cache_sync import require_audio_dir, sync_cache
 from .config import Settings, find_config_path, load_settings
-from .errors import EXIT_FAILURE, EXIT_OK, EcosightError
-from .features import needs_audioset_head
-from .ingest import EmbedReport, IngestLimits, embed_pending, reconcile
+from .embed_pipeline import EmbedReport
+from .errors import EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_OK, EXIT_REJECTED, EXIT_RETRAIN_FAILED, EcosightError
 from .instance_lock import hold_daemon_lock, refuse_while_a_daemon_runs, running_daemon
-from .progress import ProgressReporter
+from .reconcile import IngestLimits, reconcile
 from .status import read_status
-from .store import ClassCounts, EmbeddingStore, FileState
+from .store import EmbeddingStore, FileState
+from .training_protocol import RetrainStatus
 
 logger = logging.getLogger("ecosight_daemon")
 
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
-EXIT_REJECTED = 3  # retrain finished, but the gate kept the current model
-EXIT_RETRAIN_FAILED = 4  # retrain could not train (too little data, child died, time limit)
-EXIT_NOT_RUNNING = 3  # status: no daemon answers
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -102,20 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # TensorFlow's INFO lines once it logs; its warnings and errors still show.
+        # The training process inherits it. (Its start-up notes: tf_start_up.py.)
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 
 def open_store(settings: Settings) -> EmbeddingStore:
     return EmbeddingStore.open(settings.cache_path, settings.embedding.storage_dtype)
-
-
-def require_audio_dir(settings: Settings) -> Path:
-    audio_dir = settings.paths.audio_dir
-    if not audio_dir.is_dir():
-        raise EcosightError(
-            f"audio folder {audio_dir} does not exist; create it with one sub-folder per class "
-            "(for example gun_shot/) or set [paths] audio_dir in the config"
-        )
-    return audio_dir
 
 
 def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
@@ -138,22 +131,16 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def scan_report(store: EmbeddingStore) -> dict[str, Any]:
-    counts = store.class_counts()
+    reports = CacheReports(store)
+    counts = reports.class_counts()
     unclassified = counts.pop("", ClassCounts())
     totals = {key: sum(getattr(c, key) for c in counts.values()) for key in ClassCounts().as_dict()}
-    conflicts = store.conflicting_hashes()
-    records = store.files()
     return {
         "classes": {label: c.as_dict() for label, c in counts.items()},
         "totals": totals,
         "unclassified": unclassified.files,
-        "failed": [
-            {"path": r.path, "reason": r.reason} for r in records if r.state is FileState.FAILED
-        ],
-        "conflicts": [
-            {"path": r.path, "class": r.label, "sha256": r.sha256}
-            for r in records if r.sha256 in conflicts
-        ],
+        "failed": reports.failed_files(),
+        "conflicts": reports.label_conflicts(),
         "embedding_model": store.model_id,
     }
 
@@ -165,7 +152,7 @@ def format_scan(report: dict[str, Any]) -> str:
     rows.append(["total", *(str(report["totals"][k]) for k in keys)])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in
-                       enumerate(zip(row, widths))) for row in rows]
+                       enumerate(zip(row, widths, strict=True))) for row in rows]
     if report["unclassified"]:
         lines.append(f"{report['unclassified']} file(s) are not in a class folder and are ignored")
     for failure in report["failed"]:
@@ -174,20 +161,6 @@ def format_scan(report: dict[str, Any]) -> str:
         lines.append(f"label conflict (same bytes in two classes, left out of training): "
                      f"{conflict['path']}")
     return "\n".join(lines)
-
-
-def sync_cache(store: EmbeddingStore, settings: Settings, engine: str = "local",
-               address: str | None = None) -> EmbedReport:
-    """Reconcile the index with audio_dir and embed what is pending."""
-    audio_dir = require_audio_dir(settings)
-    limits = IngestLimits.from_settings(settings)
-    adopt_model_without_loading(store, settings.embedding.yamnet_handle)
-    reconcile(store, audio_dir, limits)
-    if not store.count_files(FileState.PENDING):
-        return EmbedReport()  # nothing to do: do not pay for loading TensorFlow
-    if engine == "ray":
-        return embed_with_ray(store, settings, audio_dir, limits, address)
-    return embed_with_model(store, settings, audio_dir, limits)
 
 
 def cmd_embed(settings: Settings, args: argparse.Namespace) -> int:
@@ -207,42 +180,6 @@ def cmd_embed(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(embed_summary(report), indent=2))
     return EXIT_OK  # bad files are reported and recorded, never fatal
-
-
-def adopt_model_without_loading(store: EmbeddingStore, handle: str) -> None:
-    """Switch the cache to the configured model when its files are on disk, TF not needed."""
-    from .embedder import fingerprint_of, local_model_folder, model_id_for
-
-    folder = local_model_folder(handle)
-    if folder is not None:
-        fingerprint = fingerprint_of(handle, folder)
-        store.adopt_model(model_id_for(fingerprint), fingerprint)
-
-
-def embed_with_ray(
-    store: EmbeddingStore, settings: Settings, audio_dir: Path, limits: IngestLimits, address: str | None
-) -> EmbedReport:
-    from .embedder import YAMNET_DIM
-    from .ray_engine import embed_pending_with_ray
-
-    if store.model_id is None:
-        raise EcosightError(
-            f"the Ray engine needs the YAMNet SavedModel on this machine too, to fingerprint it; "
-            f"{settings.embedding.yamnet_handle!r} is not on disk here (set a local handle)"
-        )
-    return embed_pending_with_ray(store, audio_dir, limits, settings.embedding.yamnet_handle, YAMNET_DIM, address)
-
-
-def embed_with_model(
-    store: EmbeddingStore, settings: Settings, audio_dir: Path, limits: IngestLimits
-) -> EmbedReport:
-    from .embedder import YamnetEmbedder, remember_audioset_head  # imports TensorFlow: only when there is work
-
-    embedder = YamnetEmbedder.load(settings.embedding.yamnet_handle, settings.embedding.yamnet_sha256)
-    store.adopt_model(embedder.model_id, embedder.fingerprint)
-    if needs_audioset_head(settings.training.pooling):
-        remember_audioset_head(store, embedder)  # spares retrain a second TensorFlow load
-    return embed_pending(store, embedder, audio_dir, limits, progress=ProgressReporter("embedded"))
 
 
 def embed_summary(report: EmbedReport) -> dict[str, Any]:
@@ -325,7 +262,7 @@ def cmd_retrain(settings: Settings, args: argparse.Namespace) -> int:
     result = {
         "version": outcome.version,
         "promoted": outcome.promoted,
-        "status": outcome.status,
+        "status": outcome.status.value,
         "reason": outcome.reason,
         "forced": outcome.forced,
         "new_samples": outcome.new_samples,
@@ -338,7 +275,7 @@ def cmd_retrain(settings: Settings, args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(format_retrain(result))
-    if outcome.status == "failed":
+    if outcome.status is RetrainStatus.FAILED:
         return EXIT_RETRAIN_FAILED
     return EXIT_OK if outcome.promoted else EXIT_REJECTED
 
@@ -426,7 +363,8 @@ def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
         registry.promote(target)
         registry.append_log({
             "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "trigger_reason": "rollback", "version": target, "status": "rolled back", "promoted": True,
+            "trigger_reason": "rollback", "version": target, "status": RetrainStatus.ROLLED_BACK.value,
+            "promoted": True,
             "forced": True, "reason": f"operator rolled back from {current} to {target}",
             "replaced_version": current, "metrics": None,
         })
@@ -437,6 +375,6 @@ def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
 
 def _previous_promoted(registry: Any, current: str | None) -> str | None:
     """The newest version older than the current one that passed its gate."""
-    promoted = [m["version"] for m in registry.versions() if m.get("status") == "promoted"]
+    promoted = [m["version"] for m in registry.versions() if m.get("status") == RetrainStatus.PROMOTED.value]
     earlier = [v for v in promoted if current is None or v < current]
     return earlier[-1] if earlier else None

@@ -8,14 +8,27 @@ and what was expected.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from .config_checks import (
+    at_least,
+    between,
+    one_of,
+    setting,
+    valid_cron,
+    valid_dtype,
+    valid_extensions,
+    valid_group_patterns,
+    valid_split,
+    valid_units,
+)
 from .errors import ConfigError
 from .features import POOLINGS
 
@@ -24,77 +37,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
+logger = logging.getLogger(__name__)
+
 CONFIG_ENV = "ECOSIGHT_CONFIG"
 HANDLE_ENV = "ECOSIGHT_YAMNET_HANDLE"
 DEFAULT_CONFIG_NAME = "config.toml"
 DEFAULT_YAMNET_HANDLE = "https://tfhub.dev/google/yamnet/1"
-
-Check = Callable[[Any], str | None]
-
-
-def setting(default: Any, help: str, check: Check | None = None) -> Any:
-    """A dataclass field carrying its help text and an optional value check."""
-    return field(default=default, metadata={"help": help, "check": check})
-
-
-def at_least(minimum: float) -> Check:
-    return lambda value: None if value >= minimum else f"a number >= {minimum}"
-
-
-def between(low: float, high: float) -> Check:
-    return lambda value: None if low <= value <= high else f"a number from {low} to {high}"
-
-
-def _valid_extensions(values: tuple[str, ...]) -> str | None:
-    if not values:
-        return "a non-empty list of extensions such as [\".wav\"]"
-    for value in values:
-        if not value.startswith(".") or len(value) < 2 or "/" in value:
-            return "extensions that start with a dot, such as \".wav\""
-    return None
-
-
-def _valid_dtype(value: str) -> str | None:
-    return None if value in ("float16", "float32") else "\"float16\" or \"float32\""
-
-
-def _valid_split(values: tuple[float, ...]) -> str | None:
-    if len(values) != 3 or any(v < 0 for v in values) or abs(sum(values) - 1) > 1e-6 or values[0] <= 0:
-        return "three fractions [train, val, test] that add up to 1, such as [0.7, 0.15, 0.15]"
-    return None
-
-
-def _valid_group_patterns(values: tuple[str, ...]) -> str | None:
-    for value in values:
-        try:
-            pattern = re.compile(value)
-        except re.error as exc:
-            return f"regular expressions ({value!r}: {exc})"
-        if "group" not in pattern.groupindex:
-            return f"regular expressions with a named group (?P<group>...) ({value!r} has none)"
-    return None
-
-
-def _valid_units(values: tuple[int, ...]) -> str | None:
-    return None if all(v >= 1 for v in values) else "a list of positive layer sizes such as [256], or []"
-
-
-def _one_of(*choices: str) -> Check:
-    return lambda value: None if value in choices else " or ".join(f'"{c}"' for c in choices)
-
-
-def _valid_cron(value: str) -> str | None:
-    if not value.strip():
-        return None
-    from .scheduling import cron_trigger
-
-    try:
-        cron_trigger(value)
-    except ValueError as exc:
-        return (f"a cron expression such as \"0 3 * * *\" (6 fields: seconds first), "
-                f"or \"\" to disable ({exc})")
-    return None
-
 
 @dataclass(frozen=True)
 class PathSettings:
@@ -108,7 +56,7 @@ class PathSettings:
 @dataclass(frozen=True)
 class AudioSettings:
     extensions: tuple[str, ...] = setting(
-        (".wav", ".flac", ".ogg"), "file endings to ingest, compared case-insensitively", _valid_extensions
+        (".wav", ".flac", ".ogg"), "file endings to ingest, compared case-insensitively", valid_extensions
     )
     max_duration_s: float = setting(600.0, "longer files are refused with a reason", at_least(0.01))
     min_duration_s: float = setting(
@@ -125,10 +73,11 @@ class EmbeddingSettings:
     yamnet_handle: str = setting(
         DEFAULT_YAMNET_HANDLE, f"TF Hub URL or local SavedModel folder; {HANDLE_ENV} overrides it"
     )
-    storage_dtype: str = setting("float16", "how per-patch embeddings are stored", _valid_dtype)
+    storage_dtype: str = setting("float16", "how per-patch embeddings are stored", valid_dtype)
     yamnet_sha256: str = setting(
         "", "if set, the SavedModel's sha256 (graph and weights) must equal it, or the daemon does not start",
-        lambda value: None if value == "" or re.fullmatch(r"[0-9a-f]{64}", value) else "64 lowercase hex digits or \"\"",
+        lambda value: None if value == "" or re.fullmatch(r"[0-9a-f]{64}", value)
+        else "64 lowercase hex digits or \"\"",
     )
 
 
@@ -148,17 +97,17 @@ class TrainingSettings:
     batch_size: int = setting(64, "training batch size", at_least(1))
     seed: int = setting(42, "seed for weights and shuffling (splits depend on group keys only)", at_least(0))
     min_class_files: int = setting(5, "classes with fewer distinct files are left out", at_least(1))
-    split: tuple[float, ...] = setting((0.70, 0.15, 0.15), "train/val/test fractions of groups", _valid_split)
+    split: tuple[float, ...] = setting((0.70, 0.15, 0.15), "train/val/test fractions of groups", valid_split)
     group_patterns: tuple[str, ...] = setting(
         DEFAULT_GROUP_PATTERNS, "regexes with (?P<group>...) mapping a file name to its recording",
-        _valid_group_patterns,
+        valid_group_patterns,
     )
     pooling: str = setting("mean_max_audioset", "patch pooling: mean, mean_max, mean_std or mean_max_audioset",
-                           _one_of(*POOLINGS))
+                           one_of(*POOLINGS))
     head: str = setting("logistic", "classifier head: logistic (convex, refitted on all data) or keras",
-                        _one_of("logistic", "keras"))
+                        one_of("logistic", "keras"))
     logistic_c: float = setting(1.0, "inverse L2 strength of the logistic head", between(1e-4, 1e4))
-    hidden_units: tuple[int, ...] = setting((), "hidden layer sizes; [] is a linear model", _valid_units)
+    hidden_units: tuple[int, ...] = setting((), "hidden layer sizes; [] is a linear model", valid_units)
     dropout: float = setting(0.3, "dropout after each hidden layer", between(0.0, 0.9))
     batch_norm: bool = setting(False, "batch normalization after each hidden layer")
     learning_rate: float = setting(0.001, "Adam learning rate", between(1e-6, 1.0))
@@ -195,7 +144,7 @@ class PromotionSettings:
 @dataclass(frozen=True)
 class TriggerSettings:
     min_new_samples: int = setting(100, "new or changed samples that start a retrain", at_least(1))
-    schedule: str = setting("", "cron expression for scheduled retrains; empty disables", _valid_cron)
+    schedule: str = setting("", "cron expression for scheduled retrains; empty disables", valid_cron)
     drift_min_accuracy: float = setting(
         0.0, "retrain when the current model's accuracy on newly arrived samples falls below; 0 = off",
         between(0.0, 1.0),
@@ -245,6 +194,27 @@ def _sections() -> list[dataclasses.Field[Any]]:
     return [item for item in dataclasses.fields(Settings) if item.name != "source"]
 
 
+RESTART_ONLY_SECTIONS = ("paths", "embedding", "audio", "watch")  # a running daemon keeps these
+
+
+def reload_settings(current: Settings) -> Settings | None:
+    """SIGHUP: config.toml read again; sections that need a restart keep their running
+    values (with a warning). None, logged, when the file is now invalid."""
+    if current.source is None:
+        return None
+    try:
+        fresh = load_settings(current.source)
+    except ConfigError as exc:
+        logger.error("SIGHUP: %s; keeping the running configuration", exc)
+        return None
+    kept = [name for name in RESTART_ONLY_SECTIONS if getattr(fresh, name) != getattr(current, name)]
+    if kept:
+        logger.warning("SIGHUP: changes to [%s] take effect after a restart", "], [".join(kept))
+        fresh = dataclasses.replace(fresh, **{name: getattr(current, name) for name in kept})
+    logger.info("SIGHUP: configuration reloaded from %s", current.source)
+    return fresh
+
+
 def find_config_path(cli_path: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:
     """`--config`, else $ECOSIGHT_CONFIG, else ./config.toml."""
     if cli_path:
@@ -285,11 +255,11 @@ def settings_from_mapping(
             f"unknown section [{unknown[0]}] in config; expected one of: {', '.join(sorted(sections))}"
         )
     built: dict[str, Any] = {}
-    for name, section in sections.items():
+    for name in sections:
         table = raw.get(name, {})
         if not isinstance(table, dict):
             raise ConfigError(f"[{name}] must be a table of keys, got {table!r}")
-        built[name] = _build_section(name, section.default_factory, table, base_dir)  # type: ignore[misc]
+        built[name] = _build_section(name, get_type_hints(Settings)[name], table, base_dir)
     handle = resolve_handle(built["embedding"].yamnet_handle, base_dir)
     built["embedding"] = dataclasses.replace(built["embedding"], yamnet_handle=handle)
     settings = _apply_environment(Settings(**built, source=source), environ)

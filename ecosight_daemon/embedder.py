@@ -17,6 +17,7 @@ from .audio import TARGET_SAMPLE_RATE, frontend_settings
 from .errors import ModelLoadError
 from .features import AudiosetHead
 from .store import EmbeddingStore
+from .tf_start_up import start_up_notes_hidden
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,10 @@ class Embedder(Protocol):
 
     def embed(self, waveform: np.ndarray) -> np.ndarray:
         """Return an (N, dim) float32 array, one row per 0.96 s patch."""
+        ...
+
+    def audioset_head(self) -> AudiosetHead:
+        """The model's own classifier layer over the embeddings (for mean_max_audioset pooling)."""
         ...
 
 
@@ -110,9 +115,9 @@ class YamnetEmbedder:
     def load(cls, handle: str, pinned_sha256: str = "") -> YamnetEmbedder:
         """Load the model; raise ModelLoadError with what to do when it fails, or when
         `pinned_sha256` is set and the SavedModel's digest differs."""
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         try:
-            import tensorflow_hub as hub
+            with start_up_notes_hidden():
+                import tensorflow_hub as hub
         except ImportError as exc:
             raise ModelLoadError(
                 f"cannot import tensorflow_hub ({exc}); run `make install` "
@@ -120,7 +125,8 @@ class YamnetEmbedder:
             ) from exc
         try:
             folder = Path(hub.resolve(handle))
-            model = hub.load(str(folder))
+            with start_up_notes_hidden():
+                model = hub.load(str(folder))
         except Exception as exc:  # TF raises many unrelated types for a bad handle
             raise ModelLoadError(
                 f"cannot load YAMNet from {handle!r} ({type(exc).__name__}: {exc}); set "
@@ -172,7 +178,7 @@ class YamnetEmbedder:
         return np.concatenate(chunks)
 
 
-def remember_audioset_head(store: EmbeddingStore, embedder: YamnetEmbedder) -> AudiosetHead:
+def remember_audioset_head(store: EmbeddingStore, embedder: Embedder) -> AudiosetHead:
     """Store YAMNet's AudioSet layer with its model id (once), so pooling needs no TensorFlow."""
     head = store.audioset_head(embedder.model_id)
     if head is None:

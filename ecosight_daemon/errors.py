@@ -1,11 +1,15 @@
-"""Errors the daemon raises on purpose, and the exit codes `cli.main` turns them into."""
+"""Errors the daemon raises on purpose, and every exit code the program uses (the one list;
+README "Exit codes" is its documentation)."""
 
 from __future__ import annotations
 
 # sysexits.h values, so systemd units and shell scripts can tell failures apart.
 EXIT_OK = 0
 EXIT_FAILURE = 1
-EXIT_USAGE = 2
+# 2: a usage error, from argparse itself (an unknown command or option)
+EXIT_REJECTED = 3  # retrain finished, but the gate kept the current model
+EXIT_NOT_RUNNING = 3  # status: no daemon answers
+EXIT_RETRAIN_FAILED = 4  # retrain could not train (too little data, training process died, time limit)
 EXIT_ALREADY_RUNNING = 73  # EX_CANTCREAT: another daemon holds models_dir (systemd does not restart on it)
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: the embedding model could not be loaded
 EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: try again later (another run holds the lock)

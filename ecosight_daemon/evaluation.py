@@ -20,7 +20,7 @@ def apply_priority_threshold(
     """Argmax labels, except that the priority class also wins wherever its probability
     reaches the threshold: a threshold can only add priority detections, never remove one."""
     probabilities = np.atleast_2d(probabilities)
-    labels = probabilities.argmax(axis=1)
+    labels = np.asarray(probabilities.argmax(axis=1))
     if priority_index is None or threshold is None:
         return labels
     return np.where(probabilities[:, priority_index] >= threshold, priority_index, labels)
@@ -227,7 +227,7 @@ def gate(candidate: dict[str, Any], incumbent: dict[str, Any] | None, policy: Ga
     old_f1, old_recall = incumbent["macro_f1"], class_recall(incumbent, pri)
     priority = candidate["class_names"].index(pri) if pri in candidate["class_names"] else None
     on_priority = paired.truth == priority
-    statistics = {
+    statistics: dict[str, Any] = {
         "significance": policy.significance,
         "all_clips": mcnemar_worse(paired.truth, paired.candidate, paired.incumbent),
         "priority_clips": mcnemar_worse(paired.truth[on_priority], paired.candidate[on_priority],

@@ -23,7 +23,7 @@ class AudiosetHead:
     bias: np.ndarray  # (521,) float32
 
     def logits(self, patches: np.ndarray) -> np.ndarray:
-        return patches @ self.kernel + self.bias
+        return np.asarray(patches @ self.kernel + self.bias)
 
 
 def needs_audioset_head(method: str) -> bool:
@@ -34,7 +34,7 @@ def pool_patches(patches: np.ndarray, method: str, head: AudiosetHead | None = N
     """(patches, dim) -> one clip vector; `method` is recorded with every model."""
     patches = np.asarray(patches, dtype=np.float32)
     if method == "mean":
-        return patches.mean(axis=0)
+        return np.asarray(patches.mean(axis=0))
     if method == "mean_max":
         return np.concatenate([patches.mean(axis=0), patches.max(axis=0)])
     if method == "mean_std":

@@ -34,7 +34,7 @@ class LogisticFit:
         logits = ((features - self.mean) / self.std) @ self.kernel + self.bias
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
-        return exp / exp.sum(axis=1, keepdims=True)
+        return np.asarray(exp / exp.sum(axis=1, keepdims=True))
 
 
 def fit_logistic(features: np.ndarray, labels: np.ndarray, n_classes: int, c: float) -> LogisticFit:

@@ -1,10 +1,10 @@
 """Embed the pending files of a large archive on a Ray cluster, into the same cache.
 
 Two Ray Data stages over the pending work units: a CPU stage that reads, hashes and
-decodes (`ingest.prepare_file`), and an inference stage of actors that each load
-YAMNet once (`ingest.embed_prepared`). The driver writes every result into the SQLite
+decodes (`embed_pipeline.prepare_file`), and an inference stage of actors that each load
+YAMNet once (`embed_pipeline.embed_prepared`). The driver writes every result into the SQLite
 cache in batched transactions with the same function the daemon uses
-(`ingest.record_result`), so bad files end as `failed` rows with reasons, never as a
+(`embed_pipeline.record_result`), so bad files end as `failed` rows with reasons, never as a
 failed job. Ray is an optional extra: `pip install '.[ray]'`.
 """
 
@@ -19,18 +19,11 @@ from typing import Any
 import numpy as np
 
 from .audio import DecodedAudio
+from .embed_pipeline import EmbeddedFile, EmbedReport, PreparedFile, embed_prepared, prepare_file, record_result
 from .errors import EcosightError
-from .ingest import (
-    EmbeddedFile,
-    EmbedReport,
-    FoundFile,
-    IngestLimits,
-    PreparedFile,
-    embed_prepared,
-    prepare_file,
-    record_result,
-)
+from .naming import FoundFile
 from .progress import ProgressReporter
+from .reconcile import IngestLimits
 from .store import EmbeddingStore, FileRecord, FileState
 
 logger = logging.getLogger(__name__)
@@ -207,7 +200,7 @@ def embed_pending_with_ray(
                         f"{store.model_id}; every node must load the same YAMNet (check the handle)"
                     )
             writing = time.monotonic()
-            with store.transaction():
+            with store.batch():
                 for row in rows:
                     record_result(store, _result_from(row, dim), report)
             timings["driver_write_s"] += time.monotonic() - writing

@@ -12,8 +12,8 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 CONFUSION_PNG = "confusion_matrix.png"
 CURVES_PNG = "training_curves.png"
@@ -98,6 +98,7 @@ def write_report(folder: Path, metadata: dict[str, Any], metrics: dict[str, Any]
                       f"same test split: accuracy {incumbent['accuracy']:.3f}, macro-F1 "
                       f"{incumbent['macro_f1']:.3f}.</p>")
     threshold = metadata.get("priority_threshold")
+    fitted_on = str(metadata.get("model_fitted_on", "the training split"))
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>EcoSight model {html.escape(metadata['version'])}</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse}}
@@ -107,7 +108,7 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}td:first-child{
 <p>{html.escape(metadata['decision_reason'])}</p>
 <p>Trained {html.escape(metadata['date'])} (trigger: {html.escape(str(metadata['trigger_reason']))}) on
 {sum(metadata['sample_counts']['train'].values())} clips; tested on {metrics['samples']} clips from recordings
-never seen by the model these figures come from ({html.escape(str(metadata.get('model_fitted_on', 'the training split')))}).
+never seen by the model these figures come from ({html.escape(fitted_on)}).
 Accuracy {metrics['accuracy']:.3f}{_interval(metrics.get('accuracy_interval'))}, macro-F1
 {metrics['macro_f1']:.3f}{_interval(metrics.get('macro_f1_interval'))} (95% intervals: Wilson for rates, bootstrap
 for macro-F1; on {metrics['samples']} clips a difference inside them is noise).

@@ -25,15 +25,16 @@ import numpy as np
 
 from .artifacts import LOG_FILE as LOG_FILE_NAME
 from .artifacts import ModelRegistry, fsync_path, fsync_tree, read_json, write_json
-from .digest import sha256_of
 from .config import Settings
 from .dataset import Snapshot, SnapshotOptions, Split, take_snapshot
+from .digest import sha256_of
 from .errors import EXIT_TEMPFAIL, EcosightError
 from .evaluation import GateDecision, GatePolicy, PairedPredictions, class_recall, gate
 from .features import AudiosetHead, needs_audioset_head
 from .store import EmbeddingStore
-from .train_job import HOLDOUT_MODEL, write_job
-from .training_child import ChildFailed, TrainingChild
+from .training_process import TrainingProcess, TrainingProcessFailed
+from .training_protocol import FitJob, IncumbentModel, RetrainStatus, TrainingRecipe, TrainingResult
+from .training_worker import HOLDOUT_MODEL, JOB_DATA, write_job_data
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,30 @@ def retrain_lock(models_dir: Path) -> Iterator[None]:
             handle.truncate()
 
 
+def recover_at_start(registry: ModelRegistry) -> None:
+    """Finish a promotion a crash interrupted, unless a running retrain holds the lock
+    (it finishes any promotion itself)."""
+    try:
+        with retrain_lock(registry.root):
+            recovered = registry.recover()
+    except RetrainBusy:
+        logger.info("a retrain holds %s; it finishes any promotion itself", registry.root)
+        return
+    if recovered:
+        logger.info("completed the interrupted promotion of %s", recovered)
+
+
+def finish_interrupted_promotion(registry: ModelRegistry) -> None:
+    """A promotion that failed part-way (disk full) is finished as soon as it can be."""
+    if not registry.promotion_pending():
+        return
+    try:
+        with retrain_lock(registry.root):
+            registry.recover()
+    except (RetrainBusy, OSError) as exc:
+        logger.error("an interrupted promotion is still to be finished (%s); will retry", exc)
+
+
 @dataclass
 class RetrainOutcome:
     """What one attempt did; its `log_entry` goes into retraining_log.json."""
@@ -84,7 +109,7 @@ class RetrainOutcome:
     new_samples: int = 0
     seconds: float = 0.0
     started_at: float = 0.0  # wall clock, seconds since the epoch
-    status: str = "failed"  # promoted | rejected | failed
+    status: RetrainStatus = RetrainStatus.FAILED
     gate: dict[str, Any] | None = None  # the rule that decided and its statistics
 
     def log_entry(self) -> dict[str, Any]:
@@ -93,7 +118,7 @@ class RetrainOutcome:
             "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "trigger_reason": self.trigger,
             "version": self.version,
-            "status": self.status,
+            "status": self.status.value,
             "promoted": self.promoted,
             "forced": self.forced,
             "reason": self.reason,
@@ -154,25 +179,25 @@ def retrain(
     force: bool = False,
     should_stop: Callable[[], bool] = lambda: False,
     log_level: str = "INFO",
-    child: TrainingChild | None = None,
+    process: TrainingProcess | None = None,
 ) -> RetrainOutcome:
     """Train, evaluate, gate and (maybe) promote; every attempt is logged.
 
-    `child` is a training process started earlier (TensorFlow already imported); without
-    one, a new one is started here. Either way it is closed before this returns.
+    `process` is a training process started earlier (TensorFlow already imported);
+    without one, a new one is started here. Either way it is closed before this returns.
     """
     registry = ModelRegistry(settings.paths.models_dir)
     registry.ensure()
     started, started_wall = time.monotonic(), time.time()
-    if child is None or not child.ready_for_a_job():
-        if child is not None:
-            child.close()
-        child = TrainingChild(log_level)
+    if process is None or not process.ready_for_a_job():
+        if process is not None:
+            process.close()
+        process = TrainingProcess(log_level)
     try:
         with retrain_lock(settings.paths.models_dir):
             registry.recover()
             try:
-                outcome = _attempt(settings, store, registry, trigger, force, should_stop, child)
+                outcome = _attempt(settings, store, registry, trigger, force, should_stop, process)
             except Exception as exc:  # disk full, a corrupt file...: record it, keep models/ as it was
                 logger.exception("retrain (%s) failed", trigger)
                 registry.remove_stale_staging()
@@ -183,16 +208,16 @@ def retrain(
                 registry.append_log(outcome.log_entry())
             except OSError as exc:  # disk full: the attempt is still reported to the caller
                 logger.error("cannot record this attempt in %s: %s", LOG_FILE_NAME, exc)
-            level = logging.INFO if outcome.status != "failed" else logging.ERROR
-            logger.log(level, "retrain (%s) %s: %s", trigger, outcome.status, outcome.reason)
+            level = logging.ERROR if outcome.status is RetrainStatus.FAILED else logging.INFO
+            logger.log(level, "retrain (%s) %s: %s", trigger, outcome.status.value, outcome.reason)
             if outcome.version is not None:
-                write_extras(registry, outcome.version, child, settings.training.time_limit_s, should_stop)
+                write_extras(registry, outcome.version, process, settings.training.time_limit_s, should_stop)
     finally:
-        child.close()
+        process.close()
     return outcome
 
 
-def write_extras(registry: ModelRegistry, version: str, child: TrainingChild, time_limit_s: float,
+def write_extras(registry: ModelRegistry, version: str, process: TrainingProcess, time_limit_s: float,
                  should_stop: Callable[[], bool]) -> None:
     """The report and the end-to-end SavedModel of a finished version.
 
@@ -212,18 +237,18 @@ def write_extras(registry: ModelRegistry, version: str, child: TrainingChild, ti
     partial = folder / EXPORT_PARTIAL
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        child.export(partial, time_limit_s, should_stop)
+        process.export(partial, time_limit_s, should_stop)
         fsync_tree(partial)
         os.rename(partial, folder / EXPORT_DIR)
         fsync_path(folder)
-    except (ChildFailed, OSError) as exc:
+    except (TrainingProcessFailed, OSError) as exc:
         shutil.rmtree(partial, ignore_errors=True)
         logger.error("version %s: no end-to-end export (%s); the Keras model is unaffected", version, exc)
 
 
 def _attempt(
     settings: Settings, store: EmbeddingStore, registry: ModelRegistry, trigger: str, force: bool,
-    should_stop: Callable[[], bool], child: TrainingChild,
+    should_stop: Callable[[], bool], process: TrainingProcess,
 ) -> RetrainOutcome:
     head = audioset_head_for(store, settings) if needs_audioset_head(settings.training.pooling) else None
     snapshot = take_snapshot(store, snapshot_options(settings), head)
@@ -239,29 +264,31 @@ def _attempt(
 
     version = registry.next_version()
     staging = registry.staging_dir(version)
-    incumbent = _incumbent_spec(registry, snapshot, settings)
-    outcome.replaced_version = incumbent["version"] if incumbent else None
-    job = write_job(staging, snapshot.features, snapshot.labels(), [s.split.value for s in snapshot.samples],
-                    [s.group for s in snapshot.samples], _job_spec(settings, snapshot, incumbent), head)
-    result = child.train(job, settings.training.time_limit_s, should_stop)
-    if not result.get("ok"):
+    incumbent = _incumbent_spec(registry, snapshot)
+    outcome.replaced_version = incumbent.version if incumbent else None
+    write_job_data(staging, snapshot.features, snapshot.labels(), [s.split.value for s in snapshot.samples],
+                   [s.group for s in snapshot.samples], head)
+    job = FitJob(str(staging), snapshot.classes, snapshot.pooling, TrainingRecipe.from_settings(settings.training),
+                 incumbent, settings.embedding.yamnet_handle)
+    result = process.train(job, settings.training.time_limit_s, should_stop)
+    if not result.ok:
         shutil.rmtree(staging, ignore_errors=True)
-        outcome.reason = f"training did not finish: {result.get('error', 'unknown error')}"
+        outcome.reason = f"training did not finish: {result.error or 'unknown error'}"
         return outcome
 
     paired = None
-    if result.get("incumbent_predictions") is not None:
-        paired = PairedPredictions(*(np.array(result[key], dtype=np.int64) for key in
-                                     ("test_labels", "candidate_predictions", "incumbent_predictions")))
-    decision = gate(result["candidate_metrics"], result["incumbent_metrics"], gate_policy(settings), paired)
+    if result.incumbent_predictions is not None:
+        paired = PairedPredictions(*(np.array(values, dtype=np.int64) for values in
+                                     (result.test_labels, result.candidate_predictions, result.incumbent_predictions)))
+    decision = gate(result.candidate_metrics, result.incumbent_metrics, gate_policy(settings), paired)
     if force and not decision.promote:
         decision = GateDecision(True, f"forced by operator (gate said: {decision.reason})", "forced by operator",
                                 decision.statistics)
     outcome.gate = decision.as_dict()
-    outcome.version, outcome.metrics = version, result["candidate_metrics"]
-    outcome.incumbent_metrics = result["incumbent_metrics"]
+    outcome.version, outcome.metrics = version, result.candidate_metrics
+    outcome.incumbent_metrics = result.incumbent_metrics
     outcome.promoted, outcome.reason = decision.promote, decision.reason
-    outcome.status = "promoted" if decision.promote else "rejected"
+    outcome.status = RetrainStatus.PROMOTED if decision.promote else RetrainStatus.REJECTED
     _write_version_files(staging, version, snapshot, settings, store, result, outcome)
     registry.finalize(version)
     if decision.promote:
@@ -277,13 +304,14 @@ def audioset_head_for(store: EmbeddingStore, settings: Settings) -> AudiosetHead
 
         embedder = YamnetEmbedder.load(settings.embedding.yamnet_handle, settings.embedding.yamnet_sha256)
         if embedder.model_id != store.model_id:
-            raise EcosightError(f"the cache holds embeddings of {store.model_id} but {settings.embedding.yamnet_handle} "
-                                f"is {embedder.model_id}; run `ecosight-daemon embed` first")
+            raise EcosightError(f"the cache holds embeddings of {store.model_id} but "
+                                f"{settings.embedding.yamnet_handle} is {embedder.model_id}; "
+                                "run `ecosight-daemon embed` first")
         head = remember_audioset_head(store, embedder)
     return head
 
 
-def _incumbent_spec(registry: ModelRegistry, snapshot: Snapshot, settings: Settings) -> dict[str, Any] | None:
+def _incumbent_spec(registry: ModelRegistry, snapshot: Snapshot) -> IncumbentModel | None:
     """The current model, if it can be compared on this snapshot's features."""
     current = registry.current_metadata()
     path = registry.current_model_path()
@@ -295,40 +323,14 @@ def _incumbent_spec(registry: ModelRegistry, snapshot: Snapshot, settings: Setti
         logger.warning("the current model %s used other embeddings or pooling; the candidate must clear "
                        "the floors instead of beating it", current.get("version"))
         return None
-    return {
-        "version": current["version"],
-        "model_path": str(path),
-        "classes": current["classes"],
-        "priority_class": current.get("priority_class"),
-        "priority_threshold": current.get("priority_threshold"),
-    }
-
-
-def _job_spec(settings: Settings, snapshot: Snapshot, incumbent: dict[str, Any] | None) -> dict[str, Any]:
-    t = settings.training
-    return {
-        "classes": snapshot.classes,
-        "pooling": snapshot.pooling,
-        "params": {
-            "hidden_units": list(t.hidden_units), "dropout": t.dropout, "batch_norm": t.batch_norm,
-            "learning_rate": t.learning_rate, "l2": t.l2, "epochs": t.epochs,
-            "batch_size": t.batch_size, "patience": t.patience, "seed": t.seed,
-        },
-        "head": t.head,
-        "logistic_c": t.logistic_c,
-        "priority_class": t.priority_class,
-        "priority_recall_target": t.priority_recall_target,
-        "priority_min_precision": t.priority_min_precision,
-        "incumbent": incumbent,
-        "export_handle": settings.embedding.yamnet_handle,
-    }
+    return IncumbentModel(current["version"], str(path), current)
 
 
 def _write_version_files(
     folder: Path, version: str, snapshot: Snapshot, settings: Settings, store: EmbeddingStore,
-    result: dict[str, Any], outcome: RetrainOutcome,
+    result: TrainingResult, outcome: RetrainOutcome,
 ) -> None:
-    metrics = dict(result["candidate_metrics"])
+    metrics = dict(result.candidate_metrics)
     with (folder / "manifest.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "sha256", "class", "group", "split"])
@@ -339,7 +341,7 @@ def _write_version_files(
     metadata = {
         "version": version,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "status": outcome.status,
+        "status": outcome.status.value,
         "decision_reason": outcome.reason,
         "trigger_reason": outcome.trigger,
         "replaced_version": outcome.replaced_version,
@@ -354,16 +356,12 @@ def _write_version_files(
         "test_metrics": metrics_summary(metrics),
         "priority_class": t.priority_class,
         "priority_recall": class_recall(metrics, t.priority_class),
-        "priority_threshold": result["priority_threshold"],
-        "threshold": result["threshold"],
-        "epochs_run": result["epochs_run"],
+        "priority_threshold": result.priority_threshold,
+        "threshold": result.threshold,
+        "epochs_run": result.epochs_run,
         "pooling": snapshot.pooling,
         "input_dim": int(snapshot.features.shape[1]),
-        "training_settings": {
-            "epochs": t.epochs, "batch_size": t.batch_size, "seed": t.seed, "hidden_units": list(t.hidden_units),
-            "dropout": t.dropout, "batch_norm": t.batch_norm, "learning_rate": t.learning_rate, "l2": t.l2,
-            "patience": t.patience, "split": list(t.split), "head": t.head, "logistic_c": t.logistic_c,
-        },
+        "training_settings": TrainingRecipe.from_settings(t).as_dict(),
         "model_fitted_on": ("every sample (train, validation and test); test figures are from a twin fitted "
                             "without the test split" if t.head == "logistic" else "the training split"),
         "gate": outcome.gate,
@@ -372,6 +370,5 @@ def _write_version_files(
         "model_sha256": sha256_of(folder / "model.keras"),
         "incumbent_metrics": outcome.incumbent_metrics,
     }
-    for leftover in ("job_data.npz", "job.json", "job_result.json"):
-        (folder / leftover).unlink(missing_ok=True)
+    (folder / JOB_DATA).unlink(missing_ok=True)
     write_json(folder / "metadata.json", metadata)  # last: a version folder with metadata is complete

@@ -43,6 +43,33 @@ class RetrainRequests:
         return merged
 
 
+class ScheduledRetrains:
+    """The configured schedule, if any; replaced when a reload changes the expression."""
+
+    def __init__(self, enqueue: Callable[[], None]) -> None:
+        self._enqueue = enqueue
+        self._expression = ""
+        self._schedule: RetrainSchedule | None = None
+
+    def apply(self, expression: str) -> None:
+        if expression == self._expression:
+            return
+        self.stop()
+        self._expression = expression
+        if expression.strip():
+            self._schedule = RetrainSchedule(expression, self._enqueue)
+            self._schedule.start()
+            logger.info("scheduled retrains: %s (next %s)", expression, self._schedule.next_run())
+
+    def next_run(self) -> datetime | None:
+        return self._schedule.next_run() if self._schedule is not None else None
+
+    def stop(self) -> None:
+        if self._schedule is not None:
+            self._schedule.stop()
+            self._schedule = None
+
+
 class RetrainSchedule:
     """A BackgroundScheduler whose only job puts a retrain request on the inbox."""
 
@@ -57,7 +84,8 @@ class RetrainSchedule:
         self._scheduler.start()
 
     def next_run(self) -> datetime | None:
-        return self._job.next_run_time
+        next_run: datetime | None = self._job.next_run_time
+        return next_run
 
     def stop(self) -> None:
         self._scheduler.shutdown(wait=True)

@@ -1,16 +1,27 @@
-"""The status file: what the daemon is doing, written atomically into models_dir and
-read by `ecosight-daemon status`."""
+"""The status document: what the daemon is doing, built from its parts, written
+atomically into models_dir and read by `ecosight-daemon status`."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .artifacts import read_json, write_json
+from .artifacts import ModelRegistry, read_json, write_json
 from .instance_lock import pid_alive
+
+if TYPE_CHECKING:
+    from .cache_reports import CacheReports
+    from .config import Settings
+    from .inbox import Inbox
+    from .indexer import Indexer
+    from .scheduling import ScheduledRetrains
+    from .trigger_policy import TriggerPolicy
+    from .watcher import SupervisedWatcher
 
 STATUS_FILE = "daemon_status.json"
 HEARTBEAT_S = 2.0
@@ -25,6 +36,68 @@ class DaemonState(str, Enum):
     TRAINING = "training"
     STOPPING = "stopping"
     STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class StatusInputs:
+    """The daemon's parts the status document is read from (None: not started yet)."""
+
+    state: DaemonState
+    settings: Settings
+    started_wall: float
+    reports: CacheReports | None
+    registry: ModelRegistry
+    inbox: Inbox
+    indexer: Indexer | None
+    policy: TriggerPolicy
+    retrain_running: bool
+    last_retrain: dict[str, Any] | None
+    schedule: ScheduledRetrains
+    watcher: SupervisedWatcher | None
+    storage_error: str | None
+
+
+def build_status(parts: StatusInputs) -> dict[str, Any]:
+    counts = parts.reports.class_counts() if parts.reports is not None else {}
+    metadata = parts.registry.current_metadata() or {}
+    next_run = parts.schedule.next_run()
+    last_retrain = parts.last_retrain
+    if last_retrain is None:
+        history = parts.registry.retraining_log()
+        last_retrain = history[-1] if history else None
+    return {
+        "state": parts.state.value,
+        "pid": os.getpid(),
+        "started_at": parts.started_wall,
+        "uptime_s": round(time.time() - parts.started_wall, 1),
+        "audio_dir": str(parts.settings.paths.audio_dir),
+        "models_dir": str(parts.settings.paths.models_dir),
+        "classes": {label or "(no class)": c.as_dict() for label, c in counts.items()},
+        "pending": sum(c.pending for c in counts.values()),
+        "failed": sum(c.failed for c in counts.values()),
+        "settling": len(parts.indexer.tracker) if parts.indexer is not None else 0,
+        **parts.inbox.status_fields(),
+        "storage_error": parts.storage_error,
+        **parts.policy.status_fields(),
+        "retrain_running": parts.retrain_running,
+        "next_scheduled_run": next_run.isoformat() if next_run else None,
+        "model_version": metadata.get("version"),
+        "model_metrics": model_metrics(metadata),
+        "last_retrain": last_retrain,
+        "heartbeat_s": HEARTBEAT_S,
+        "rescans": parts.indexer.rescans if parts.indexer is not None else 0,
+        "folder_rescan_scheduled": parts.indexer is not None and parts.indexer.folder_rescan_scheduled,
+        "watcher": None if parts.watcher is None else parts.watcher.mode,
+        "watcher_problem": None if parts.watcher is None else parts.watcher.problem,
+    }
+
+
+def model_metrics(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The current model's test figures with sample sizes and 95% intervals."""
+    if not metadata:
+        return None
+    summary = {key: metadata.get(key) for key in ("accuracy", "macro_f1", "priority_recall")}
+    return {**summary, **(metadata.get("test_metrics") or {})}
 
 
 def status_path(models_dir: Path) -> Path:
@@ -50,5 +123,6 @@ def read_status(models_dir: Path, now: float | None = None) -> tuple[dict[str, A
         return status, f"the daemon is not running (pid {status.get('pid')} is gone; it did not stop cleanly)"
     age = now - float(status.get("updated_at", 0))
     if age > STALE_AFTER_S:
-        return status, f"the status file is stale ({age:.0f} s old) although pid {status['pid']} lives; the daemon may be stuck"
+        return status, (f"the status file is stale ({age:.0f} s old) although pid {status['pid']} lives; "
+                        "the daemon may be stuck")
     return status, None

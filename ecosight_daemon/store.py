@@ -17,64 +17,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from .errors import CacheError
 from .features import AudiosetHead
+from .store_schema import SCHEMA_VERSION, configure, ensure_schema
 
 logger = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 2  # 2: audioset_heads
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS models (
-    model_id TEXT PRIMARY KEY,
-    fingerprint TEXT NOT NULL,
-    first_used REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS embeddings (
-    sha256 TEXT NOT NULL,
-    model_id TEXT NOT NULL REFERENCES models(model_id),
-    patches INTEGER NOT NULL CHECK (patches > 0),
-    dim INTEGER NOT NULL CHECK (dim > 0),
-    dtype TEXT NOT NULL CHECK (dtype IN ('float16', 'float32')),
-    data BLOB NOT NULL,
-    duration_s REAL NOT NULL,
-    created_at REAL NOT NULL,
-    PRIMARY KEY (sha256, model_id)
-);
-CREATE TABLE IF NOT EXISTS files (
-    path TEXT PRIMARY KEY,
-    label TEXT NOT NULL,
-    sha256 TEXT,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('pending', 'embedded', 'failed')),
-    reason TEXT,
-    first_seen REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS audioset_heads (
-    model_id TEXT PRIMARY KEY REFERENCES models(model_id),
-    kernel BLOB NOT NULL,
-    bias BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS group_splits (
-    group_key TEXT PRIMARY KEY,
-    split TEXT NOT NULL CHECK (split IN ('train', 'val', 'test')),
-    assigned_at REAL NOT NULL
-);
--- Covering indexes for the queries run every few seconds over the whole index: label
--- conflicts (sha256, label) and training samples (state, sha256, label).
-DROP INDEX IF EXISTS files_by_sha256;
-DROP INDEX IF EXISTS files_by_state;
-CREATE INDEX IF NOT EXISTS files_by_sha256_label ON files(sha256, label);
-CREATE INDEX IF NOT EXISTS files_by_state_sha256_label ON files(state, sha256, label);
-"""
-
 
 class FileState(str, Enum):
     PENDING = "pending"
@@ -96,16 +47,19 @@ class FileRecord:
         return self.size == size and self.mtime_ns == mtime_ns
 
 
-@dataclass(frozen=True)
-class ClassCounts:
-    files: int = 0
-    embedded: int = 0
-    pending: int = 0
-    failed: int = 0
-    conflicts: int = 0
+class CorpusIndex(Protocol):
+    """What the daemon's loop asks of the cache. The writers (reconcile, the embed
+    pipeline) and the reports take the whole `EmbeddingStore`."""
 
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
+    model_id: str | None
+
+    def adopt_model(self, model_id: str, fingerprint: dict[str, Any]) -> int: ...
+    def count_files(self, state: FileState) -> int: ...
+    def files(self, state: FileState | None = None, limit: int | None = None) -> list[FileRecord]: ...
+    def training_hashes(self) -> set[str]: ...
+    def embeddings_for(self, sha256: str) -> np.ndarray | None: ...
+    def audioset_head(self, model_id: str | None = None) -> AudiosetHead | None: ...
+    def close(self) -> None: ...
 
 
 class EmbeddingStore:
@@ -115,46 +69,34 @@ class EmbeddingStore:
         self._db = connection
         self._dtype = storage_dtype
         self.model_id: str | None = self._meta("current_model_id")
-        self._class_counts: tuple[tuple[int, int], dict[str, ClassCounts]] | None = None
 
     @classmethod
     def open(cls, path: Path | str, storage_dtype: str = "float16") -> EmbeddingStore:
-        """Open (creating if needed) the cache at path, or ':memory:'."""
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            connection = sqlite3.connect(str(path), isolation_level=None, check_same_thread=True)
-            _configure(connection, in_memory=str(path) == ":memory:")
-            version = _ensure_schema(connection)
-        except sqlite3.OperationalError as exc:  # disk full, I/O error, permissions: not the file's fault
-            raise CacheError(
-                f"cannot open embedding cache {path}: {exc} ({_free_space(Path(path).parent)} free on its "
-                "disk); check free space and permissions, then retry. The cache file is left as it is"
-            ) from exc
-        except sqlite3.DatabaseError as exc:  # not a database, malformed
-            raise CacheError(
-                f"cannot open embedding cache {path}: {exc}. Recover with: "
-                f"mv '{path}' '{path}.corrupt' && rm -f '{path}-wal' '{path}-shm' ; then start again: "
-                "the cache is rebuilt (every file is embedded again) and models/ is untouched"
-            ) from exc
-        if version > SCHEMA_VERSION:
-            connection.close()
-            raise CacheError(
-                f"embedding cache {path} has schema version {version}, newer than this "
-                f"program's {SCHEMA_VERSION}; upgrade ecosight-daemon or use another cache_path"
-            )
-        return cls(connection, storage_dtype)
+        """Open (creating or migrating if needed) the cache at path, or ':memory:'."""
+        return cls(connect(path), storage_dtype)
 
     def close(self) -> None:
         self._db.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception.
+    def batch(self) -> Iterator[None]:
+        """Commit the writes made inside together (the Ray engine writes results in batches)."""
+        with self._transaction():
+            yield
 
-        Nested use joins the outer transaction, so several per-file writes can be
-        committed together (the Ray engine writes results in batches this way).
-        """
+    def query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query, for reports (cache_reports.py); writes go through methods."""
+        if not sql.lstrip().upper().startswith(("SELECT", "PRAGMA")):
+            raise ValueError("query() only reads; use the store's methods to write")
+        return self._db.execute(sql, parameters).fetchall()
+
+    def changes_seen(self) -> tuple[int, int]:
+        """Changes by any connection: equal values mean nothing was written in between."""
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0]), self._db.total_changes
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception; nested use joins the outer one."""
         if self._db.in_transaction:
             yield self._db
             return
@@ -171,7 +113,7 @@ class EmbeddingStore:
     def adopt_model(self, model_id: str, fingerprint: dict[str, Any]) -> int:
         """Make model_id current; re-mark file states for it. Returns files now pending."""
         previous = self.model_id
-        with self.transaction() as db:
+        with self._transaction() as db:
             db.execute(
                 "INSERT OR IGNORE INTO models (model_id, fingerprint, first_used) VALUES (?, ?, ?)",
                 (model_id, json.dumps(fingerprint, sort_keys=True), time.time()),
@@ -201,7 +143,7 @@ class EmbeddingStore:
 
     def save_audioset_head(self, model_id: str, head: AudiosetHead) -> None:
         """Keep YAMNet's AudioSet layer with its model, so pooling needs no TensorFlow."""
-        with self.transaction() as db:
+        with self._transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO audioset_heads (model_id, kernel, bias) VALUES (?, ?, ?)",
                 (model_id, _float32_blob(head.kernel), _float32_blob(head.bias)),
@@ -243,7 +185,7 @@ class EmbeddingStore:
     def note_file(self, path: str, label: str, size: int, mtime_ns: int, sha256: str | None) -> FileState:
         """Record a new or changed file; it is embedded already if its bytes are cached."""
         state = FileState.EMBEDDED if sha256 and self.has_embedding(sha256) else FileState.PENDING
-        with self.transaction() as db:
+        with self._transaction() as db:
             _upsert_file(db, path, label, sha256, size, mtime_ns, state, None)
         return state
 
@@ -262,7 +204,7 @@ class EmbeddingStore:
         if embeddings.ndim != 2 or embeddings.shape[0] == 0:
             raise ValueError(f"expected (patches, dim) embeddings, got shape {embeddings.shape}")
         data = np.ascontiguousarray(embeddings, dtype=self._dtype).tobytes()
-        with self.transaction() as db:
+        with self._transaction() as db:
             db.execute(
                 "INSERT OR IGNORE INTO embeddings "
                 "(sha256, model_id, patches, dim, dtype, data, duration_s, created_at) "
@@ -275,12 +217,12 @@ class EmbeddingStore:
     def record_failure(
         self, path: str, label: str, size: int, mtime_ns: int, sha256: str | None, reason: str
     ) -> None:
-        with self.transaction() as db:
+        with self._transaction() as db:
             _upsert_file(db, path, label, sha256, size, mtime_ns, FileState.FAILED, reason)
 
     def forget_files(self, paths: list[str]) -> int:
         """Remove deleted files from the index; their cached embeddings stay for reuse."""
-        with self.transaction() as db:
+        with self._transaction() as db:
             return sum(db.execute("DELETE FROM files WHERE path = ?", (p,)).rowcount for p in paths)
 
     # --- embeddings ----------------------------------------------------------------
@@ -327,7 +269,7 @@ class EmbeddingStore:
     def record_splits(self, splits: dict[str, str]) -> None:
         """Insert new assignments and apply moves, in one transaction."""
         now = time.time()
-        with self.transaction() as db:
+        with self._transaction() as db:
             db.executemany(
                 "INSERT INTO group_splits (group_key, split, assigned_at) VALUES (?, ?, ?) "
                 "ON CONFLICT(group_key) DO UPDATE SET split = excluded.split, "
@@ -335,7 +277,7 @@ class EmbeddingStore:
                 [(group, split, now) for group, split in splits.items()],
             )
 
-    # --- reports ------------------------------------------------------------------
+    # --- training samples -------------------------------------------------------------
 
     def conflicting_hashes(self) -> set[str]:
         """Hashes present under more than one class folder: label conflicts."""
@@ -353,31 +295,6 @@ class EmbeddingStore:
         )
         return {row[0] for row in rows} - self.conflicting_hashes()
 
-    def class_counts(self) -> dict[str, ClassCounts]:
-        """Per class: files, embedded, pending, failed, conflicts (label '' = no class).
-
-        The status file asks for this every few seconds, so it is one aggregate query, and
-        its answer is kept until this connection or another one writes to the database.
-        """
-        version = (self._db.execute("PRAGMA data_version").fetchone()[0], self._db.total_changes)
-        if self._class_counts is None or self._class_counts[0] != version:
-            self._class_counts = version, self._count_classes()
-        return dict(self._class_counts[1])
-
-    def _count_classes(self) -> dict[str, ClassCounts]:
-        rows = self._db.execute(
-            "SELECT label, COUNT(*), "
-            "SUM(state = 'embedded'), SUM(state = 'pending'), SUM(state = 'failed'), "
-            "SUM(sha256 IN (SELECT sha256 FROM files WHERE sha256 IS NOT NULL AND label != '' "
-            "GROUP BY sha256 HAVING COUNT(DISTINCT label) > 1)) "
-            "FROM files GROUP BY label ORDER BY label"
-        )
-        return {label: ClassCounts(int(files), int(embedded), int(pending), int(failed), int(conflicts or 0))
-                for label, files, embedded, pending, failed, conflicts in rows}
-
-    def integrity_ok(self) -> bool:
-        return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-
     def _require_model(self) -> str:
         if self.model_id is None:
             raise RuntimeError("adopt_model() must be called before embeddings are recorded")
@@ -386,6 +303,34 @@ class EmbeddingStore:
     def _meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
+
+
+def connect(path: Path | str) -> sqlite3.Connection:
+    """A configured connection to a cache at the current schema; CacheError says what to do."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        connection = sqlite3.connect(str(path), isolation_level=None, check_same_thread=True)
+        configure(connection, in_memory=str(path) == ":memory:")
+        version = ensure_schema(connection)
+    except sqlite3.OperationalError as exc:  # disk full, I/O error, permissions: not the file's fault
+        raise CacheError(
+            f"cannot open embedding cache {path}: {exc} ({_free_space(Path(path).parent)} free on its "
+            "disk); check free space and permissions, then retry. The cache file is left as it is"
+        ) from exc
+    except sqlite3.DatabaseError as exc:  # not a database, malformed
+        raise CacheError(
+            f"cannot open embedding cache {path}: {exc}. Recover with: "
+            f"mv '{path}' '{path}.corrupt' && rm -f '{path}-wal' '{path}-shm' ; then start again: "
+            "the cache is rebuilt (every file is embedded again) and models/ is untouched"
+        ) from exc
+    if version > SCHEMA_VERSION:
+        connection.close()
+        raise CacheError(
+            f"embedding cache {path} has schema version {version}, newer than this "
+            f"program's {SCHEMA_VERSION}; upgrade ecosight-daemon or use another cache_path"
+        )
+    return connection
 
 
 _FILE_COLUMNS = "path, label, sha256, size, mtime_ns, state, reason"
@@ -434,33 +379,3 @@ def _set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
         "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         (key, value),
     )
-
-
-def _configure(connection: sqlite3.Connection, in_memory: bool) -> None:
-    # Per-connection settings: they are not stored in the file, so set them on every open.
-    connection.execute("PRAGMA foreign_keys = ON")
-    connection.execute("PRAGMA busy_timeout = 10000")
-    if not in_memory:
-        connection.execute("PRAGMA journal_mode = WAL")
-        # NORMAL in WAL mode survives a process crash; a power cut may lose the last
-        # commits but never corrupts, and a lost embedding is simply recomputed.
-        connection.execute("PRAGMA synchronous = NORMAL")
-
-
-def _ensure_schema(connection: sqlite3.Connection) -> int:
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        for statement in filter(str.strip, _SCHEMA.split(";")):
-            connection.execute(statement)
-        row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        version = SCHEMA_VERSION if row is None else int(row[0])
-        if version < SCHEMA_VERSION:
-            logger.info("embedding cache schema upgraded from version %d to %d", version, SCHEMA_VERSION)
-        if row is None or version < SCHEMA_VERSION:  # the statements above made it current
-            _set_meta(connection, "schema_version", str(SCHEMA_VERSION))
-            version = SCHEMA_VERSION
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-    return version

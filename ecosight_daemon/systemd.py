@@ -22,10 +22,6 @@ class SystemdNotifier:
         usec = environ.get("WATCHDOG_USEC", "")
         self.watchdog_interval_s = int(usec) / 1e6 / 2 if usec.isdigit() and int(usec) > 0 else None
 
-    @property
-    def enabled(self) -> bool:
-        return self._address is not None
-
     def notify(self, message: str) -> None:
         if self._address is None:
             return

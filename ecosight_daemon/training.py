@@ -8,36 +8,20 @@ Training is a function: it returns the model and its history and writes nothing.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 from .features import AudiosetHead
 from .logistic_head import LogisticFit
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from .training_protocol import ClassifierParams
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ClassifierParams:
-    hidden_units: tuple[int, ...]
-    dropout: float
-    batch_norm: bool
-    learning_rate: float
-    l2: float
-    epochs: int
-    batch_size: int
-    patience: int
-    seed: int
 
 
 def build_classifier(train_features: np.ndarray, n_classes: int, params: ClassifierParams) -> keras.Model:
@@ -240,7 +224,7 @@ class _FusedAdam:
         self._beta_1_power.assign(self._beta_1_power * self._beta_1)
         self._beta_2_power.assign(self._beta_2_power * self._beta_2)
         learning_rate = tf.cast(self._optimizer.learning_rate, tf.float32)
-        for variable, gradient, (m, v) in zip(self._variables, gradients, self._slots):
+        for variable, gradient, (m, v) in zip(self._variables, gradients, self._slots, strict=True):
             tf.raw_ops.ResourceApplyAdam(
                 var=variable.handle, m=m.handle, v=v.handle, beta1_power=self._beta_1_power,
                 beta2_power=self._beta_2_power, lr=learning_rate, beta1=self._beta_1, beta2=self._beta_2,

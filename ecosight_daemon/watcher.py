@@ -140,7 +140,7 @@ class SupervisedWatcher:
 
     def __init__(self, audio_dir: Path, put: Callable[[FileEvent], None], polling: bool,
                  poll_interval_s: float, clock: Callable[[], float]) -> None:
-        self._start = lambda: start_observer(audio_dir, put, polling, poll_interval_s)
+        self._start: Callable[[], BaseObserver] = lambda: start_observer(audio_dir, put, polling, poll_interval_s)
         self._overflow = _OverflowListener(put, audio_dir)
         self._poll_interval_s = poll_interval_s
         self._clock = clock
@@ -221,7 +221,7 @@ class SupervisedWatcher:
         except Exception:  # a half-dead observer may fail to stop cleanly; it is dropped either way
             logger.debug("stopping the dead observer failed", exc_info=True)
 
-    def stop(self, timeout: float) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
         logging.getLogger("watchdog.observers").removeHandler(self._overflow)
         if self._observer is not None:
             self._observer.stop()

@@ -1,5 +1,6 @@
-"""A real daemon process for tests: its own session, a NOTIFY_SOCKET the test drains as
-systemd would, and helpers that read what the daemon writes (status, log, cache)."""
+"""A real daemon process for tests and benchmarks: its own session, a NOTIFY_SOCKET the
+test drains as systemd would, and helpers that read what the daemon writes (status,
+log, cache). `wait_for` is the one way tests and benchmarks wait for something."""
 
 from __future__ import annotations
 
@@ -31,12 +32,16 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
 
 
 class DaemonProcess:
-    """`ecosight-daemon run` in its own session, with a NOTIFY_SOCKET the test reads."""
+    """`ecosight-daemon run` on root/config.toml in its own session; with `notify`, a
+    NOTIFY_SOCKET (and a 2 s systemd watchdog) the test reads."""
 
-    def __init__(self, root: Path, prefix: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path, prefix: tuple[str, ...] = (), env: dict[str, str] | None = None,
+                 log_level: str = "INFO", notify: bool = True) -> None:
         self.root = root
         self.prefix = prefix  # e.g. setpriv, to run it without some privileges
         self.extra_env = env or {}
+        self.log_level = log_level
+        self.notify = notify
         self.models = root / "models"
         self.audio = root / "audio"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -45,6 +50,25 @@ class DaemonProcess:
 
     def start(self, wait_ready: bool = True) -> DaemonProcess:
         self.notifications = []
+        env = {**os.environ, **self.extra_env}
+        if self.notify:
+            env.update(NOTIFY_SOCKET=self._listen_for_notifications(), WATCHDOG_USEC="2000000")
+        self.log = (self.root / "daemon.log").open("ab")
+        self.proc = subprocess.Popen(
+            [*self.prefix, sys.executable, "-m", "ecosight_daemon", "--config", str(self.root / "config.toml"),
+             "--log-level", self.log_level, "run"],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+        if wait_ready and self.notify:
+            wait_for(lambda: self.received("READY=1"), 120, "READY=1 on NOTIFY_SOCKET")
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def _listen_for_notifications(self) -> str:
         address = str(self.root / f"notify-{time.monotonic_ns()}.sock")
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._socket.bind(address)
@@ -53,15 +77,7 @@ class DaemonProcess:
         self._reading.set()
         self._reader = threading.Thread(target=self._read_notifications, name="test-notify-reader", daemon=True)
         self._reader.start()
-        env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "2000000", **self.extra_env}
-        self.log = (self.root / "daemon.log").open("ab")
-        self.proc = subprocess.Popen(
-            [*self.prefix, sys.executable, "-m", "ecosight_daemon", "--config", str(self.root / "config.toml"), "run"],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
-        if wait_ready:
-            wait_for(lambda: self.received("READY=1"), 120, "READY=1 on NOTIFY_SOCKET")
-        return self
+        return address
 
     def _read_notifications(self) -> None:
         """Drain the socket as systemd would, so the daemon's queue never fills."""
@@ -69,7 +85,7 @@ class DaemonProcess:
         while self._reading.is_set():
             try:
                 self.notifications.extend(self._socket.recv(4096).decode().split("\n"))
-            except (socket.timeout, BlockingIOError):
+            except (TimeoutError, BlockingIOError):
                 continue
             except OSError:
                 return
@@ -113,7 +129,8 @@ class DaemonProcess:
             self._reader.join(timeout=5)
             self._socket.close()
             self._socket = None
-        self.log.close()
+        if not self.log.closed:
+            self.log.close()
 
     def embedded_paths(self) -> dict[str, str]:
         with sqlite3.connect(self.models / "embedding_cache.sqlite3") as db:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from ecosight_daemon.config import (
     DEFAULT_YAMNET_HANDLE,
     find_config_path,
     load_settings,
+    settings_from_mapping,
 )
 from ecosight_daemon.errors import EXIT_CONFIG, ConfigError
 
@@ -24,6 +26,9 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_shipped_config_matches_the_defaults() -> None:
     settings = load_settings(REPO_ROOT / "config.toml", environ={})
+    # config.toml is the one written copy of the defaults: every value in it is the default.
+    defaults = settings_from_mapping({}, REPO_ROOT, {})
+    assert dataclasses.replace(settings, source=None) == dataclasses.replace(defaults, source=None)
     assert settings.paths.audio_dir == REPO_ROOT / "augmented_audio"
     assert settings.paths.models_dir == REPO_ROOT / "models"
     assert settings.cache_path == REPO_ROOT / "models" / "embedding_cache.sqlite3"

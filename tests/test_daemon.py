@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import soundfile
 
-
 from .conftest import WavWriter, synthetic_signal
 from .daemon_harness import DaemonProcess, wait_for, write_config
 
@@ -152,7 +151,7 @@ def test_schedule_triggers_retrains_that_never_overlap(
     assert daemon.stop() == 0
     runs = sorted((e["started_at"], e["started_at"] + e["duration_s"]) for e in daemon.retrain_log())
     assert all(e["trigger_reason"] == "schedule" for e in daemon.retrain_log())
-    for (_, end), (start, _) in zip(runs, runs[1:]):
+    for (_, end), (start, _) in zip(runs, runs[1:], strict=False):
         assert start >= end - 0.01
 
 
@@ -179,7 +178,7 @@ def test_sigterm_during_embedding_and_training_exits_cleanly_and_restart_carries
 
     daemon.signal(signal.SIGHUP)
     wait_for(lambda: daemon.status().get("state") == "training", 60, "training state")
-    time.sleep(1.0)  # let the child get into TensorFlow
+    wait_for(lambda: "training in process" in daemon.log_text(), 60, "the job handed to the training process")
     started = time.monotonic()
     assert daemon.stop() == 0
     assert time.monotonic() - started < 30
@@ -216,7 +215,7 @@ def test_a_second_stop_signal_exits_at_once(
     wait_for(lambda: daemon.status().get("state") == "training", 60, "training state")
     started = time.monotonic()
     daemon.signal(signal.SIGTERM)
-    time.sleep(0.2)
+    wait_for(lambda: "stopping (SIGTERM)" in daemon.log_text(), 10, "the first SIGTERM handled")
     daemon.signal(signal.SIGTERM)
     assert daemon.proc.wait(timeout=10) == 128 + signal.SIGTERM  # type: ignore[union-attr]
     assert time.monotonic() - started < 10

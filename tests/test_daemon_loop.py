@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from ecosight_daemon import daemon as daemon_module
+from ecosight_daemon import indexer as indexer_module
 from ecosight_daemon.config import settings_from_mapping
-from ecosight_daemon.daemon import TRIGGER_CHECK_S, Daemon
+from ecosight_daemon.daemon import Daemon
 from ecosight_daemon.store import FileState
+from ecosight_daemon.trigger_policy import TRIGGER_CHECK_S
 
 from .conftest import WavWriter
 
@@ -21,7 +22,7 @@ def test_new_samples_are_counted_at_most_every_few_seconds_during_a_burst_and_wh
     tmp_path: Path, yamnet, write_wav: WavWriter, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
 ) -> None:
     # The count is a query over the whole index; at 14,000 files it cost ~50 ms per batch.
-    monkeypatch.setattr(daemon_module, "EMBED_BATCH", 8)  # several batches from 40 short clips
+    monkeypatch.setattr(indexer_module, "EMBED_BATCH", 8)  # several batches from 40 short clips
     for i in range(CLIPS):
         write_wav(tmp_path / "audio" / ("gun_shot", "dog_bark")[i % 2] / f"c{i}.wav", "noise", 0.5, seed=i)
     settings = settings_from_mapping(
@@ -34,7 +35,7 @@ def test_new_samples_are_counted_at_most_every_few_seconds_during_a_burst_and_wh
         seen = []  # (pending, new_samples) after each step
         for _ in range(3):
             daemon.step(timeout=0)
-            seen.append((daemon._store.count_files(FileState.PENDING), daemon.status()["new_samples"]))
+            seen.append((daemon.store.count_files(FileState.PENDING), daemon.status()["new_samples"]))
         first_count = seen[0][1]
         assert 0 < first_count < CLIPS and all(pending > 0 for pending, _ in seen)
         assert [count for _, count in seen] == [first_count] * 3  # not refreshed batch by batch
@@ -44,7 +45,7 @@ def test_new_samples_are_counted_at_most_every_few_seconds_during_a_burst_and_wh
         assert first_count < daemon.status()["new_samples"] < CLIPS  # the interval passed mid-burst
 
         for _ in range(20):
-            if not daemon._store.count_files(FileState.PENDING):
+            if not daemon.store.count_files(FileState.PENDING):
                 break
             daemon.step(timeout=0)
         assert daemon.status()["new_samples"] == CLIPS  # the burst ended: counted at once

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from ecosight_daemon.ingest import MAX_FOLDER_DEPTH, walk_audio_dir
+from ecosight_daemon.naming import MAX_FOLDER_DEPTH, walk_audio_dir
 from ecosight_daemon.watcher import FileEvent, SupervisedWatcher
+
+from .daemon_harness import wait_for
 
 DEEP = 1_200  # deeper than Python's default recursion limit of 1,000
 
@@ -73,13 +75,6 @@ def test_walk_survives_a_very_deep_tree_and_stops_at_the_depth_limit(
     assert len(warnings) == 1  # once, not once per rescan
 
 
-def wait_until(condition, what: str, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the deaths it tests
 def test_a_watcher_killed_by_a_deep_tree_is_noticed_replaced_by_rescans_and_recovers(deep_root: Path) -> None:
     from ecosight_daemon.watcher import RESTART_WINDOW_S
@@ -95,11 +90,11 @@ def test_a_watcher_killed_by_a_deep_tree_is_noticed_replaced_by_rescans_and_reco
         # watchdog walks a moved-in tree by recursion in its own threads: this kills them.
         make_chain(deep_root / "outside", DEEP)
         os.rename(deep_root / "outside", audio / "clips" / "deep")
-        wait_until(lambda: not watcher.alive(), "the deep tree did not kill the watcher")
+        wait_for(lambda: not watcher.alive(), 20, "the deep tree to kill the watcher")
         assert watcher.check(now[0]), "a dead watcher must ask for a rescan"
         # Restarted, it walks the same tree again and dies again: rescans take over.
-        wait_until(lambda: not watcher.alive() and (watcher.check(now[0]) or True) and watcher.mode == "rescans",
-                   "a watcher that keeps dying must give way to rescans")
+        wait_for(lambda: not watcher.alive() and (watcher.check(now[0]) or True) and watcher.mode == "rescans",
+                 20, "a watcher that keeps dying to give way to rescans")
         assert "RecursionError" in (watcher.problem or ""), watcher.problem
         assert not watcher.check(now[0] + 1)  # a rescan every poll_interval_s, not every loop turn
         assert watcher.check(now[0] + 6)
@@ -109,7 +104,7 @@ def test_a_watcher_killed_by_a_deep_tree_is_noticed_replaced_by_rescans_and_reco
         assert watcher.check(now[0] + RESTART_WINDOW_S + 1)
         assert watcher.mode == "watching" and watcher.alive() and watcher.problem is None
         (audio / "clips" / "after.wav").write_bytes(b"RIFF")
-        wait_until(lambda: any(e.path.endswith("after.wav") for e in events), "no events after the restart")
+        wait_for(lambda: any(e.path.endswith("after.wav") for e in events), 20, "events after the restart")
     finally:
         watcher.stop(5)
 
@@ -123,7 +118,8 @@ def test_an_inotify_queue_overflow_asks_for_one_rescan(deep_root: Path) -> None:
     watcher = SupervisedWatcher(audio, events.append, polling=False, poll_interval_s=5.0, clock=time.monotonic)
     watcher.start()
     try:
-        logging.getLogger("watchdog.observers.inotify_c").warning("Inotify queue overflowed; filesystem events were lost")
+        overflow = "Inotify queue overflowed; filesystem events were lost"
+        logging.getLogger("watchdog.observers.inotify_c").warning(overflow)
         logging.getLogger("watchdog.observers.inotify").info("unrelated")
         assert [(e.path, e.rescan) for e in events] == [(str(audio), True)]
     finally:

@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 
 from ecosight_daemon.audio import decode_audio
+from ecosight_daemon.cache_reports import CacheReports
+from ecosight_daemon.embed_pipeline import EmbedReport, embed_pending
 from ecosight_daemon.embedder import YamnetEmbedder, patch_count
-from ecosight_daemon.ingest import EmbedReport, IngestLimits, embed_pending, reconcile
+from ecosight_daemon.reconcile import IngestLimits, reconcile
 from ecosight_daemon.store import EmbeddingStore, FileState
 
 from .conftest import WavWriter
@@ -154,7 +156,7 @@ def test_identical_bytes_in_two_classes_are_a_conflict(corpus: Corpus, write_wav
     write_wav(corpus.audio / "dog_bark" / "real.wav", "noise", seed=4)
     report = corpus.sync()
     assert report.embedded == 2 and report.skipped == 1  # the copy's bytes were embedded once
-    counts = corpus.store.class_counts()
+    counts = CacheReports(corpus.store).class_counts()
     assert counts["gun_shot"].conflicts == 1 and counts["dog_bark"].conflicts == 1
     conflicting = corpus.store.conflicting_hashes()
     assert corpus.store.file_record("gun_shot/x.wav").sha256 in conflicting  # type: ignore[union-attr]

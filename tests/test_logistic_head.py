@@ -56,8 +56,9 @@ def test_out_of_fold_scores_never_come_from_a_fit_that_saw_the_recording() -> No
 
 @pytest.fixture(scope="module")
 def dev_features(dev_corpus: Path, yamnet: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from ecosight_daemon.embed_pipeline import embed_pending
     from ecosight_daemon.features import pool_patches
-    from ecosight_daemon.ingest import IngestLimits, embed_pending, reconcile
+    from ecosight_daemon.reconcile import IngestLimits, reconcile
     from ecosight_daemon.store import EmbeddingStore
 
     root = tmp_path_factory.mktemp("dev-features")

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ecosight_daemon.ingest import IngestLimits, embed_pending, reconcile
+from ecosight_daemon.embed_pipeline import embed_pending
+from ecosight_daemon.reconcile import IngestLimits, reconcile
 from ecosight_daemon.store import EmbeddingStore
 
 from .conftest import IN_CI, WavWriter
@@ -74,7 +75,7 @@ def test_ray_engine_matches_the_single_process_path(
     assert set(failed) >= {"gun_shot/empty.wav", "clips/text.wav", "dog_bark/long.wav"}
     assert summary["failed"] == len(failed) and summary["embedded"] == len(expected) - len(failed)
     assert remote.model_id == local.model_id
-    for path, (state, _, sha256) in expected.items():
+    for state, _, sha256 in expected.values():
         if state == "embedded":
             np.testing.assert_allclose(remote.embeddings_for(sha256), local.embeddings_for(sha256), atol=1e-3)
     local.close()

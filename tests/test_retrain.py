@@ -28,8 +28,11 @@ from ecosight_daemon.artifacts import (
     METRICS_FILE,
     MODEL_FILE,
 )
-from ecosight_daemon.ingest import IngestLimits, embed_pending, reconcile
+from ecosight_daemon.embed_pipeline import embed_pending
+from ecosight_daemon.reconcile import IngestLimits, reconcile
 from ecosight_daemon.store import EmbeddingStore
+
+from .daemon_harness import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -148,7 +151,8 @@ def test_manifest_has_no_recording_on_both_sides_and_model_reproduces_its_metric
     truth = np.array([classes.index(r["class"]) for r in test_rows])
 
     def labels(model_path: Path, chosen: list[dict[str, str]]) -> np.ndarray:
-        probabilities = predict_probabilities(load_classifier(model_path), np.stack([pooled[r["sha256"]] for r in chosen]))
+        features = np.stack([pooled[r["sha256"]] for r in chosen])
+        probabilities = predict_probabilities(load_classifier(model_path), features)
         return apply_priority_threshold(probabilities, classes.index("gun_shot"), metadata["priority_threshold"])
 
     twin = models / "versions" / "v0001" / "holdout_model.keras"
@@ -167,7 +171,10 @@ def test_split_is_stable_across_retrains_and_test_only_grows(project: Path, writ
     for i in range(12):
         write_wav(project / "audio" / "gun_shot" / f"synthetic{i}.wav", "clicks", seconds=2.0, seed=100 + i)
     retrain(project, "--force")
-    read = lambda v: {r["path"]: r["split"] for r in csv.DictReader((project / "models" / "versions" / v / "manifest.csv").open())}  # noqa: E731
+    def read(version: str) -> dict[str, str]:
+        with (project / "models" / "versions" / version / "manifest.csv").open() as handle:
+            return {r["path"]: r["split"] for r in csv.DictReader(handle)}
+
     first, second = read("v0001"), read("v0002")
     assert first.items() <= second.items()
     assert len(second) == len(first) + 12
@@ -207,10 +214,8 @@ def test_kill_9_of_the_training_child_leaves_models_consistent(project: Path) ->
         [sys.executable, "-m", "ecosight_daemon", "--config", str(project / "config.toml"), "retrain", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env},
     )
-    deadline = time.monotonic() + 120
-    while not pause_file.exists() or not pause_file.read_text():
-        assert parent.poll() is None and time.monotonic() < deadline, "training child never reached its pause point"
-        time.sleep(0.1)
+    wait_for(lambda: parent.poll() is None and pause_file.exists() and pause_file.read_text(), 120,
+             "the training process to reach its pause point")
     child_pid = int(pause_file.read_text())
     assert child_pid != parent.pid
     os.kill(child_pid, signal.SIGKILL)
@@ -254,7 +259,7 @@ def test_predict_agrees_with_the_model_and_export_matches(project: Path, yamnet:
 
     classifier = load_classifier(models / MODEL_FILE)
     exported = tf.saved_model.load(str(models / "versions" / metadata["version"] / "export"))
-    for path, prediction in zip(files, predictions):
+    for path, prediction in zip(files, predictions, strict=True):
         waveform = decode_audio(path.read_bytes(), 600).waveform
         features = pool_patches(yamnet.embed(waveform), metadata["pooling"], yamnet.audioset_head())[np.newaxis]
         expected = predict_probabilities(classifier, features)[0]

@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ecosight_daemon.cache_reports import CacheReports
 from ecosight_daemon.errors import CacheError
-from ecosight_daemon.store import SCHEMA_VERSION, EmbeddingStore, FileState
+from ecosight_daemon.store import EmbeddingStore, FileState
+from ecosight_daemon.store_schema import SCHEMA_VERSION
 
 MODEL_A = ("yamnet-aaaa", {"handle": "/a", "savedmodel_sha256": "a"})
 MODEL_B = ("yamnet-bbbb", {"handle": "/b", "savedmodel_sha256": "b"})
@@ -61,7 +63,7 @@ def test_same_bytes_in_two_classes_is_a_conflict(store: EmbeddingStore) -> None:
     assert store.conflicting_hashes() == set()  # a duplicate within one class is no conflict
     store.note_file("dog_bark/a.wav", "dog_bark", 10, 20, "h1")
     assert store.conflicting_hashes() == {"h1"}
-    counts = store.class_counts()
+    counts = CacheReports(store).class_counts()
     assert counts["gun_shot"].conflicts == 2 and counts["dog_bark"].conflicts == 1
 
 
@@ -87,7 +89,7 @@ def test_failure_and_forget(store: EmbeddingStore) -> None:
 def test_a_failed_transaction_leaves_nothing_behind(store: EmbeddingStore) -> None:
     with pytest.raises(sqlite3.IntegrityError):
         # dim 0 violates a CHECK after the file row would have been written in the same transaction
-        with store.transaction() as db:
+        with store._transaction() as db:  # the store's own transaction, tested directly
             db.execute(
                 "INSERT INTO files (path, label, sha256, size, mtime_ns, state, first_seen, updated_at)"
                 " VALUES ('a/x.wav', 'a', 'h', 1, 1, 'embedded', 0, 0)"
@@ -96,7 +98,7 @@ def test_a_failed_transaction_leaves_nothing_behind(store: EmbeddingStore) -> No
                 "INSERT INTO embeddings VALUES ('h', 'yamnet-aaaa', 1, 0, 'float16', x'00', 1, 0)"
             )
     assert store.file_record("a/x.wav") is None
-    assert store.integrity_ok()
+    assert CacheReports(store).integrity_ok()
 
 
 def test_reopen_keeps_rows_model_and_enforces_foreign_keys(tmp_path: Path) -> None:
@@ -109,7 +111,7 @@ def test_reopen_keeps_rows_model_and_enforces_foreign_keys(tmp_path: Path) -> No
     assert again.model_id == "yamnet-aaaa"
     assert again.embeddings_for("h1") is not None
     with pytest.raises(sqlite3.IntegrityError):
-        with again.transaction() as db:
+        with again._transaction() as db:
             db.execute("INSERT INTO embeddings VALUES ('h9', 'no-such-model', 1, 1, 'float16', x'0000', 1, 0)")
     assert again._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     again.close()
@@ -159,7 +161,7 @@ def test_class_counts_agree_with_a_row_by_row_tally(store: EmbeddingStore) -> No
         tally["files"] += 1
         tally[record.state.value] += 1
         tally["conflicts"] += record.sha256 in conflicts
-    assert {label: c.as_dict() for label, c in store.class_counts().items()} == expected
+    assert {label: c.as_dict() for label, c in CacheReports(store).class_counts().items()} == expected
 
 
 def test_a_cache_with_the_first_indexes_opens_with_the_covering_ones(tmp_path: Path) -> None:
@@ -168,7 +170,8 @@ def test_a_cache_with_the_first_indexes_opens_with_the_covering_ones(tmp_path: P
     first.adopt_model(*MODEL_A)
     first.record_embedding("gun_shot/a.wav", "gun_shot", 10, 20, "h1", patches(1), 1.0)
     first.close()
-    with sqlite3.connect(path) as db:  # the index layout caches were created with before
+    with sqlite3.connect(path) as db:  # the index layout version-1 caches were created with
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
         db.execute("DROP INDEX files_by_sha256_label")
         db.execute("DROP INDEX files_by_state_sha256_label")
         db.execute("CREATE INDEX files_by_sha256 ON files(sha256)")
@@ -189,29 +192,32 @@ def test_a_cache_with_the_first_indexes_opens_with_the_covering_ones(tmp_path: P
 def test_class_counts_follow_writes_from_this_and_other_connections(tmp_path: Path) -> None:
     path = tmp_path / "cache.sqlite3"
     daemon_side, other = EmbeddingStore.open(path), EmbeddingStore.open(path)  # e.g. the daemon and `embed`
+    reports = CacheReports(daemon_side)
     daemon_side.adopt_model(*MODEL_A)
     other.adopt_model(*MODEL_A)
     daemon_side.note_file("gun_shot/a.wav", "gun_shot", 10, 20, None)
-    assert daemon_side.class_counts()["gun_shot"].pending == 1
+    assert reports.class_counts()["gun_shot"].pending == 1
     daemon_side.record_embedding("gun_shot/a.wav", "gun_shot", 10, 20, "h1", patches(1), 1.0)
-    assert daemon_side.class_counts()["gun_shot"].as_dict() == {
+    assert reports.class_counts()["gun_shot"].as_dict() == {
         "files": 1, "embedded": 1, "pending": 0, "failed": 0, "conflicts": 0}
     other.note_file("dog_bark/a.wav", "dog_bark", 10, 20, "h1")
-    counts = daemon_side.class_counts()
+    counts = reports.class_counts()
     assert counts["dog_bark"].conflicts == 1 and counts["gun_shot"].conflicts == 1
     daemon_side.close()
     other.close()
 
 
-def test_a_version_1_cache_is_upgraded_in_place(tmp_path: Path) -> None:
+def test_a_version_1_cache_is_upgraded_in_place_by_every_later_migration(tmp_path: Path) -> None:
     from ecosight_daemon.features import AudiosetHead
+    from ecosight_daemon.store_schema import MIGRATIONS
 
     path = tmp_path / "cache.sqlite3"
-    EmbeddingStore.open(path).close()
-    with sqlite3.connect(path) as db:  # what a cache written before the audioset_heads table looks like
-        db.execute("DROP TABLE audioset_heads")
-        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    with sqlite3.connect(path) as db:  # a cache as version 1 of the program wrote it
+        db.executescript(MIGRATIONS[0][1])
+        db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        db.execute("INSERT INTO files VALUES ('gun_shot/a.wav', 'gun_shot', NULL, 1, 2, 'pending', NULL, 0, 0)")
     store = EmbeddingStore.open(path)
+    assert store.file_record("gun_shot/a.wav") is not None  # rows kept
     store.adopt_model(*MODEL_A)
     head = AudiosetHead(np.arange(6, dtype=np.float32).reshape(3, 2), np.ones(2, np.float32))
     store.save_audioset_head(MODEL_A[0], head)
@@ -219,3 +225,12 @@ def test_a_version_1_cache_is_upgraded_in_place(tmp_path: Path) -> None:
     store.close()
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+        indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' "
+                                                "AND name LIKE 'files_by_%'")}
+    assert indexes == {"files_by_sha256_label", "files_by_state_sha256_label"}
+
+
+def test_every_migration_has_the_next_number() -> None:
+    from ecosight_daemon.store_schema import MIGRATIONS
+
+    assert [number for number, _ in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))

@@ -8,11 +8,11 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from ecosight_daemon.training import (  # noqa: E402
-    ClassifierParams,
     balanced_class_weights,
     build_classifier,
     fit_classifier,
 )
+from ecosight_daemon.training_protocol import ClassifierParams  # noqa: E402
 
 
 def separable_data(seed: int, n: int = 90, dim: int = 16, classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -40,7 +40,7 @@ def test_one_full_batch_epoch_matches_keras_fit(hidden_units: tuple[int, ...]) -
     fitted = reference.fit(x, y, epochs=params.epochs, batch_size=len(y), shuffle=True, verbose=0,
                            class_weight=balanced_class_weights(y, 3), validation_data=(x, y))
 
-    for mine, theirs in zip(ours.model.get_weights(), reference.get_weights()):
+    for mine, theirs in zip(ours.model.get_weights(), reference.get_weights(), strict=True):
         np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(ours.history["loss"], fitted.history["loss"], rtol=1e-4)
     np.testing.assert_allclose(ours.history["val_loss"], fitted.history["val_loss"], rtol=1e-4)

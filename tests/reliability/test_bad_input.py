@@ -215,7 +215,8 @@ def run(tmp_path_factory: pytest.TempPathFactory, yamnet_handle: str) -> Iterato
 
             result.growing_sha256 = hashlib.sha256(handle.read()).hexdigest()
         result.audio_tree_after_drops = audio_tree(audio)
-        time.sleep(2)  # past settle_s, so the growing file is due
+        wait_for(lambda: file_states(daemon.models).get("clips/growing.wav", ("pending",))[0] != "pending", 180,
+                 "the file written slowly to be handled once complete")
         result.status = daemon.wait_idle(180)
         result.states = file_states(daemon.models)
         result.audio_tree_at_end = audio_tree(audio)

@@ -77,9 +77,8 @@ class ModelChecker:
             assert not (models / "yamnet_classifier_v2.keras").exists()
             return None
         journal = models / ".promotion.json"
-        if journal.exists():  # a promotion of the running daemon finishes in milliseconds
-            time.sleep(2.0)
-        assert not journal.exists(), "start-up left a promotion unfinished"
+        # A promotion of the running daemon finishes in milliseconds.
+        wait_for(lambda: not journal.exists(), 10, "start-up to finish the interrupted promotion")
         metadata = json.loads(metadata_path.read_text())
         version = models / "versions" / metadata["version"]
         model_bytes = (version / "model.keras").read_bytes()

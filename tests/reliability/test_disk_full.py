@@ -10,11 +10,11 @@ import errno
 import hashlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,7 +92,8 @@ def test_a_full_disk_keeps_the_previous_state_and_recovers(
             write_wav(tmp_path / "audio" / "clips" / f"late{i}.wav", "tone", seed=50 + i)
         wait_for(lambda: "cannot write under" in daemon.log_text(), 60, "the disk-full error in the log")
         daemon.signal(signal.SIGHUP)  # a retrain with no space to write its version
-        time.sleep(8)
+        wait_for(lambda: re.search(r"retrain \(SIGHUP\) (failed|promoted|rejected)", daemon.log_text()), 120,
+                 "the retrain on a full disk to end")
         assert daemon.proc.poll() is None, daemon.log_text()[-3000:]  # type: ignore[union-attr]
         assert published(small_disk) == models_before
         assert json.loads((small_disk / "retraining_log.json").read_text())[:len(log_before)] == log_before

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from ecosight_daemon.config import settings_from_mapping
-from ecosight_daemon.daemon import FILE_EVENT_LIMIT, Daemon, Kind
+from ecosight_daemon.daemon import Daemon
+from ecosight_daemon.inbox import FILE_EVENT_LIMIT, FileChanged, Rescan
 from ecosight_daemon.watcher import FileEvent
 
 pytestmark = pytest.mark.reliability
@@ -19,13 +20,13 @@ def test_past_the_limit_events_are_dropped_for_one_rescan(tmp_path: Path) -> Non
     settings = settings_from_mapping({"paths": {"audio_dir": "audio", "models_dir": "models"}}, tmp_path, {})
     daemon = Daemon(settings, load_embedder=lambda handle: None)  # type: ignore[arg-type,return-value]
     for i in range(FILE_EVENT_LIMIT + 500):
-        daemon._on_file_event(FileEvent(str(tmp_path / "audio" / "a" / f"{i}.wav")))
-    commands = daemon._drain(timeout=0)
-    files = [c for c in commands if c.kind is Kind.FILE]
-    rescans = [c for c in commands if c.kind is Kind.RECONCILE]
+        daemon.inbox.put_file_event(FileEvent(str(tmp_path / "audio" / "a" / f"{i}.wav")))
+    commands = daemon.inbox.drain(timeout=0)
+    files = [c for c in commands if isinstance(c, FileChanged)]
+    rescans = [c for c in commands if isinstance(c, Rescan)]
     assert len(files) == FILE_EVENT_LIMIT and len(rescans) == 1
     assert daemon.status()["queued_file_events"] == 0
     assert daemon.status()["queued_file_events_peak"] == FILE_EVENT_LIMIT
 
-    daemon._on_file_event(FileEvent(str(tmp_path / "audio" / "a" / "next.wav")))  # accepted again
-    assert [c.kind for c in daemon._drain(timeout=0)] == [Kind.FILE]
+    daemon.inbox.put_file_event(FileEvent(str(tmp_path / "audio" / "a" / "next.wav")))  # accepted again
+    assert [type(c) for c in daemon.inbox.drain(timeout=0)] == [FileChanged]

@@ -1,4 +1,4 @@
-"""The parent's handle on one training process (see train_job.py for the child's side).
+"""The parent's handle on one training process (its own code is in training_worker.py).
 
 A child is started with `spawn` and imports TensorFlow at once; the daemon starts the
 next one as soon as a retrain ends, so a retrain finds TensorFlow already loaded. Each
@@ -14,10 +14,18 @@ import multiprocessing
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from .artifacts import read_json
-from .train_job import JobFiles, child_main
+from .training_protocol import (
+    Exported,
+    ExportFailed,
+    ExportRequest,
+    FitJob,
+    Fitted,
+    FromWorker,
+    Shutdown,
+    TrainingResult,
+)
+from .training_worker import worker_main
 
 logger = logging.getLogger(__name__)
 
@@ -25,47 +33,47 @@ POLL_S = 0.5
 TERMINATE_GRACE_S = 15.0
 
 
-class ChildFailed(Exception):
-    """The child did not answer: it died, was stopped, or ran past its time limit."""
+class TrainingProcessFailed(Exception):
+    """The process did not answer: it died, was stopped, or ran past its time limit."""
 
 
-class TrainingChild:
+class TrainingProcess:
     def __init__(self, log_level: str = "INFO") -> None:
         context = multiprocessing.get_context("spawn")
         self._connection, child_end = context.Pipe()
-        self._process = context.Process(target=child_main, args=(child_end, log_level), name="ecosight-training")
+        self._process = context.Process(target=worker_main, args=(child_end, log_level), name="ecosight-training")
         self._process.start()
         child_end.close()
         self._used = False
         logger.debug("training process started (pid %s)", self._process.pid)
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid
-
     def ready_for_a_job(self) -> bool:
         return not self._used and self._process.is_alive()
 
-    def train(self, job: JobFiles, time_limit_s: float, should_stop: Callable[[], bool]) -> dict[str, Any]:
-        """Run the job; the result the child wrote, or {"ok": False, "error": ...}."""
+    def train(self, job: FitJob, time_limit_s: float, should_stop: Callable[[], bool]) -> TrainingResult:
+        """Run the job; its result, or a failed one saying why there is none."""
         self._used = True
         logger.info("training in process %s, time limit %.0f s", self._process.pid, time_limit_s)
         try:
-            self._connection.send(str(job.folder))
-            self._await(time_limit_s, should_stop)
-        except (ChildFailed, OSError) as exc:
-            return {"ok": False, "error": str(exc)}
-        return read_json(job.result, default={"ok": False, "error": "training process wrote no result"})
+            self._connection.send(job)
+            answer = self._await(time_limit_s, should_stop)
+        except (TrainingProcessFailed, OSError) as exc:
+            return TrainingResult.failed(str(exc))
+        if not isinstance(answer, Fitted):
+            return TrainingResult.failed(f"training process answered {answer!r}")
+        return answer.result
 
     def export(self, target: Path, time_limit_s: float, should_stop: Callable[[], bool]) -> None:
-        """Have the child save the end-to-end SavedModel of the model it just trained."""
+        """Have the process save the end-to-end SavedModel of the model it just trained."""
         try:
-            self._connection.send(("export", str(target)))
-            status, error = self._await(time_limit_s, should_stop)
+            self._connection.send(ExportRequest(str(target)))
+            answer = self._await(time_limit_s, should_stop)
         except OSError as exc:
-            raise ChildFailed(f"training process gone: {exc}") from exc
-        if status != "exported":
-            raise ChildFailed(error)
+            raise TrainingProcessFailed(f"training process gone: {exc}") from exc
+        if isinstance(answer, ExportFailed):
+            raise TrainingProcessFailed(answer.error)
+        if not isinstance(answer, Exported):
+            raise TrainingProcessFailed(f"training process answered {answer!r}")
 
     def close(self) -> None:
         """Tell the child to exit; make sure it has. An unused child holds nothing: killed."""
@@ -75,7 +83,7 @@ class TrainingChild:
             self._connection.close()
             return
         try:
-            self._connection.send(None)
+            self._connection.send(Shutdown())
         except OSError:
             pass
         self._process.join(timeout=5)
@@ -83,23 +91,24 @@ class TrainingChild:
             self._stop()
         self._connection.close()
 
-    def _await(self, time_limit_s: float, should_stop: Callable[[], bool]) -> Any:
+    def _await(self, time_limit_s: float, should_stop: Callable[[], bool]) -> FromWorker:
         deadline = time.monotonic() + time_limit_s
         while True:
             if self._connection.poll(POLL_S):
                 try:
-                    return self._connection.recv()
+                    answer: FromWorker = self._connection.recv()
+                    return answer
                 except EOFError:  # it died: report how
                     self._process.join(timeout=5)
-                    raise ChildFailed(self._how_it_died()) from None
+                    raise TrainingProcessFailed(self._how_it_died()) from None
             if not self._process.is_alive():
-                raise ChildFailed(self._how_it_died())
+                raise TrainingProcessFailed(self._how_it_died())
             if should_stop():
                 self._stop()
-                raise ChildFailed("stopped on request")
+                raise TrainingProcessFailed("stopped on request")
             if time.monotonic() > deadline:
                 self._stop()
-                raise ChildFailed(f"took longer than time_limit_s ({time_limit_s:g} s)")
+                raise TrainingProcessFailed(f"took longer than time_limit_s ({time_limit_s:g} s)")
 
     def _how_it_died(self) -> str:
         code = self._process.exitcode

@@ -1,0 +1,75 @@
+"""Bring the cache up to date from the command line: reconcile audio_dir, then embed
+what is pending, on this machine or on a Ray cluster (the daemon does the same itself,
+in small batches; see indexer.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import Settings
+from .embed_pipeline import EmbedReport, embed_pending
+from .errors import EcosightError
+from .features import needs_audioset_head
+from .progress import ProgressReporter
+from .reconcile import IngestLimits, reconcile
+from .store import EmbeddingStore, FileState
+
+
+def require_audio_dir(settings: Settings) -> Path:
+    audio_dir = settings.paths.audio_dir
+    if not audio_dir.is_dir():
+        raise EcosightError(
+            f"audio folder {audio_dir} does not exist; create it with one sub-folder per class "
+            "(for example gun_shot/) or set [paths] audio_dir in the config"
+        )
+    return audio_dir
+
+
+def sync_cache(store: EmbeddingStore, settings: Settings, engine: str = "local",
+               address: str | None = None) -> EmbedReport:
+    """Reconcile the index with audio_dir and embed what is pending."""
+    audio_dir = require_audio_dir(settings)
+    limits = IngestLimits.from_settings(settings)
+    adopt_model_without_loading(store, settings.embedding.yamnet_handle)
+    reconcile(store, audio_dir, limits)
+    if not store.count_files(FileState.PENDING):
+        return EmbedReport()  # nothing to do: do not pay for loading TensorFlow
+    if engine == "ray":
+        return embed_with_ray(store, settings, audio_dir, limits, address)
+    return embed_with_model(store, settings, audio_dir, limits)
+
+
+def adopt_model_without_loading(store: EmbeddingStore, handle: str) -> None:
+    """Switch the cache to the configured model when its files are on disk, TF not needed."""
+    from .embedder import fingerprint_of, local_model_folder, model_id_for
+
+    folder = local_model_folder(handle)
+    if folder is not None:
+        fingerprint = fingerprint_of(handle, folder)
+        store.adopt_model(model_id_for(fingerprint), fingerprint)
+
+
+def embed_with_ray(
+    store: EmbeddingStore, settings: Settings, audio_dir: Path, limits: IngestLimits, address: str | None
+) -> EmbedReport:
+    from .embedder import YAMNET_DIM
+    from .ray_engine import embed_pending_with_ray
+
+    if store.model_id is None:
+        raise EcosightError(
+            f"the Ray engine needs the YAMNet SavedModel on this machine too, to fingerprint it; "
+            f"{settings.embedding.yamnet_handle!r} is not on disk here (set a local handle)"
+        )
+    return embed_pending_with_ray(store, audio_dir, limits, settings.embedding.yamnet_handle, YAMNET_DIM, address)
+
+
+def embed_with_model(
+    store: EmbeddingStore, settings: Settings, audio_dir: Path, limits: IngestLimits
+) -> EmbedReport:
+    from .embedder import YamnetEmbedder, remember_audioset_head  # imports TensorFlow: only when there is work
+
+    embedder = YamnetEmbedder.load(settings.embedding.yamnet_handle, settings.embedding.yamnet_sha256)
+    store.adopt_model(embedder.model_id, embedder.fingerprint)
+    if needs_audioset_head(settings.training.pooling):
+        remember_audioset_head(store, embedder)  # spares retrain a second TensorFlow load
+    return embed_pending(store, embedder, audio_dir, limits, progress=ProgressReporter("embedded"))

@@ -1,0 +1,75 @@
+"""The value checks config.toml's settings declare: each returns None for a good value,
+else what was expected (the error message names the key and the value)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import field
+from typing import Any
+
+Check = Callable[[Any], str | None]
+
+
+def setting(default: Any, help: str, check: Check | None = None) -> Any:
+    """A dataclass field carrying its help text and an optional value check."""
+    return field(default=default, metadata={"help": help, "check": check})
+
+
+def at_least(minimum: float) -> Check:
+    return lambda value: None if value >= minimum else f"a number >= {minimum}"
+
+
+def between(low: float, high: float) -> Check:
+    return lambda value: None if low <= value <= high else f"a number from {low} to {high}"
+
+
+def valid_extensions(values: tuple[str, ...]) -> str | None:
+    if not values:
+        return "a non-empty list of extensions such as [\".wav\"]"
+    for value in values:
+        if not value.startswith(".") or len(value) < 2 or "/" in value:
+            return "extensions that start with a dot, such as \".wav\""
+    return None
+
+
+def valid_dtype(value: str) -> str | None:
+    return None if value in ("float16", "float32") else "\"float16\" or \"float32\""
+
+
+def valid_split(values: tuple[float, ...]) -> str | None:
+    if len(values) != 3 or any(v < 0 for v in values) or abs(sum(values) - 1) > 1e-6 or values[0] <= 0:
+        return "three fractions [train, val, test] that add up to 1, such as [0.7, 0.15, 0.15]"
+    return None
+
+
+def valid_group_patterns(values: tuple[str, ...]) -> str | None:
+    for value in values:
+        try:
+            pattern = re.compile(value)
+        except re.error as exc:
+            return f"regular expressions ({value!r}: {exc})"
+        if "group" not in pattern.groupindex:
+            return f"regular expressions with a named group (?P<group>...) ({value!r} has none)"
+    return None
+
+
+def valid_units(values: tuple[int, ...]) -> str | None:
+    return None if all(v >= 1 for v in values) else "a list of positive layer sizes such as [256], or []"
+
+
+def one_of(*choices: str) -> Check:
+    return lambda value: None if value in choices else " or ".join(f'"{c}"' for c in choices)
+
+
+def valid_cron(value: str) -> str | None:
+    if not value.strip():
+        return None
+    from .scheduling import cron_trigger
+
+    try:
+        cron_trigger(value)
+    except ValueError as exc:
+        return (f"a cron expression such as \"0 3 * * *\" (6 fields: seconds first), "
+                f"or \"\" to disable ({exc})")
+    return None

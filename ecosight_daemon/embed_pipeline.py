@@ -1,0 +1,216 @@
+"""Pending files to committed cache rows: read, hash and decode on a worker thread
+while the current file runs through the model; every database write stays on the
+caller's thread, one transaction per file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import stat
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from . import pause
+from .audio import DecodedAudio, decode_audio
+from .embedder import Embedder
+from .errors import AudioDecodeError
+from .naming import FoundFile, describe_entry, shown
+from .reconcile import IngestLimits, record_failure, size_problem
+from .store import EmbeddingStore, FileRecord, FileState
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class EmbedReport:
+    embedded: int = 0
+    failed: int = 0
+    skipped: int = 0  # bytes already cached (a rename, a copy, or a re-run)
+    deferred: int = 0  # changed while being read; still pending
+    patches: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PreparedFile:
+    """What the worker thread learned about one pending file."""
+
+    record: FileRecord
+    found: FoundFile | None = None  # None: the file is gone
+    sha256: str | None = None
+    audio: DecodedAudio | None = None
+    problem: str | None = None
+    changed_while_reading: bool = False
+
+
+def prepare_file(
+    audio_dir: Path, record: FileRecord, limits: IngestLimits, cached: set[str]
+) -> PreparedFile:
+    """Read, hash and (unless cached) decode one file: everything but the model and the database."""
+    path = audio_dir / record.path
+    found = describe_entry(path, record.path)
+    if found is None:
+        return PreparedFile(record)
+    problem = found.problem or size_problem(found.size, limits.max_file_bytes)
+    if problem:
+        return PreparedFile(record, found, problem=problem)
+    try:
+        data = read_regular_file(path)
+    except FileNotFoundError:
+        return PreparedFile(record)
+    except OSError as exc:
+        return PreparedFile(record, found, problem=f"cannot read file ({exc.strerror or exc})")
+    after = describe_entry(path, record.path)
+    if after is None or (after.size, after.mtime_ns) != (found.size, found.mtime_ns) or (
+        len(data) != found.size
+    ):
+        return PreparedFile(record, after, changed_while_reading=True)
+    sha256 = hashlib.sha256(data).hexdigest()
+    if sha256 in cached:
+        return PreparedFile(record, found, sha256)
+    try:
+        audio = decode_audio(data, limits.max_duration_s, limits.min_duration_s, limits.min_peak_dbfs)
+    except AudioDecodeError as exc:
+        return PreparedFile(record, found, sha256, problem=str(exc))
+    return PreparedFile(record, found, sha256, audio)
+
+
+def read_regular_file(path: Path) -> bytes:
+    """Read a file's bytes without blocking on a FIFO swapped in after the lstat."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise OSError(0, "not a regular file")
+        return handle.read()
+
+
+def embed_waveform(embedder: Embedder, waveform: np.ndarray) -> tuple[np.ndarray | None, str | None]:
+    """Per-patch embeddings of one clip, or the reason there are none."""
+    try:
+        embeddings = embedder.embed(waveform)
+    except Exception as exc:  # a model error on one file must not stop the others
+        logger.exception("the embedding model failed")
+        return None, f"embedding model failed ({type(exc).__name__})"
+    if not np.isfinite(embeddings).all():
+        return None, "embedding model returned NaN or Inf"
+    return embeddings, None
+
+
+@dataclass(frozen=True)
+class EmbeddedFile:
+    """The embed step's result for one work unit, before anything is written."""
+
+    prepared: PreparedFile
+    embeddings: np.ndarray | None = None
+    problem: str | None = None
+    seconds: float = 0.0
+    duration_s: float = 0.0  # of the decoded clip
+
+
+def embed_prepared(embedder: Embedder, prepared: PreparedFile) -> EmbeddedFile:
+    if prepared.audio is None:
+        return EmbeddedFile(prepared)
+    started = time.monotonic()
+    embeddings, problem = embed_waveform(embedder, prepared.audio.waveform)
+    return EmbeddedFile(prepared, embeddings, problem, time.monotonic() - started, prepared.audio.duration_s)
+
+
+def embed_pending(
+    store: EmbeddingStore,
+    embedder: Embedder,
+    audio_dir: Path,
+    limits: IngestLimits,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    limit: int | None = None,
+    time_budget_s: float | None = None,
+) -> EmbedReport:
+    """Embed pending files (at most `limit`, and no new one once `time_budget_s` is spent),
+    one committed transaction each; bad files become failed."""
+    started = time.monotonic()
+    report = EmbedReport()
+    pending = store.files(FileState.PENDING, limit)
+    cached = store.cached_hashes()
+    total = len(pending)
+    prepared_files = prefetched(lambda r: prepare_file(audio_dir, r, limits, cached), pending)
+    for done, prepared in enumerate(prepared_files, start=1):
+        record_result(store, embed_prepared(embedder, prepared), report)
+        if progress:
+            progress(done, total)
+        if should_stop():
+            logger.info("stopping after %d of %d pending files", done, total)
+            break
+        if time_budget_s is not None and time.monotonic() - started >= time_budget_s:
+            break
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def record_result(store: EmbeddingStore, result: EmbeddedFile, report: EmbedReport) -> None:
+    """Write one embed step's result: embedded, already cached, failed, deferred or gone."""
+    prepared = result.prepared
+    record, found = prepared.record, prepared.found
+    if found is None:
+        store.forget_files([record.path])
+        logger.info("removed %s from the corpus (file deleted)", shown(record.path))
+        return
+    if prepared.changed_while_reading:
+        report.deferred += 1
+        logger.info("deferred %s: it changed while being read (still being written?)", shown(record.path))
+        return
+    problem = prepared.problem or result.problem
+    if problem is not None:
+        record_failure(store, found, prepared.sha256, problem)
+        report.failed += 1
+        report.failures.append((found.relpath, problem))
+        return
+    assert prepared.sha256 is not None  # set whenever there is no problem
+    if store.has_embedding(prepared.sha256):
+        store.note_file(found.relpath, found.label, found.size, found.mtime_ns, prepared.sha256)
+        report.skipped += 1
+        logger.debug("cached %s (same bytes embedded before)", shown(found.relpath))
+        return
+    if result.embeddings is None:
+        # Cached when the worker looked, gone from the cache since: embed it next pass.
+        report.deferred += 1
+        return
+    pause.point("embedding")
+    store.record_embedding(found.relpath, found.label, found.size, found.mtime_ns, prepared.sha256,
+                           result.embeddings, result.duration_s)
+    report.embedded += 1
+    report.patches += result.embeddings.shape[0]
+    logger.info("embedded %s (%d patches, %.1f s of audio) in %.2f s", shown(found.relpath),
+                result.embeddings.shape[0], result.duration_s, result.seconds)
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def prefetched(work: Callable[[T], R], items: Iterable[T], depth: int = 2) -> Iterator[R]:
+    """Yield work(item) in order, computing up to `depth` items ahead on one worker thread."""
+    source = iter(items)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecosight-prefetch") as pool:
+        queue: deque[Future[R]] = deque(pool.submit(work, item) for _, item in zip(range(depth), source, strict=False))
+        try:
+            while queue:
+                result = queue.popleft().result()
+                upcoming = next(source, None)
+                if upcoming is not None:
+                    queue.append(pool.submit(work, upcoming))
+                yield result
+        finally:
+            for future in queue:
+                future.cancel()

@@ -1,0 +1,115 @@
+"""The daemon's file side: keeps the cache in step with audio_dir.
+
+Settled files are refreshed one by one, rescans replace what events cannot tell
+(folders moved, a restarted watcher, the periodic check), and pending files are
+embedded in small batches so the loop answers signals between them. Every method
+returns whether the indexed corpus changed; the loop passes that to the trigger policy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from .config import Settings
+from .embed_pipeline import embed_pending
+from .embedder import Embedder
+from .progress import ProgressReporter
+from .reconcile import IngestLimits, reconcile, refresh_path
+from .store import EmbeddingStore, FileState
+from .watcher import FileEvent, SettleTracker
+
+logger = logging.getLogger(__name__)
+
+# One batch embeds files for about EMBED_BATCH_S (at most EMBED_BATCH files), so signals
+# and status are answered within about a second while the per-batch bookkeeping (queries
+# whose cost grows with the index) is spread over many files.
+EMBED_BATCH = 64
+EMBED_BATCH_S = 1.0
+FOLDER_RESCAN_DELAY_S = 1.0  # folder events within this long share one rescan
+
+
+class Indexer:
+    def __init__(self, settings: Settings, store: EmbeddingStore, embedder: Embedder,
+                 clock: Callable[[], float]) -> None:
+        self._audio_dir = settings.paths.audio_dir
+        self._rescan_interval_s = settings.watch.reconcile_interval_s
+        self._limits = IngestLimits.from_settings(settings)
+        self._store = store
+        self._embedder = embedder
+        self._clock = clock
+        self.tracker = SettleTracker(settings.watch.settle_s)
+        self.rescans = 0
+        self.more_to_embed = False
+        self._next_rescan = 0.0
+        self._folder_rescan_at: float | None = None
+        self._progress: ProgressReporter | None = None
+        self._burst_done = 0
+
+    def file_event(self, event: FileEvent) -> bool:
+        if event.rescan:
+            # A storm of folder events (thousands moved in at once) becomes one rescan
+            # shortly after, not one rescan per folder.
+            if self._folder_rescan_at is None:
+                self._folder_rescan_at = self._clock() + FOLDER_RESCAN_DELAY_S
+            return False
+        if event.deleted:
+            self.tracker.forget(Path(event.path))
+            return refresh_path(self._store, self._audio_dir, Path(event.path), self._limits)
+        self.tracker.changed(Path(event.path), self._clock(), ready=event.ready)
+        return False
+
+    def refresh_settled(self, now: float) -> bool:
+        changed = False
+        for path in self.tracker.due(now):
+            changed |= refresh_path(self._store, self._audio_dir, path, self._limits)
+        return changed
+
+    def rescan_due(self, now: float, watcher_wants_rescan: bool) -> str | None:
+        """Why a rescan should run now, or None."""
+        if watcher_wants_rescan:
+            return "file watcher restarted or replaced by rescans"
+        if now >= self._next_rescan:
+            return "periodic"
+        if self._folder_rescan_at is not None and now >= self._folder_rescan_at:
+            return "folders changed"
+        return None
+
+    def rescan(self, why: str) -> bool:
+        self._folder_rescan_at = None
+        self.rescans += 1
+        report = reconcile(self._store, self._audio_dir, self._limits)
+        self._next_rescan = self._clock() + self._rescan_interval_s
+        if report.new or report.changed or report.removed:
+            logger.info("reconciled (%s): %d new, %d changed, %d removed, %d unchanged", why,
+                        report.new, report.changed, report.removed, report.unchanged)
+            return True
+        return False
+
+    @property
+    def folder_rescan_scheduled(self) -> bool:
+        return self._folder_rescan_at is not None
+
+    def pending(self) -> int:
+        return self._store.count_files(FileState.PENDING)
+
+    def embed_batch(self, starting: Callable[[], None]) -> bool:
+        """Embed one batch of pending files; `starting` is called first if there are any."""
+        pending = self.pending()
+        self.more_to_embed = False
+        if not pending:
+            self._progress, self._burst_done = None, 0
+            return False
+        starting()
+        if self._progress is None:
+            self._progress = ProgressReporter("embedded")
+        report = embed_pending(self._store, self._embedder, self._audio_dir, self._limits,
+                               limit=EMBED_BATCH, time_budget_s=EMBED_BATCH_S)
+        self._burst_done += report.embedded + report.failed + report.skipped + report.deferred
+        self._progress(self._burst_done, self._burst_done + self.pending())
+        handled = report.embedded + report.failed + report.skipped
+        # Keep going without waiting on the inbox while files remain; but files that are
+        # only still being written (deferred) are looked at again after the usual wait.
+        self.more_to_embed = handled > 0 and pending > handled
+        return handled > 0

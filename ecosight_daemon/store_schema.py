@@ -1,0 +1,111 @@
+"""The cache's schema as numbered migrations: a new cache runs them all, an older one
+runs those past its recorded version, each in the same transaction as its version bump.
+A change to the schema is a new entry here, never an edit of an old one.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (1, """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS models (
+    model_id TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    first_used REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS embeddings (
+    sha256 TEXT NOT NULL,
+    model_id TEXT NOT NULL REFERENCES models(model_id),
+    patches INTEGER NOT NULL CHECK (patches > 0),
+    dim INTEGER NOT NULL CHECK (dim > 0),
+    dtype TEXT NOT NULL CHECK (dtype IN ('float16', 'float32')),
+    data BLOB NOT NULL,
+    duration_s REAL NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (sha256, model_id)
+);
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    label TEXT NOT NULL,
+    sha256 TEXT,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'embedded', 'failed')),
+    reason TEXT,
+    first_seen REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS group_splits (
+    group_key TEXT PRIMARY KEY,
+    split TEXT NOT NULL CHECK (split IN ('train', 'val', 'test')),
+    assigned_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_by_sha256 ON files(sha256);
+CREATE INDEX IF NOT EXISTS files_by_state ON files(state);
+"""),
+    (2, """
+CREATE TABLE IF NOT EXISTS audioset_heads (
+    model_id TEXT PRIMARY KEY REFERENCES models(model_id),
+    kernel BLOB NOT NULL,
+    bias BLOB NOT NULL
+);
+"""),
+    # Covering indexes for the queries run every few seconds over the whole index: label
+    # conflicts (sha256, label) and training samples (state, sha256, label). IF EXISTS:
+    # some version-2 caches got these before this migration had its own number.
+    (3, """
+DROP INDEX IF EXISTS files_by_sha256;
+DROP INDEX IF EXISTS files_by_state;
+CREATE INDEX IF NOT EXISTS files_by_sha256_label ON files(sha256, label);
+CREATE INDEX IF NOT EXISTS files_by_state_sha256_label ON files(state, sha256, label);
+"""),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def configure(connection: sqlite3.Connection, in_memory: bool) -> None:
+    # Per-connection settings: they are not stored in the file, so set them on every open.
+    connection.execute("PRAGMA foreign_keys = ON")
+    connection.execute("PRAGMA busy_timeout = 10000")
+    if not in_memory:
+        connection.execute("PRAGMA journal_mode = WAL")
+        # NORMAL in WAL mode survives a process crash; a power cut may lose the last
+        # commits but never corrupts, and a lost embedding is simply recomputed.
+        connection.execute("PRAGMA synchronous = NORMAL")
+
+
+def recorded_version(connection: sqlite3.Connection) -> int:
+    """0 for a new database."""
+    has_meta = connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+    if not has_meta:
+        return 0
+    row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def ensure_schema(connection: sqlite3.Connection) -> int:
+    """Run the migrations the database lacks; its schema version afterwards (a version
+    newer than this program's is returned untouched, for the caller to refuse)."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        before = version = recorded_version(connection)
+        for number, statements in MIGRATIONS:
+            if number <= version:
+                continue
+            for statement in filter(str.strip, statements.split(";")):
+                connection.execute(statement)
+            connection.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                               "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(number),))
+            version = number
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    if 0 < before < version:
+        logger.info("embedding cache schema upgraded from version %d to %d", before, version)
+    return version
