@@ -5,10 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CONFIG ?= config.toml
 # The development environment includes the optional Ray engine so its tests run.
-EXTRAS ?= test,ray
+EXTRAS ?= test,ray,lint
 PYTEST_ARGS ?=
 
-.PHONY: install run test bench clean
+.PHONY: install run test lint bench clean
 
 install: $(STAMP)
 
@@ -25,6 +25,11 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Types checked strictly on the package (settings in pyproject.toml); style and bugs by ruff.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python -m benchmarks.run_all
