@@ -259,7 +259,7 @@ def test_predict_agrees_with_the_model_and_export_matches(project: Path, yamnet:
 
     classifier = load_classifier(models / MODEL_FILE)
     exported = tf.saved_model.load(str(models / "versions" / metadata["version"] / "export"))
-    for path, prediction in zip(files, predictions, strict=True):
+    for path, prediction in zip(files, predictions[:-1], strict=True):  # the last is the broken file
         waveform = decode_audio(path.read_bytes(), 600).waveform
         features = pool_patches(yamnet.embed(waveform), metadata["pooling"], yamnet.audioset_head())[np.newaxis]
         expected = predict_probabilities(classifier, features)[0]
