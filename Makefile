@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=23"
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
-	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -c "import tensorflow_hub, soundfile, soxr, watchdog, apscheduler; print('install ok')"
+	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -c "import tensorflow_hub, soundfile, soxr, watchdog, apscheduler, fastapi, uvicorn, prometheus_client; print('install ok')"
 	@touch $(STAMP)
 
 run: install

@@ -85,7 +85,7 @@ def old_recipe_seconds(files: list[tuple[Path, str]]) -> float:
 def daemon_seconds(root: Path, rounds: list[tuple[str, list[tuple[Path, str]], float]]) -> list[dict]:
     """Per round: move the files in at the given pace; time from the last landing to the new log entry."""
     config = root / "config.toml"
-    config.write_text('[paths]\naudio_dir = "audio"\nmodels_dir = "models"\n'
+    config.write_text('[paths]\naudio_dir = "audio"\nmodels_dir = "models"\n[http]\nport = 0\n'
                       f'[triggers]\nmin_new_samples = {NEW_CLIPS}\n[watch]\nsettle_s = 0.5\n')
     env = {**os.environ, "ECOSIGHT_YAMNET_HANDLE": yamnet_handle()}
     subprocess.run([sys.executable, "-m", "ecosight_daemon", "--config", str(config), "--log-level", "WARNING",

@@ -24,6 +24,7 @@ class CacheReports:
     def __init__(self, store: EmbeddingStore) -> None:
         self._store = store
         self._class_counts: tuple[tuple[int, int], dict[str, ClassCounts]] | None = None
+        self._failed: tuple[tuple[int, int], list[dict[str, str]]] | None = None
 
     def class_counts(self) -> dict[str, ClassCounts]:
         """Per class: files, embedded, pending, failed, conflicts (label '' = no class).
@@ -47,8 +48,16 @@ class CacheReports:
         return {label: ClassCounts(int(files), int(embedded), int(pending), int(failed), int(conflicts or 0))
                 for label, files, embedded, pending, failed, conflicts in rows}
 
-    def failed_files(self) -> list[dict[str, str]]:
-        return [{"path": r.path, "reason": r.reason or ""} for r in self._store.files(FileState.FAILED)]
+    def failed_files(self, limit: int | None = None) -> list[dict[str, str]]:
+        """Failed files with their reasons, the most recently failed first (at most `limit`)."""
+        if limit is None:
+            return [{"path": r.path, "reason": r.reason or ""} for r in self._store.files(FileState.FAILED)]
+        changes = self._store.changes_seen()
+        if self._failed is None or self._failed[0] != changes:
+            rows = self._store.query("SELECT path, reason FROM files WHERE state = 'failed' "
+                                     "ORDER BY updated_at DESC, path LIMIT ?", (limit,))
+            self._failed = changes, [{"path": path, "reason": reason or ""} for path, reason in rows]
+        return list(self._failed[1])
 
     def label_conflicts(self) -> list[dict[str, str | None]]:
         """Files whose bytes are also in another class folder (left out of training)."""

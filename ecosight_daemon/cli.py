@@ -9,7 +9,6 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -345,36 +344,10 @@ def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
     from .artifacts import ModelRegistry
-    from .retrain import retrain_lock
+    from .rollback import roll_back
 
     refuse_while_a_daemon_runs(settings.paths.models_dir, "rollback",
-                               "Stop the daemon, roll back, then start it again.")
-    registry = ModelRegistry(settings.paths.models_dir)
-    with retrain_lock(settings.paths.models_dir):
-        registry.recover()
-        current = registry.current_version()
-        target = args.version or _previous_promoted(registry, current)
-        if target is None:
-            raise EcosightError("no earlier promoted version to roll back to; see `ecosight-daemon history`")
-        known = [m["version"] for m in registry.versions()]
-        if target not in known:
-            raise EcosightError(f"no version named {target!r}; the versions are: {', '.join(known) or 'none'} "
-                                "(see `ecosight-daemon history`)")
-        registry.promote(target)
-        registry.append_log({
-            "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "trigger_reason": "rollback", "version": target, "status": RetrainStatus.ROLLED_BACK.value,
-            "promoted": True,
-            "forced": True, "reason": f"operator rolled back from {current} to {target}",
-            "replaced_version": current, "metrics": None,
-        })
-    logger.info("rolled back from %s to %s", current, target)
-    print(f"current model is now {target} (was {current})")
+                               "Stop the daemon and roll back, or roll back over its HTTP API (POST /rollback).")
+    previous, current = roll_back(ModelRegistry(settings.paths.models_dir), args.version)
+    print(f"current model is now {current} (was {previous})")
     return EXIT_OK
-
-
-def _previous_promoted(registry: Any, current: str | None) -> str | None:
-    """The newest version older than the current one that passed its gate."""
-    promoted = [m["version"] for m in registry.versions() if m.get("status") == RetrainStatus.PROMOTED.value]
-    earlier = [v for v in promoted if current is None or v < current]
-    return earlier[-1] if earlier else None

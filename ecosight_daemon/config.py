@@ -20,12 +20,14 @@ from typing import Any, get_type_hints
 from .config_checks import (
     at_least,
     between,
+    is_loopback,
     one_of,
     setting,
     valid_cron,
     valid_dtype,
     valid_extensions,
     valid_group_patterns,
+    valid_host,
     valid_split,
     valid_units,
 )
@@ -163,6 +165,16 @@ class WatchSettings:
 
 
 @dataclass(frozen=True)
+class HttpSettings:
+    enabled: bool = setting(True, "serve the HTTP API, dashboard and /metrics; false: no listener at all")
+    host: str = setting("127.0.0.1", "address to listen on, and the Host name requests must use (or localhost); "
+                        "a non-loopback address needs token_file", valid_host)
+    port: int = setting(8000, "TCP port; 0 picks a free one at start (status shows it)", between(0, 65535))
+    token_file: Path = setting(Path(""), "file holding a bearer token, mode 0600 or stricter; required for a "
+                               "non-loopback host; when set, POST requests need it")
+
+
+@dataclass(frozen=True)
 class Settings:
     paths: PathSettings = field(default_factory=PathSettings)
     audio: AudioSettings = field(default_factory=AudioSettings)
@@ -171,6 +183,7 @@ class Settings:
     promotion: PromotionSettings = field(default_factory=PromotionSettings)
     triggers: TriggerSettings = field(default_factory=TriggerSettings)
     watch: WatchSettings = field(default_factory=WatchSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
     source: Path | None = None
 
     @property
@@ -194,7 +207,7 @@ def _sections() -> list[dataclasses.Field[Any]]:
     return [item for item in dataclasses.fields(Settings) if item.name != "source"]
 
 
-RESTART_ONLY_SECTIONS = ("paths", "embedding", "audio", "watch")  # a running daemon keeps these
+RESTART_ONLY_SECTIONS = ("paths", "embedding", "audio", "watch", "http")  # a running daemon keeps these
 
 
 def reload_settings(current: Settings) -> Settings | None:
@@ -285,6 +298,11 @@ def check_paths(settings: Settings) -> None:
     if settings.cache_path.is_dir():
         raise ConfigError(f"paths.cache_path = {str(settings.cache_path)!r} is a folder; name a file in it")
     check_handle(settings.embedding.yamnet_handle, "embedding.yamnet_handle")
+    http = settings.http
+    if http.enabled and not is_loopback(http.host) and http.token_file == Path(""):
+        raise ConfigError(f"http.host = {http.host!r} is reachable from other machines, so http.token_file is "
+                          "required: a file holding a long random token, mode 0600 "
+                          "(`umask 077; openssl rand -hex 32 > /etc/ecosight/http.token`)")
 
 
 def check_handle(handle: str, where: str) -> None:

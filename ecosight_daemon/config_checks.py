@@ -3,6 +3,7 @@ else what was expected (the error message names the key and the value)."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import field
@@ -72,4 +73,21 @@ def valid_cron(value: str) -> str | None:
     except ValueError as exc:
         return (f"a cron expression such as \"0 3 * * *\" (6 fields: seconds first), "
                 f"or \"\" to disable ({exc})")
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def valid_host(value: str) -> str | None:
+    if value == "localhost" or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}", value):
+        return None
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+    except ValueError:
+        return "an IP address or host name, such as \"127.0.0.1\""
     return None

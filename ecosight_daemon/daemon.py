@@ -5,15 +5,15 @@ messages on the inbox. The main thread owns the SQLite connection, the state and
 decision: `step()` waits on the inbox, handles what arrived, then does housekeeping
 (settled files, rescans, one embedding batch, triggers, status, systemd watchdog).
 The rooms it delegates to: `Indexer` (files), `TriggerPolicy` (when to retrain),
-`RetrainRunner` (the run itself), `status.build_status` (the status document).
+`RetrainRunner` (the run itself), `status.build_status` and `StatusPublisher` (the
+status document), `HttpFrontEnd` (the API, which reads the published status and sends
+messages like any other producer).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
-import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,15 +22,34 @@ from . import pause
 from .artifacts import ModelRegistry
 from .cache_reports import CacheReports
 from .config import Settings, reload_settings
+from .daemon_state import DaemonState
 from .drift import current_model_accuracy
 from .embedder import Embedder, remember_audioset_head
+from .events import EventLog, EventLogHandler
 from .features import needs_audioset_head
-from .inbox import FileChanged, Inbox, Message, ReloadConfig, Rescan, RetrainFinished, RetrainRequested, Stop
+from .http_front import HttpFrontEnd, answer_predict, answer_rollback
+from .inbox import (
+    FileChanged,
+    Inbox,
+    Message,
+    Predict,
+    ReloadConfig,
+    Rescan,
+    RetrainFinished,
+    RetrainRequested,
+    Rollback,
+    Stop,
+)
 from .indexer import Indexer
+from .metrics import DaemonMetrics
+from .predict import Predictor
+from .reconcile import IngestLimits
 from .retrain import finish_interrupted_promotion, recover_at_start, trained_hashes
 from .retrain_runner import RetrainRunner
 from .scheduling import ScheduledRetrains
-from .status import HEARTBEAT_S, DaemonState, StatusInputs, build_status, write_status
+from .signals import SignalsToInbox
+from .status import StatusInputs, StatusPublisher, build_status
+from .storage_trouble import STORAGE_ERRORS, StorageTrouble
 from .store import EmbeddingStore
 from .systemd import SystemdNotifier
 from .trigger_policy import TriggerPolicy
@@ -39,8 +58,6 @@ from .watcher import SupervisedWatcher
 logger = logging.getLogger(__name__)
 
 SETTLE_POLL_S = 0.1  # how often files waiting to settle are looked at
-STORAGE_RETRY_S = 5.0  # pause after a failed write (disk full, I/O error) before trying again
-STORAGE_ERRORS = (sqlite3.OperationalError, OSError)
 
 
 class Daemon:
@@ -53,9 +70,16 @@ class Daemon:
         self.inbox = Inbox()
         self._registry = ModelRegistry(settings.paths.models_dir)
         self._policy = TriggerPolicy(settings.triggers)
-        self._runner = RetrainRunner(lambda outcome: self.inbox.put(RetrainFinished(outcome)))
+        self._publisher = StatusPublisher(settings.paths.models_dir, clock)
+        self.events = EventLog()
+        self.metrics = DaemonMetrics(self.snapshot)
+        self._runner = RetrainRunner(lambda outcome: self.inbox.put(RetrainFinished(outcome)),
+                                     lambda progress: self.events.add("progress", **progress.as_dict()))
         self._last_retrain: dict[str, Any] | None = None
-        self._stop_signals = 0
+        self._signals = SignalsToInbox(self.inbox)
+        self._http: HttpFrontEnd | None = None
+        self._predictor: Predictor | None = None
+        self._log_feed = EventLogHandler(self.events)
         self.state = DaemonState.STARTING
         self.stopped = False
         self._started_wall = time.time()
@@ -63,33 +87,21 @@ class Daemon:
         self._reports: CacheReports | None = None
         self._indexer: Indexer | None = None
         self._watcher: SupervisedWatcher | None = None
-        self._schedule = ScheduledRetrains(lambda: self.request_retrain("schedule"))
-        self._next_heartbeat = 0.0
+        self._schedule = ScheduledRetrains(lambda: self.inbox.put(RetrainRequested("schedule")))
         self._next_watchdog = 0.0
-        self._storage_error: str | None = None
-        self._status_error: str | None = None
-        self._storage_retry_at = 0.0
+        self._storage = StorageTrouble(settings.paths.models_dir, clock)
 
     # --- producers: they only enqueue ---------------------------------------------------
 
     def install_signal_handlers(self) -> None:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(signum, self._on_signal)
+        self._signals.install()
 
-    def _on_signal(self, signum: int, frame: object) -> None:
-        # Only queue: logging or touching SQLite here could deadlock on a lock the
-        # interrupted main thread holds. A second stop signal exits at once, which is
-        # safe because every write is a transaction or an atomic replace.
-        if signum == signal.SIGHUP:
-            self.inbox.put(ReloadConfig())
-            return
-        self._stop_signals += 1
-        if self._stop_signals > 1:
-            os._exit(128 + signum)
-        self.inbox.put(Stop(signal.Signals(signum).name))
+    def snapshot(self) -> dict[str, Any]:
+        """The latest published status document (read by the HTTP server's thread)."""
+        return self._publisher.latest
 
-    def request_retrain(self, reason: str) -> None:
-        self.inbox.put(RetrainRequested(reason))
+    def post(self, message: Message) -> None:
+        self.inbox.put(message)
 
     def request_stop(self, reason: str = "requested") -> None:
         self.inbox.put(Stop(reason))
@@ -100,8 +112,11 @@ class Daemon:
         settings = self.settings
         logger.info("starting (pid %d) with %s", os.getpid(), settings.describe())
         pause.warn_if_armed(logger)
+        logging.getLogger("ecosight_daemon").addHandler(self._log_feed)
         self._registry.ensure()
         self._write_status()
+        if settings.http.enabled:  # the token and the port checked before the slow part
+            self._http = HttpFrontEnd(settings)
         recover_at_start(self._registry)
         self.store = EmbeddingStore.open(settings.cache_path, settings.embedding.storage_dtype)
         self._reports = CacheReports(self.store)
@@ -111,12 +126,15 @@ class Daemon:
             remember_audioset_head(self.store, embedder)
         self._policy.baseline = trained_hashes(self._registry)
         settings.paths.audio_dir.mkdir(parents=True, exist_ok=True)
-        self._indexer = Indexer(settings, self.store, embedder, self._clock)
+        self._indexer = Indexer(settings, self.store, embedder, self._clock, self.metrics)
+        self._predictor = Predictor(self._registry, embedder, IngestLimits.from_settings(settings))
         self._watcher = SupervisedWatcher(settings.paths.audio_dir, self.inbox.put_file_event,
                                           settings.watch.polling, settings.watch.poll_interval_s, self._clock)
         self._watcher.start()
         self._schedule.apply(settings.triggers.schedule)
         self._runner.warm_up(settings)
+        if self._http is not None:
+            self._http.start(self, self.events, self.metrics)
         self._notifier.ready("reconciling")
         self.inbox.put(Rescan("startup"))
 
@@ -142,7 +160,7 @@ class Daemon:
         if self.state is DaemonState.STOPPING:
             self._shutdown()
             return
-        if self._clock() < self._storage_retry_at:
+        if self._storage.waiting():
             self._keep_alive(self._clock())
             return
         try:
@@ -150,23 +168,14 @@ class Daemon:
         except STORAGE_ERRORS as exc:
             self._storage_failed(exc)
             return
-        if self._storage_error is not None:
+        if (over := self._storage.recovered()) is not None:
             logger.warning("writing works again (after: %s); rescanning %s for anything missed",
-                           self._storage_error, self.settings.paths.audio_dir)
-            self._storage_error = None
+                           over, self.settings.paths.audio_dir)
             self.inbox.put(Rescan("after a storage error"))
             finish_interrupted_promotion(self._registry)
 
     def _storage_failed(self, exc: Exception) -> None:
-        """A write failed (disk full, read-only, I/O error): keep running, retry later. Each
-        write is one transaction or an atomic replace, so a failed one leaves the previous
-        state; what it would have recorded is found again by the rescan after recovery."""
-        message = f"{type(exc).__name__}: {exc}"
-        if message != self._storage_error:
-            logger.error("cannot write under %s (%s); retrying every %.0f s", self.settings.paths.models_dir,
-                         message, STORAGE_RETRY_S)
-        self._storage_error = message
-        self._storage_retry_at = self._clock() + STORAGE_RETRY_S
+        self._storage.failed(exc)
         self._write_status()
 
     def _handle(self, message: Message) -> None:
@@ -188,6 +197,10 @@ class Daemon:
         elif isinstance(message, ReloadConfig):
             self._reload_config()
             self._policy.request("SIGHUP", self._runner.running)
+        elif isinstance(message, Predict):
+            answer_predict(message, self._predictor)
+        elif isinstance(message, Rollback):
+            answer_rollback(message, self._registry)
 
     # --- housekeeping -----------------------------------------------------------------------
 
@@ -221,7 +234,7 @@ class Daemon:
             self._policy.corpus_changed()
 
     def _keep_alive(self, now: float) -> None:
-        if now >= self._next_heartbeat:
+        if self._publisher.due(now):
             self._write_status()
         if self._notifier.watchdog_interval_s and now >= self._next_watchdog:
             # Only a turning loop with a working watcher (or its rescans) reaches here
@@ -239,6 +252,7 @@ class Daemon:
         logger.info("state: %s -> %s", self.state.value, state.value)
         self.state = state
         self._notifier.status(state.value)
+        self.events.add("state", state=state.value)
         self._write_status()
 
     def _reload_config(self) -> None:
@@ -249,7 +263,9 @@ class Daemon:
             self._schedule.apply(fresh.triggers.schedule)
 
     def _retrain_finished(self, message: RetrainFinished) -> None:
-        self._last_retrain = message.outcome.log_entry()
+        self._last_retrain = entry = message.outcome.log_entry()
+        self.metrics.retrain_finished(entry)
+        self.events.add("retrain", **{key: entry[key] for key in ("version", "status", "reason", "trigger_reason")})
         self._runner.finished(self.settings, keep_going=self.state is not DaemonState.STOPPING)
         self._policy.corpus_changed()  # files that arrived meanwhile may reach the threshold
         finish_interrupted_promotion(self._registry)
@@ -261,21 +277,16 @@ class Daemon:
             state=self.state, settings=self.settings, started_wall=self._started_wall, reports=self._reports,
             registry=self._registry, inbox=self.inbox, indexer=self._indexer, policy=self._policy,
             retrain_running=self._runner.running, last_retrain=self._last_retrain, schedule=self._schedule,
-            watcher=self._watcher, storage_error=self._storage_error,
+            watcher=self._watcher, storage_error=self._storage.error, http_url=self._http.url if self._http else None,
         ))
 
     def _write_status(self) -> None:
-        try:
-            write_status(self.settings.paths.models_dir, self.status())
-            self._status_error = None
-        except OSError as exc:  # a full disk must not stop the daemon
-            if str(exc) != self._status_error:
-                logger.error("cannot write the status file (retrying every %.0f s): %s", HEARTBEAT_S, exc)
-            self._status_error = str(exc)
-        self._next_heartbeat = self._clock() + HEARTBEAT_S
+        self._publisher.publish(self.status())
 
     def _shutdown(self) -> None:
         self._notifier.stopping()
+        if self._http is not None:
+            self._http.stop()
         if self._runner.stop():
             for message in self.inbox.drain(timeout=0):  # the stopped run's outcome
                 if isinstance(message, RetrainFinished):
@@ -291,3 +302,4 @@ class Daemon:
             self.store, self._reports = None, None
         self.stopped = True
         logger.info("stopped")
+        logging.getLogger("ecosight_daemon").removeHandler(self._log_feed)

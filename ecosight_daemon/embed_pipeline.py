@@ -41,6 +41,7 @@ class EmbedReport:
     patches: int = 0
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    embed_seconds: list[float] = field(default_factory=list)  # the model's time per embedded file
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,7 @@ def record_result(store: EmbeddingStore, result: EmbeddedFile, report: EmbedRepo
                            result.embeddings, result.duration_s)
     report.embedded += 1
     report.patches += result.embeddings.shape[0]
+    report.embed_seconds.append(result.seconds)
     logger.info("embedded %s (%d patches, %.1f s of audio) in %.2f s", shown(found.relpath),
                 result.embeddings.shape[0], result.duration_s, result.seconds)
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from .evaluation import choose_priority_threshold
 from .logistic_head import fit_logistic, out_of_fold_probabilities
-from .training_protocol import TrainingRecipe
+from .training_protocol import Progress, TrainingRecipe
 
 
 @dataclass
@@ -38,7 +38,8 @@ class FittedHead:
 
 
 def fit_logistic_head(features: np.ndarray, labels: np.ndarray, splits: np.ndarray, groups: np.ndarray,
-                      classes: list[str], recipe: TrainingRecipe) -> FittedHead:
+                      classes: list[str], recipe: TrainingRecipe,
+                      report: Callable[[Progress], None] = lambda progress: None) -> FittedHead:
     """Threshold from out-of-fold scores on train+validation, a twin fitted there for the
     test figures, then the shipped model refitted on every sample."""
     from .training import keras_from_logistic
@@ -47,6 +48,7 @@ def fit_logistic_head(features: np.ndarray, labels: np.ndarray, splits: np.ndarr
     learn = splits != 2
     test = splits == 2
     threshold, threshold_info = None, {"note": f"{recipe.priority_class} is not among the trained classes"}
+    report(Progress("out-of-fold scores for the gun-shot threshold"))
     scores = out_of_fold_probabilities(features[learn], labels[learn], groups[learn], len(classes), c)
     if recipe.priority_class in classes:
         if scores is None:
@@ -55,7 +57,9 @@ def fit_logistic_head(features: np.ndarray, labels: np.ndarray, splits: np.ndarr
             choice = choose_priority_threshold(scores, labels[learn], classes.index(recipe.priority_class),
                                                recipe.priority_recall_target, recipe.priority_min_precision)
             threshold, threshold_info = choice.threshold, {**choice.as_dict(), "scored_on": "out-of-fold"}
+    report(Progress("the holdout twin (train + validation)"))
     twin = fit_logistic(features[learn], labels[learn], len(classes), c)
+    report(Progress("the shipped model (every sample)"))
     shipped = fit_logistic(features, labels, len(classes), c) if test.any() else twin
     holdout_model = keras_from_logistic(twin)
     model = keras_from_logistic(shipped) if shipped is not twin else holdout_model
@@ -78,13 +82,14 @@ def _one_fit_history(fitted: np.ndarray, labels: np.ndarray, out_of_fold: np.nda
 
 
 def fit_keras_head(features: np.ndarray, labels: np.ndarray, splits: np.ndarray, classes: list[str],
-                   recipe: TrainingRecipe, should_stop: Callable[[], bool]) -> FittedHead | None:
+                   recipe: TrainingRecipe, should_stop: Callable[[], bool],
+                   report: Callable[[Progress], None] = lambda progress: None) -> FittedHead | None:
     """Gradient-trained head with hidden layers: early stopping and threshold on validation."""
     from .training import fit_classifier, predict_probabilities
 
     train, val, test = (splits == 0), (splits == 1), (splits == 2)
     fit = fit_classifier(features[train], labels[train], features[val], labels[val], len(classes), recipe.classifier,
-                         should_stop)
+                         should_stop, lambda epoch, loss, val_loss: report(Progress("epochs", epoch, loss, val_loss)))
     if fit.stopped_early_by_request:
         return None
     threshold, threshold_info = None, {"note": f"{recipe.priority_class} is not among the trained classes"}

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import queue
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 from .retrain import RetrainOutcome
 from .watcher import FileEvent
@@ -49,7 +51,23 @@ class RetrainFinished:
     outcome: RetrainOutcome
 
 
-Message = FileChanged | Rescan | RetrainRequested | ReloadConfig | Stop | RetrainFinished
+@dataclass(frozen=True)
+class Predict:
+    """Label an uploaded clip; the answer (a JSON-ready dict) is set on `reply`."""
+
+    data: bytes
+    reply: Future[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """Make an earlier version current (None: the one promoted before the current)."""
+
+    version: str | None
+    reply: Future[dict[str, Any]]
+
+
+Message = FileChanged | Rescan | RetrainRequested | ReloadConfig | Stop | RetrainFinished | Predict | Rollback
 
 
 class Inbox:

@@ -9,12 +9,14 @@ returns whether the indexed corpus changed; the loop passes that to the trigger 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from .config import Settings
-from .embed_pipeline import embed_pending
+from .embed_pipeline import EmbedReport, embed_pending
 from .embedder import Embedder
+from .metrics import DaemonMetrics
 from .progress import ProgressReporter
 from .reconcile import IngestLimits, reconcile, refresh_path
 from .store import EmbeddingStore, FileState
@@ -32,7 +34,7 @@ FOLDER_RESCAN_DELAY_S = 1.0  # folder events within this long share one rescan
 
 class Indexer:
     def __init__(self, settings: Settings, store: EmbeddingStore, embedder: Embedder,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], metrics: DaemonMetrics | None = None) -> None:
         self._audio_dir = settings.paths.audio_dir
         self._rescan_interval_s = settings.watch.reconcile_interval_s
         self._limits = IngestLimits.from_settings(settings)
@@ -46,6 +48,9 @@ class Indexer:
         self._folder_rescan_at: float | None = None
         self._progress: ProgressReporter | None = None
         self._burst_done = 0
+        self._metrics = metrics
+        self.last_scan_at: float | None = None  # wall clock, for people and Prometheus
+        self.last_embed_at: float | None = None
 
     def file_event(self, event: FileEvent) -> bool:
         if event.rescan:
@@ -81,6 +86,7 @@ class Indexer:
         self.rescans += 1
         report = reconcile(self._store, self._audio_dir, self._limits)
         self._next_rescan = self._clock() + self._rescan_interval_s
+        self.last_scan_at = time.time()
         if report.new or report.changed or report.removed:
             logger.info("reconciled (%s): %d new, %d changed, %d removed, %d unchanged", why,
                         report.new, report.changed, report.removed, report.unchanged)
@@ -107,9 +113,20 @@ class Indexer:
         report = embed_pending(self._store, self._embedder, self._audio_dir, self._limits,
                                limit=EMBED_BATCH, time_budget_s=EMBED_BATCH_S)
         self._burst_done += report.embedded + report.failed + report.skipped + report.deferred
+        self._count(report)
         self._progress(self._burst_done, self._burst_done + self.pending())
         handled = report.embedded + report.failed + report.skipped
         # Keep going without waiting on the inbox while files remain; but files that are
         # only still being written (deferred) are looked at again after the usual wait.
         self.more_to_embed = handled > 0 and pending > handled
         return handled > 0
+
+    def _count(self, report: EmbedReport) -> None:
+        if report.embedded:
+            self.last_embed_at = time.time()
+        if self._metrics is not None:
+            self._metrics.embeddings.inc(report.embedded)
+            self._metrics.cache_hits.inc(report.skipped)
+            self._metrics.failures.inc(report.failed)
+            for seconds in report.embed_seconds:
+                self._metrics.embed_seconds.observe(seconds)

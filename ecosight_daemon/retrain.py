@@ -33,7 +33,7 @@ from .evaluation import GateDecision, GatePolicy, PairedPredictions, class_recal
 from .features import AudiosetHead, needs_audioset_head
 from .store import EmbeddingStore
 from .training_process import TrainingProcess, TrainingProcessFailed
-from .training_protocol import FitJob, IncumbentModel, RetrainStatus, TrainingRecipe, TrainingResult
+from .training_protocol import FitJob, IncumbentModel, Progress, RetrainStatus, TrainingRecipe, TrainingResult
 from .training_worker import HOLDOUT_MODEL, JOB_DATA, write_job_data
 
 logger = logging.getLogger(__name__)
@@ -180,6 +180,7 @@ def retrain(
     should_stop: Callable[[], bool] = lambda: False,
     log_level: str = "INFO",
     process: TrainingProcess | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
 ) -> RetrainOutcome:
     """Train, evaluate, gate and (maybe) promote; every attempt is logged.
 
@@ -197,7 +198,7 @@ def retrain(
         with retrain_lock(settings.paths.models_dir):
             registry.recover()
             try:
-                outcome = _attempt(settings, store, registry, trigger, force, should_stop, process)
+                outcome = _attempt(settings, store, registry, trigger, force, should_stop, process, on_progress)
             except Exception as exc:  # disk full, a corrupt file...: record it, keep models/ as it was
                 logger.exception("retrain (%s) failed", trigger)
                 registry.remove_stale_staging()
@@ -248,7 +249,7 @@ def write_extras(registry: ModelRegistry, version: str, process: TrainingProcess
 
 def _attempt(
     settings: Settings, store: EmbeddingStore, registry: ModelRegistry, trigger: str, force: bool,
-    should_stop: Callable[[], bool], process: TrainingProcess,
+    should_stop: Callable[[], bool], process: TrainingProcess, on_progress: Callable[[Progress], None] | None,
 ) -> RetrainOutcome:
     head = audioset_head_for(store, settings) if needs_audioset_head(settings.training.pooling) else None
     snapshot = take_snapshot(store, snapshot_options(settings), head)
@@ -270,7 +271,7 @@ def _attempt(
                    [s.group for s in snapshot.samples], head)
     job = FitJob(str(staging), snapshot.classes, snapshot.pooling, TrainingRecipe.from_settings(settings.training),
                  incumbent, settings.embedding.yamnet_handle)
-    result = process.train(job, settings.training.time_limit_s, should_stop)
+    result = process.train(job, settings.training.time_limit_s, should_stop, on_progress)
     if not result.ok:
         shutil.rmtree(staging, ignore_errors=True)
         outcome.reason = f"training did not finish: {result.error or 'unknown error'}"

@@ -16,6 +16,7 @@ from .config import Settings
 from .retrain import RetrainOutcome, retrain
 from .store import EmbeddingStore
 from .training_process import TrainingProcess
+from .training_protocol import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +29,10 @@ def current_log_level() -> str:
 
 
 class RetrainRunner:
-    def __init__(self, post_outcome: Callable[[RetrainOutcome], None]) -> None:
+    def __init__(self, post_outcome: Callable[[RetrainOutcome], None],
+                 on_progress: Callable[[Progress], None] | None = None) -> None:
         self._post_outcome = post_outcome
+        self._on_progress = on_progress
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._warm_process: TrainingProcess | None = None
@@ -82,7 +85,7 @@ class RetrainRunner:
             return
         try:
             outcome = retrain(settings, store, reason, should_stop=self._stop.is_set,
-                              log_level=current_log_level(), process=process)
+                              log_level=current_log_level(), process=process, on_progress=self._on_progress)
         except Exception as exc:  # never let a retrain error take the daemon down
             logger.exception("retrain (%s) failed", reason)
             outcome = RetrainOutcome(None, False, f"{type(exc).__name__}: {exc}", reason)

@@ -4,14 +4,16 @@ atomically into models_dir and read by `ecosight-daemon status`."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .artifacts import ModelRegistry, read_json, write_json
+from .daemon_state import DaemonState
 from .instance_lock import pid_alive
 
 if TYPE_CHECKING:
@@ -23,19 +25,12 @@ if TYPE_CHECKING:
     from .trigger_policy import TriggerPolicy
     from .watcher import SupervisedWatcher
 
+logger = logging.getLogger(__name__)
+
 STATUS_FILE = "daemon_status.json"
 HEARTBEAT_S = 2.0
 STALE_AFTER_S = 30.0  # no update for this long while the pid lives: wedged
-
-
-class DaemonState(str, Enum):
-    STARTING = "starting"
-    RECONCILING = "reconciling"
-    EMBEDDING = "embedding"
-    IDLE = "idle"
-    TRAINING = "training"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
+FAILED_FILES_SHOWN = 50  # the newest failed files (with reasons) in the status document
 
 
 @dataclass(frozen=True)
@@ -55,6 +50,7 @@ class StatusInputs:
     schedule: ScheduledRetrains
     watcher: SupervisedWatcher | None
     storage_error: str | None
+    http_url: str | None = None
 
 
 def build_status(parts: StatusInputs) -> dict[str, Any]:
@@ -75,6 +71,7 @@ def build_status(parts: StatusInputs) -> dict[str, Any]:
         "classes": {label or "(no class)": c.as_dict() for label, c in counts.items()},
         "pending": sum(c.pending for c in counts.values()),
         "failed": sum(c.failed for c in counts.values()),
+        "failed_files": parts.reports.failed_files(FAILED_FILES_SHOWN) if parts.reports is not None else [],
         "settling": len(parts.indexer.tracker) if parts.indexer is not None else 0,
         **parts.inbox.status_fields(),
         "storage_error": parts.storage_error,
@@ -89,6 +86,9 @@ def build_status(parts: StatusInputs) -> dict[str, Any]:
         "folder_rescan_scheduled": parts.indexer is not None and parts.indexer.folder_rescan_scheduled,
         "watcher": None if parts.watcher is None else parts.watcher.mode,
         "watcher_problem": None if parts.watcher is None else parts.watcher.problem,
+        "last_scan_at": parts.indexer.last_scan_at if parts.indexer is not None else None,
+        "last_embed_at": parts.indexer.last_embed_at if parts.indexer is not None else None,
+        "http": parts.http_url,
     }
 
 
@@ -104,8 +104,36 @@ def status_path(models_dir: Path) -> Path:
     return models_dir / STATUS_FILE
 
 
-def write_status(models_dir: Path, status: dict[str, Any]) -> None:
-    write_json(status_path(models_dir), {**status, "updated_at": time.time()})
+def write_status(models_dir: Path, status: dict[str, Any]) -> dict[str, Any]:
+    document = {**status, "updated_at": time.time()}
+    write_json(status_path(models_dir), document)
+    return document
+
+
+class StatusPublisher:
+    """Writes the status file every HEARTBEAT_S (and on demand) and keeps the latest
+    document in memory, where the HTTP server reads it. A full disk is logged once."""
+
+    def __init__(self, models_dir: Path, clock: Callable[[], float]) -> None:
+        self._models_dir = models_dir
+        self._clock = clock
+        self._next = 0.0
+        self._error: str | None = None
+        self.latest: dict[str, Any] = {}
+
+    def due(self, now: float) -> bool:
+        return now >= self._next
+
+    def publish(self, status: dict[str, Any]) -> None:
+        self.latest = {**status, "updated_at": time.time()}  # one reference swap: readers see whole documents
+        try:
+            write_json(status_path(self._models_dir), self.latest)
+            self._error = None
+        except OSError as exc:  # a full disk must not stop the daemon
+            if str(exc) != self._error:
+                logger.error("cannot write the status file (retrying every %.0f s): %s", HEARTBEAT_S, exc)
+            self._error = str(exc)
+        self._next = self._clock() + HEARTBEAT_S
 
 
 def read_status(models_dir: Path, now: float | None = None) -> tuple[dict[str, Any] | None, str | None]:

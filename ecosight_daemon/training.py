@@ -118,6 +118,7 @@ def fit_classifier(
     n_classes: int,
     params: ClassifierParams,
     should_stop: Callable[[], bool] = lambda: False,
+    on_epoch: Callable[[int, float, float], None] | None = None,
 ) -> FitResult:
     """Fit with early stopping on validation loss (best weights restored), LR reduction on
     plateau, balanced class weights, shuffled mini-batches and fixed seeds.
@@ -152,6 +153,8 @@ def fit_classifier(
                            ("val_accuracy", val_accuracy), ("learning_rate", learning_rate)):
             history[key].append(value)
         progress(epoch, loss, val_loss)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, loss, val_loss)
         monitored = val_loss if has_val else loss
         if plateau.improved(monitored, epoch):
             best_weights = model.get_weights()

@@ -22,6 +22,7 @@ from .training_protocol import (
     FitJob,
     Fitted,
     FromWorker,
+    Progress,
     Shutdown,
     TrainingResult,
 )
@@ -50,13 +51,14 @@ class TrainingProcess:
     def ready_for_a_job(self) -> bool:
         return not self._used and self._process.is_alive()
 
-    def train(self, job: FitJob, time_limit_s: float, should_stop: Callable[[], bool]) -> TrainingResult:
+    def train(self, job: FitJob, time_limit_s: float, should_stop: Callable[[], bool],
+              on_progress: Callable[[Progress], None] | None = None) -> TrainingResult:
         """Run the job; its result, or a failed one saying why there is none."""
         self._used = True
         logger.info("training in process %s, time limit %.0f s", self._process.pid, time_limit_s)
         try:
             self._connection.send(job)
-            answer = self._await(time_limit_s, should_stop)
+            answer = self._await(time_limit_s, should_stop, on_progress)
         except (TrainingProcessFailed, OSError) as exc:
             return TrainingResult.failed(str(exc))
         if not isinstance(answer, Fitted):
@@ -91,12 +93,18 @@ class TrainingProcess:
             self._stop()
         self._connection.close()
 
-    def _await(self, time_limit_s: float, should_stop: Callable[[], bool]) -> FromWorker:
+    def _await(self, time_limit_s: float, should_stop: Callable[[], bool],
+               on_progress: Callable[[Progress], None] | None = None) -> FromWorker:
+        """The process's next answer; progress reports on the way go to `on_progress`."""
         deadline = time.monotonic() + time_limit_s
         while True:
             if self._connection.poll(POLL_S):
                 try:
                     answer: FromWorker = self._connection.recv()
+                    if isinstance(answer, Progress):
+                        if on_progress is not None:
+                            on_progress(answer)
+                        continue
                     return answer
                 except EOFError:  # it died: report how
                     self._process.join(timeout=5)

@@ -120,6 +120,19 @@ class TrainingResult:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """Sent while fitting: a stage, and for the keras head each epoch's losses."""
+
+    stage: str
+    epoch: int = 0
+    loss: float | None = None
+    val_loss: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class Fitted:
     result: TrainingResult
 
@@ -135,4 +148,4 @@ class ExportFailed:
 
 
 ToWorker = FitJob | ExportRequest | Shutdown
-FromWorker = Fitted | Exported | ExportFailed
+FromWorker = Progress | Fitted | Exported | ExportFailed

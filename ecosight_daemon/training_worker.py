@@ -33,6 +33,7 @@ from .training_protocol import (
     FitJob,
     Fitted,
     IncumbentModel,
+    Progress,
     ToWorker,
     TrainingResult,
 )
@@ -81,7 +82,7 @@ def worker_main(connection: Connection, log_level: str) -> None:
         return
     export = None
     try:
-        result, export = run_job(message, stop.is_set)
+        result, export = run_job(message, stop.is_set, connection.send)
     except Exception as exc:
         logger.exception("training failed")
         result = TrainingResult.failed(f"{type(exc).__name__}: {exc}")
@@ -120,7 +121,8 @@ def _die_with_parent() -> None:
         pass
 
 
-def run_job(job: FitJob, should_stop: Callable[[], bool]) -> tuple[TrainingResult, Export | None]:
+def run_job(job: FitJob, should_stop: Callable[[], bool],
+            report: Callable[[Progress], None] = lambda progress: None) -> tuple[TrainingResult, Export | None]:
     """Fit and evaluate; returns the result and a function that exports the fitted model."""
     from .training import export_end_to_end, save_classifier
 
@@ -135,9 +137,9 @@ def run_job(job: FitJob, should_stop: Callable[[], bool]) -> tuple[TrainingResul
     pause.point("training")
     fitted: FittedHead | None
     if recipe.head == "logistic":
-        fitted = fit_logistic_head(features, labels, splits, groups, classes, recipe)
+        fitted = fit_logistic_head(features, labels, splits, groups, classes, recipe, report)
     else:
-        fitted = fit_keras_head(features, labels, splits, classes, recipe, should_stop)
+        fitted = fit_keras_head(features, labels, splits, classes, recipe, should_stop, report)
     if fitted is None or should_stop():  # a logistic fit is not interruptible: checked after it
         return TrainingResult.failed("stopped on request"), None
 

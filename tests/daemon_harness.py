@@ -105,6 +105,11 @@ class DaemonProcess:
         except (FileNotFoundError, json.JSONDecodeError):
             return {}
 
+    @property
+    def http_url(self) -> str:
+        """The daemon's HTTP address (from its status), once it is serving."""
+        return str(wait_for(lambda: self.status().get("http"), 120, "the daemon's HTTP address"))
+
     def retrain_log(self) -> list[dict[str, Any]]:
         try:
             return json.loads((self.models / "retraining_log.json").read_text())
@@ -170,6 +175,7 @@ def write_config(root: Path, handle: str, **overrides: str) -> None:
         "training": {"min_class_files": "3", "epochs": "30", "patience": "5"},
         "triggers": {"min_new_samples": "1000"},
         "watch": {"settle_s": "0.5"},
+        "http": {"port": "0"},  # a free port; status["http"] says which
         # Synthetic clips teach little; floors of 0 let the first model through so the
         # tests can follow promotion. Gate quality is tested in test_retrain.py.
         "promotion": {"min_macro_f1": "0.0", "min_priority_recall": "0.0"},

@@ -27,7 +27,8 @@ def test_new_samples_are_counted_at_most_every_few_seconds_during_a_burst_and_wh
         write_wav(tmp_path / "audio" / ("gun_shot", "dog_bark")[i % 2] / f"c{i}.wav", "noise", 0.5, seed=i)
     settings = settings_from_mapping(
         {"paths": {"audio_dir": "audio", "models_dir": "models"},
-         "triggers": {"min_new_samples": 1000}, "training": {"keep_warm": False}}, tmp_path, {})
+         "triggers": {"min_new_samples": 1000}, "training": {"keep_warm": False}, "http": {"enabled": False}},
+        tmp_path, {})
     now = [0.0]
     daemon = Daemon(settings, load_embedder=lambda handle: yamnet, clock=lambda: now[0])
     daemon.start()

@@ -64,7 +64,7 @@ def project(tmp_path: Path, embedded_dev: Path, yamnet_handle: str) -> Path:
 def write_config(root: Path, handle: str, training: str = "") -> None:
     (root / "config.toml").write_text(
         f'[paths]\naudio_dir = "audio"\nmodels_dir = "models"\n'
-        f'[embedding]\nyamnet_handle = "{handle}"\n[training]\n{training}\n'
+        f'[embedding]\nyamnet_handle = "{handle}"\n[http]\nport = 0\n[training]\n{training}\n'
     )
 
 

@@ -6,7 +6,8 @@ import sys
 import time
 from pathlib import Path
 
-from ecosight_daemon.status import DaemonState, read_status, write_status
+from ecosight_daemon.daemon_state import DaemonState
+from ecosight_daemon.status import read_status, write_status
 
 
 def test_status_file_round_trip_and_staleness(tmp_path: Path) -> None:
