@@ -4,6 +4,7 @@ in small batches; see indexer.py)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from .config import Settings
@@ -13,6 +14,8 @@ from .features import needs_audioset_head
 from .progress import ProgressReporter
 from .reconcile import IngestLimits, reconcile
 from .store import EmbeddingStore, FileState
+
+logger = logging.getLogger(__name__)
 
 
 def require_audio_dir(settings: Settings) -> Path:
@@ -60,15 +63,25 @@ def embed_with_ray(
             f"the Ray engine needs the YAMNet SavedModel on this machine too, to fingerprint it; "
             f"{settings.embedding.yamnet_handle!r} is not on disk here (set a local handle)"
         )
-    return embed_pending_with_ray(store, audio_dir, limits, settings.embedding.yamnet_handle, YAMNET_DIM, address)
+    if settings.embedding.runtime == "onnxruntime":  # made here once, not by every actor
+        from .onnx_body import OnnxUnavailable, ensure_body
+
+        try:
+            ensure_body(settings.embedding.yamnet_handle, settings.paths.models_dir, store.model_id)
+        except OnnxUnavailable as exc:
+            logger.warning("the Ray workers use TensorFlow: %s", exc)
+    return embed_pending_with_ray(store, audio_dir, limits, settings.embedding.yamnet_handle, YAMNET_DIM, address,
+                                  models_dir=settings.paths.models_dir, runtime=settings.embedding.runtime)
 
 
 def embed_with_model(
     store: EmbeddingStore, settings: Settings, audio_dir: Path, limits: IngestLimits
 ) -> EmbedReport:
-    from .embedder import YamnetEmbedder, remember_audioset_head  # imports TensorFlow: only when there is work
+    from .embedder import remember_audioset_head
+    from .onnx_embedder import load_embedder  # the model is loaded only when there is work
 
-    embedder = YamnetEmbedder.load(settings.embedding.yamnet_handle, settings.embedding.yamnet_sha256)
+    embedder = load_embedder(settings.embedding.yamnet_handle, settings.paths.models_dir, settings.embedding.runtime,
+                             settings.embedding.yamnet_sha256)
     store.adopt_model(embedder.model_id, embedder.fingerprint)
     if needs_audioset_head(settings.training.pooling):
         remember_audioset_head(store, embedder)  # spares retrain a second TensorFlow load

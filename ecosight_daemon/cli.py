@@ -195,11 +195,13 @@ def embed_summary(report: EmbedReport) -> dict[str, Any]:
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from .daemon import Daemon
-    from .embedder import YamnetEmbedder
+    from .onnx_embedder import load_embedder
 
     lock = hold_daemon_lock(settings.paths.models_dir)  # held until this process ends
     try:
-        daemon = Daemon(settings, lambda handle: YamnetEmbedder.load(handle, settings.embedding.yamnet_sha256))
+        daemon = Daemon(settings, lambda handle: load_embedder(handle, settings.paths.models_dir,
+                                                              settings.embedding.runtime,
+                                                              settings.embedding.yamnet_sha256))
         daemon.install_signal_handlers()
         return daemon.run()
     finally:

@@ -81,6 +81,10 @@ class EmbeddingSettings:
         lambda value: None if value == "" or re.fullmatch(r"[0-9a-f]{64}", value)
         else "64 lowercase hex digits or \"\"",
     )
+    runtime: str = setting(
+        "onnxruntime", "onnxruntime (the CNN converted once, no TensorFlow in the daemon) or tensorflow; "
+        "both give the same embeddings", one_of("onnxruntime", "tensorflow"),
+    )
 
 
 # Applied in order to a file name without extension; each match replaces the key with

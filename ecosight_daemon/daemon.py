@@ -79,6 +79,7 @@ class Daemon:
         self._signals = SignalsToInbox(self.inbox)
         self._http: HttpFrontEnd | None = None
         self._predictor: Predictor | None = None
+        self._runtime: str | None = None
         self._log_feed = EventLogHandler(self.events)
         self.state = DaemonState.STARTING
         self.stopped = False
@@ -128,6 +129,7 @@ class Daemon:
         settings.paths.audio_dir.mkdir(parents=True, exist_ok=True)
         self._indexer = Indexer(settings, self.store, embedder, self._clock, self.metrics)
         self._predictor = Predictor(self._registry, embedder, IngestLimits.from_settings(settings))
+        self._runtime = getattr(embedder, "runtime", "tensorflow")
         self._watcher = SupervisedWatcher(settings.paths.audio_dir, self.inbox.put_file_event,
                                           settings.watch.polling, settings.watch.poll_interval_s, self._clock)
         self._watcher.start()
@@ -277,7 +279,8 @@ class Daemon:
             state=self.state, settings=self.settings, started_wall=self._started_wall, reports=self._reports,
             registry=self._registry, inbox=self.inbox, indexer=self._indexer, policy=self._policy,
             retrain_running=self._runner.running, last_retrain=self._last_retrain, schedule=self._schedule,
-            watcher=self._watcher, storage_error=self._storage.error, http_url=self._http.url if self._http else None,
+            watcher=self._watcher, storage_error=self._storage.error, embedding_runtime=self._runtime,
+            http_url=self._http.url if self._http else None,
         ))
 
     def _write_status(self) -> None:

@@ -17,7 +17,7 @@ def esc(value: Any) -> str:
 
 
 def render_page(page: str, fragment: str, token_required: bool) -> str:
-    template = resources.files("ecosight_daemon").joinpath("web/dashboard.html").read_text()
+    template = resources.files("ecosight_daemon").joinpath("dashboard.html").read_text()
     nav = "".join(f'<a href="{"/" if name == "status" else "/" + name}"{" class=active" if name == page else ""}>'
                   f"{title}</a>" for name, title in PAGES.items())
     return (template.replace("{{nav}}", nav).replace("{{page}}", page).replace("{{title}}", PAGES[page])

@@ -11,7 +11,6 @@ from math import comb
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 
 def apply_priority_threshold(
@@ -121,6 +120,10 @@ def classification_metrics(
 ) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix,
     each rate with its sample size and a 95% interval (Wilson; bootstrap for macro-F1)."""
+    # Imported here: scikit-learn costs the daemon 1.4 s of start-up, and only the
+    # training process computes these.
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
     true_labels, predicted = np.asarray(true_labels), np.asarray(predicted)
     indices = list(range(len(classes)))
     if len(true_labels) == 0:  # scikit-learn refuses empty input

@@ -60,13 +60,14 @@ class Predictor:
 
 def predict_files(settings: Settings, files: list[Path]) -> list[dict[str, Any]]:
     """One result per file: label, probabilities, model version; or an `error` entry."""
-    from .embedder import YamnetEmbedder
+    from .onnx_embedder import load_embedder
 
     registry = ModelRegistry(settings.paths.models_dir)
     recover_at_start(registry)
     if registry.current_version() is None:
         raise EcosightError(f"no trained model in {settings.paths.models_dir}; run `ecosight-daemon retrain` first")
-    embedder = YamnetEmbedder.load(settings.embedding.yamnet_handle, settings.embedding.yamnet_sha256)
+    embedder = load_embedder(settings.embedding.yamnet_handle, settings.paths.models_dir, settings.embedding.runtime,
+                             settings.embedding.yamnet_sha256)
     predictor = Predictor(registry, embedder, IngestLimits.from_settings(settings))
     version = predictor.current_model().version
     results: list[dict[str, Any]] = []

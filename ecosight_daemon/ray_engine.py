@@ -109,12 +109,13 @@ def decode_stage(batch: dict[str, np.ndarray], audio_dir: str, limits: IngestLim
 
 
 class EmbedActor:
-    """Inference stage: one YAMNet per actor, loaded once."""
+    """Inference stage: one YAMNet per actor, loaded once, on the configured runtime (the
+    driver makes the ONNX body before the actors start, so they find it ready)."""
 
-    def __init__(self, handle: str) -> None:
-        from .embedder import YamnetEmbedder
+    def __init__(self, handle: str, models_dir: str = "", runtime: str = "tensorflow") -> None:
+        from .onnx_embedder import load_embedder
 
-        self.embedder = YamnetEmbedder.load(handle)
+        self.embedder = load_embedder(handle, Path(models_dir), runtime)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = []
@@ -150,6 +151,8 @@ def embed_pending_with_ray(
     address: str | None = None,
     actors: int | None = None,
     timings: dict[str, float] | None = None,
+    models_dir: Path | None = None,
+    runtime: str = "tensorflow",
 ) -> EmbedReport:
     """Embed every pending file on Ray; results land in `store` from this (driver) process.
 
@@ -185,7 +188,7 @@ def embed_pending_with_ray(
         dataset = dataset.map_batches(
             EmbedActor, batch_size=EMBED_BATCH, batch_format="numpy", num_cpus=1,
             compute=ray.data.ActorPoolStrategy(size=actors),
-            fn_constructor_kwargs={"handle": handle},
+            fn_constructor_kwargs={"handle": handle, "models_dir": str(models_dir or ""), "runtime": runtime},
         )
         progress = ProgressReporter("embedded")
         done = 0

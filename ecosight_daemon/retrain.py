@@ -301,9 +301,11 @@ def audioset_head_for(store: EmbeddingStore, settings: Settings) -> AudiosetHead
     """YAMNet's AudioSet layer for the cache's model; loads YAMNet once if the cache lacks it."""
     head = store.audioset_head()
     if head is None:
-        from .embedder import YamnetEmbedder, remember_audioset_head
+        from .embedder import remember_audioset_head
+        from .onnx_embedder import load_embedder
 
-        embedder = YamnetEmbedder.load(settings.embedding.yamnet_handle, settings.embedding.yamnet_sha256)
+        embedder = load_embedder(settings.embedding.yamnet_handle, settings.paths.models_dir,
+                                 settings.embedding.runtime, settings.embedding.yamnet_sha256)
         if embedder.model_id != store.model_id:
             raise EcosightError(f"the cache holds embeddings of {store.model_id} but "
                                 f"{settings.embedding.yamnet_handle} is {embedder.model_id}; "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ class StatusInputs:
     watcher: SupervisedWatcher | None
     storage_error: str | None
     http_url: str | None = None
+    embedding_runtime: str | None = None
 
 
 def build_status(parts: StatusInputs) -> dict[str, Any]:
@@ -89,6 +91,8 @@ def build_status(parts: StatusInputs) -> dict[str, Any]:
         "last_scan_at": parts.indexer.last_scan_at if parts.indexer is not None else None,
         "last_embed_at": parts.indexer.last_embed_at if parts.indexer is not None else None,
         "http": parts.http_url,
+        "embedding_runtime": parts.embedding_runtime,
+        "tensorflow_loaded": "tensorflow" in sys.modules,  # false with the ONNX runtime until a Keras model loads
     }
 
 

@@ -13,6 +13,7 @@ import logging
 import multiprocessing
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from .training_protocol import (
@@ -26,7 +27,6 @@ from .training_protocol import (
     Shutdown,
     TrainingResult,
 )
-from .training_worker import worker_main
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class TrainingProcess:
     def __init__(self, log_level: str = "INFO") -> None:
         context = multiprocessing.get_context("spawn")
         self._connection, child_end = context.Pipe()
-        self._process = context.Process(target=worker_main, args=(child_end, log_level), name="ecosight-training")
+        self._process = context.Process(target=_worker_main, args=(child_end, log_level), name="ecosight-training")
         self._process.start()
         child_end.close()
         self._used = False
@@ -131,3 +131,11 @@ class TrainingProcess:
         if self._process.is_alive():
             self._process.kill()
             self._process.join()
+
+
+def _worker_main(connection: Connection, log_level: str) -> None:
+    """The spawned process's entry: its code (scikit-learn, TensorFlow) is imported there
+    only, never in the daemon."""
+    from .training_worker import worker_main
+
+    worker_main(connection, log_level)

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import soundfile
 
+from .daemon_harness import ONNX_BODY_ENV
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -111,3 +113,26 @@ def no_leaked_threads() -> Iterator[None]:
         thread.join(timeout=5)
     still = [t.name for t in leaked if t.is_alive()]
     assert not still, f"test leaked threads: {still}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def onnx_body(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path | None]:
+    """YAMNet's body converted once per test session (about 10 s), for `seed_onnx_body`.
+
+    Daemons and CLI runs in tests find it in their models_dir as if they had converted
+    it themselves (the same verification record and checksums are checked); the tests
+    of the conversion itself convert from scratch.
+    """
+    handle = Path(os.environ.get("ECOSIGHT_YAMNET_HANDLE") or SHARED / "models" / "yamnet")
+    if not (handle / "saved_model.pb").is_file():
+        yield None
+        return
+    from ecosight_daemon.embedder import fingerprint_of, model_id_for
+    from ecosight_daemon.onnx_body import ensure_body
+
+    model_id = model_id_for(fingerprint_of(str(handle.resolve()), handle.resolve()))
+    folder = ensure_body(str(handle.resolve()), tmp_path_factory.mktemp("onnx-body"), model_id)
+    os.environ[ONNX_BODY_ENV] = str(folder)
+    yield folder
+    os.environ.pop(ONNX_BODY_ENV, None)
+

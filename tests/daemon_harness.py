@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ecosight_daemon.status import STATUS_FILE
+
+ONNX_BODY_ENV = "ECOSIGHT_TEST_ONNX_BODY"  # set by the test session: a converted YAMNet body
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
@@ -187,3 +190,13 @@ def write_config(root: Path, handle: str, **overrides: str) -> None:
     (root / "config.toml").write_text("".join(
         f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items()) for name, keys in sections.items()
     ))
+    seed_onnx_body(root / "models")
+
+
+def seed_onnx_body(models_dir: Path) -> None:
+    """Put the session's converted body where a daemon on models_dir looks for it."""
+    source = os.environ.get(ONNX_BODY_ENV)
+    if source:
+        target = models_dir / "onnx" / Path(source).name
+        if not target.exists():
+            shutil.copytree(source, target)

@@ -32,7 +32,7 @@ from ecosight_daemon.embed_pipeline import embed_pending
 from ecosight_daemon.reconcile import IngestLimits, reconcile
 from ecosight_daemon.store import EmbeddingStore
 
-from .daemon_harness import wait_for
+from .daemon_harness import seed_onnx_body, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -62,6 +62,7 @@ def project(tmp_path: Path, embedded_dev: Path, yamnet_handle: str) -> Path:
 
 
 def write_config(root: Path, handle: str, training: str = "") -> None:
+    seed_onnx_body(root / "models")
     (root / "config.toml").write_text(
         f'[paths]\naudio_dir = "audio"\nmodels_dir = "models"\n'
         f'[embedding]\nyamnet_handle = "{handle}"\n[http]\nport = 0\n[training]\n{training}\n'

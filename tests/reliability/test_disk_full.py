@@ -25,7 +25,7 @@ from ..daemon_harness import DaemonProcess, wait_for, write_config
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
-TMPFS_SIZE = "48m"  # room for the cache, a few versions and their end-to-end exports
+TMPFS_SIZE = "64m"  # room for the cache, the ONNX body (13 MB), a few versions and their exports
 
 
 @pytest.fixture
