@@ -54,12 +54,17 @@ class PreparedFile:
     audio: DecodedAudio | None = None
     problem: str | None = None
     changed_while_reading: bool = False
+    features: np.ndarray | None = None  # the model's front end, computed here when it has one apart
+
+
+FrontEnd = Callable[[np.ndarray], np.ndarray]
 
 
 def prepare_file(
-    audio_dir: Path, record: FileRecord, limits: IngestLimits, cached: set[str]
+    audio_dir: Path, record: FileRecord, limits: IngestLimits, cached: set[str], front_end: FrontEnd | None = None
 ) -> PreparedFile:
-    """Read, hash and (unless cached) decode one file: everything but the model and the database."""
+    """Read, hash and (unless cached) decode one file, and run the model's front end on it
+    if it has one apart: everything but the model's body and the database."""
     path = audio_dir / record.path
     found = describe_entry(path, record.path)
     if found is None:
@@ -85,7 +90,7 @@ def prepare_file(
         audio = decode_audio(data, limits.max_duration_s, limits.min_duration_s, limits.min_peak_dbfs)
     except AudioDecodeError as exc:
         return PreparedFile(record, found, sha256, problem=str(exc))
-    return PreparedFile(record, found, sha256, audio)
+    return PreparedFile(record, found, sha256, audio, features=None if front_end is None else front_end(audio.waveform))
 
 
 def read_regular_file(path: Path) -> bytes:
@@ -97,10 +102,13 @@ def read_regular_file(path: Path) -> bytes:
         return handle.read()
 
 
-def embed_waveform(embedder: Embedder, waveform: np.ndarray) -> tuple[np.ndarray | None, str | None]:
-    """Per-patch embeddings of one clip, or the reason there are none."""
+def embed_waveform(embedder: Embedder, waveform: np.ndarray,
+                   features: np.ndarray | None = None) -> tuple[np.ndarray | None, str | None]:
+    """Per-patch embeddings of one clip (from its front-end features, when the worker
+    thread computed them), or the reason there are none."""
     try:
-        embeddings = embedder.embed(waveform)
+        body = getattr(embedder, "embed_features", None)
+        embeddings = body(features) if features is not None and body is not None else embedder.embed(waveform)
     except Exception as exc:  # a model error on one file must not stop the others
         logger.exception("the embedding model failed")
         return None, f"embedding model failed ({type(exc).__name__})"
@@ -124,7 +132,7 @@ def embed_prepared(embedder: Embedder, prepared: PreparedFile) -> EmbeddedFile:
     if prepared.audio is None:
         return EmbeddedFile(prepared)
     started = time.monotonic()
-    embeddings, problem = embed_waveform(embedder, prepared.audio.waveform)
+    embeddings, problem = embed_waveform(embedder, prepared.audio.waveform, prepared.features)
     return EmbeddedFile(prepared, embeddings, problem, time.monotonic() - started, prepared.audio.duration_s)
 
 
@@ -145,7 +153,10 @@ def embed_pending(
     pending = store.files(FileState.PENDING, limit)
     cached = store.cached_hashes()
     total = len(pending)
-    prepared_files = prefetched(lambda r: prepare_file(audio_dir, r, limits, cached), pending)
+    # With a front end apart (the ONNX runtime), the worker thread computes the log-mel
+    # patches while this thread runs the previous file's CNN.
+    front_end = getattr(embedder, "front_end", None)
+    prepared_files = prefetched(lambda r: prepare_file(audio_dir, r, limits, cached, front_end), pending)
     for done, prepared in enumerate(prepared_files, start=1):
         record_result(store, embed_prepared(embedder, prepared), report)
         if progress:
