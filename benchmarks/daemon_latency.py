@@ -106,14 +106,15 @@ def trickle(root: Path, daemon: DaemonProcess) -> list[float]:
     return [embedded_at[r] - closed_at[r] for r in closed_at]
 
 
-def stage_burst(root: Path) -> list[tuple[Path, Path]]:
-    """BURST_FILES new clips written to a staging folder outside audio_dir, like an upload area."""
+def stage_burst(root: Path, gain: float = 0.91) -> list[tuple[Path, Path]]:
+    """BURST_FILES new clips written to a staging folder outside audio_dir, like an upload area
+    (a gain change makes them new bytes: another gain, another burst)."""
     work = []
     for source in sorted(p for p in dev_corpus().glob("*/*") if p.suffix.lower() == ".wav")[:BURST_FILES]:
         data, rate = soundfile.read(source, dtype="float32", always_2d=True)
-        prepared = root / "burst" / source.parent.name / f"{source.stem}_gain0.910.wav"
+        prepared = root / f"burst{gain:.3f}" / source.parent.name / f"{source.stem}_gain{gain:.3f}.wav"
         prepared.parent.mkdir(parents=True, exist_ok=True)
-        soundfile.write(prepared, np.clip(data * 0.91, -1, 1), rate, subtype="PCM_16")
+        soundfile.write(prepared, np.clip(data * gain, -1, 1), rate, subtype="PCM_16")
         work.append((prepared, root / "audio" / source.parent.name / prepared.name))
     return work
 
@@ -132,12 +133,13 @@ def burst(work: list[tuple[Path, Path]], daemon: DaemonProcess) -> tuple[float, 
         watch.close()
 
 
-def model_only_seconds(paths: list[Path]) -> float:
-    """The same clips, already decoded, through the same model in this process."""
+def model_only_seconds(paths: list[Path], models_dir: Path) -> float:
+    """The same clips, already decoded, through the model the daemon ran (its runtime, its
+    converted body in models_dir), in this process."""
     from ecosight_daemon.audio import decode_audio
-    from ecosight_daemon.embedder import YamnetEmbedder
+    from ecosight_daemon.onnx_embedder import load_embedder
 
-    embedder = YamnetEmbedder.load(yamnet_handle())
+    embedder = load_embedder(yamnet_handle(), models_dir, "onnxruntime")
     waveforms = [decode_audio(p.read_bytes(), 600).waveform for p in paths]
     embedder.embed(waveforms[0])  # first call traces the model
     started = time.monotonic()
@@ -152,7 +154,7 @@ def run() -> list[Figure]:
         copy_corpus(dev_corpus(), root / "audio")
         config = root / "config.toml"
         # No retrain during the measurements (one would compete with embedding for the CPU).
-        config.write_text('[paths]\naudio_dir = "audio"\nmodels_dir = "models"\n'
+        config.write_text('[paths]\naudio_dir = "audio"\nmodels_dir = "models"\n[http]\nport = 0\n'
                           '[triggers]\nmin_new_samples = 100000\n')
         staged = stage_burst(root)  # minutes before the burst, as uploads would be
         daemon = start_daemon(root)
@@ -166,7 +168,7 @@ def run() -> list[Figure]:
             burst_s, burst_paths = burst(staged, daemon)
         finally:
             daemon.stop()
-        model_s = model_only_seconds(burst_paths)
+        model_s = model_only_seconds(burst_paths, root / "models")
     idle_cpu = (after["cpu_s"] - before["cpu_s"]) / IDLE_S
     p50, p95 = (float(np.percentile(latencies, q)) for q in (50, 95))
     figures = [

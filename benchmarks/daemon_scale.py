@@ -8,6 +8,11 @@ embeddings are placeholders: nothing is trained here), so the daemon finds them 
 unchanged at start-up. Measured: start-up to idle, idle CPU and RSS, and the rate for
 BURST_FILES dev clips moved in at once over the model alone on the same decoded clips
 (the same comparison as daemon_latency, which runs on the 251-file dev corpus).
+
+The HTTP side at this size: /metrics and /status answered over loopback (p50/p95 of
+SCRAPES requests each), and a second burst while a poller asks for /metrics and the
+dashboard's status fragment every POLL_S (far more often than Prometheus and a browser
+would), beside the burst without it.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +43,43 @@ from benchmarks.daemon_latency import BURST_FILES, burst, model_only_seconds, st
 INDEXED_FILES = 14_000
 CLASSES = ("gun_shot", "dog_bark", "engine_idling", "clips")
 IDLE_S = 10.0  # at 0.1% of a core, 10 s already shows it; make bench stays under 15 minutes
+SCRAPES = 200
+POLL_S = 0.25
+
+
+def request_times(url: str, count: int) -> list[float]:
+    """Seconds per complete GET (connect, answer, body read), one after another."""
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            answer.read()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+class Poller:
+    """Asks for /metrics and the status fragment every POLL_S until stopped."""
+
+    def __init__(self, base: str) -> None:
+        self.requests = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, args=(base,), daemon=True)
+
+    def __enter__(self) -> Poller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self, base: str) -> None:
+        while not self._stop.wait(POLL_S):
+            for path in ("metrics", "fragments/status"):
+                with urllib.request.urlopen(base + path, timeout=10) as answer:
+                    answer.read()
+                self.requests += 1
 
 
 def indexed_corpus(root: Path) -> None:
@@ -60,6 +104,9 @@ def indexed_corpus(root: Path) -> None:
         store.record_embedding(f"{label}/{path.name}", label, info.st_size, info.st_mtime_ns,
                                hashlib.sha256(data).hexdigest(), placeholder, 0.1)
     store.close()
+    from ecosight_daemon.onnx_body import ensure_body
+
+    ensure_body(yamnet_handle(), root / "models", model_id_for(fingerprint))  # once, not in the start-up figure
 
 
 def run() -> list[Figure]:
@@ -67,9 +114,9 @@ def run() -> list[Figure]:
         root = Path(tmp)
         indexed_corpus(root)
         config = root / "config.toml"
-        config.write_text('[paths]\naudio_dir = "audio"\nmodels_dir = "models"\n'
+        config.write_text('[paths]\naudio_dir = "audio"\nmodels_dir = "models"\n[http]\nport = 0\n'
                           '[triggers]\nmin_new_samples = 100000\n')
-        staged = stage_burst(root)
+        staged, staged_polled = stage_burst(root), stage_burst(root, gain=0.83)
         os.sync()  # or the kernel writes the 14,000 new files back during the measurements
         started = time.monotonic()
         daemon = start_daemon(root)
@@ -80,10 +127,16 @@ def run() -> list[Figure]:
             before = process_tree_usage(daemon.pid)
             time.sleep(IDLE_S)
             after = process_tree_usage(daemon.pid)
+            metrics_times = request_times(daemon.http_url + "metrics", SCRAPES)
+            status_times = request_times(daemon.http_url + "status", SCRAPES)
             burst_s, burst_paths = burst(staged, daemon)
+            daemon.wait_idle(120)
+            with Poller(daemon.http_url) as poller:
+                polled_s, polled_paths = burst(staged_polled, daemon)
         finally:
             daemon.stop()
-        model_s = model_only_seconds(burst_paths)
+        model_s = model_only_seconds(burst_paths, root / "models")
+        polled_model_s = model_only_seconds(polled_paths, root / "models")
     idle_cpu = (after["cpu_s"] - before["cpu_s"]) / IDLE_S
     label = f"{INDEXED_FILES:,} files indexed"
     figures = [
@@ -93,10 +146,24 @@ def run() -> list[Figure]:
         Figure(f"running daemon, {label}: {BURST_FILES} clips moved in at once", BURST_FILES / burst_s, "files/s"),
         Figure(f"running daemon burst / model-only, {label}", model_s / burst_s, "ratio", ">= 0.9",
                model_s / burst_s >= 0.9),
+        Figure(f"GET /metrics p50, {label}", 1000 * percentile(metrics_times, 50), "ms"),
+        Figure(f"GET /metrics p95, {label}", 1000 * percentile(metrics_times, 95), "ms", "<= 20",
+               1000 * percentile(metrics_times, 95) <= 20),
+        Figure(f"GET /status p95, {label}", 1000 * percentile(status_times, 95), "ms"),
+        Figure(f"burst / model-only while /metrics and the status page are polled every {POLL_S:g} s",
+               polled_model_s / polled_s, "ratio", ">= 0.9", polled_model_s / polled_s >= 0.9),
+        Figure("burst rate polled / not polled (same daemon, same clips at another gain)",
+               (BURST_FILES / polled_s) / (BURST_FILES / burst_s), "ratio"),
     ]
     save_report("daemon_scale", figures, {"startup_s": startup_s, "idle_before": before, "idle_after": after,
-                                          "burst_s": burst_s, "model_only_s": model_s})
+                                          "burst_s": burst_s, "model_only_s": model_s, "polled_burst_s": polled_s,
+                                          "polled_model_only_s": polled_model_s, "poll_requests": poller.requests,
+                                          "metrics_ms": [round(1000 * t, 2) for t in metrics_times]})
     return figures
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from benchmarks.common import Figure, format_table, save_report
 
 BENCHMARKS = [
-    "embed_throughput", "daemon_latency", "daemon_scale", "incremental_retrain", "training_scale", "accuracy",
-    "ray_throughput",
+    "embed_throughput", "daemon_footprint", "daemon_latency", "daemon_scale", "incremental_retrain",
+    "training_scale", "accuracy", "ray_throughput",
 ]
 
 
