@@ -19,18 +19,18 @@ class UnknownVersion(EcosightError):
 
 
 def roll_back(registry: ModelRegistry, version: str | None) -> tuple[str | None, str]:
-    """(previous, now current). Raises RetrainBusy while a retrain holds the lock,
-    UnknownVersion or EcosightError (nothing to roll back to) with what to do."""
+    """(previous, now current). Raises UnknownVersion (checked first, so the answer does
+    not wait for a retrain), RetrainBusy while a retrain holds the lock, or EcosightError
+    (nothing to roll back to), each with what to do."""
+    if version is not None:
+        _require_known(registry, version)
     with retrain_lock(registry.root):
         registry.recover()
         current = registry.current_version()
         target = version or previous_promoted(registry, current)
         if target is None:
             raise EcosightError("no earlier promoted version to roll back to; see `ecosight-daemon history`")
-        known = [m["version"] for m in registry.versions()]
-        if target not in known:
-            raise UnknownVersion(f"no version named {target!r}; the versions are: {', '.join(known) or 'none'} "
-                                 "(see `ecosight-daemon history`)")
+        _require_known(registry, target)
         registry.promote(target)
         registry.append_log({
             "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -40,6 +40,13 @@ def roll_back(registry: ModelRegistry, version: str | None) -> tuple[str | None,
         })
     logger.info("rolled back from %s to %s", current, target)
     return current, target
+
+
+def _require_known(registry: ModelRegistry, version: str) -> None:
+    known = [m["version"] for m in registry.versions()]
+    if version not in known:
+        raise UnknownVersion(f"no version named {version!r}; the versions are: {', '.join(known) or 'none'} "
+                             "(see `ecosight-daemon history`)")
 
 
 def previous_promoted(registry: ModelRegistry, current: str | None) -> str | None:

@@ -21,7 +21,8 @@ logger = logging.getLogger(__name__)
 START_UP_NOTE = re.compile(
     r"(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     r"|I\d{4} [\d:. ]+\d+ (port|cudart_stub|cpu_feature_guard)\.cc:\d+\] .*"
-    r"|E\d{4} [\d:. ]+\d+ cuda_(platform|executor)\.cc:\d+\] failed call to cuInit: .*)$"
+    r"|E\d{4} [\d:. ]+\d+ cuda_(platform|executor)\.cc:\d+\] failed call to cuInit: .*"
+    r"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\.)$"
 )
 
 

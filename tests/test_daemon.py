@@ -158,8 +158,8 @@ def test_schedule_triggers_retrains_that_never_overlap(
 def test_sigterm_during_embedding_and_training_exits_cleanly_and_restart_carries_on(
     daemon: DaemonProcess, daemon_root: Path, write_wav: WavWriter
 ) -> None:
-    for i in range(60):
-        write_wav(daemon.audio / "clips" / f"bulk{i}.wav", "noise", seconds=4.0, seed=i)
+    for i in range(60):  # 30 s each: more than a second of embedding, however fast the runtime
+        write_wav(daemon.audio / "clips" / f"bulk{i}.wav", "noise", seconds=30.0, seed=i)
     daemon.start()
     wait_for(lambda: daemon.status().get("state") == "embedding", 60, "embedding state")
     started = time.monotonic()

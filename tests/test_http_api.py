@@ -75,7 +75,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, yamnet: Any) -> Iterator[L
         client = client_for(loop.daemon)
         answer = client.post("/retrain", json={"trigger_reason": "first model"})
         assert answer.status_code == 202, answer.text
-        wait_for(lambda: current_version(loop.daemon), 300, "the first model")
+        wait_retrained(loop.daemon, 0)
         yield loop
     finally:
         loop.stop()
@@ -93,7 +93,15 @@ def current_version(daemon: Daemon) -> str | None:
 
 
 def retrain_log(daemon: Daemon) -> list[dict[str, Any]]:
-    return json.loads((daemon.settings.paths.models_dir / "retraining_log.json").read_text())
+    path = daemon.settings.paths.models_dir / "retraining_log.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def wait_retrained(daemon: Daemon, attempts_before: int) -> None:
+    """Until the next attempt is logged and its run has let go (report and export written)."""
+    wait_for(lambda: len(retrain_log(daemon)) > attempts_before and daemon.snapshot().get("state") == "idle"
+             and not daemon.snapshot().get("retrain_running") and not daemon.snapshot().get("retrain_queued"),
+             300, "the retrain to finish")
 
 
 def test_retrain_is_accepted_and_its_reason_recorded_verbatim_with_the_http_prefix(trained: LoopThread) -> None:
@@ -103,7 +111,7 @@ def test_retrain_is_accepted_and_its_reason_recorded_verbatim_with_the_http_pref
     answer = client.post("/retrain", json={"trigger_reason": reason})
     assert answer.status_code == 202
     assert answer.json()["trigger_reason"] == "HTTP: " + reason and answer.json()["when"]
-    wait_for(lambda: len(retrain_log(trained.daemon)) > before, 300, "the retrain")
+    wait_retrained(trained.daemon, before)
     assert retrain_log(trained.daemon)[-1]["trigger_reason"] == "HTTP: " + reason
 
 
@@ -187,9 +195,10 @@ def test_rollback_answers_what_happened(trained: LoopThread) -> None:
                        headers={"Content-Type": "application/x-www-form-urlencoded"}).status_code == 415
     versions = [e["version"] for e in retrain_log(trained.daemon) if e["status"] == "promoted"]
     if len(versions) < 2:  # the retrain test may have made a second version; make sure there is one
+        before = len(retrain_log(trained.daemon))
         client.post("/retrain", json={"trigger_reason": "a second version"})
-        wait_for(lambda: len([e for e in retrain_log(trained.daemon) if e["status"] == "promoted"]) >= 2, 300,
-                 "a second promoted version")
+        wait_retrained(trained.daemon, before)
+        assert retrain_log(trained.daemon)[-1]["status"] == "promoted"
     current = current_version(trained.daemon)
     answer = client.post("/rollback", json={"version": "v0001"})
     assert answer.status_code == 200 and answer.json() == {"current": "v0001", "previous": current}
@@ -231,9 +240,11 @@ def test_with_a_token_configured_state_changing_routes_need_it(trained: LoopThre
         upload = {**headers, "Content-Type": "audio/wav"}
         assert client.post("/predict", content=b"x", headers=upload).status_code == 401
     assert client.get("/status").status_code == 200  # reading needs no token
+    before = len(retrain_log(trained.daemon))
     ok = client.post("/retrain", json={"trigger_reason": "with the token"},
                      headers={"Authorization": f"Bearer {TOKEN}"})
     assert ok.status_code == 202
+    wait_retrained(trained.daemon, before)
 
 
 def test_the_token_is_compared_in_constant_time() -> None:
@@ -245,8 +256,9 @@ def test_the_token_is_compared_in_constant_time() -> None:
 
 def test_pages_render_offline_with_everything_escaped(trained: LoopThread) -> None:
     client = client_for(trained.daemon)
+    before = len(retrain_log(trained.daemon))
     client.post("/retrain", json={"trigger_reason": "<script>alert(1)</script>"})
-    wait_for(lambda: retrain_log(trained.daemon)[-1]["trigger_reason"].endswith("</script>"), 300, "the retrain")
+    wait_retrained(trained.daemon, before)
     for path in ("/", "/training", "/history"):
         page = client.get(path, headers={"Accept": "text/html"})
         assert page.status_code == 200 and "<script>alert(1)</script>" not in page.text, path

@@ -77,6 +77,9 @@ def test_ray_engine_matches_the_single_process_path(
     assert remote.model_id == local.model_id
     for state, _, sha256 in expected.values():
         if state == "embedded":
-            np.testing.assert_allclose(remote.embeddings_for(sha256), local.embeddings_for(sha256), atol=1e-3)
+            # The CLI's Ray workers run the ONNX runtime, the local path here TensorFlow: the same
+            # embeddings within one float16 step of the cache (2**-10 relative).
+            np.testing.assert_allclose(remote.embeddings_for(sha256), local.embeddings_for(sha256),
+                                       rtol=2**-10, atol=1e-3)
     local.close()
     remote.close()
