@@ -2,9 +2,12 @@
 can set; after every restart the cache, models/ and the retraining log must be whole.
 
 Each round adds new clips while the daemon is down, so every start embeds them and then
-retrains: the random kill lands in embedding, training or promotion. The checks run as
-soon as the restarted daemon says READY (start-up has finished any interrupted
-promotion by then; the next retrain is seconds away). A summary of where each kill
+retrains. Even rounds kill at a random moment after the daemon is seen embedding (their
+clips are 30 s long, so embedding lasts about a second even on the fast runtime); odd
+rounds kill at a random moment of the following seconds: training or promotion. The
+checks run as soon as the restarted daemon says READY (start-up has finished any
+interrupted promotion by then; the next retrain is seconds away), except before an
+embedding round, whose window they would use up: those run after its kill instead. A summary of where each kill
 landed is written to crash_rounds.json in the test's folder and printed.
 """
 
@@ -31,10 +34,10 @@ ROUNDS = 10
 CLASSES = {"gun_shot": "clicks", "clips": "tone", "dog_bark": "noise"}
 
 
-def add_clips(audio: Path, write_wav: WavWriter, start: int, per_class: int) -> None:
+def add_clips(audio: Path, write_wav: WavWriter, start: int, per_class: int, seconds: float = 1.2) -> None:
     for label, kind in CLASSES.items():
         for i in range(start, start + per_class):
-            write_wav(audio / label / f"{label}{i}.wav", kind, seconds=1.2, seed=i)
+            write_wav(audio / label / f"{label}{i}.wav", kind, seconds=seconds, seed=i)
 
 
 def retrain_log(models: Path) -> list[dict[str, Any]]:
@@ -137,11 +140,24 @@ def crash_root(tmp_path: Path, yamnet_handle: str, write_wav: WavWriter) -> Path
 def restart_and_check(daemon: DaemonProcess, checker: ModelChecker, log_before: list[dict[str, Any]]) -> float:
     restarted_at = time.time()
     daemon.start()
+    check_after_restart(daemon, checker, log_before, restarted_at)
+    return restarted_at
+
+
+def check_after_restart(daemon: DaemonProcess, checker: ModelChecker, log_before: list[dict[str, Any]],
+                        restarted_at: float) -> None:
     cache_integrity(daemon.models)
     checker.check(daemon.models, restarted_at)
     log_after = retrain_log(daemon.models)
     assert log_after[:len(log_before)] == log_before, "a retraining log entry written before the crash was lost"
-    return restarted_at
+
+
+def kill_while_embedding(daemon: DaemonProcess, rng: random.Random) -> float:
+    """Embedding takes well under a second on the ONNX runtime, so a blind delay after
+    READY rarely lands in it: wait until it is seen, then kill somewhere inside it."""
+    wait_for(lambda: daemon.status().get("state") == "embedding", 60,
+             "the daemon to start embedding the new clips", interval=0.01)
+    return rng.uniform(0.0, 0.3)
 
 
 def test_kill_9_at_random_moments(crash_root: Path, write_wav: WavWriter) -> None:
@@ -149,19 +165,29 @@ def test_kill_9_at_random_moments(crash_root: Path, write_wav: WavWriter) -> Non
     daemon = DaemonProcess(crash_root)
     checker = ModelChecker()
     rounds = []
+    unchecked: tuple[list[dict[str, Any]], float] | None = None  # (log before the kill, restart time)
+    add_clips(daemon.audio, write_wav, 50, 3, seconds=30.0)
     try:
         daemon.start()
         for number in range(ROUNDS):
-            # Half the kills in the first 1.5 s (embedding the new clips), half later (training).
-            delay = rng.uniform(0.0, 1.5) if number % 2 == 0 else rng.uniform(1.5, 14.0)
+            delay = kill_while_embedding(daemon, rng) if number % 2 == 0 else rng.uniform(1.5, 14.0)
             time.sleep(delay)
             state = daemon.status().get("state")
             log_before = retrain_log(daemon.models)
             daemon.kill()
             rounds.append({"round": number, "delay_s": round(delay, 2), "state_at_kill": state,
                            "retrains_logged": len(log_before)})
-            add_clips(daemon.audio, write_wav, 100 + 10 * number, 3)
-            restart_and_check(daemon, checker, log_before)
+            if unchecked is not None:
+                check_after_restart(daemon, checker, *unchecked)
+                unchecked = None
+            next_embeds = (number + 1) % 2 == 0
+            add_clips(daemon.audio, write_wav, 100 + 10 * number, 3, seconds=30.0 if next_embeds else 1.2)
+            if next_embeds:
+                restarted_at = time.time()
+                daemon.start()
+                unchecked = (log_before, restarted_at)
+            else:
+                restart_and_check(daemon, checker, log_before)
         daemon.wait_idle(240)
         nothing_lost_or_doubled(daemon.models, daemon.audio)
         checker.check(daemon.models)
