@@ -1,6 +1,7 @@
 """Pending files to committed cache rows: read, hash and decode on a worker thread
-while the current file runs through the model; every database write stays on the
-caller's thread, one transaction per file.
+while the current file runs through the model (or, for an embedder that can run
+several files at once, each worker takes a file from its bytes to its embeddings);
+every database write stays on the caller's thread, one transaction per file.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -54,17 +55,21 @@ class PreparedFile:
     audio: DecodedAudio | None = None
     problem: str | None = None
     changed_while_reading: bool = False
-    features: np.ndarray | None = None  # the model's front end, computed here when it has one apart
 
 
-FrontEnd = Callable[[np.ndarray], np.ndarray]
+@runtime_checkable
+class ConcurrentFiles(Protocol):
+    """An embedder whose fastest use is several files at once, one thread each (the ONNX
+    runtime: one single-threaded run per core beats one run over every core, which
+    stalls whenever decoding takes a core from it)."""
+
+    def for_concurrent_files(self) -> tuple[Embedder, int]:
+        """An embedder safe to call from several threads at once, and how many to use."""
+        ...
 
 
-def prepare_file(
-    audio_dir: Path, record: FileRecord, limits: IngestLimits, cached: set[str], front_end: FrontEnd | None = None
-) -> PreparedFile:
-    """Read, hash and (unless cached) decode one file, and run the model's front end on it
-    if it has one apart: everything but the model's body and the database."""
+def prepare_file(audio_dir: Path, record: FileRecord, limits: IngestLimits, cached: set[str]) -> PreparedFile:
+    """Read, hash and (unless cached) decode one file: everything but the model and the database."""
     path = audio_dir / record.path
     found = describe_entry(path, record.path)
     if found is None:
@@ -90,7 +95,7 @@ def prepare_file(
         audio = decode_audio(data, limits.max_duration_s, limits.min_duration_s, limits.min_peak_dbfs)
     except AudioDecodeError as exc:
         return PreparedFile(record, found, sha256, problem=str(exc))
-    return PreparedFile(record, found, sha256, audio, features=None if front_end is None else front_end(audio.waveform))
+    return PreparedFile(record, found, sha256, audio)
 
 
 def read_regular_file(path: Path) -> bytes:
@@ -102,13 +107,10 @@ def read_regular_file(path: Path) -> bytes:
         return handle.read()
 
 
-def embed_waveform(embedder: Embedder, waveform: np.ndarray,
-                   features: np.ndarray | None = None) -> tuple[np.ndarray | None, str | None]:
-    """Per-patch embeddings of one clip (from its front-end features, when the worker
-    thread computed them), or the reason there are none."""
+def embed_waveform(embedder: Embedder, waveform: np.ndarray) -> tuple[np.ndarray | None, str | None]:
+    """Per-patch embeddings of one clip, or the reason there are none."""
     try:
-        body = getattr(embedder, "embed_features", None)
-        embeddings = body(features) if features is not None and body is not None else embedder.embed(waveform)
+        embeddings = embedder.embed(waveform)
     except Exception as exc:  # a model error on one file must not stop the others
         logger.exception("the embedding model failed")
         return None, f"embedding model failed ({type(exc).__name__})"
@@ -132,7 +134,7 @@ def embed_prepared(embedder: Embedder, prepared: PreparedFile) -> EmbeddedFile:
     if prepared.audio is None:
         return EmbeddedFile(prepared)
     started = time.monotonic()
-    embeddings, problem = embed_waveform(embedder, prepared.audio.waveform, prepared.features)
+    embeddings, problem = embed_waveform(embedder, prepared.audio.waveform)
     return EmbeddedFile(prepared, embeddings, problem, time.monotonic() - started, prepared.audio.duration_s)
 
 
@@ -146,28 +148,38 @@ def embed_pending(
     limit: int | None = None,
     time_budget_s: float | None = None,
 ) -> EmbedReport:
-    """Embed pending files (at most `limit`, and no new one once `time_budget_s` is spent),
-    one committed transaction each; bad files become failed."""
+    """Embed pending files (at most `limit`; once `time_budget_s` is spent no new file
+    starts, those already started are finished), one committed transaction each; bad
+    files become failed."""
     started = time.monotonic()
     report = EmbedReport()
     pending = store.files(FileState.PENDING, limit)
     cached = store.cached_hashes()
     total = len(pending)
-    # With a front end apart (the ONNX runtime), the worker thread computes the log-mel
-    # patches while this thread runs the previous file's CNN.
-    front_end = getattr(embedder, "front_end", None)
-    prepared_files = prefetched(lambda r: prepare_file(audio_dir, r, limits, cached, front_end), pending)
-    for done, prepared in enumerate(prepared_files, start=1):
-        record_result(store, embed_prepared(embedder, prepared), report)
+
+    def out_of_time() -> bool:
+        return time_budget_s is not None and time.monotonic() - started >= time_budget_s
+
+    for done, result in enumerate(embedded_files(embedder, audio_dir, limits, cached, pending, out_of_time), start=1):
+        record_result(store, result, report)
         if progress:
             progress(done, total)
         if should_stop():
             logger.info("stopping after %d of %d pending files", done, total)
             break
-        if time_budget_s is not None and time.monotonic() - started >= time_budget_s:
-            break
     report.seconds = time.monotonic() - started
     return report
+
+
+def embedded_files(embedder: Embedder, audio_dir: Path, limits: IngestLimits, cached: set[str],
+                   pending: list[FileRecord], out_of_time: Callable[[], bool]) -> Iterator[EmbeddedFile]:
+    """The pending files embedded, in order, computed ahead on worker threads."""
+    if isinstance(embedder, ConcurrentFiles):
+        shared, workers = embedder.for_concurrent_files()
+        return prefetched(lambda r: embed_prepared(shared, prepare_file(audio_dir, r, limits, cached)),
+                          pending, workers=workers, draining=out_of_time)
+    prepared = prefetched(lambda r: prepare_file(audio_dir, r, limits, cached), pending, draining=out_of_time)
+    return (embed_prepared(embedder, file) for file in prepared)
 
 
 def record_result(store: EmbeddingStore, result: EmbeddedFile, report: EmbedReport) -> None:
@@ -212,15 +224,19 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def prefetched(work: Callable[[T], R], items: Iterable[T], depth: int = 2) -> Iterator[R]:
-    """Yield work(item) in order, computing up to `depth` items ahead on one worker thread."""
+def prefetched(work: Callable[[T], R], items: Iterable[T], workers: int = 1,
+               draining: Callable[[], bool] = lambda: False) -> Iterator[R]:
+    """Yield work(item) in order, computing up to workers + 1 items ahead on `workers`
+    threads. Once `draining()` is true no new item starts; those started are still yielded
+    (work thrown away at the end of every batch cost the daemon's bursts a few percent)."""
     source = iter(items)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecosight-prefetch") as pool:
+    depth = workers + 1
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ecosight-prefetch") as pool:
         queue: deque[Future[R]] = deque(pool.submit(work, item) for _, item in zip(range(depth), source, strict=False))
         try:
             while queue:
                 result = queue.popleft().result()
-                upcoming = next(source, None)
+                upcoming = None if draining() else next(source, None)
                 if upcoming is not None:
                     queue.append(pool.submit(work, upcoming))
                 yield result

@@ -14,7 +14,7 @@ import pytest
 
 from ecosight_daemon.audio import decode_audio
 from ecosight_daemon.cache_reports import CacheReports
-from ecosight_daemon.embed_pipeline import EmbedReport, embed_pending
+from ecosight_daemon.embed_pipeline import ConcurrentFiles, EmbedReport, embed_pending
 from ecosight_daemon.embedder import YamnetEmbedder, patch_count
 from ecosight_daemon.reconcile import IngestLimits, reconcile
 from ecosight_daemon.store import EmbeddingStore, FileState
@@ -257,11 +257,15 @@ def test_a_missing_audio_folder_does_not_empty_the_index(corpus: Corpus, write_w
     assert corpus.state("clips/a.wav") is FileState.EMBEDDED
 
 
-def test_a_spent_time_budget_ends_the_batch_and_leaves_the_rest_pending(corpus: Corpus, write_wav: WavWriter) -> None:
-    for i in range(5):
+def test_a_spent_time_budget_starts_no_new_file_and_finishes_those_started(corpus: Corpus,
+                                                                           write_wav: WavWriter) -> None:
+    workers = corpus.embedder.for_concurrent_files()[1] if isinstance(corpus.embedder, ConcurrentFiles) else 1
+    started_at_once = workers + 1  # one queued ahead of the workers
+    files = started_at_once + 3
+    for i in range(files):
         write_wav(corpus.audio / "clips" / f"c{i}.wav", "noise", seconds=1.0, seed=i)
     reconcile(corpus.store, corpus.audio, LIMITS)
     first = embed_pending(corpus.store, corpus.embedder, corpus.audio, LIMITS, time_budget_s=0.0)
-    assert (first.embedded, corpus.store.count_files(FileState.PENDING)) == (1, 4)
+    assert (first.embedded, corpus.store.count_files(FileState.PENDING)) == (started_at_once, 3)
     rest = embed_pending(corpus.store, corpus.embedder, corpus.audio, LIMITS, time_budget_s=60.0)
-    assert (rest.embedded, corpus.store.count_files(FileState.PENDING)) == (4, 0)
+    assert (rest.embedded, corpus.store.count_files(FileState.PENDING)) == (3, 0)

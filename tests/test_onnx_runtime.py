@@ -65,6 +65,39 @@ def test_long_clips_are_embedded_in_batches_like_one_call(onnx: OnnxEmbedder) ->
     np.testing.assert_allclose(onnx.embed(waveform), whole.reshape(-1, 1024), atol=1e-5)
 
 
+def test_the_pipeline_runs_one_file_per_core_and_stores_each_files_own_embeddings(
+    onnx: OnnxEmbedder, tmp_path: Path, dev_corpus: Path
+) -> None:
+    from ecosight_daemon.embed_pipeline import ConcurrentFiles, embed_pending
+    from ecosight_daemon.reconcile import IngestLimits, reconcile
+    from ecosight_daemon.store import EmbeddingStore, FileState
+
+    shared, workers = onnx.for_concurrent_files()
+    assert isinstance(onnx, ConcurrentFiles) and workers >= 1 and shared._session is not onnx._session
+    # Clips of different lengths, so files finish out of order on the workers.
+    clips = sorted((p for p in dev_corpus.glob("*/*") if p.suffix.lower() == ".wav"), key=lambda p: p.stat().st_size)
+    chosen = clips[::len(clips) // 16][:16]
+    for path in chosen:
+        (tmp_path / "audio" / path.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, tmp_path / "audio" / path.parent.name / path.name)
+    store = EmbeddingStore.open(tmp_path / "cache.sqlite3")
+    try:
+        store.adopt_model(onnx.model_id, onnx.fingerprint)
+        limits = IngestLimits((".wav",), max_duration_s=600, max_file_bytes=100_000_000)
+        reconcile(store, tmp_path / "audio", limits)
+        report = embed_pending(store, onnx, tmp_path / "audio", limits)
+        assert (report.embedded, report.failed, store.count_files(FileState.PENDING)) == (len(chosen), 0, 0)
+        for path in chosen:
+            record = store.file_record(f"{path.parent.name}/{path.name}")
+            assert record is not None and record.sha256 is not None
+            stored = store.embeddings_for(record.sha256)
+            expected = onnx.embed(decode_audio(path.read_bytes(), 600).waveform)
+            assert stored is not None and stored.shape == expected.shape, path.name
+            np.testing.assert_allclose(stored, expected, atol=4e-3, rtol=1e-3)  # float16 storage
+    finally:
+        store.close()
+
+
 def test_a_damaged_body_is_rebuilt_not_trusted(onnx: OnnxEmbedder, tmp_path: Path, yamnet_handle: str) -> None:
     folder = tmp_path / "models" / "onnx" / onnx.model_id
     body = folder / BODY_FILE
