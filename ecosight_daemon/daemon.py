@@ -214,9 +214,10 @@ class Daemon:
         why = indexer.rescan_due(now, self._watcher is not None and self._watcher.check(now))
         if why is not None:
             self._rescan(why)
-        if indexer.embed_batch(starting=lambda: self._set_busy(DaemonState.EMBEDDING)):
+        if indexer.embed_batch(starting=lambda: self._set_busy(DaemonState.EMBEDDING),
+                               wake=lambda: not self.inbox.empty()):
             self._policy.corpus_changed()
-        if self._policy.count_due(now, embedding_burst=indexer.more_to_embed):
+        if self._policy.count_due(now, embedding_burst=indexer.busy()):
             new = self._policy.count(now, self.store.training_hashes(), self._runner.running)
             if new is not None:
                 accuracy = current_model_accuracy(self.store, self._registry, new, self.store.model_id or "")
@@ -297,6 +298,8 @@ class Daemon:
             finish_interrupted_promotion(self._registry)
         if self._watcher is not None:
             self._watcher.stop()
+        if self._indexer is not None:
+            self._indexer.close()
         self._schedule.stop()
         self.state = DaemonState.STOPPED
         self._write_status()

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol, TypeVar, runtime_checkable
 
@@ -135,7 +135,9 @@ def embed_prepared(embedder: Embedder, prepared: PreparedFile) -> EmbeddedFile:
         return EmbeddedFile(prepared)
     started = time.monotonic()
     embeddings, problem = embed_waveform(embedder, prepared.audio.waveform)
-    return EmbeddedFile(prepared, embeddings, problem, time.monotonic() - started, prepared.audio.duration_s)
+    # The waveform is let go: a finished result may wait in line behind slower files.
+    return EmbeddedFile(replace(prepared, audio=None), embeddings, problem, time.monotonic() - started,
+                        prepared.audio.duration_s)
 
 
 def embed_pending(
@@ -147,21 +149,25 @@ def embed_pending(
     should_stop: Callable[[], bool] = lambda: False,
     limit: int | None = None,
     time_budget_s: float | None = None,
+    cached: set[str] | None = None,
 ) -> EmbedReport:
     """Embed pending files (at most `limit`; once `time_budget_s` is spent no new file
     starts, those already started are finished), one committed transaction each; bad
-    files become failed."""
+    files become failed. `cached`: the hashes known to be cached (read from the store when
+    not given; a caller embedding in batches keeps one set, which this extends)."""
     started = time.monotonic()
     report = EmbedReport()
     pending = store.files(FileState.PENDING, limit)
-    cached = store.cached_hashes()
+    cached = store.cached_hashes() if cached is None else cached
     total = len(pending)
 
     def out_of_time() -> bool:
         return time_budget_s is not None and time.monotonic() - started >= time_budget_s
 
     for done, result in enumerate(embedded_files(embedder, audio_dir, limits, cached, pending, out_of_time), start=1):
-        record_result(store, result, report)
+        in_cache = record_result(store, result, report)
+        if result.prepared.sha256:  # the set kept in step (bytes gone since are decoded next time)
+            (cached.add if in_cache else cached.discard)(result.prepared.sha256)
         if progress:
             progress(done, total)
         if should_stop():
@@ -176,40 +182,43 @@ def embedded_files(embedder: Embedder, audio_dir: Path, limits: IngestLimits, ca
     """The pending files embedded, in order, computed ahead on worker threads."""
     if isinstance(embedder, ConcurrentFiles):
         shared, workers = embedder.for_concurrent_files()
+        # Results are taken in order: with only one file queued per worker, a worker that
+        # finished its short clips sat idle behind a long one (a quarter of 2 cores, measured).
         return prefetched(lambda r: embed_prepared(shared, prepare_file(audio_dir, r, limits, cached)),
-                          pending, workers=workers, draining=out_of_time)
+                          pending, workers=workers, ahead=4 * workers, draining=out_of_time)
     prepared = prefetched(lambda r: prepare_file(audio_dir, r, limits, cached), pending, draining=out_of_time)
     return (embed_prepared(embedder, file) for file in prepared)
 
 
-def record_result(store: EmbeddingStore, result: EmbeddedFile, report: EmbedReport) -> None:
-    """Write one embed step's result: embedded, already cached, failed, deferred or gone."""
+def record_result(store: EmbeddingStore, result: EmbeddedFile, report: EmbedReport) -> bool:
+    """Write one embed step's result: embedded, already cached, failed, deferred or gone.
+    True when the file's embeddings are in the cache now."""
     prepared = result.prepared
     record, found = prepared.record, prepared.found
     if found is None:
         store.forget_files([record.path])
         logger.info("removed %s from the corpus (file deleted)", shown(record.path))
-        return
+        return False
     if prepared.changed_while_reading:
         report.deferred += 1
         logger.info("deferred %s: it changed while being read (still being written?)", shown(record.path))
-        return
+        return False
     problem = prepared.problem or result.problem
     if problem is not None:
         record_failure(store, found, prepared.sha256, problem)
         report.failed += 1
         report.failures.append((found.relpath, problem))
-        return
+        return False
     assert prepared.sha256 is not None  # set whenever there is no problem
     if store.has_embedding(prepared.sha256):
         store.note_file(found.relpath, found.label, found.size, found.mtime_ns, prepared.sha256)
         report.skipped += 1
         logger.debug("cached %s (same bytes embedded before)", shown(found.relpath))
-        return
+        return True
     if result.embeddings is None:
         # Cached when the worker looked, gone from the cache since: embed it next pass.
         report.deferred += 1
-        return
+        return False
     pause.point("embedding")
     store.record_embedding(found.relpath, found.label, found.size, found.mtime_ns, prepared.sha256,
                            result.embeddings, result.duration_s)
@@ -218,19 +227,20 @@ def record_result(store: EmbeddingStore, result: EmbeddedFile, report: EmbedRepo
     report.embed_seconds.append(result.seconds)
     logger.info("embedded %s (%d patches, %.1f s of audio) in %.2f s", shown(found.relpath),
                 result.embeddings.shape[0], result.duration_s, result.seconds)
+    return True
 
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-def prefetched(work: Callable[[T], R], items: Iterable[T], workers: int = 1,
+def prefetched(work: Callable[[T], R], items: Iterable[T], workers: int = 1, ahead: int = 2,
                draining: Callable[[], bool] = lambda: False) -> Iterator[R]:
-    """Yield work(item) in order, computing up to workers + 1 items ahead on `workers`
+    """Yield work(item) in order, computing up to `ahead` items ahead on `workers`
     threads. Once `draining()` is true no new item starts; those started are still yielded
     (work thrown away at the end of every batch cost the daemon's bursts a few percent)."""
     source = iter(items)
-    depth = workers + 1
+    depth = max(ahead, workers)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ecosight-prefetch") as pool:
         queue: deque[Future[R]] = deque(pool.submit(work, item) for _, item in zip(range(depth), source, strict=False))
         try:

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import Settings
-from .embed_pipeline import EmbedReport, embed_pending
+from .embed_pipeline import EmbedReport
+from .embed_stream import EmbedStream
 from .embedder import Embedder
 from .metrics import DaemonMetrics
 from .progress import ProgressReporter
@@ -39,7 +40,6 @@ class Indexer:
         self._rescan_interval_s = settings.watch.reconcile_interval_s
         self._limits = IngestLimits.from_settings(settings)
         self._store = store
-        self._embedder = embedder
         self._clock = clock
         self.tracker = SettleTracker(settings.watch.settle_s)
         self.rescans = 0
@@ -48,6 +48,7 @@ class Indexer:
         self._folder_rescan_at: float | None = None
         self._progress: ProgressReporter | None = None
         self._burst_done = 0
+        self._stream = EmbedStream(embedder, settings.paths.audio_dir, self._limits)
         self._metrics = metrics
         self.last_scan_at: float | None = None  # wall clock, for people and Prometheus
         self.last_embed_at: float | None = None
@@ -100,26 +101,35 @@ class Indexer:
     def pending(self) -> int:
         return self._store.count_files(FileState.PENDING)
 
-    def embed_batch(self, starting: Callable[[], None]) -> bool:
-        """Embed one batch of pending files; `starting` is called first if there are any."""
+    def busy(self) -> bool:
+        """Files to embed or still settling: the middle of a burst."""
+        return self.more_to_embed or len(self.tracker) > 0 or self.pending() > 0
+
+    def embed_batch(self, starting: Callable[[], None], wake: Callable[[], bool] = lambda: False) -> bool:
+        """Embed pending files for about EMBED_BATCH_S, or until `wake()` (files still
+        running are written on a later turn); `starting` is called first if there are any."""
         pending = self.pending()
         self.more_to_embed = False
-        if not pending:
+        if not pending and not self._stream.busy:
             self._progress, self._burst_done = None, 0
+            self._stream.burst_over()
             return False
         starting()
         if self._progress is None:
             self._progress = ProgressReporter("embedded")
-        report = embed_pending(self._store, self._embedder, self._audio_dir, self._limits,
-                               limit=EMBED_BATCH, time_budget_s=EMBED_BATCH_S)
+        report = self._stream.run(self._store, limit=EMBED_BATCH, time_budget_s=EMBED_BATCH_S, wake=wake)
         self._burst_done += report.embedded + report.failed + report.skipped + report.deferred
         self._count(report)
         self._progress(self._burst_done, self._burst_done + self.pending())
         handled = report.embedded + report.failed + report.skipped
-        # Keep going without waiting on the inbox while files remain; but files that are
+        # Keep going without waiting on the inbox while files run or remain; but files
         # only still being written (deferred) are looked at again after the usual wait.
-        self.more_to_embed = handled > 0 and pending > handled
+        self.more_to_embed = self._stream.busy or (handled > 0 and pending > handled)
         return handled > 0
+
+    def close(self) -> None:
+        """Stop embedding; files not yet written stay pending for the next start."""
+        self._stream.close()
 
     def _count(self, report: EmbedReport) -> None:
         if report.embedded:
