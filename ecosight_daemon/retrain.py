@@ -31,6 +31,7 @@ from .digest import sha256_of
 from .errors import EXIT_TEMPFAIL, EcosightError
 from .evaluation import GateDecision, GatePolicy, PairedPredictions, class_recall, gate
 from .features import AudiosetHead, needs_audioset_head
+from .onnx_body import BODY_FILE, body_folder, intact
 from .store import EmbeddingStore
 from .training_process import TrainingProcess, TrainingProcessFailed
 from .training_protocol import FitJob, IncumbentModel, Progress, RetrainStatus, TrainingRecipe, TrainingResult
@@ -218,6 +219,12 @@ def retrain(
     return outcome
 
 
+def converted_body(settings: Settings, model_id: str | None) -> str:
+    """The verified ONNX body of the cache's model, if the daemon converted one ("": none)."""
+    folder = body_folder(settings.paths.models_dir, model_id or "")
+    return str(folder / BODY_FILE) if model_id and intact(folder, model_id) else ""
+
+
 def write_extras(registry: ModelRegistry, version: str, process: TrainingProcess, time_limit_s: float,
                  should_stop: Callable[[], bool]) -> None:
     """The report and the end-to-end SavedModel of a finished version.
@@ -270,7 +277,7 @@ def _attempt(
     write_job_data(staging, snapshot.features, snapshot.labels(), [s.split.value for s in snapshot.samples],
                    [s.group for s in snapshot.samples], head)
     job = FitJob(str(staging), snapshot.classes, snapshot.pooling, TrainingRecipe.from_settings(settings.training),
-                 incumbent, settings.embedding.yamnet_handle)
+                 incumbent, settings.embedding.yamnet_handle, converted_body(settings, store.model_id))
     result = process.train(job, settings.training.time_limit_s, should_stop, on_progress)
     if not result.ok:
         shutil.rmtree(staging, ignore_errors=True)

@@ -88,6 +88,7 @@ class FitJob:
     recipe: TrainingRecipe
     incumbent: IncumbentModel | None
     export_handle: str  # the YAMNet handle the end-to-end SavedModel wraps
+    onnx_body: str = ""  # the verified ONNX body, for the patches -> probabilities export ("": none)
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,7 @@ def _die_with_parent() -> None:
 def run_job(job: FitJob, should_stop: Callable[[], bool],
             report: Callable[[Progress], None] = lambda progress: None) -> tuple[TrainingResult, Export | None]:
     """Fit and evaluate; returns the result and a function that exports the fitted model."""
+    from .onnx_export import PATCHES_MODEL, export_patches_model
     from .training import export_end_to_end, save_classifier
 
     folder = Path(job.folder)
@@ -157,6 +158,15 @@ def run_job(job: FitJob, should_stop: Callable[[], bool],
     def export(target: Path) -> None:
         export_end_to_end(job.export_handle, fitted.model, classes, job.pooling, priority_index,
                           fitted.threshold, target, head)
+        if not job.onnx_body:
+            logger.info("no ONNX export: the daemon has no converted YAMNet body (runtime tensorflow)")
+            return
+        try:
+            worst = export_patches_model(Path(job.onnx_body), fitted.model, classes, job.pooling, priority_index,
+                                         fitted.threshold, target, head)
+            logger.info("exported %s (largest probability difference in its check: %.1e)", PATCHES_MODEL, worst)
+        except Exception:  # the SavedModel stands on its own
+            logger.exception("no ONNX export of the patches -> probabilities model")
 
     return TrainingResult(
         ok=True,

@@ -238,13 +238,16 @@ def test_a_held_lock_means_retraining_already_in_progress(project: Path) -> None
     assert "Retraining already in progress" in result.stderr
 
 
-def test_predict_agrees_with_the_model_and_export_matches(project: Path, yamnet: Any) -> None:
+def test_predict_agrees_with_the_model_and_both_exports_match(project: Path, yamnet: Any) -> None:
+    import onnxruntime
     import tensorflow as tf
 
     from ecosight_daemon.audio import decode_audio
     from ecosight_daemon.evaluation import apply_priority_threshold
     from ecosight_daemon.features import pool_patches
+    from ecosight_daemon.onnx_export import FRONT_END_FILE, PATCHES_MODEL
     from ecosight_daemon.training import load_classifier, predict_probabilities
+    from ecosight_daemon.yamnet_frontend import log_mel_patches
 
     retrain(project)
     models = project / "models"
@@ -260,6 +263,10 @@ def test_predict_agrees_with_the_model_and_export_matches(project: Path, yamnet:
 
     classifier = load_classifier(models / MODEL_FILE)
     exported = tf.saved_model.load(str(models / "versions" / metadata["version"] / "export"))
+    export = models / "versions" / metadata["version"] / "export"
+    front_end = json.loads((export / FRONT_END_FILE).read_text())
+    assert front_end["classes"] == classes and front_end["pooling"] == metadata["pooling"]
+    patches_model = onnxruntime.InferenceSession(str(export / PATCHES_MODEL), providers=["CPUExecutionProvider"])
     for path, prediction in zip(files, predictions[:-1], strict=True):  # the last is the broken file
         waveform = decode_audio(path.read_bytes(), 600).waveform
         features = pool_patches(yamnet.embed(waveform), metadata["pooling"], yamnet.audioset_head())[np.newaxis]
@@ -272,6 +279,10 @@ def test_predict_agrees_with_the_model_and_export_matches(project: Path, yamnet:
         end_to_end = exported(tf.constant(waveform))
         np.testing.assert_allclose(end_to_end["probabilities"].numpy(), expected, atol=1e-4)
         assert end_to_end["label"].numpy().decode() == classes[label]
+        # The ONNX export for devices without TensorFlow: the documented front end, then the file.
+        probabilities, label_index = patches_model.run(None, {"patches": log_mel_patches(waveform)})
+        np.testing.assert_allclose(probabilities, expected, atol=1e-4)
+        assert int(label_index) == label
 
 
 def test_rollback_restores_the_previous_version(project: Path) -> None:
