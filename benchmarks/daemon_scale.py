@@ -84,8 +84,8 @@ class Poller:
 
 def indexed_corpus(root: Path) -> None:
     """INDEXED_FILES tiny WAVs in audio/, each already embedded in models/' cache."""
-    from ecosight_daemon.embedder import fingerprint_of, local_model_folder, model_id_for
-    from ecosight_daemon.store import EmbeddingStore
+    from ecosight_daemon.cache.store import EmbeddingStore
+    from ecosight_daemon.embedding.tensorflow_runtime import fingerprint_of, local_model_folder, model_id_for
 
     folder = local_model_folder(yamnet_handle())
     assert folder is not None, "the YAMNet SavedModel is not on disk"
@@ -104,7 +104,7 @@ def indexed_corpus(root: Path) -> None:
         store.record_embedding(f"{label}/{path.name}", label, info.st_size, info.st_mtime_ns,
                                hashlib.sha256(data).hexdigest(), placeholder, 0.1)
     store.close()
-    from ecosight_daemon.onnx_body import ensure_body
+    from ecosight_daemon.embedding.onnx_conversion import ensure_body
 
     ensure_body(yamnet_handle(), root / "models", model_id_for(fingerprint))  # once, not in the start-up figure
 

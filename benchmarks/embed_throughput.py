@@ -43,8 +43,8 @@ def timed_pass(mode: str, audio: Path, models: Path) -> dict[str, float]:
 
 def worst_cosine(audio: Path, models: Path) -> float:
     from ecosight_daemon.audio import decode_audio
-    from ecosight_daemon.embedder import YamnetEmbedder
-    from ecosight_daemon.onnx_embedder import OnnxEmbedder
+    from ecosight_daemon.embedding.onnx_runtime import OnnxEmbedder
+    from ecosight_daemon.embedding.tensorflow_runtime import YamnetEmbedder
 
     onnx, tensorflow = OnnxEmbedder.load(yamnet_handle(), models), YamnetEmbedder.load(yamnet_handle())
     worst = 1.0
@@ -67,8 +67,8 @@ def cli_embed_seconds(workdir: Path) -> float:
 
 
 def run() -> list[Figure]:
-    from ecosight_daemon.embedder import fingerprint_of, local_model_folder, model_id_for
-    from ecosight_daemon.onnx_body import ensure_body
+    from ecosight_daemon.embedding.onnx_conversion import ensure_body
+    from ecosight_daemon.embedding.tensorflow_runtime import fingerprint_of, local_model_folder, model_id_for
 
     with tempfile.TemporaryDirectory(prefix="ecosight-bench-") as tmp:
         work = Path(tmp)

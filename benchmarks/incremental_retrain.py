@@ -33,10 +33,10 @@ from benchmarks.common import (
     wait_for,
     yamnet_handle,
 )
-from ecosight_daemon.embed_pipeline import embed_pending
-from ecosight_daemon.embedder import YamnetEmbedder
-from ecosight_daemon.reconcile import IngestLimits, reconcile
-from ecosight_daemon.store import EmbeddingStore
+from ecosight_daemon.cache.store import EmbeddingStore
+from ecosight_daemon.embedding.tensorflow_runtime import YamnetEmbedder
+from ecosight_daemon.ingest.file_steps import embed_pending
+from ecosight_daemon.ingest.reconcile import IngestLimits, reconcile
 
 CORPUS_CLIPS = 2000
 NEW_CLIPS = 100

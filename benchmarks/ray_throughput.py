@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 from benchmarks.common import Figure, copy_corpus, dev_corpus, format_table, save_report, yamnet_handle
-from ecosight_daemon.embed_pipeline import embed_pending
-from ecosight_daemon.embedder import YAMNET_DIM, YamnetEmbedder
-from ecosight_daemon.reconcile import IngestLimits, reconcile
-from ecosight_daemon.store import EmbeddingStore, FileState
+from ecosight_daemon.cache.store import EmbeddingStore, FileState
+from ecosight_daemon.embedding.tensorflow_runtime import YAMNET_DIM, YamnetEmbedder
+from ecosight_daemon.ingest.file_steps import embed_pending
+from ecosight_daemon.ingest.reconcile import IngestLimits, reconcile
 
 LIMITS = IngestLimits((".wav", ".flac", ".ogg"), 600, 10**9)
 
@@ -33,7 +33,7 @@ def run() -> list[Figure]:
     try:
         import ray  # noqa: F401
 
-        from ecosight_daemon.ray_engine import embed_pending_with_ray
+        from ecosight_daemon.ingest.ray_engine import embed_pending_with_ray
     except ImportError:
         print("ray is not installed; skipping ray_throughput (pip install '.[ray]')")
         return []

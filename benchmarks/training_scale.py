@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import Figure, dev_corpus, format_table, save_report, yamnet_handle
-from ecosight_daemon.embed_pipeline import embed_pending
-from ecosight_daemon.embedder import YamnetEmbedder, remember_audioset_head
-from ecosight_daemon.reconcile import IngestLimits, reconcile
-from ecosight_daemon.store import EmbeddingStore, FileState
+from ecosight_daemon.cache.store import EmbeddingStore, FileState
+from ecosight_daemon.embedding.tensorflow_runtime import YamnetEmbedder, remember_audioset_head
+from ecosight_daemon.ingest.file_steps import embed_pending
+from ecosight_daemon.ingest.reconcile import IngestLimits, reconcile
 
 SIZES = (2_000, 10_000)
 LIMITS = IngestLimits((".wav",), 600, 10**9)
@@ -44,8 +44,8 @@ import json, resource, sys, time
 started = time.monotonic()
 from pathlib import Path
 from ecosight_daemon.config import load_settings
-from ecosight_daemon.retrain import retrain
-from ecosight_daemon.store import EmbeddingStore
+from ecosight_daemon.models.retrain import retrain
+from ecosight_daemon.cache.store import EmbeddingStore
 settings = load_settings(Path(sys.argv[1]))
 outcome = retrain(settings, EmbeddingStore.open(settings.cache_path), "benchmark", force=True)
 print(json.dumps({"ok": outcome.promoted, "wall_s": time.monotonic() - started,

@@ -15,7 +15,7 @@ import numpy as np
 import soundfile
 import soxr
 
-from .errors import AudioDecodeError
+from ecosight_daemon.errors import AudioDecodeError
 
 TARGET_SAMPLE_RATE = 16_000
 RESAMPLER = "soxr-HQ"

@@ -12,16 +12,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .cache_reports import CacheReports, ClassCounts
-from .cache_sync import require_audio_dir, sync_cache
-from .config import Settings, find_config_path, load_settings
-from .embed_pipeline import EmbedReport
-from .errors import EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_OK, EXIT_REJECTED, EXIT_RETRAIN_FAILED, EcosightError
-from .instance_lock import hold_daemon_lock, refuse_while_a_daemon_runs, running_daemon
-from .reconcile import IngestLimits, reconcile
-from .status import read_status
-from .store import EmbeddingStore, FileState
-from .training_protocol import RetrainStatus
+from ecosight_daemon.cache.reports import CacheReports, ClassCounts
+from ecosight_daemon.cache.store import EmbeddingStore, FileState
+from ecosight_daemon.config import Settings, find_config_path, load_settings
+from ecosight_daemon.daemon.status import read_status
+from ecosight_daemon.errors import (
+    EXIT_FAILURE,
+    EXIT_NOT_RUNNING,
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_RETRAIN_FAILED,
+    EcosightError,
+)
+from ecosight_daemon.ingest.cli_sync import require_audio_dir, sync_cache
+from ecosight_daemon.ingest.file_steps import EmbedReport
+from ecosight_daemon.ingest.reconcile import IngestLimits, reconcile
+from ecosight_daemon.training.protocol import RetrainStatus
+from ecosight_daemon.util.instance_lock import hold_daemon_lock, refuse_while_a_daemon_runs, running_daemon
 
 logger = logging.getLogger("ecosight_daemon")
 
@@ -194,8 +201,8 @@ def embed_summary(report: EmbedReport) -> dict[str, Any]:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    from .daemon import Daemon
-    from .onnx_embedder import load_embedder
+    from ecosight_daemon.daemon.loop import Daemon
+    from ecosight_daemon.embedding.onnx_runtime import load_embedder
 
     lock = hold_daemon_lock(settings.paths.models_dir)  # held until this process ends
     try:
@@ -245,7 +252,7 @@ def format_status(status: dict[str, Any] | None, problem: str | None) -> str:
 
 
 def cmd_retrain(settings: Settings, args: argparse.Namespace) -> int:
-    from .retrain import retrain
+    from ecosight_daemon.models.retrain import retrain
 
     pid = running_daemon(settings.paths.models_dir)  # only a pid whose lock is held: never a stranger
     if pid is not None:
@@ -282,7 +289,7 @@ def cmd_retrain(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _metrics_summary(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
-    from .retrain import metrics_summary
+    from ecosight_daemon.models.retrain import metrics_summary
 
     return metrics_summary(metrics) if metrics else None
 
@@ -309,7 +316,7 @@ def format_retrain(result: dict[str, Any]) -> str:
 
 
 def cmd_predict(settings: Settings, args: argparse.Namespace) -> int:
-    from .predict import predict_files
+    from ecosight_daemon.models.predict import predict_files
 
     results = predict_files(settings, list(args.files))
     if args.json:
@@ -325,7 +332,7 @@ def cmd_predict(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
-    from .artifacts import ModelRegistry
+    from ecosight_daemon.models.registry import ModelRegistry
 
     registry = ModelRegistry(settings.paths.models_dir)
     entries = registry.retraining_log()
@@ -345,8 +352,8 @@ def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
-    from .artifacts import ModelRegistry
-    from .rollback import roll_back
+    from ecosight_daemon.models.registry import ModelRegistry
+    from ecosight_daemon.models.rollback import roll_back
 
     refuse_while_a_daemon_runs(settings.paths.models_dir, "rollback",
                                "Stop the daemon and roll back, or roll back over its HTTP API (POST /rollback).")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from .config_checks import (
+from ecosight_daemon.config_checks import (
     at_least,
     between,
     is_loopback,
@@ -31,8 +31,8 @@ from .config_checks import (
     valid_split,
     valid_units,
 )
-from .errors import ConfigError
-from .features import POOLINGS
+from ecosight_daemon.errors import ConfigError
+from ecosight_daemon.pooling import POOLINGS
 
 if sys.version_info >= (3, 11):
     import tomllib

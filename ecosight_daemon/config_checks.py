@@ -66,7 +66,7 @@ def one_of(*choices: str) -> Check:
 def valid_cron(value: str) -> str | None:
     if not value.strip():
         return None
-    from .scheduling import cron_trigger
+    from ecosight_daemon.daemon.schedule import cron_trigger
 
     try:
         cron_trigger(value)

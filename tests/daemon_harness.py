@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ecosight_daemon.status import STATUS_FILE
+from ecosight_daemon.daemon.status import STATUS_FILE
 
 ONNX_BODY_ENV = "ECOSIGHT_TEST_ONNX_BODY"  # set by the test session: a converted YAMNet body
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ecosight_daemon.artifacts import (
+from ecosight_daemon.models.registry import (
     JOURNAL_FILE,
     METADATA_FILE,
     MODEL_FILE,
@@ -15,7 +15,7 @@ from ecosight_daemon.artifacts import (
     replace_atomically,
     write_json,
 )
-from ecosight_daemon.digest import sha256_of
+from ecosight_daemon.util.digest import sha256_of
 
 
 def make_version(registry: ModelRegistry, version: str, payload: str) -> None:

@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ecosight_daemon.cache.store import EmbeddingStore
 from ecosight_daemon.config import DEFAULT_GROUP_PATTERNS
-from ecosight_daemon.dataset import (
+from ecosight_daemon.training.dataset import (
     Snapshot,
     SnapshotOptions,
     Split,
@@ -17,7 +18,6 @@ from ecosight_daemon.dataset import (
     split_by_hash,
     take_snapshot,
 )
-from ecosight_daemon.store import EmbeddingStore
 
 PATTERNS = compile_group_patterns(DEFAULT_GROUP_PATTERNS)
 FRACTIONS = (0.7, 0.15, 0.15)

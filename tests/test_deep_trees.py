@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ecosight_daemon.naming import MAX_FOLDER_DEPTH, walk_audio_dir
-from ecosight_daemon.watcher import FileEvent, SupervisedWatcher
+from ecosight_daemon.daemon.watcher import FileEvent, SupervisedWatcher
+from ecosight_daemon.ingest.naming import MAX_FOLDER_DEPTH, walk_audio_dir
 
 from .daemon_harness import wait_for
 
@@ -77,7 +77,7 @@ def test_walk_survives_a_very_deep_tree_and_stops_at_the_depth_limit(
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the deaths it tests
 def test_a_watcher_killed_by_a_deep_tree_is_noticed_replaced_by_rescans_and_recovers(deep_root: Path) -> None:
-    from ecosight_daemon.watcher import RESTART_WINDOW_S
+    from ecosight_daemon.daemon.watcher import RESTART_WINDOW_S
 
     audio = deep_root / "audio"
     (audio / "clips").mkdir(parents=True)

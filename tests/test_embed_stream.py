@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from ecosight_daemon.audio import decode_audio
-from ecosight_daemon.embed_stream import EmbedStream
-from ecosight_daemon.onnx_embedder import OnnxEmbedder
-from ecosight_daemon.reconcile import IngestLimits, reconcile
-from ecosight_daemon.store import EmbeddingStore, FileState
+from ecosight_daemon.cache.store import EmbeddingStore, FileState
+from ecosight_daemon.embedding.onnx_runtime import OnnxEmbedder
+from ecosight_daemon.ingest.daemon_stream import EmbedStream
+from ecosight_daemon.ingest.reconcile import IngestLimits, reconcile
 
 from .conftest import WavWriter
 

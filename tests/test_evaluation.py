@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ecosight_daemon.evaluation import (
+from ecosight_daemon.training.evaluation import (
     GatePolicy,
     PairedPredictions,
     apply_priority_threshold,

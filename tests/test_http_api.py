@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from ecosight_daemon.artifacts import ModelRegistry
 from ecosight_daemon.config import settings_from_mapping
-from ecosight_daemon.daemon import Daemon
-from ecosight_daemon.http_api import ApiSettings, build_app
+from ecosight_daemon.daemon.loop import Daemon
+from ecosight_daemon.http.routes import ApiSettings, build_app
+from ecosight_daemon.models.registry import ModelRegistry
 
 from .conftest import WavWriter
 from .daemon_harness import wait_for
@@ -248,7 +248,7 @@ def test_with_a_token_configured_state_changing_routes_need_it(trained: LoopThre
 
 
 def test_the_token_is_compared_in_constant_time() -> None:
-    source = (Path(__file__).resolve().parents[1] / "ecosight_daemon" / "http_api.py").read_text()
+    source = (Path(__file__).resolve().parents[1] / "ecosight_daemon" / "http" / "routes.py").read_text()
     calls = [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call)]
     assert any(ast.unparse(call.func) == "hmac.compare_digest" for call in calls)
     assert "== settings.token" not in source and "settings.token ==" not in source

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from ecosight_daemon.audio import decode_audio
-from ecosight_daemon.cache_reports import CacheReports
-from ecosight_daemon.embed_pipeline import ConcurrentFiles, EmbedReport, embed_pending
-from ecosight_daemon.embedder import YamnetEmbedder, patch_count
-from ecosight_daemon.reconcile import IngestLimits, reconcile
-from ecosight_daemon.store import EmbeddingStore, FileState
+from ecosight_daemon.cache.reports import CacheReports
+from ecosight_daemon.cache.store import EmbeddingStore, FileState
+from ecosight_daemon.embedding.tensorflow_runtime import YamnetEmbedder, patch_count
+from ecosight_daemon.ingest.file_steps import ConcurrentFiles, EmbedReport, embed_pending
+from ecosight_daemon.ingest.reconcile import IngestLimits, reconcile
 
 from .conftest import WavWriter
 

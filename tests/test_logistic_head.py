@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ecosight_daemon.logistic_head import fit_logistic, out_of_fold_probabilities
+from ecosight_daemon.training.logistic_head import fit_logistic, out_of_fold_probabilities
 
 from .test_training import separable_data
 
@@ -21,7 +21,7 @@ def test_fit_matches_scikit_learn_and_the_keras_model_computes_it(classes: int) 
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from ecosight_daemon.training import keras_from_logistic, predict_probabilities
+    from ecosight_daemon.training.keras_head import keras_from_logistic, predict_probabilities
 
     features, labels = separable_data(1, n=120, dim=12, classes=classes)
     fit = fit_logistic(features, labels, classes, c=0.5)
@@ -56,10 +56,10 @@ def test_out_of_fold_scores_never_come_from_a_fit_that_saw_the_recording() -> No
 
 @pytest.fixture(scope="module")
 def dev_features(dev_corpus: Path, yamnet: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from ecosight_daemon.embed_pipeline import embed_pending
-    from ecosight_daemon.features import pool_patches
-    from ecosight_daemon.reconcile import IngestLimits, reconcile
-    from ecosight_daemon.store import EmbeddingStore
+    from ecosight_daemon.cache.store import EmbeddingStore
+    from ecosight_daemon.ingest.file_steps import embed_pending
+    from ecosight_daemon.ingest.reconcile import IngestLimits, reconcile
+    from ecosight_daemon.pooling import pool_patches
 
     root = tmp_path_factory.mktemp("dev-features")
     shutil.copytree(dev_corpus, root / "audio", ignore=shutil.ignore_patterns("MANIFEST.csv"))
@@ -87,7 +87,7 @@ def test_shipped_head_on_unseen_recordings_of_the_dev_corpus(dev_features: dict[
 
     from benchmarks.accuracy import shipped_fit_predict
     from ecosight_daemon.config import Settings
-    from ecosight_daemon.evaluation import classification_metrics
+    from ecosight_daemon.training.evaluation import classification_metrics
 
     x, y, classes, files = dev_features["x"], dev_features["y"], dev_features["classes"], dev_features["files"]
     folds = list(StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=0).split(x, y, dev_features["groups"]))
@@ -107,7 +107,7 @@ def test_shipped_head_on_unseen_recordings_of_the_dev_corpus(dev_features: dict[
 
 
 def test_pooling_many_clips_at_once_equals_pooling_each() -> None:
-    from ecosight_daemon.features import AudiosetHead, pool_clips, pool_patches
+    from ecosight_daemon.pooling import AudiosetHead, pool_clips, pool_patches
 
     rng = np.random.default_rng(5)
     head = AudiosetHead(rng.standard_normal((16, 5)).astype(np.float32), rng.standard_normal(5).astype(np.float32))

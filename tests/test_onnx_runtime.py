@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from ecosight_daemon.audio import decode_audio, is_audio_name
-from ecosight_daemon.onnx_body import BODY_FILE, MIN_COSINE, RECORD_FILE, intact
-from ecosight_daemon.onnx_embedder import OnnxEmbedder, load_embedder
+from ecosight_daemon.embedding.onnx_conversion import BODY_FILE, MIN_COSINE, RECORD_FILE, intact
+from ecosight_daemon.embedding.onnx_runtime import OnnxEmbedder, load_embedder
 
 from .daemon_harness import idle_daemon
 
@@ -59,7 +59,7 @@ def test_same_model_id_and_the_same_embeddings_as_tensorflow_on_the_dev_corpus(
 def test_long_clips_are_embedded_in_batches_like_one_call(onnx: OnnxEmbedder) -> None:
     rng = np.random.default_rng(3)
     waveform = (0.2 * rng.standard_normal(16_000 * 70)).astype(np.float32)  # 145 patches: two batches
-    from ecosight_daemon.yamnet_frontend import log_mel_patches
+    from ecosight_daemon.embedding.frontend import log_mel_patches
 
     whole = onnx._session.run(None, {onnx._input: log_mel_patches(waveform)})[0]
     np.testing.assert_allclose(onnx.embed(waveform), whole.reshape(-1, 1024), atol=1e-5)
@@ -68,9 +68,9 @@ def test_long_clips_are_embedded_in_batches_like_one_call(onnx: OnnxEmbedder) ->
 def test_the_pipeline_runs_one_file_per_core_and_stores_each_files_own_embeddings(
     onnx: OnnxEmbedder, tmp_path: Path, dev_corpus: Path
 ) -> None:
-    from ecosight_daemon.embed_pipeline import ConcurrentFiles, embed_pending
-    from ecosight_daemon.reconcile import IngestLimits, reconcile
-    from ecosight_daemon.store import EmbeddingStore, FileState
+    from ecosight_daemon.cache.store import EmbeddingStore, FileState
+    from ecosight_daemon.ingest.file_steps import ConcurrentFiles, embed_pending
+    from ecosight_daemon.ingest.reconcile import IngestLimits, reconcile
 
     shared, workers = onnx.for_concurrent_files()
     assert isinstance(onnx, ConcurrentFiles) and workers >= 1 and shared._session is not onnx._session
@@ -125,7 +125,7 @@ def test_a_savedmodel_that_is_not_yamnet_falls_back_to_tensorflow_with_the_reaso
     )
     subprocess.run([sys.executable, "-c", script, str(tmp_path / "not_yamnet")], check=True, capture_output=True,
                    timeout=300)
-    with caplog.at_level(logging.WARNING, logger="ecosight_daemon.onnx_embedder"):
+    with caplog.at_level(logging.WARNING, logger="ecosight_daemon.embedding.onnx_runtime"):
         embedder = load_embedder(str(tmp_path / "not_yamnet"), tmp_path / "models", "onnxruntime")
     assert type(embedder).__name__ == "YamnetEmbedder"
     assert "ONNX Runtime cannot run YAMNet here" in caplog.text and "no convolution reads" in caplog.text

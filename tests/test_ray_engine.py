@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ecosight_daemon.embed_pipeline import embed_pending
-from ecosight_daemon.reconcile import IngestLimits, reconcile
-from ecosight_daemon.store import EmbeddingStore
+from ecosight_daemon.cache.store import EmbeddingStore
+from ecosight_daemon.ingest.file_steps import embed_pending
+from ecosight_daemon.ingest.reconcile import IngestLimits, reconcile
 
 from .conftest import IN_CI, WavWriter
 

@@ -19,7 +19,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ecosight_daemon.artifacts import (
+from ecosight_daemon.cache.store import EmbeddingStore
+from ecosight_daemon.ingest.file_steps import embed_pending
+from ecosight_daemon.ingest.reconcile import IngestLimits, reconcile
+from ecosight_daemon.models.registry import (
     CLASS_NAMES_FILE,
     HISTORY_JSON,
     HISTORY_PICKLE,
@@ -28,9 +31,6 @@ from ecosight_daemon.artifacts import (
     METRICS_FILE,
     MODEL_FILE,
 )
-from ecosight_daemon.embed_pipeline import embed_pending
-from ecosight_daemon.reconcile import IngestLimits, reconcile
-from ecosight_daemon.store import EmbeddingStore
 
 from .daemon_harness import seed_onnx_body, wait_for
 
@@ -88,7 +88,7 @@ def snapshot_bytes(models: Path) -> dict[str, bytes]:
 
 def assert_models_consistent(models: Path) -> dict[str, Any]:
     """A complete, loadable current model whose metadata describes it."""
-    from ecosight_daemon.training import load_classifier
+    from ecosight_daemon.training.keras_head import load_classifier
 
     metadata = json.loads((models / METADATA_FILE).read_text())
     model_bytes = (models / MODEL_FILE).read_bytes()
@@ -127,9 +127,9 @@ def test_first_retrain_promotes_and_writes_every_artifact(project: Path) -> None
 
 
 def test_manifest_has_no_recording_on_both_sides_and_model_reproduces_its_metrics(project: Path) -> None:
-    from ecosight_daemon.evaluation import apply_priority_threshold, classification_metrics
-    from ecosight_daemon.features import pool_patches
-    from ecosight_daemon.training import load_classifier, predict_probabilities
+    from ecosight_daemon.pooling import pool_patches
+    from ecosight_daemon.training.evaluation import apply_priority_threshold, classification_metrics
+    from ecosight_daemon.training.keras_head import load_classifier, predict_probabilities
 
     retrain(project)
     models = project / "models"
@@ -243,11 +243,11 @@ def test_predict_agrees_with_the_model_and_both_exports_match(project: Path, yam
     import tensorflow as tf
 
     from ecosight_daemon.audio import decode_audio
-    from ecosight_daemon.evaluation import apply_priority_threshold
-    from ecosight_daemon.features import pool_patches
-    from ecosight_daemon.onnx_export import FRONT_END_FILE, PATCHES_MODEL
-    from ecosight_daemon.training import load_classifier, predict_probabilities
-    from ecosight_daemon.yamnet_frontend import log_mel_patches
+    from ecosight_daemon.embedding.frontend import log_mel_patches
+    from ecosight_daemon.pooling import pool_patches
+    from ecosight_daemon.training.evaluation import apply_priority_threshold
+    from ecosight_daemon.training.keras_head import load_classifier, predict_probabilities
+    from ecosight_daemon.training.onnx_export import FRONT_END_FILE, PATCHES_MODEL
 
     retrain(project)
     models = project / "models"
@@ -329,7 +329,7 @@ def test_drift_on_newly_arrived_samples_triggers_a_retrain(project: Path, yamnet
     import soundfile
 
     from ecosight_daemon.config import load_settings
-    from ecosight_daemon.daemon import Daemon
+    from ecosight_daemon.daemon.loop import Daemon
 
     retrain(project)
     # Dog barks, made distinct by a small gain change, filed as gun shots: the current

@@ -6,8 +6,8 @@ import sys
 import time
 from pathlib import Path
 
-from ecosight_daemon.daemon_state import DaemonState
-from ecosight_daemon.status import read_status, write_status
+from ecosight_daemon.daemon.states import DaemonState
+from ecosight_daemon.daemon.status import read_status, write_status
 
 
 def test_status_file_round_trip_and_staleness(tmp_path: Path) -> None:
@@ -29,10 +29,10 @@ def test_dead_pid_and_clean_stop_are_reported(tmp_path: Path) -> None:
 
 def test_the_daemon_lock_names_only_a_live_holder(tmp_path: Path) -> None:
     """A pid is trusted only while its lock is held: a dead daemon's file names nobody."""
-    from ecosight_daemon.instance_lock import DaemonAlreadyRunning, hold_daemon_lock, running_daemon
+    from ecosight_daemon.util.instance_lock import DaemonAlreadyRunning, hold_daemon_lock, running_daemon
 
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from ecosight_daemon.instance_lock import hold_daemon_lock; "
+        "import sys, time; from pathlib import Path; from ecosight_daemon.util.instance_lock import hold_daemon_lock; "
         f"lock = hold_daemon_lock(Path({str(tmp_path)!r})); print('held', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True)
     try:

@@ -9,7 +9,7 @@ import sys
 SCRIPT = """
 import logging, os, sys
 logging.basicConfig(level=sys.argv[1], format="%(levelname)s %(name)s: %(message)s")
-from ecosight_daemon.tf_start_up import start_up_notes_hidden
+from ecosight_daemon.embedding.tf_start_up import start_up_notes_hidden
 with start_up_notes_hidden():
     import tensorflow
     os.write(2, b"something TensorFlow has never said before\\n")
@@ -26,7 +26,7 @@ def test_start_up_notes_are_hidden_but_other_lines_are_logged() -> None:
     quiet = run("INFO")
     assert quiet.returncode == 0 and "imported" in quiet.stdout, quiet.stderr
     assert "oneDNN" not in quiet.stderr and "cuda" not in quiet.stderr.lower()
-    assert "WARNING ecosight_daemon.tf_start_up: something TensorFlow has never said before" in quiet.stderr
+    assert "WARNING ecosight_daemon.embedding.tf_start_up: something TensorFlow has never said before" in quiet.stderr
 
 
 def test_debug_shows_everything() -> None:

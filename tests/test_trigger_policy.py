@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ecosight_daemon.config import TriggerSettings
-from ecosight_daemon.trigger_policy import DRIFT_CHECK_INTERVAL_S, TRIGGER_CHECK_S, TriggerPolicy
+from ecosight_daemon.daemon.trigger_policy import DRIFT_CHECK_INTERVAL_S, TRIGGER_CHECK_S, TriggerPolicy
 
 
 def hashes(n: int, prefix: str = "h") -> set[str]:

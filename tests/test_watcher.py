@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from ecosight_daemon.watcher import SettleTracker
+from ecosight_daemon.daemon.watcher import SettleTracker
 
 
 def test_a_file_being_written_waits_until_it_holds_still(tmp_path: Path) -> None:

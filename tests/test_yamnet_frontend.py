@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ecosight_daemon import yamnet_frontend as frontend
+from ecosight_daemon.embedding import frontend
 
 tf = pytest.importorskip("tensorflow")
 

@@ -1,0 +1,1 @@
+"""The embedding cache: the SQLite store, its schema and migrations, read-only reports."""

@@ -1,0 +1,311 @@
+"""The daemon: one owner (the main thread), one inbox, named states.
+
+Signal handlers, the watchdog observer, APScheduler and the retrain runner only put
+messages on the inbox. The main thread owns the SQLite connection, the state and every
+decision: `step()` waits on the inbox, handles what arrived, then does housekeeping
+(settled files, rescans, one embedding batch, triggers, status, systemd watchdog).
+The rooms it delegates to: `Indexer` (files), `TriggerPolicy` (when to retrain),
+`RetrainRunner` (the run itself), `status.build_status` and `StatusPublisher` (the
+status document), `HttpFrontEnd` (the API, which reads the published status and sends
+messages like any other producer).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ecosight_daemon.cache.reports import CacheReports
+from ecosight_daemon.cache.store import EmbeddingStore
+from ecosight_daemon.config import Settings, reload_settings
+from ecosight_daemon.daemon.events import EventLog, EventLogHandler
+from ecosight_daemon.daemon.inbox import (
+    FileChanged,
+    Inbox,
+    Message,
+    Predict,
+    ReloadConfig,
+    Rescan,
+    RetrainFinished,
+    RetrainRequested,
+    Rollback,
+    Stop,
+)
+from ecosight_daemon.daemon.indexer import Indexer
+from ecosight_daemon.daemon.prometheus import DaemonMetrics
+from ecosight_daemon.daemon.retrain_thread import RetrainRunner
+from ecosight_daemon.daemon.schedule import ScheduledRetrains
+from ecosight_daemon.daemon.signals import SignalsToInbox
+from ecosight_daemon.daemon.states import DaemonState
+from ecosight_daemon.daemon.status import StatusInputs, StatusPublisher, build_status
+from ecosight_daemon.daemon.storage_trouble import STORAGE_ERRORS, StorageTrouble
+from ecosight_daemon.daemon.systemd import SystemdNotifier
+from ecosight_daemon.daemon.trigger_policy import TriggerPolicy
+from ecosight_daemon.daemon.watcher import SupervisedWatcher
+from ecosight_daemon.embedding.tensorflow_runtime import Embedder, remember_audioset_head
+from ecosight_daemon.http.front import HttpFrontEnd, answer_predict, answer_rollback
+from ecosight_daemon.ingest.reconcile import IngestLimits
+from ecosight_daemon.models.drift import current_model_accuracy
+from ecosight_daemon.models.predict import Predictor
+from ecosight_daemon.models.registry import ModelRegistry
+from ecosight_daemon.models.retrain import finish_interrupted_promotion, recover_at_start, trained_hashes
+from ecosight_daemon.pooling import needs_audioset_head
+from ecosight_daemon.util import pause
+
+logger = logging.getLogger(__name__)
+
+SETTLE_POLL_S = 0.1  # how often files waiting to settle are looked at
+
+
+class Daemon:
+    def __init__(self, settings: Settings, load_embedder: Callable[[str], Embedder],
+                 notifier: SystemdNotifier | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self._load_embedder = load_embedder
+        self._notifier = notifier or SystemdNotifier()
+        self._clock = clock
+        self.inbox = Inbox()
+        self._registry = ModelRegistry(settings.paths.models_dir)
+        self._policy = TriggerPolicy(settings.triggers)
+        self._publisher = StatusPublisher(settings.paths.models_dir, clock)
+        self.events = EventLog()
+        self.metrics = DaemonMetrics(self.snapshot)
+        self._runner = RetrainRunner(lambda outcome: self.inbox.put(RetrainFinished(outcome)),
+                                     lambda progress: self.events.add("progress", **progress.as_dict()))
+        self._last_retrain: dict[str, Any] | None = None
+        self._signals = SignalsToInbox(self.inbox)
+        self._http: HttpFrontEnd | None = None
+        self._predictor: Predictor | None = None
+        self._runtime: str | None = None
+        self._log_feed = EventLogHandler(self.events)
+        self.state = DaemonState.STARTING
+        self.stopped = False
+        self._started_wall = time.time()
+        self.store: EmbeddingStore | None = None
+        self._reports: CacheReports | None = None
+        self._indexer: Indexer | None = None
+        self._watcher: SupervisedWatcher | None = None
+        self._schedule = ScheduledRetrains(lambda: self.inbox.put(RetrainRequested("schedule")))
+        self._next_watchdog = 0.0
+        self._storage = StorageTrouble(settings.paths.models_dir, clock)
+
+    # --- producers: they only enqueue ---------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        self._signals.install()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The latest published status document (read by the HTTP server's thread)."""
+        return self._publisher.latest
+
+    def post(self, message: Message) -> None:
+        self.inbox.put(message)
+
+    def request_stop(self, reason: str = "requested") -> None:
+        self.inbox.put(Stop(reason))
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        settings = self.settings
+        logger.info("starting (pid %d) with %s", os.getpid(), settings.describe())
+        pause.warn_if_armed(logger)
+        logging.getLogger("ecosight_daemon").addHandler(self._log_feed)
+        self._registry.ensure()
+        self._write_status()
+        if settings.http.enabled:  # the token and the port checked before the slow part
+            self._http = HttpFrontEnd(settings)
+        recover_at_start(self._registry)
+        self.store = EmbeddingStore.open(settings.cache_path, settings.embedding.storage_dtype)
+        self._reports = CacheReports(self.store)
+        embedder = self._load_embedder(settings.embedding.yamnet_handle)
+        self.store.adopt_model(embedder.model_id, embedder.fingerprint)
+        if needs_audioset_head(settings.training.pooling):
+            remember_audioset_head(self.store, embedder)
+        self._policy.baseline = trained_hashes(self._registry)
+        settings.paths.audio_dir.mkdir(parents=True, exist_ok=True)
+        self._indexer = Indexer(settings, self.store, embedder, self._clock, self.metrics)
+        self._predictor = Predictor(self._registry, embedder, IngestLimits.from_settings(settings))
+        self._runtime = getattr(embedder, "runtime", "tensorflow")
+        self._watcher = SupervisedWatcher(settings.paths.audio_dir, self.inbox.put_file_event,
+                                          settings.watch.polling, settings.watch.poll_interval_s, self._clock)
+        self._watcher.start()
+        self._schedule.apply(settings.triggers.schedule)
+        self._runner.warm_up(settings)
+        if self._http is not None:
+            self._http.start(self, self.events, self.metrics)
+        self._notifier.ready("reconciling")
+        self.inbox.put(Rescan("startup"))
+
+    def run(self) -> int:
+        self.start()
+        while not self.stopped:
+            self.step(timeout=0.5)
+        return 0
+
+    def step(self, timeout: float) -> None:
+        """Handle one inbox batch, then housekeeping. Waits up to `timeout` for the inbox
+        only when there is nothing to embed and nothing settling."""
+        assert self._indexer is not None, "start() first"
+        if self._indexer.more_to_embed:
+            timeout = 0.0
+        elif len(self._indexer.tracker):
+            timeout = min(timeout, SETTLE_POLL_S)
+        for message in self.inbox.drain(timeout):
+            try:
+                self._handle(message)
+            except STORAGE_ERRORS as exc:
+                self._storage_failed(exc)
+        if self.state is DaemonState.STOPPING:
+            self._shutdown()
+            return
+        if self._storage.waiting():
+            self._keep_alive(self._clock())
+            return
+        try:
+            self._housekeeping(self._indexer)
+        except STORAGE_ERRORS as exc:
+            self._storage_failed(exc)
+            return
+        if (over := self._storage.recovered()) is not None:
+            logger.warning("writing works again (after: %s); rescanning %s for anything missed",
+                           over, self.settings.paths.audio_dir)
+            self.inbox.put(Rescan("after a storage error"))
+            finish_interrupted_promotion(self._registry)
+
+    def _storage_failed(self, exc: Exception) -> None:
+        self._storage.failed(exc)
+        self._write_status()
+
+    def _handle(self, message: Message) -> None:
+        assert self._indexer is not None
+        if isinstance(message, Stop):
+            logger.info("stopping (%s)", message.reason)
+            self._set_state(DaemonState.STOPPING)
+        elif isinstance(message, RetrainFinished):
+            self._retrain_finished(message)
+        elif self.state is DaemonState.STOPPING:
+            return  # no new work once stopping
+        elif isinstance(message, FileChanged):
+            if self._indexer.file_event(message.event):
+                self._policy.corpus_changed()
+        elif isinstance(message, Rescan):
+            self._rescan(message.reason)
+        elif isinstance(message, RetrainRequested):
+            self._policy.request(message.reason, self._runner.running)
+        elif isinstance(message, ReloadConfig):
+            self._reload_config()
+            self._policy.request("SIGHUP", self._runner.running)
+        elif isinstance(message, Predict):
+            answer_predict(message, self._predictor)
+        elif isinstance(message, Rollback):
+            answer_rollback(message, self._registry)
+
+    # --- housekeeping -----------------------------------------------------------------------
+
+    def _housekeeping(self, indexer: Indexer) -> None:
+        assert self.store is not None
+        now = self._clock()
+        if indexer.refresh_settled(now):
+            self._policy.corpus_changed()
+        why = indexer.rescan_due(now, self._watcher is not None and self._watcher.check(now))
+        if why is not None:
+            self._rescan(why)
+        if indexer.embed_batch(starting=lambda: self._set_busy(DaemonState.EMBEDDING),
+                               wake=lambda: not self.inbox.empty()):
+            self._policy.corpus_changed()
+        if self._policy.count_due(now, embedding_burst=indexer.busy()):
+            new = self._policy.count(now, self.store.training_hashes(), self._runner.running)
+            if new is not None:
+                accuracy = current_model_accuracy(self.store, self._registry, new, self.store.model_id or "")
+                self._policy.drift_measured(accuracy, len(new))
+        if self._policy.start_due(self._runner.running):
+            self._runner.start(self.settings, self._policy.take(self.store.training_hashes()))
+        if self._runner.running:
+            self._set_state(DaemonState.TRAINING)
+        elif self.state is not DaemonState.IDLE and not indexer.pending():
+            self._set_state(DaemonState.IDLE)
+        self._keep_alive(now)
+
+    def _rescan(self, why: str) -> None:
+        assert self._indexer is not None
+        self._set_busy(DaemonState.RECONCILING)
+        if self._indexer.rescan(why):
+            self._policy.corpus_changed()
+
+    def _keep_alive(self, now: float) -> None:
+        if self._publisher.due(now):
+            self._write_status()
+        if self._notifier.watchdog_interval_s and now >= self._next_watchdog:
+            # Only a turning loop with a working watcher (or its rescans) reaches here
+            # healthy; a stuck loop never pings, so systemd restarts it.
+            self._notifier.watchdog()
+            self._next_watchdog = now + self._notifier.watchdog_interval_s
+
+    def _set_busy(self, state: DaemonState) -> None:
+        if self.state is not DaemonState.TRAINING:  # training shows as long as it lasts
+            self._set_state(state)
+
+    def _set_state(self, state: DaemonState) -> None:
+        if state is self.state:
+            return
+        logger.info("state: %s -> %s", self.state.value, state.value)
+        self.state = state
+        self._notifier.status(state.value)
+        self.events.add("state", state=state.value)
+        self._write_status()
+
+    def _reload_config(self) -> None:
+        fresh = reload_settings(self.settings)
+        if fresh is not None:
+            self.settings = fresh
+            self._policy.settings = fresh.triggers
+            self._schedule.apply(fresh.triggers.schedule)
+
+    def _retrain_finished(self, message: RetrainFinished) -> None:
+        self._last_retrain = entry = message.outcome.log_entry()
+        self.metrics.retrain_finished(entry)
+        self.events.add("retrain", **{key: entry[key] for key in ("version", "status", "reason", "trigger_reason")})
+        self._runner.finished(self.settings, keep_going=self.state is not DaemonState.STOPPING)
+        self._policy.corpus_changed()  # files that arrived meanwhile may reach the threshold
+        finish_interrupted_promotion(self._registry)
+
+    # --- status and shutdown ----------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return build_status(StatusInputs(
+            state=self.state, settings=self.settings, started_wall=self._started_wall, reports=self._reports,
+            registry=self._registry, inbox=self.inbox, indexer=self._indexer, policy=self._policy,
+            retrain_running=self._runner.running, last_retrain=self._last_retrain, schedule=self._schedule,
+            watcher=self._watcher, storage_error=self._storage.error, embedding_runtime=self._runtime,
+            http_url=self._http.url if self._http else None,
+        ))
+
+    def _write_status(self) -> None:
+        self._publisher.publish(self.status())
+
+    def _shutdown(self) -> None:
+        self._notifier.stopping()
+        if self._http is not None:
+            self._http.stop()
+        if self._runner.stop():
+            for message in self.inbox.drain(timeout=0):  # the stopped run's outcome
+                if isinstance(message, RetrainFinished):
+                    self._last_retrain = message.outcome.log_entry()
+            finish_interrupted_promotion(self._registry)
+        if self._watcher is not None:
+            self._watcher.stop()
+        if self._indexer is not None:
+            self._indexer.close()
+        self._schedule.stop()
+        self.state = DaemonState.STOPPED
+        self._write_status()
+        if self.store is not None:
+            self.store.close()
+            self.store, self._reports = None, None
+        self.stopped = True
+        logger.info("stopped")
+        logging.getLogger("ecosight_daemon").removeHandler(self._log_feed)

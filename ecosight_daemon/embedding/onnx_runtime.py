@@ -1,0 +1,145 @@
+"""YAMNet without TensorFlow: the NumPy front end and the converted CNN body in ONNX
+Runtime. Same model id and the same embeddings as the TensorFlow runtime (within the
+cache's float16 quantum), so a cache made by either serves both."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ecosight_daemon.audio import TARGET_SAMPLE_RATE
+from ecosight_daemon.embedding.frontend import log_mel_patches
+from ecosight_daemon.embedding.onnx_conversion import BODY_FILE, HEAD_FILE, OnnxUnavailable, ensure_body
+from ecosight_daemon.embedding.tensorflow_runtime import (
+    YAMNET_DIM,
+    Embedder,
+    YamnetEmbedder,
+    fingerprint_of,
+    local_model_folder,
+    model_id_for,
+)
+from ecosight_daemon.errors import ModelLoadError
+from ecosight_daemon.pooling import AudiosetHead
+
+logger = logging.getLogger(__name__)
+
+BATCH_PATCHES = 128  # patches per ONNX call: memory stays that of one batch for any clip length
+# Per call when a file runs on each core: the same speed on 2 cores (1.07 s for the first
+# 120 dev clips against 1.09 s with 128) and a quarter of the session's working memory,
+# which two runs at once would otherwise hold twice (the daemon's idle RSS went 335 -> 405 MiB).
+PER_FILE_BATCH_PATCHES = 32
+RUNTIMES = ("onnxruntime", "tensorflow")
+
+
+def runtime_threads() -> int:
+    """Threads for the CNN on one clip: every core (measured on 2 cores: 1,039 patches/s
+    with 2 threads, 644 with 1, decoding on a third thread included). Many clips go
+    faster still as one single-threaded run per core (`for_concurrent_files`)."""
+    return max(1, os.cpu_count() or 1)
+
+
+def body_session(body_file: Path, threads: int) -> Any:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # No spinning between runs: the decoding thread needs those cycles (end to end on 2
+    # cores: 870 patches/s without spinning, 817 with).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(str(body_file), options, providers=["CPUExecutionProvider"])
+
+
+def one_blas_thread() -> None:
+    """NumPy's BLAS (the front end's mel product) on one thread in this process.
+
+    OpenBLAS's own pool spins between calls and takes the cores ONNX Runtime's threads
+    need: with it, two ONNX threads ran at 464 patches/s, without it at 1,039. Nothing in
+    the embedding process needs a parallel BLAS; the training process is another process.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
+
+
+@dataclass
+class OnnxEmbedder:
+    handle: str
+    model_id: str
+    fingerprint: dict[str, Any]
+    _session: Any
+    _head: AudiosetHead
+    sample_rate: int = TARGET_SAMPLE_RATE
+    dim: int = YAMNET_DIM
+    _input: str = field(default="")
+    _body_file: Path | None = None
+    _per_file: OnnxEmbedder | None = None
+    _batch_patches: int = BATCH_PATCHES
+    runtime: str = "onnxruntime"
+
+    @classmethod
+    def load(cls, handle: str, models_dir: Path, pinned_sha256: str = "") -> OnnxEmbedder:
+        import onnxruntime
+
+        folder = local_model_folder(handle)
+        if folder is None:
+            raise OnnxUnavailable(f"{handle} is not on this disk yet (a TF Hub URL is fetched by TensorFlow)")
+        fingerprint = fingerprint_of(handle, folder)
+        if pinned_sha256 and fingerprint["savedmodel_sha256"] != pinned_sha256:
+            raise ModelLoadError(
+                f"{handle} has sha256 {fingerprint['savedmodel_sha256']}, not the pinned "
+                f"[embedding] yamnet_sha256 = {pinned_sha256}; restore the pinned model or update the pin"
+            )
+        model_id = model_id_for(fingerprint)
+        body = ensure_body(handle, models_dir, model_id)
+        one_blas_thread()
+        session = body_session(body / BODY_FILE, runtime_threads())
+        with np.load(body / HEAD_FILE) as head:
+            audioset = AudiosetHead(head["kernel"], head["bias"])
+        logger.info("YAMNet %s runs on ONNX Runtime %s (%d threads)", model_id, onnxruntime.__version__,
+                    runtime_threads())
+        return cls(handle, model_id, fingerprint, session, audioset, _input=session.get_inputs()[0].name,
+                   _body_file=body / BODY_FILE)
+
+    def embed(self, waveform: np.ndarray) -> np.ndarray:
+        return self.embed_features(log_mel_patches(waveform))
+
+    def for_concurrent_files(self) -> tuple[OnnxEmbedder, int]:
+        """The same model on a single-threaded session, for one file per core at once:
+        a whole file (decoding, front end, CNN) per thread, no thread ever waiting for
+        another. Measured on 2 cores, 120 dev clips: 1.42 s against 1.53 s for decoding on
+        one thread beside a two-threaded CNN. Made on first use (the CLI's one-clip
+        commands never need it)."""
+        if self._per_file is None:
+            assert self._body_file is not None
+            session = body_session(self._body_file, threads=1)
+            self._per_file = replace(self, _session=session, _per_file=None, _batch_patches=PER_FILE_BATCH_PATCHES)
+        return self._per_file, runtime_threads()
+
+    def embed_features(self, patches: np.ndarray) -> np.ndarray:
+        """The CNN body on log-mel patches, a batch at a time."""
+        size = self._batch_patches
+        return np.concatenate([
+            np.asarray(self._session.run(None, {self._input: patches[first:first + size]})[0],
+                       dtype=np.float32).reshape(-1, YAMNET_DIM)
+            for first in range(0, len(patches), size)
+        ])
+
+    def audioset_head(self) -> AudiosetHead:
+        return self._head
+
+
+def load_embedder(handle: str, models_dir: Path, runtime: str, pinned_sha256: str = "") -> Embedder:
+    """YAMNet on the configured runtime; ONNX Runtime falls back to TensorFlow, once and
+    with the reason in the log, where the body cannot be made or used."""
+    if runtime == "onnxruntime":
+        try:
+            return OnnxEmbedder.load(handle, models_dir, pinned_sha256)
+        except OnnxUnavailable as exc:
+            logger.warning("ONNX Runtime cannot run YAMNet here (%s); using TensorFlow", exc)
+    return YamnetEmbedder.load(handle, pinned_sha256)

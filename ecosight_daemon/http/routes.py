@@ -1,0 +1,302 @@
+"""The HTTP API and dashboard (FastAPI), served on a thread of its own.
+
+House rule: a handler reads the status snapshot the main loop publishes, or files the
+daemon already wrote (the log, a version's report), and puts commands on the inbox. It
+never touches the cache, a model or TensorFlow: `/predict` and `/rollback` send a
+message carrying a future and wait for the loop's answer.
+
+Security, in order: the Host header must name this server or localhost (DNS
+rebinding); state-changing routes take only application/json; a configured bearer
+token is required (constant-time compare) by every route that changes or costs
+anything; uploads are capped while they stream in; no CORS headers are ever sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from ecosight_daemon.daemon.events import EventLog
+from ecosight_daemon.daemon.inbox import Message, Predict, RetrainRequested, Rollback
+from ecosight_daemon.daemon.prometheus import CONTENT_TYPE, DaemonMetrics
+from ecosight_daemon.daemon.status import HEARTBEAT_S
+from ecosight_daemon.http.dashboard import (
+    gate_fragment,
+    history_fragment,
+    history_page,
+    render_page,
+    status_fragment,
+    status_page,
+    training_page,
+)
+from ecosight_daemon.models.registry import VERSION_PATTERN, ModelRegistry
+
+HTTP_PREFIX = "HTTP: "
+MAX_REASON_CHARS = 500
+UNHEALTHY_AFTER_S = 5 * HEARTBEAT_S  # no status update for this long: the loop is not turning
+REPLY_TIMEOUT_S = 120.0
+VERSION_FILES = ("report.html", "confusion_matrix.png", "training_curves.png")
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+# The pages load nothing from elsewhere and run only their own script.
+PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
+               "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class DaemonPort(Protocol):
+    """What the server may ask of the daemon."""
+
+    def snapshot(self) -> dict[str, Any]: ...
+    def post(self, message: Message) -> None: ...
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    host: str
+    port: int
+    token: str | None  # None: no token configured (loopback only)
+    models_dir: Any  # Path
+    max_upload_bytes: int
+
+
+def health_problem(status: dict[str, Any], now: float) -> str | None:
+    """Why the daemon is not healthy, or None: the loop turns and the watcher lives."""
+    if not status:
+        return "the daemon has not started its loop yet"
+    if status.get("state") in ("stopping", "stopped"):
+        return f"the daemon is {status['state']}"
+    age = now - float(status.get("updated_at", 0))
+    if age > UNHEALTHY_AFTER_S:
+        return f"the main loop has not reported for {age:.0f} s; it may be stuck"
+    if status.get("watcher") != "watching":
+        return f"the file watcher is not running ({status.get('watcher_problem')}); rescans stand in"
+    if status.get("storage_error"):
+        return f"cannot write: {status['storage_error']}"
+    return None
+
+
+def allowed_hosts(host: str, port: int) -> set[str]:
+    names = {host, *LOOPBACK_NAMES}
+    return names | {f"{name}:{port}" for name in names}
+
+
+def build_app(daemon: DaemonPort, settings: ApiSettings, events: EventLog, metrics: DaemonMetrics) -> FastAPI:
+    app = FastAPI(title="ecosight-daemon", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.stopping = False
+    hosts = allowed_hosts(settings.host, settings.port)
+    registry = ModelRegistry(settings.models_dir)
+
+    @app.middleware("http")
+    async def refuse_foreign_hosts(request: Request,
+                                   call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if request.headers.get("host", "").lower() not in hosts:
+            return JSONResponse({"error": "unknown Host header; use this server's configured address"}, 421)
+        return await call_next(request)
+
+    def refusal(request: Request, json_body: bool) -> JSONResponse | None:
+        """Why this state-changing or costly request is refused, or None."""
+        if json_body and request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            return JSONResponse({"error": "send the body as application/json"}, 415)
+        if settings.token is not None:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {settings.token}".encode()):
+                return JSONResponse({"error": "a valid bearer token is required (Authorization: Bearer ...)"}, 401,
+                                    headers={"WWW-Authenticate": "Bearer"})
+        return None
+
+    def page(name: str, fragment: str) -> HTMLResponse:
+        return HTMLResponse(render_page(name, fragment, settings.token is not None),
+                            headers={"Content-Security-Policy": PAGE_POLICY, "Cache-Control": "no-store"})
+
+    def last_entry() -> dict[str, Any] | None:
+        entries = registry.retraining_log()
+        return entries[-1] if entries else None
+
+    @app.get("/", response_class=HTMLResponse)
+    def status_view() -> HTMLResponse:
+        snapshot = daemon.snapshot()
+        return page("status", status_page(snapshot, health_problem(snapshot, time.time())))
+
+    @app.get("/training", response_class=HTMLResponse)
+    def training_view() -> HTMLResponse:
+        return page("training", training_page(last_entry()))
+
+    @app.get("/history", response_class=HTMLResponse)
+    def history_view(request: Request) -> Response:
+        if "text/html" not in request.headers.get("accept", ""):
+            return JSONResponse(registry.retraining_log())  # the API: every attempt, as `history --json`
+        return page("history", history_page(registry.retraining_log(), registry.current_version()))
+
+    @app.get("/fragments/{name}", response_class=HTMLResponse)
+    def fragment(name: str) -> HTMLResponse:
+        snapshot = daemon.snapshot()
+        if name == "status":
+            return HTMLResponse(status_fragment(snapshot, health_problem(snapshot, time.time())))
+        if name == "gate":
+            return HTMLResponse(gate_fragment(last_entry()))
+        if name == "history":
+            return HTMLResponse(history_fragment(registry.retraining_log(), registry.current_version()))
+        return HTMLResponse("", 404)
+
+    @app.get("/status")
+    def status() -> dict[str, Any]:
+        snapshot = daemon.snapshot()
+        problem = health_problem(snapshot, time.time())
+        return {**snapshot, "running": bool(snapshot) and snapshot.get("state") != "stopped", "problem": problem}
+
+    @app.get("/health")
+    def health() -> JSONResponse:
+        problem = health_problem(daemon.snapshot(), time.time())
+        if problem is None:
+            return JSONResponse({"healthy": True})
+        return JSONResponse({"healthy": False, "reason": problem}, 503)
+
+    @app.get("/models/{version}")
+    def model(version: str) -> JSONResponse:
+        metadata = _version_metadata(registry, version)
+        if metadata is None:
+            return JSONResponse({"error": f"no version named {version!r}"}, 404)
+        folder = registry.version_dir(version)
+        links = {name: f"/models/{version}/{name}" for name in VERSION_FILES if (folder / name).is_file()}
+        keys = ("version", "date", "status", "decision_reason", "trigger_reason", "replaced_version", "classes",
+                "sample_counts", "test_metrics", "priority_class", "priority_threshold", "gate", "model_fitted_on")
+        return JSONResponse({**{key: metadata.get(key) for key in keys},
+                             "current": version == registry.current_version(), "links": links})
+
+    @app.get("/models/{version}/{name}")
+    def version_file(version: str, name: str) -> Response:
+        if name not in VERSION_FILES or _version_metadata(registry, version) is None:
+            return JSONResponse({"error": "no such file"}, 404)
+        path = registry.version_dir(version) / name
+        if not path.is_file():
+            return JSONResponse({"error": "no such file"}, 404)
+        return FileResponse(path, headers={"Content-Security-Policy": "default-src 'none'; img-src 'self' data:; "
+                                                                      "style-src 'unsafe-inline'"})
+
+    @app.post("/retrain", status_code=202)
+    async def retrain(request: Request) -> JSONResponse:
+        refused = refusal(request, json_body=True)
+        if refused is not None:
+            return refused
+        body = await _json_object(request)
+        reason = body.get("trigger_reason", "Manual retraining request") if body is not None else None
+        if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON_CHARS \
+                or CONTROL_CHARACTERS.search(reason):
+            return JSONResponse({"error": f'send {{"trigger_reason": "..."}}: text of 1 to {MAX_REASON_CHARS} '
+                                          "characters without control characters"}, 422)
+        running = bool(daemon.snapshot().get("retrain_running"))
+        daemon.post(RetrainRequested(HTTP_PREFIX + reason))
+        return JSONResponse({
+            "accepted": True, "trigger_reason": HTTP_PREFIX + reason,
+            "when": "after the current retrain (requests made meanwhile merge into that one run)" if running
+            else "now",
+        }, 202)
+
+    @app.post("/rollback")
+    async def rollback(request: Request) -> JSONResponse:
+        refused = refusal(request, json_body=True)
+        if refused is not None:
+            return refused
+        body = await _json_object(request)
+        version = None if body is None else body.get("version")
+        if body is None or (version is not None and not isinstance(version, str)):
+            return JSONResponse({"error": 'send {"version": "v0003"} (or {} for the one before the current)'}, 422)
+        reply: Future[dict[str, Any]] = Future()
+        daemon.post(Rollback(version, reply))
+        return await _answer(reply)
+
+    @app.post("/predict")
+    async def predict(request: Request) -> JSONResponse:
+        refused = refusal(request, json_body=False)
+        if refused is not None:
+            return refused
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != "application/octet-stream" and not media.startswith("audio/"):
+            return JSONResponse({"error": "send the audio file's bytes as application/octet-stream "
+                                          "(curl --data-binary @clip.wav -H 'Content-Type: application/octet-stream')"},
+                                415)
+        data = await _capped_body(request, settings.max_upload_bytes)
+        if data is None:
+            return JSONResponse({"error": f"larger than {settings.max_upload_bytes / 1e6:g} MB"}, 413)
+        reply: Future[dict[str, Any]] = Future()
+        daemon.post(Predict(data, reply))
+        return await _answer(reply)
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.get("/events")
+    def event_stream(request: Request) -> StreamingResponse:
+        last = request.headers.get("last-event-id", "")
+        start = int(last) if last.isdigit() else max(0, events.last_number - 50)
+        return StreamingResponse(_sse(app, events, start), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store"})
+
+    return app
+
+
+def _version_metadata(registry: ModelRegistry, version: str) -> dict[str, Any] | None:
+    if not VERSION_PATTERN.fullmatch(version):
+        return None
+    path = registry.version_dir(version) / "metadata.json"
+    try:
+        metadata: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return metadata
+
+
+async def _json_object(request: Request) -> dict[str, Any] | None:
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+async def _capped_body(request: Request, limit: int) -> bytes | None:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _answer(reply: Future[dict[str, Any]]) -> JSONResponse:
+    """The loop's answer: {"status": code, ...body}."""
+    try:
+        answer = await asyncio.wait_for(asyncio.wrap_future(reply), REPLY_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        return JSONResponse({"error": "the daemon did not answer in time; see its log"}, 504)
+    code = int(answer.pop("http_status", 200))
+    return JSONResponse(answer, code)
+
+
+async def _sse(app: FastAPI, events: EventLog, start: int) -> AsyncIterator[str]:
+    last = start
+    yield "retry: 2000\n\n"
+    while not app.state.stopping:
+        batch = await run_in_threadpool(events.after, last, 1.0)
+        if not batch:
+            yield ": keep-alive\n\n"
+            continue
+        for event in batch:
+            last = event.number
+            yield f"id: {event.number}\nevent: {event.kind}\ndata: {json.dumps(event.as_dict())}\n\n"

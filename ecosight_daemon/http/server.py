@@ -1,0 +1,89 @@
+"""Uvicorn on a thread of its own, on a socket bound before the daemon is ready (so a
+taken port stops the start with a clear message instead of a silent dead thread)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from ecosight_daemon.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 5.0
+
+
+def read_token(token_file: Path) -> str:
+    """The bearer token; refused unless only its owner can read the file (mode 0600 or stricter)."""
+    try:
+        mode = token_file.stat().st_mode & 0o777
+        token = token_file.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"http.token_file = {str(token_file)!r} cannot be read ({exc.strerror or exc}); "
+                          "create it with a long random token, e.g. "
+                          f"`umask 077; openssl rand -hex 32 > {token_file}`") from exc
+    if mode & 0o077:
+        raise ConfigError(f"http.token_file {token_file} is readable by others (mode {mode:o}); "
+                          f"run `chmod 600 {token_file}`")
+    if len(token) < 16:
+        raise ConfigError(f"http.token_file {token_file} holds a token of {len(token)} characters; "
+                          "use at least 16 (e.g. `openssl rand -hex 32`)")
+    return token
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); another program may use "
+                          "the port: set [http] port, or enabled = false") from exc
+    sock.listen(64)
+    sock.set_inheritable(False)
+    return sock
+
+
+class HttpServer:
+    def __init__(self, app: FastAPI, sock: socket.socket) -> None:
+        self._app = app
+        self._socket = sock
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                                timeout_graceful_shutdown=2)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._serve, name="ecosight-http", daemon=True)
+
+    @property
+    def address(self) -> str:
+        host, port = self._socket.getsockname()[:2]
+        return f"{host}:{port}"
+
+    def start(self) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not self._server.started:
+            raise ConfigError(f"the HTTP server did not start on {self.address}; see the log above")
+        logger.info("HTTP API and dashboard on http://%s/", self.address)
+
+    def stop(self) -> None:
+        self._app.state.stopping = True
+        self._server.should_exit = True
+        self._thread.join(timeout=STOP_TIMEOUT_S)
+        self._socket.close()
+
+    def _serve(self) -> None:
+        try:
+            self._server.run(sockets=[self._socket])
+        except BaseException:  # SystemExit from uvicorn included: logged, and start() reports it
+            logger.exception("the HTTP server stopped")

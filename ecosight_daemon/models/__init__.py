@@ -1,0 +1,2 @@
+"""The published models: the registry of versions, one retrain end to end, rollback, predict,
+drift."""

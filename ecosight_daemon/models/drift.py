@@ -1,0 +1,28 @@
+"""The drift check: how well the current model labels samples that arrived since it was trained."""
+
+from __future__ import annotations
+
+from ecosight_daemon.cache.store import CorpusIndex, FileState
+from ecosight_daemon.models.registry import ModelRegistry
+from ecosight_daemon.pooling import needs_audioset_head, pool_clips
+
+
+def current_model_accuracy(store: CorpusIndex, registry: ModelRegistry, hashes: set[str],
+                           embedding_model_id: str) -> float | None:
+    """The current model's accuracy on the clips with these hashes; None without a
+    comparable model (none yet, or one trained on another embedding model)."""
+    from ecosight_daemon.training.published_model import PublishedModel
+
+    metadata = registry.current_metadata()
+    if metadata is None or metadata.get("embedding_model_id") != embedding_model_id:
+        return None
+    model = PublishedModel.current(registry)
+    if model is None:
+        return None
+    labels = {r.sha256: r.label for r in store.files(FileState.EMBEDDED) if r.sha256 in hashes}
+    clips = [(embeddings, labels[h]) for h in labels if (embeddings := store.embeddings_for(h)) is not None]
+    if not clips:
+        return None
+    head = store.audioset_head() if needs_audioset_head(model.pooling) else None
+    features = pool_clips([embeddings for embeddings, _ in clips], model.pooling, head)
+    return model.accuracy(features, [label for _, label in clips])

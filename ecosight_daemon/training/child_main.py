@@ -1,0 +1,194 @@
+"""The training process's own code: it runs in a process started with `spawn`, fits one
+job and writes its models into the job's folder and nothing else. TensorFlow lives only
+here, so repeated fits cannot leak memory into the long-running daemon, and a hung run
+can be killed without harming anything the operators use.
+
+The parent's side is `training_process.TrainingProcess`; the messages are in
+`training_protocol`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import numpy as np
+
+from ecosight_daemon.embedding.tf_start_up import start_up_notes_hidden
+from ecosight_daemon.pooling import AudiosetHead
+from ecosight_daemon.training.evaluation import apply_priority_threshold, classification_metrics
+from ecosight_daemon.training.heads import FittedHead, fit_keras_head, fit_logistic_head
+from ecosight_daemon.training.protocol import (
+    Exported,
+    ExportFailed,
+    ExportRequest,
+    FitJob,
+    Fitted,
+    IncumbentModel,
+    Progress,
+    ToWorker,
+    TrainingResult,
+)
+from ecosight_daemon.util import pause
+
+logger = logging.getLogger(__name__)
+
+JOB_DATA = "job_data.npz"
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+HOLDOUT_MODEL = "holdout_model.keras"  # the twin that never saw the test split; the next gate uses it
+Export = Callable[[Path], None]
+
+
+def write_job_data(folder: Path, features: np.ndarray, labels: np.ndarray, splits: list[str], groups: list[str],
+                   head: AudiosetHead | None = None) -> None:
+    """The job's arrays, for the worker to read (no pickles: plain arrays)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {
+        "features": features, "labels": labels, "groups": np.array(groups),
+        "splits": np.array([SPLIT_CODES[s] for s in splits], dtype=np.int8),
+    }
+    if head is not None:
+        arrays.update(audioset_kernel=head.kernel, audioset_bias=head.bias)
+    np.savez(folder / JOB_DATA, **arrays)  # type: ignore[arg-type]
+
+
+def worker_main(connection: Connection, log_level: str) -> None:
+    """Entry point of the spawned process: import TensorFlow, then serve one job.
+
+    The parent may start this process long before it has a job (a warm process), so
+    the slow import is paid while nothing waits for it.
+    """
+    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("absl", "tensorflow"):  # SavedModel export chatter at INFO
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    _die_with_parent()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it sends SIGTERM
+    with start_up_notes_hidden():
+        from ecosight_daemon.training import keras_head as training  # the slow part: TensorFlow
+
+        training.warm_up()
+
+    message = _receive(connection)
+    if not isinstance(message, FitJob):
+        return
+    export = None
+    try:
+        result, export = run_job(message, stop.is_set, connection.send)
+    except Exception as exc:
+        logger.exception("training failed")
+        result = TrainingResult.failed(f"{type(exc).__name__}: {exc}")
+    connection.send(Fitted(result))
+    _serve_exports(connection, export)
+
+
+def _receive(connection: Connection) -> ToWorker | None:
+    try:
+        message: ToWorker = connection.recv()
+    except EOFError:
+        return None
+    return message
+
+
+def _serve_exports(connection: Connection, export: Export | None) -> None:
+    while isinstance(request := _receive(connection), ExportRequest):
+        try:
+            if export is None:
+                raise RuntimeError("no trained model to export")
+            export(Path(request.target))
+            connection.send(Exported())
+        except Exception as exc:
+            logger.exception("export failed")
+            connection.send(ExportFailed(f"{type(exc).__name__}: {exc}"))
+    # Shutdown, or the parent is gone
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGKILL when the parent dies, so no orphan keeps training."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def run_job(job: FitJob, should_stop: Callable[[], bool],
+            report: Callable[[Progress], None] = lambda progress: None) -> tuple[TrainingResult, Export | None]:
+    """Fit and evaluate; returns the result and a function that exports the fitted model."""
+    from ecosight_daemon.training.keras_head import export_end_to_end, save_classifier
+    from ecosight_daemon.training.onnx_export import PATCHES_MODEL, export_patches_model
+
+    folder = Path(job.folder)
+    data = np.load(folder / JOB_DATA)
+    features, labels, splits, groups = data["features"], data["labels"], data["splits"], data["groups"]
+    head = AudiosetHead(data["audioset_kernel"], data["audioset_bias"]) if "audioset_kernel" in data else None
+    test = splits == 2
+    classes, recipe = job.classes, job.recipe
+    logger.info("training a %s head on %d clips (%d validation, %d test), %d classes", recipe.head,
+                int((splits == 0).sum()), int((splits == 1).sum()), int(test.sum()), len(classes))
+    pause.point("training")
+    fitted: FittedHead | None
+    if recipe.head == "logistic":
+        fitted = fit_logistic_head(features, labels, splits, groups, classes, recipe, report)
+    else:
+        fitted = fit_keras_head(features, labels, splits, classes, recipe, should_stop, report)
+    if fitted is None or should_stop():  # a logistic fit is not interruptible: checked after it
+        return TrainingResult.failed("stopped on request"), None
+
+    priority_index = classes.index(recipe.priority_class) if recipe.priority_class in classes else None
+    candidate_labels = apply_priority_threshold(fitted.test_probabilities, priority_index, fitted.threshold)
+    incumbent_labels = incumbent_predictions(job.incumbent, features[test], classes)
+
+    save_classifier(fitted.model, folder / "model.keras")
+    if fitted.holdout_model is not fitted.model:
+        save_classifier(fitted.holdout_model, folder / HOLDOUT_MODEL)
+    (folder / "training_history.json").write_text(json.dumps(fitted.history, indent=2))
+    # Written for tools that expect the old file; this program never loads a pickle.
+    (folder / "training_history.pkl").write_bytes(pickle.dumps(fitted.history))
+
+    def export(target: Path) -> None:
+        export_end_to_end(job.export_handle, fitted.model, classes, job.pooling, priority_index,
+                          fitted.threshold, target, head)
+        if not job.onnx_body:
+            logger.info("no ONNX export: the daemon has no converted YAMNet body (runtime tensorflow)")
+            return
+        try:
+            worst = export_patches_model(Path(job.onnx_body), fitted.model, classes, job.pooling, priority_index,
+                                         fitted.threshold, target, head)
+            logger.info("exported %s (largest probability difference in its check: %.1e)", PATCHES_MODEL, worst)
+        except Exception:  # the SavedModel stands on its own
+            logger.exception("no ONNX export of the patches -> probabilities model")
+
+    return TrainingResult(
+        ok=True,
+        epochs_run=fitted.epochs_run,
+        history=fitted.history,
+        priority_threshold=fitted.threshold,
+        threshold=fitted.threshold_info,
+        candidate_metrics=classification_metrics(labels[test], candidate_labels, classes),
+        incumbent_metrics=None if incumbent_labels is None else classification_metrics(labels[test],
+                                                                                      incumbent_labels, classes),
+        test_labels=[int(v) for v in labels[test]],
+        candidate_predictions=[int(v) for v in candidate_labels],
+        incumbent_predictions=None if incumbent_labels is None else [int(v) for v in incumbent_labels],
+    ), export
+
+
+def incumbent_predictions(incumbent: IncumbentModel | None, test_x: np.ndarray,
+                          classes: list[str]) -> np.ndarray | None:
+    """The current model's labels for the candidate's test clips, as the candidate's class
+    indices; test clips of a class it never learned count as its mistakes (-1)."""
+    if incumbent is None:
+        return None
+    from ecosight_daemon.training.published_model import PublishedModel
+
+    return PublishedModel.load(Path(incumbent.model_path), incumbent.metadata).labels_in(classes, test_x)

@@ -1,0 +1,2 @@
+"""Small helpers every room may use: durable file writes, digests, locks, progress, pause
+points."""
