@@ -63,11 +63,21 @@ def one_of(*choices: str) -> Check:
     return lambda value: None if value in choices else " or ".join(f'"{c}"' for c in choices)
 
 
+def cron_trigger(expression: str) -> Any:
+    """An APScheduler CronTrigger from 5 fields (minute hour day month weekday) or 6 with
+    seconds first: the one parser, for the value check and the schedule alike."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    fields = expression.split()
+    if len(fields) == 6:
+        second, minute, hour, day, month, weekday = fields
+        return CronTrigger(second=second, minute=minute, hour=hour, day=day, month=month, day_of_week=weekday)
+    return CronTrigger.from_crontab(expression)
+
+
 def valid_cron(value: str) -> str | None:
     if not value.strip():
         return None
-    from ecosight_daemon.daemon.schedule import cron_trigger
-
     try:
         cron_trigger(value)
     except ValueError as exc:

@@ -1,46 +1,18 @@
-"""When to retrain: the coalescing retrain request, and APScheduler wiring (enqueue only)."""
+"""The retrain schedule: APScheduler wiring that only enqueues, replaced when a reload changes it."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
+
+from ecosight_daemon.config_checks import cron_trigger
 
 logger = logging.getLogger(__name__)
 
 MISFIRE_GRACE_S = 3600  # a run missed while the machine slept still happens within an hour
-
-
-def cron_trigger(expression: str) -> CronTrigger:
-    """5 fields (minute hour day month weekday) or 6 with seconds first."""
-    fields = expression.split()
-    if len(fields) == 6:
-        second, minute, hour, day, month, weekday = fields
-        return CronTrigger(second=second, minute=minute, hour=hour, day=day, month=month, day_of_week=weekday)
-    return CronTrigger.from_crontab(expression)
-
-
-@dataclass
-class RetrainRequests:
-    """Reasons to retrain that arrived since the last run started; many merge into one run."""
-
-    reasons: list[str] = field(default_factory=list)
-
-    def add(self, reason: str) -> None:
-        if reason not in self.reasons:
-            self.reasons.append(reason)
-
-    def pending(self) -> bool:
-        return bool(self.reasons)
-
-    def take(self) -> str:
-        merged = "; ".join(self.reasons)
-        self.reasons.clear()
-        return merged
 
 
 class ScheduledRetrains:

@@ -10,7 +10,6 @@ import logging
 from dataclasses import dataclass, field
 
 from ecosight_daemon.config import TriggerSettings
-from ecosight_daemon.daemon.schedule import RetrainRequests
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +17,25 @@ logger = logging.getLogger(__name__)
 # refreshed at most this often; it is always refreshed when the burst ends.
 TRIGGER_CHECK_S = 5.0
 DRIFT_CHECK_INTERVAL_S = 60.0
+
+
+@dataclass
+class RetrainRequests:
+    """Reasons to retrain that arrived since the last run started; many merge into one run."""
+
+    reasons: list[str] = field(default_factory=list)
+
+    def add(self, reason: str) -> None:
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+
+    def pending(self) -> bool:
+        return bool(self.reasons)
+
+    def take(self) -> str:
+        merged = "; ".join(self.reasons)
+        self.reasons.clear()
+        return merged
 
 
 @dataclass
