@@ -7,9 +7,9 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILURE = 1
 # 2: a usage error, from argparse itself (an unknown command or option)
-EXIT_REJECTED = 3  # retrain finished, but the gate kept the current model
-EXIT_NOT_RUNNING = 3  # status: no daemon answers
+EXIT_NOT_RUNNING = 3  # status: no daemon answers (LSB's "program is not running")
 EXIT_RETRAIN_FAILED = 4  # retrain could not train (too little data, training process died, time limit)
+EXIT_REJECTED = 5  # retrain finished, but the gate kept the current model
 EXIT_ALREADY_RUNNING = 73  # EX_CANTCREAT: another daemon holds models_dir (systemd does not restart on it)
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: the embedding model could not be loaded
 EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: try again later (another run holds the lock)

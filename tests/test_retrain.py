@@ -78,7 +78,7 @@ def cli(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess
 
 def retrain(root: Path, *args: str) -> dict[str, Any]:
     result = cli(root, "retrain", "--json", *args)
-    assert result.returncode in (0, 3), result.stderr[-3000:]
+    assert result.returncode in (0, 5), result.stderr[-3000:]
     return json.loads(result.stdout)
 
 
@@ -192,7 +192,7 @@ def test_gate_rejects_a_worse_candidate_and_leaves_operator_files_untouched(
     # A crippled candidate: a Keras head trained one epoch at a tiny learning rate.
     write_config(project, yamnet_handle, 'head = "keras"\nhidden_units = []\nepochs = 1\nlearning_rate = 0.000001\n')
     result = cli(project, "retrain", "--json")
-    assert result.returncode == 3, result.stderr[-2000:]
+    assert result.returncode == 5, result.stderr[-2000:]
     outcome = json.loads(result.stdout)
     assert outcome["promoted"] is False and outcome["version"] == "v0002"
     assert "would drop" in outcome["reason"]
