@@ -137,7 +137,7 @@ def model_only_seconds(paths: list[Path], models_dir: Path) -> float:
     """The same clips, already decoded, through the model the daemon ran (its runtime, its
     converted body in models_dir), in this process."""
     from ecosight_daemon.audio import decode_audio
-    from ecosight_daemon.embedding.onnx_runtime import load_embedder
+    from ecosight_daemon.embedding.loader import load_embedder
 
     embedder = load_embedder(yamnet_handle(), models_dir, "onnxruntime")
     waveforms = [decode_audio(p.read_bytes(), 600).waveform for p in paths]

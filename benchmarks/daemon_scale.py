@@ -17,7 +17,6 @@ would), beside the burst without it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import threading
@@ -85,14 +84,14 @@ class Poller:
 def indexed_corpus(root: Path) -> None:
     """INDEXED_FILES tiny WAVs in audio/, each already embedded in models/' cache."""
     from ecosight_daemon.cache.store import EmbeddingStore
-    from ecosight_daemon.embedding.tensorflow_runtime import fingerprint_of, local_model_folder, model_id_for
+    from ecosight_daemon.embedding.identity import identify_local
+    from ecosight_daemon.util.digest import sha256_of_bytes
 
-    folder = local_model_folder(yamnet_handle())
-    assert folder is not None, "the YAMNet SavedModel is not on disk"
-    fingerprint = fingerprint_of(yamnet_handle(), folder)
+    identity = identify_local(yamnet_handle())
+    assert identity is not None, "the YAMNet SavedModel is not on disk"
     (root / "models").mkdir()
     store = EmbeddingStore.open(root / "models" / "embedding_cache.sqlite3")
-    store.adopt_model(model_id_for(fingerprint), fingerprint)
+    store.adopt_model(identity.model_id, identity.fingerprint)
     rng = np.random.default_rng(14_000)
     placeholder = rng.standard_normal((1, 1024)).astype(np.float32)
     for i in range(INDEXED_FILES):
@@ -102,11 +101,11 @@ def indexed_corpus(root: Path) -> None:
         soundfile.write(path, rng.uniform(-0.5, 0.5, 1_600).astype(np.float32), 16_000, subtype="PCM_16")
         data, info = path.read_bytes(), path.stat()
         store.record_embedding(f"{label}/{path.name}", label, info.st_size, info.st_mtime_ns,
-                               hashlib.sha256(data).hexdigest(), placeholder, 0.1)
+                               sha256_of_bytes(data), placeholder, 0.1)
     store.close()
     from ecosight_daemon.embedding.onnx_conversion import ensure_body
 
-    ensure_body(yamnet_handle(), root / "models", model_id_for(fingerprint))  # once, not in the start-up figure
+    ensure_body(yamnet_handle(), root / "models", identity.model_id)  # once, not in the start-up figure
 
 
 def run() -> list[Figure]:

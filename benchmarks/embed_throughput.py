@@ -67,15 +67,15 @@ def cli_embed_seconds(workdir: Path) -> float:
 
 
 def run() -> list[Figure]:
+    from ecosight_daemon.embedding.identity import identify_local
     from ecosight_daemon.embedding.onnx_conversion import ensure_body
-    from ecosight_daemon.embedding.tensorflow_runtime import fingerprint_of, local_model_folder, model_id_for
 
     with tempfile.TemporaryDirectory(prefix="ecosight-bench-") as tmp:
         work = Path(tmp)
         audio = copy_corpus(dev_corpus(), work / "audio")
-        folder = local_model_folder(yamnet_handle())
-        assert folder is not None
-        ensure_body(yamnet_handle(), work / "models", model_id_for(fingerprint_of(yamnet_handle(), folder)))
+        identity = identify_local(yamnet_handle())
+        assert identity is not None, "the YAMNet SavedModel is not on disk"
+        ensure_body(yamnet_handle(), work / "models", identity.model_id)
         rounds = [{mode: timed_pass(mode, audio, work / "models") for mode in PASSES} for _ in range(ROUNDS)]
         cosine = worst_cosine(audio, work / "models")
         (work / "config.toml").write_text('[paths]\naudio_dir = "audio"\nmodels_dir = "cli-models"\n')

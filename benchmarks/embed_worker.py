@@ -17,7 +17,7 @@ from pathlib import Path
 from benchmarks.common import yamnet_handle
 from ecosight_daemon.audio import decode_audio
 from ecosight_daemon.cache.store import EmbeddingStore
-from ecosight_daemon.embedding.onnx_runtime import load_embedder
+from ecosight_daemon.embedding.loader import load_embedder
 from ecosight_daemon.ingest.file_steps import embed_pending
 from ecosight_daemon.ingest.naming import walk_audio_dir
 from ecosight_daemon.ingest.reconcile import IngestLimits, reconcile

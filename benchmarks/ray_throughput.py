@@ -14,7 +14,8 @@ from pathlib import Path
 
 from benchmarks.common import Figure, copy_corpus, dev_corpus, format_table, save_report, yamnet_handle
 from ecosight_daemon.cache.store import EmbeddingStore, FileState
-from ecosight_daemon.embedding.tensorflow_runtime import YAMNET_DIM, YamnetEmbedder
+from ecosight_daemon.embedding.interface import YAMNET_DIM
+from ecosight_daemon.embedding.tensorflow_runtime import YamnetEmbedder
 from ecosight_daemon.ingest.file_steps import embed_pending
 from ecosight_daemon.ingest.reconcile import IngestLimits, reconcile
 

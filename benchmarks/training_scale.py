@@ -30,7 +30,8 @@ import numpy as np
 
 from benchmarks.common import Figure, dev_corpus, format_table, save_report, yamnet_handle
 from ecosight_daemon.cache.store import EmbeddingStore, FileState
-from ecosight_daemon.embedding.tensorflow_runtime import YamnetEmbedder, remember_audioset_head
+from ecosight_daemon.embedding.tensorflow_runtime import YamnetEmbedder
+from ecosight_daemon.ingest.audioset_layer import remember_audioset_head
 from ecosight_daemon.ingest.file_steps import embed_pending
 from ecosight_daemon.ingest.reconcile import IngestLimits, reconcile
 

@@ -202,13 +202,15 @@ def embed_summary(report: EmbedReport) -> dict[str, Any]:
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from ecosight_daemon.daemon.loop import Daemon
-    from ecosight_daemon.embedding.onnx_runtime import load_embedder
+    from ecosight_daemon.embedding.loader import load_embedder
+    from ecosight_daemon.http.front import HttpFrontEnd
 
     lock = hold_daemon_lock(settings.paths.models_dir)  # held until this process ends
     try:
         daemon = Daemon(settings, lambda handle: load_embedder(handle, settings.paths.models_dir,
                                                               settings.embedding.runtime,
-                                                              settings.embedding.yamnet_sha256))
+                                                              settings.embedding.yamnet_sha256),
+                        front_end=HttpFrontEnd)
         daemon.install_signal_handlers()
         return daemon.run()
     finally:

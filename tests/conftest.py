@@ -127,8 +127,8 @@ def onnx_body(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path | None]
     if not (handle / "saved_model.pb").is_file():
         yield None
         return
+    from ecosight_daemon.embedding.identity import fingerprint_of, model_id_for
     from ecosight_daemon.embedding.onnx_conversion import ensure_body
-    from ecosight_daemon.embedding.tensorflow_runtime import fingerprint_of, model_id_for
 
     model_id = model_id_for(fingerprint_of(str(handle.resolve()), handle.resolve()))
     folder = ensure_body(str(handle.resolve()), tmp_path_factory.mktemp("onnx-body"), model_id)

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from ecosight_daemon.audio import decode_audio, is_audio_name
+from ecosight_daemon.embedding.loader import load_embedder
 from ecosight_daemon.embedding.onnx_conversion import BODY_FILE, MIN_COSINE, RECORD_FILE, intact
-from ecosight_daemon.embedding.onnx_runtime import OnnxEmbedder, load_embedder
+from ecosight_daemon.embedding.onnx_runtime import OnnxEmbedder
 
 from .daemon_harness import idle_daemon
 

@@ -17,7 +17,7 @@ from ecosight_daemon.cache.store import EmbeddingStore, FileState
 from ecosight_daemon.config import Settings
 from ecosight_daemon.daemon.prometheus import DaemonMetrics
 from ecosight_daemon.daemon.watcher import FileEvent, SettleTracker
-from ecosight_daemon.embedding.tensorflow_runtime import Embedder
+from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.ingest.daemon_stream import EmbedStream
 from ecosight_daemon.ingest.file_steps import EmbedReport
 from ecosight_daemon.ingest.reconcile import IngestLimits, reconcile, refresh_path

@@ -6,8 +6,8 @@ decision: `step()` waits on the inbox, handles what arrived, then does housekeep
 (settled files, rescans, one embedding batch, triggers, status, systemd watchdog).
 The rooms it delegates to: `Indexer` (files), `TriggerPolicy` (when to retrain),
 `RetrainRunner` (the run itself), `status.build_status` and `StatusPublisher` (the
-status document), `HttpFrontEnd` (the API, which reads the published status and sends
-messages like any other producer).
+status document), a `FrontEnd` if the composer gives one (the HTTP API, which reads the
+published status and sends messages like any other producer).
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ecosight_daemon.cache.reports import CacheReports
 from ecosight_daemon.cache.store import EmbeddingStore
 from ecosight_daemon.config import Settings, reload_settings
+from ecosight_daemon.daemon.client_requests import answer_predict, answer_rollback
 from ecosight_daemon.daemon.events import EventLog, EventLogHandler
 from ecosight_daemon.daemon.inbox import (
     FileChanged,
@@ -39,14 +40,14 @@ from ecosight_daemon.daemon.prometheus import DaemonMetrics
 from ecosight_daemon.daemon.retrain_thread import RetrainRunner
 from ecosight_daemon.daemon.schedule import ScheduledRetrains
 from ecosight_daemon.daemon.signals import SignalsToInbox
-from ecosight_daemon.daemon.states import DaemonState
+from ecosight_daemon.daemon.states import DaemonState, StateChanges
 from ecosight_daemon.daemon.status import StatusInputs, StatusPublisher, build_status
 from ecosight_daemon.daemon.storage_trouble import STORAGE_ERRORS, StorageTrouble
 from ecosight_daemon.daemon.systemd import SystemdNotifier
 from ecosight_daemon.daemon.trigger_policy import TriggerPolicy
 from ecosight_daemon.daemon.watcher import SupervisedWatcher
-from ecosight_daemon.embedding.tensorflow_runtime import Embedder, remember_audioset_head
-from ecosight_daemon.http.front import HttpFrontEnd, answer_predict, answer_rollback
+from ecosight_daemon.embedding.interface import Embedder
+from ecosight_daemon.ingest.audioset_layer import remember_audioset_head
 from ecosight_daemon.ingest.reconcile import IngestLimits
 from ecosight_daemon.models.drift import current_model_accuracy
 from ecosight_daemon.models.predict import Predictor
@@ -60,9 +61,20 @@ logger = logging.getLogger(__name__)
 SETTLE_POLL_S = 0.1  # how often files waiting to settle are looked at
 
 
+class FrontEnd(Protocol):
+    """The HTTP side as the loop knows it: made (socket bound) before the slow start, started
+    once the loop is ready, stopped at shutdown. http.front.HttpFrontEnd is the real one."""
+
+    url: str
+
+    def start(self, daemon: Any, events: EventLog, metrics: DaemonMetrics) -> None: ...
+    def stop(self) -> None: ...
+
+
 class Daemon:
     def __init__(self, settings: Settings, load_embedder: Callable[[str], Embedder],
-                 notifier: SystemdNotifier | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 notifier: SystemdNotifier | None = None, clock: Callable[[], float] = time.monotonic,
+                 front_end: Callable[[Settings], FrontEnd] | None = None) -> None:
         self.settings = settings
         self._load_embedder = load_embedder
         self._notifier = notifier or SystemdNotifier()
@@ -77,11 +89,12 @@ class Daemon:
                                      lambda progress: self.events.add("progress", **progress.as_dict()))
         self._last_retrain: dict[str, Any] | None = None
         self._signals = SignalsToInbox(self.inbox)
-        self._http: HttpFrontEnd | None = None
+        self._make_front_end = front_end
+        self._http: FrontEnd | None = None
         self._predictor: Predictor | None = None
         self._runtime: str | None = None
         self._log_feed = EventLogHandler(self.events)
-        self.state = DaemonState.STARTING
+        self._states = StateChanges(self._notifier, self.events, self._write_status)
         self.stopped = False
         self._started_wall = time.time()
         self.store: EmbeddingStore | None = None
@@ -93,6 +106,10 @@ class Daemon:
         self._storage = StorageTrouble(settings.paths.models_dir, clock)
 
     # --- producers: they only enqueue ---------------------------------------------------
+
+    @property
+    def state(self) -> DaemonState:
+        return self._states.current
 
     def install_signal_handlers(self) -> None:
         self._signals.install()
@@ -116,8 +133,8 @@ class Daemon:
         logging.getLogger("ecosight_daemon").addHandler(self._log_feed)
         self._registry.ensure()
         self._write_status()
-        if settings.http.enabled:  # the token and the port checked before the slow part
-            self._http = HttpFrontEnd(settings)
+        if settings.http.enabled and self._make_front_end is not None:
+            self._http = self._make_front_end(settings)  # the token and the port checked before the slow part
         recover_at_start(self._registry)
         self.store = EmbeddingStore.open(settings.cache_path, settings.embedding.storage_dtype)
         self._reports = CacheReports(self.store)
@@ -184,7 +201,7 @@ class Daemon:
         assert self._indexer is not None
         if isinstance(message, Stop):
             logger.info("stopping (%s)", message.reason)
-            self._set_state(DaemonState.STOPPING)
+            self._states.set(DaemonState.STOPPING)
         elif isinstance(message, RetrainFinished):
             self._retrain_finished(message)
         elif self.state is DaemonState.STOPPING:
@@ -214,7 +231,7 @@ class Daemon:
         why = indexer.rescan_due(now, self._watcher is not None and self._watcher.check(now))
         if why is not None:
             self._rescan(why)
-        if indexer.embed_batch(starting=lambda: self._set_busy(DaemonState.EMBEDDING),
+        if indexer.embed_batch(starting=lambda: self._states.set_busy(DaemonState.EMBEDDING),
                                wake=lambda: not self.inbox.empty()):
             self._policy.corpus_changed()
         if self._policy.count_due(now, embedding_burst=indexer.busy()):
@@ -225,14 +242,14 @@ class Daemon:
         if self._policy.start_due(self._runner.running):
             self._runner.start(self.settings, self._policy.take(self.store.training_hashes()))
         if self._runner.running:
-            self._set_state(DaemonState.TRAINING)
+            self._states.set(DaemonState.TRAINING)
         elif self.state is not DaemonState.IDLE and not indexer.pending():
-            self._set_state(DaemonState.IDLE)
+            self._states.set(DaemonState.IDLE)
         self._keep_alive(now)
 
     def _rescan(self, why: str) -> None:
         assert self._indexer is not None
-        self._set_busy(DaemonState.RECONCILING)
+        self._states.set_busy(DaemonState.RECONCILING)
         if self._indexer.rescan(why):
             self._policy.corpus_changed()
 
@@ -244,19 +261,6 @@ class Daemon:
             # healthy; a stuck loop never pings, so systemd restarts it.
             self._notifier.watchdog()
             self._next_watchdog = now + self._notifier.watchdog_interval_s
-
-    def _set_busy(self, state: DaemonState) -> None:
-        if self.state is not DaemonState.TRAINING:  # training shows as long as it lasts
-            self._set_state(state)
-
-    def _set_state(self, state: DaemonState) -> None:
-        if state is self.state:
-            return
-        logger.info("state: %s -> %s", self.state.value, state.value)
-        self.state = state
-        self._notifier.status(state.value)
-        self.events.add("state", state=state.value)
-        self._write_status()
 
     def _reload_config(self) -> None:
         fresh = reload_settings(self.settings)
@@ -301,8 +305,7 @@ class Daemon:
         if self._indexer is not None:
             self._indexer.close()
         self._schedule.stop()
-        self.state = DaemonState.STOPPED
-        self._write_status()
+        self._states.set(DaemonState.STOPPED)
         if self.store is not None:
             self.store.close()
             self.store, self._reports = None, None

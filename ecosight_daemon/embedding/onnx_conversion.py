@@ -16,7 +16,6 @@ whose files do not match that record is rebuilt, never trusted.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ecosight_daemon.errors import EcosightError
+from ecosight_daemon.util.digest import sha256_of
 
 logger = logging.getLogger(__name__)
 
@@ -49,17 +49,13 @@ def body_folder(models_dir: Path, model_id: str) -> Path:
     return models_dir / "onnx" / model_id
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def intact(folder: Path, model_id: str) -> bool:
     """The folder holds a verified body for this model, its files as recorded."""
     try:
         record = json.loads((folder / RECORD_FILE).read_text())
         return bool(record.get("model_id") == model_id and record.get("worst_cosine", 0) >= MIN_COSINE
-                and file_sha256(folder / BODY_FILE) == record.get("body_sha256")
-                and file_sha256(folder / HEAD_FILE) == record.get("head_sha256"))
+                and sha256_of(folder / BODY_FILE) == record.get("body_sha256")
+                and sha256_of(folder / HEAD_FILE) == record.get("head_sha256"))
     except (OSError, ValueError):
         return False
 
@@ -147,7 +143,7 @@ def convert(handle: str, target: Path, model_id: str) -> dict[str, Any]:
         raise OnnxUnavailable(f"the converted body's embeddings differ from TensorFlow's (worst cosine {worst:.7f})")
     record = {
         "model_id": model_id, "handle": handle, "worst_cosine": worst, "opset": OPSET,
-        "body_sha256": file_sha256(target / BODY_FILE), "head_sha256": file_sha256(target / HEAD_FILE),
+        "body_sha256": sha256_of(target / BODY_FILE), "head_sha256": sha256_of(target / HEAD_FILE),
         "tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__, "onnxruntime": onnxruntime.__version__,
         "cut": {"patches": patches.name, "embeddings": embeddings.name},
     }

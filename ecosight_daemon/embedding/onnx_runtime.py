@@ -14,16 +14,9 @@ import numpy as np
 
 from ecosight_daemon.audio import TARGET_SAMPLE_RATE
 from ecosight_daemon.embedding.frontend import log_mel_patches
+from ecosight_daemon.embedding.identity import identify_local
+from ecosight_daemon.embedding.interface import YAMNET_DIM
 from ecosight_daemon.embedding.onnx_conversion import BODY_FILE, HEAD_FILE, OnnxUnavailable, ensure_body
-from ecosight_daemon.embedding.tensorflow_runtime import (
-    YAMNET_DIM,
-    Embedder,
-    YamnetEmbedder,
-    fingerprint_of,
-    local_model_folder,
-    model_id_for,
-)
-from ecosight_daemon.errors import ModelLoadError
 from ecosight_daemon.pooling import AudiosetHead
 
 logger = logging.getLogger(__name__)
@@ -33,7 +26,6 @@ BATCH_PATCHES = 128  # patches per ONNX call: memory stays that of one batch for
 # 120 dev clips against 1.09 s with 128) and a quarter of the session's working memory,
 # which two runs at once would otherwise hold twice (the daemon's idle RSS went 335 -> 405 MiB).
 PER_FILE_BATCH_PATCHES = 32
-RUNTIMES = ("onnxruntime", "tensorflow")
 
 
 def runtime_threads() -> int:
@@ -86,16 +78,10 @@ class OnnxEmbedder:
     def load(cls, handle: str, models_dir: Path, pinned_sha256: str = "") -> OnnxEmbedder:
         import onnxruntime
 
-        folder = local_model_folder(handle)
-        if folder is None:
+        identity = identify_local(handle, pinned_sha256)
+        if identity is None:
             raise OnnxUnavailable(f"{handle} is not on this disk yet (a TF Hub URL is fetched by TensorFlow)")
-        fingerprint = fingerprint_of(handle, folder)
-        if pinned_sha256 and fingerprint["savedmodel_sha256"] != pinned_sha256:
-            raise ModelLoadError(
-                f"{handle} has sha256 {fingerprint['savedmodel_sha256']}, not the pinned "
-                f"[embedding] yamnet_sha256 = {pinned_sha256}; restore the pinned model or update the pin"
-            )
-        model_id = model_id_for(fingerprint)
+        fingerprint, model_id = identity.fingerprint, identity.model_id
         body = ensure_body(handle, models_dir, model_id)
         one_blas_thread()
         session = body_session(body / BODY_FILE, runtime_threads())
@@ -132,14 +118,3 @@ class OnnxEmbedder:
 
     def audioset_head(self) -> AudiosetHead:
         return self._head
-
-
-def load_embedder(handle: str, models_dir: Path, runtime: str, pinned_sha256: str = "") -> Embedder:
-    """YAMNet on the configured runtime; ONNX Runtime falls back to TensorFlow, once and
-    with the reason in the log, where the body cannot be made or used."""
-    if runtime == "onnxruntime":
-        try:
-            return OnnxEmbedder.load(handle, models_dir, pinned_sha256)
-        except OnnxUnavailable as exc:
-            logger.warning("ONNX Runtime cannot run YAMNet here (%s); using TensorFlow", exc)
-    return YamnetEmbedder.load(handle, pinned_sha256)

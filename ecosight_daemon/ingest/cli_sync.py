@@ -44,7 +44,7 @@ def sync_cache(store: EmbeddingStore, settings: Settings, engine: str = "local",
 
 def adopt_model_without_loading(store: EmbeddingStore, handle: str) -> None:
     """Switch the cache to the configured model when its files are on disk, TF not needed."""
-    from ecosight_daemon.embedding.tensorflow_runtime import fingerprint_of, local_model_folder, model_id_for
+    from ecosight_daemon.embedding.identity import fingerprint_of, local_model_folder, model_id_for
 
     folder = local_model_folder(handle)
     if folder is not None:
@@ -55,7 +55,7 @@ def adopt_model_without_loading(store: EmbeddingStore, handle: str) -> None:
 def embed_with_ray(
     store: EmbeddingStore, settings: Settings, audio_dir: Path, limits: IngestLimits, address: str | None
 ) -> EmbedReport:
-    from ecosight_daemon.embedding.tensorflow_runtime import YAMNET_DIM
+    from ecosight_daemon.embedding.interface import YAMNET_DIM
     from ecosight_daemon.ingest.ray_engine import embed_pending_with_ray
 
     if store.model_id is None:
@@ -77,8 +77,8 @@ def embed_with_ray(
 def embed_with_model(
     store: EmbeddingStore, settings: Settings, audio_dir: Path, limits: IngestLimits
 ) -> EmbedReport:
-    from ecosight_daemon.embedding.onnx_runtime import load_embedder  # the model is loaded only when there is work
-    from ecosight_daemon.embedding.tensorflow_runtime import remember_audioset_head
+    from ecosight_daemon.embedding.loader import load_embedder
+    from ecosight_daemon.ingest.audioset_layer import remember_audioset_head
 
     embedder = load_embedder(settings.embedding.yamnet_handle, settings.paths.models_dir, settings.embedding.runtime,
                              settings.embedding.yamnet_sha256)

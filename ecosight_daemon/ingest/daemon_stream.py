@@ -23,7 +23,7 @@ import soundfile
 
 from ecosight_daemon.audio import decode_audio
 from ecosight_daemon.cache.store import EmbeddingStore, FileRecord, FileState
-from ecosight_daemon.embedding.tensorflow_runtime import Embedder
+from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.ingest.file_steps import (
     ConcurrentFiles,
     EmbeddedFile,

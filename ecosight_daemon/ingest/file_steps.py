@@ -6,7 +6,6 @@ every database write stays on the caller's thread, one transaction per file.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import stat
@@ -22,11 +21,12 @@ import numpy as np
 
 from ecosight_daemon.audio import DecodedAudio, decode_audio
 from ecosight_daemon.cache.store import EmbeddingStore, FileRecord, FileState
-from ecosight_daemon.embedding.tensorflow_runtime import Embedder
+from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.errors import AudioDecodeError
 from ecosight_daemon.ingest.naming import FoundFile, describe_entry, shown
 from ecosight_daemon.ingest.reconcile import IngestLimits, record_failure, size_problem
 from ecosight_daemon.util import pause
+from ecosight_daemon.util.digest import sha256_of_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def prepare_file(audio_dir: Path, record: FileRecord, limits: IngestLimits, cach
         len(data) != found.size
     ):
         return PreparedFile(record, after, changed_while_reading=True)
-    sha256 = hashlib.sha256(data).hexdigest()
+    sha256 = sha256_of_bytes(data)
     if sha256 in cached:
         return PreparedFile(record, found, sha256)
     try:

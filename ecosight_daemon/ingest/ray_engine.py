@@ -120,7 +120,7 @@ class EmbedActor:
     driver makes the ONNX body before the actors start, so they find it ready)."""
 
     def __init__(self, handle: str, models_dir: str = "", runtime: str = "tensorflow") -> None:
-        from ecosight_daemon.embedding.onnx_runtime import load_embedder
+        from ecosight_daemon.embedding.loader import load_embedder
 
         self.embedder = load_embedder(handle, Path(models_dir), runtime)
 

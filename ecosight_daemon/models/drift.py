@@ -11,12 +11,11 @@ def current_model_accuracy(store: CorpusIndex, registry: ModelRegistry, hashes: 
                            embedding_model_id: str) -> float | None:
     """The current model's accuracy on the clips with these hashes; None without a
     comparable model (none yet, or one trained on another embedding model)."""
-    from ecosight_daemon.training.published_model import PublishedModel
 
     metadata = registry.current_metadata()
     if metadata is None or metadata.get("embedding_model_id") != embedding_model_id:
         return None
-    model = PublishedModel.current(registry)
+    model = registry.current_model()
     if model is None:
         return None
     labels = {r.sha256: r.label for r in store.files(FileState.EMBEDDED) if r.sha256 in hashes}

@@ -11,7 +11,7 @@ import numpy as np
 
 from ecosight_daemon.audio import decode_audio
 from ecosight_daemon.config import Settings
-from ecosight_daemon.embedding.tensorflow_runtime import Embedder
+from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.errors import AudioDecodeError, EcosightError
 from ecosight_daemon.ingest.reconcile import IngestLimits
 from ecosight_daemon.models.registry import ModelRegistry
@@ -34,7 +34,7 @@ class Predictor:
     def current_model(self) -> PublishedModel:
         version = self._registry.current_version()
         if self._model is None or self._model.version != version:
-            self._model = PublishedModel.current(self._registry)
+            self._model = self._registry.current_model()
             if self._model is not None and self._embedder.model_id != self._model.embedding_model_id:
                 logger.warning("model %s was trained on embeddings of %s but YAMNet here is %s; results may be off",
                                self._model.version, self._model.embedding_model_id, self._embedder.model_id)
@@ -60,7 +60,7 @@ class Predictor:
 
 def predict_files(settings: Settings, files: list[Path]) -> list[dict[str, Any]]:
     """One result per file: label, probabilities, model version; or an `error` entry."""
-    from ecosight_daemon.embedding.onnx_runtime import load_embedder
+    from ecosight_daemon.embedding.loader import load_embedder
 
     registry = ModelRegistry(settings.paths.models_dir)
     recover_at_start(registry)

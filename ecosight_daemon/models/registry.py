@@ -18,12 +18,15 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ecosight_daemon.training.protocol import RetrainStatus
 from ecosight_daemon.util import pause
 from ecosight_daemon.util.digest import sha256_of
 from ecosight_daemon.util.instance_lock import pid_alive
+
+if TYPE_CHECKING:
+    from ecosight_daemon.training.published_model import PublishedModel
 
 logger = logging.getLogger(__name__)
 
@@ -190,6 +193,15 @@ class ModelRegistry:
     def current_metadata(self) -> dict[str, Any] | None:
         metadata = read_json_or_set_aside(self.root / METADATA_FILE)
         return metadata if isinstance(metadata, dict) else None
+
+    def current_model(self) -> PublishedModel | None:
+        """The promoted model, loaded (TensorFlow), or None when there is none yet."""
+        from ecosight_daemon.training.published_model import PublishedModel
+
+        metadata, path = self.current_metadata(), self.current_model_path()
+        if metadata is None or path is None:
+            return None
+        return PublishedModel.load(path, metadata)
 
     def intact(self, version: str) -> bool:
         """A finished version whose model file still has the sha256 its metadata names."""

@@ -315,8 +315,8 @@ def audioset_head_for(store: EmbeddingStore, settings: Settings) -> AudiosetHead
     """YAMNet's AudioSet layer for the cache's model; loads YAMNet once if the cache lacks it."""
     head = store.audioset_head()
     if head is None:
-        from ecosight_daemon.embedding.onnx_runtime import load_embedder
-        from ecosight_daemon.embedding.tensorflow_runtime import remember_audioset_head
+        from ecosight_daemon.embedding.loader import load_embedder
+        from ecosight_daemon.ingest.audioset_layer import remember_audioset_head
 
         embedder = load_embedder(settings.embedding.yamnet_handle, settings.paths.models_dir,
                                  settings.embedding.runtime, settings.embedding.yamnet_sha256)

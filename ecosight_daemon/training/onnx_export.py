@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ecosight_daemon.embedding import frontend as front
-from ecosight_daemon.embedding.tensorflow_runtime import YAMNET_DIM
+from ecosight_daemon.embedding.interface import YAMNET_DIM
 from ecosight_daemon.pooling import AudiosetHead
 
 PATCHES_MODEL = "patches_to_probabilities.onnx"

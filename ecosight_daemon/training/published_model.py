@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from ecosight_daemon.models.registry import ModelRegistry
 from ecosight_daemon.training.evaluation import apply_priority_threshold
 
 
@@ -43,14 +42,6 @@ class PublishedModel:
             version=metadata.get("version"),
             embedding_model_id=metadata.get("embedding_model_id"),
         )
-
-    @classmethod
-    def current(cls, registry: ModelRegistry) -> PublishedModel | None:
-        """The promoted model, or None when there is none yet."""
-        metadata, path = registry.current_metadata(), registry.current_model_path()
-        if metadata is None or path is None:
-            return None
-        return cls.load(path, metadata)
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         from ecosight_daemon.training.keras_head import predict_probabilities

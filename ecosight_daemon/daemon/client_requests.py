@@ -1,0 +1,44 @@
+"""The loop's answers to what a client asked through the HTTP server (`/predict`, `/rollback`):
+every outcome, an error included, becomes the reply; nothing a client sends ends the loop."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ecosight_daemon.daemon.inbox import Predict, Rollback
+from ecosight_daemon.errors import AudioDecodeError, EcosightError
+from ecosight_daemon.models.predict import Predictor
+from ecosight_daemon.models.registry import ModelRegistry
+from ecosight_daemon.models.retrain import RetrainBusy
+from ecosight_daemon.models.rollback import UnknownVersion, roll_back
+
+logger = logging.getLogger(__name__)
+
+
+def answer_predict(message: Predict, predictor: Predictor | None) -> None:
+    try:
+        if predictor is None:
+            raise EcosightError("the daemon is still starting; try again in a moment")
+        result: dict[str, Any] = predictor.label(message.data)
+    except AudioDecodeError as exc:
+        result = {"http_status": 422, "error": str(exc)}
+    except EcosightError as exc:
+        result = {"http_status": 409, "error": str(exc)}
+    except Exception as exc:  # a model error on one upload must not stop the loop
+        logger.exception("predict failed")
+        result = {"http_status": 500, "error": f"{type(exc).__name__}: {exc}"}
+    message.reply.set_result(result)
+
+
+def answer_rollback(message: Rollback, registry: ModelRegistry) -> None:
+    try:
+        previous, current = roll_back(registry, message.version)
+        result: dict[str, Any] = {"current": current, "previous": previous}
+    except UnknownVersion as exc:
+        result = {"http_status": 404, "error": str(exc)}
+    except (RetrainBusy, EcosightError) as exc:
+        result = {"http_status": 409, "error": str(exc)}
+    except OSError as exc:
+        result = {"http_status": 500, "error": f"cannot write under models_dir: {exc}"}
+    message.reply.set_result(result)
