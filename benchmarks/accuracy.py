@@ -34,11 +34,13 @@ from benchmarks.common import Figure, copy_corpus, dev_corpus, format_table, sav
 from ecosight_daemon.cache.store import EmbeddingStore
 from ecosight_daemon.config import Settings
 from ecosight_daemon.embedding.tensorflow_runtime import YamnetEmbedder
-from ecosight_daemon.ingest.file_steps import embed_pending
-from ecosight_daemon.ingest.reconcile import IngestLimits, reconcile
+from ecosight_daemon.ingest.limits import IngestLimits
+from ecosight_daemon.ingest.one_shot import embed_pending
+from ecosight_daemon.ingest.reconcile import reconcile
 from ecosight_daemon.pooling import AudiosetHead, pool_patches
 from ecosight_daemon.training.dataset import assign_splits, compile_group_patterns, group_key
-from ecosight_daemon.training.evaluation import apply_priority_threshold, classification_metrics
+from ecosight_daemon.training.evaluation import classification_metrics
+from ecosight_daemon.training.priority_rule import apply_priority_threshold
 
 logger = logging.getLogger(__name__)
 FIELD_SOURCES = ("blegottesman/Gabon-Gunshot-Phase1-Code", "lydiakatsis/tropical_forest_gunshot_classifier")
@@ -118,7 +120,7 @@ def shipped_fit_predict(settings: Settings, features: np.ndarray, y: np.ndarray,
     """What `retrain` ships, trained on these files, labelling test_x (threshold applied)."""
     from ecosight_daemon.training.heads import fit_keras_head, fit_logistic_head
     from ecosight_daemon.training.keras_head import predict_probabilities
-    from ecosight_daemon.training.protocol import TrainingRecipe
+    from ecosight_daemon.training.recipe import TrainingRecipe
 
     splits, groups = daemon_splits(settings, files, [classes[i] for i in y])
     recipe = TrainingRecipe.from_settings(settings.training)  # the very recipe the training process receives

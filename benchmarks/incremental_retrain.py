@@ -35,8 +35,9 @@ from benchmarks.common import (
 )
 from ecosight_daemon.cache.store import EmbeddingStore
 from ecosight_daemon.embedding.tensorflow_runtime import YamnetEmbedder
-from ecosight_daemon.ingest.file_steps import embed_pending
-from ecosight_daemon.ingest.reconcile import IngestLimits, reconcile
+from ecosight_daemon.ingest.limits import IngestLimits
+from ecosight_daemon.ingest.one_shot import embed_pending
+from ecosight_daemon.ingest.reconcile import reconcile
 
 CORPUS_CLIPS = 2000
 NEW_CLIPS = 100

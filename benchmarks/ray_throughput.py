@@ -16,8 +16,9 @@ from benchmarks.common import Figure, copy_corpus, dev_corpus, format_table, sav
 from ecosight_daemon.cache.store import EmbeddingStore, FileState
 from ecosight_daemon.embedding.interface import YAMNET_DIM
 from ecosight_daemon.embedding.tensorflow_runtime import YamnetEmbedder
-from ecosight_daemon.ingest.file_steps import embed_pending
-from ecosight_daemon.ingest.reconcile import IngestLimits, reconcile
+from ecosight_daemon.ingest.limits import IngestLimits
+from ecosight_daemon.ingest.one_shot import embed_pending
+from ecosight_daemon.ingest.reconcile import reconcile
 
 LIMITS = IngestLimits((".wav", ".flac", ".ogg"), 600, 10**9)
 

@@ -32,8 +32,9 @@ from benchmarks.common import Figure, dev_corpus, format_table, save_report, yam
 from ecosight_daemon.cache.store import EmbeddingStore, FileState
 from ecosight_daemon.embedding.tensorflow_runtime import YamnetEmbedder
 from ecosight_daemon.ingest.audioset_layer import remember_audioset_head
-from ecosight_daemon.ingest.file_steps import embed_pending
-from ecosight_daemon.ingest.reconcile import IngestLimits, reconcile
+from ecosight_daemon.ingest.limits import IngestLimits
+from ecosight_daemon.ingest.one_shot import embed_pending
+from ecosight_daemon.ingest.reconcile import reconcile
 
 SIZES = (2_000, 10_000)
 LIMITS = IngestLimits((".wav",), 600, 10**9)

@@ -26,8 +26,9 @@ from ecosight_daemon.errors import (
 )
 from ecosight_daemon.ingest.cli_sync import require_audio_dir, sync_cache
 from ecosight_daemon.ingest.file_steps import EmbedReport
-from ecosight_daemon.ingest.reconcile import IngestLimits, reconcile
-from ecosight_daemon.training.protocol import RetrainStatus
+from ecosight_daemon.ingest.limits import IngestLimits
+from ecosight_daemon.ingest.reconcile import reconcile
+from ecosight_daemon.models.retraining_log import RetrainStatus
 from ecosight_daemon.util.instance_lock import hold_daemon_lock, refuse_while_a_daemon_runs, running_daemon
 
 logger = logging.getLogger("ecosight_daemon")
@@ -291,7 +292,7 @@ def cmd_retrain(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _metrics_summary(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
-    from ecosight_daemon.models.retrain import metrics_summary
+    from ecosight_daemon.models.retraining_log import metrics_summary
 
     return metrics_summary(metrics) if metrics else None
 

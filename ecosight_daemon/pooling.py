@@ -1,4 +1,4 @@
-"""Clip features from per-patch embeddings: the one pooling code path (numpy side).
+"""Clip features from per-patch embeddings: the one definition of each pooling method.
 
 `mean_max_audioset` adds YAMNet's own AudioSet logits (its final dense layer applied to
 each cached patch embedding, mean and max over patches): the max of "Gunshot, gunfire"
@@ -9,6 +9,7 @@ The logits come from the cached embeddings, so nothing is embedded again.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -30,21 +31,56 @@ def needs_audioset_head(method: str) -> bool:
     return method == "mean_max_audioset"
 
 
-def pool_patches(patches: np.ndarray, method: str, head: AudiosetHead | None = None) -> np.ndarray:
-    """(patches, dim) -> one clip vector; `method` is recorded with every model."""
-    patches = np.asarray(patches, dtype=np.float32)
+class ArrayOps(Protocol):
+    """The few array operations pooling needs, so one definition serves NumPy and TensorFlow."""
+
+    def mean(self, x: Any) -> Any: ...
+    def max(self, x: Any) -> Any: ...
+    def std(self, x: Any) -> Any: ...
+    def concat(self, parts: list[Any]) -> Any: ...
+    def logits(self, patches: Any, head: AudiosetHead) -> Any: ...
+
+
+class NumpyOps:
+    def mean(self, x: Any) -> Any:
+        return x.mean(axis=0)
+
+    def max(self, x: Any) -> Any:
+        return x.max(axis=0)
+
+    def std(self, x: Any) -> Any:
+        return x.std(axis=0)
+
+    def concat(self, parts: list[Any]) -> Any:
+        return np.concatenate(parts)
+
+    def logits(self, patches: Any, head: AudiosetHead) -> Any:
+        return head.logits(patches)
+
+
+def pool_with(ops: ArrayOps, patches: Any, method: str, head: AudiosetHead | None = None) -> Any:
+    """(patches, dim) -> one clip vector: the one definition of every pooling method.
+
+    NumPy calls it through `pool_patches`; the exports (training/keras_head.py) with
+    TensorFlow's operations, so a model on a device pools exactly as it was trained.
+    """
     if method == "mean":
-        return np.asarray(patches.mean(axis=0))
+        return ops.mean(patches)
     if method == "mean_max":
-        return np.concatenate([patches.mean(axis=0), patches.max(axis=0)])
+        return ops.concat([ops.mean(patches), ops.max(patches)])
     if method == "mean_std":
-        return np.concatenate([patches.mean(axis=0), patches.std(axis=0)])
+        return ops.concat([ops.mean(patches), ops.std(patches)])
     if method == "mean_max_audioset":
         if head is None:
             raise ValueError("pooling mean_max_audioset needs YAMNet's AudioSet layer; none was given")
-        logits = head.logits(patches)
-        return np.concatenate([patches.mean(axis=0), patches.max(axis=0), logits.mean(axis=0), logits.max(axis=0)])
+        logits = ops.logits(patches, head)
+        return ops.concat([ops.mean(patches), ops.max(patches), ops.mean(logits), ops.max(logits)])
     raise ValueError(f"unknown pooling {method!r}; expected one of {', '.join(POOLINGS)}")
+
+
+def pool_patches(patches: np.ndarray, method: str, head: AudiosetHead | None = None) -> np.ndarray:
+    """(patches, dim) -> one clip vector; `method` is recorded with every model."""
+    return np.asarray(pool_with(NumpyOps(), np.asarray(patches, dtype=np.float32), method, head))
 
 
 def pool_clips(clips: list[np.ndarray], method: str, head: AudiosetHead | None = None) -> np.ndarray:

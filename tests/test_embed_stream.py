@@ -17,7 +17,8 @@ from ecosight_daemon.audio import decode_audio
 from ecosight_daemon.cache.store import EmbeddingStore, FileState
 from ecosight_daemon.embedding.onnx_runtime import OnnxEmbedder
 from ecosight_daemon.ingest.daemon_stream import EmbedStream
-from ecosight_daemon.ingest.reconcile import IngestLimits, reconcile
+from ecosight_daemon.ingest.limits import IngestLimits
+from ecosight_daemon.ingest.reconcile import reconcile
 
 from .conftest import WavWriter
 

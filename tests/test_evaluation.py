@@ -5,13 +5,13 @@ import numpy as np
 from ecosight_daemon.training.evaluation import (
     GatePolicy,
     PairedPredictions,
-    apply_priority_threshold,
     choose_priority_threshold,
     classification_metrics,
     gate,
     mcnemar_worse,
     wilson_interval,
 )
+from ecosight_daemon.training.priority_rule import apply_priority_threshold
 
 CLASSES = ["clips", "gun_shot"]
 POLICY = GatePolicy("gun_shot", macro_f1_tolerance=0.02, min_macro_f1=0.5, min_priority_recall=0.5)

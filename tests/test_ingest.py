@@ -15,10 +15,12 @@ import pytest
 from ecosight_daemon.audio import decode_audio
 from ecosight_daemon.cache.reports import CacheReports
 from ecosight_daemon.cache.store import EmbeddingStore, FileState
-from ecosight_daemon.embedding.interface import patch_count
+from ecosight_daemon.embedding.frontend import patch_count
 from ecosight_daemon.embedding.tensorflow_runtime import YamnetEmbedder
-from ecosight_daemon.ingest.file_steps import ConcurrentFiles, EmbedReport, embed_pending
-from ecosight_daemon.ingest.reconcile import IngestLimits, reconcile
+from ecosight_daemon.ingest.file_steps import ConcurrentFiles, EmbedReport
+from ecosight_daemon.ingest.limits import IngestLimits
+from ecosight_daemon.ingest.one_shot import embed_pending
+from ecosight_daemon.ingest.reconcile import reconcile
 
 from .conftest import WavWriter
 

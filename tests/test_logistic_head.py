@@ -57,8 +57,9 @@ def test_out_of_fold_scores_never_come_from_a_fit_that_saw_the_recording() -> No
 @pytest.fixture(scope="module")
 def dev_features(dev_corpus: Path, yamnet: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from ecosight_daemon.cache.store import EmbeddingStore
-    from ecosight_daemon.ingest.file_steps import embed_pending
-    from ecosight_daemon.ingest.reconcile import IngestLimits, reconcile
+    from ecosight_daemon.ingest.limits import IngestLimits
+    from ecosight_daemon.ingest.one_shot import embed_pending
+    from ecosight_daemon.ingest.reconcile import reconcile
     from ecosight_daemon.pooling import pool_patches
 
     root = tmp_path_factory.mktemp("dev-features")

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from ecosight_daemon.cache.store import EmbeddingStore
-from ecosight_daemon.ingest.file_steps import embed_pending
-from ecosight_daemon.ingest.reconcile import IngestLimits, reconcile
+from ecosight_daemon.ingest.limits import IngestLimits
+from ecosight_daemon.ingest.one_shot import embed_pending
+from ecosight_daemon.ingest.reconcile import reconcile
 
 from .conftest import IN_CI, WavWriter
 

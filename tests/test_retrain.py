@@ -20,17 +20,18 @@ import numpy as np
 import pytest
 
 from ecosight_daemon.cache.store import EmbeddingStore
-from ecosight_daemon.ingest.file_steps import embed_pending
-from ecosight_daemon.ingest.reconcile import IngestLimits, reconcile
+from ecosight_daemon.ingest.limits import IngestLimits
+from ecosight_daemon.ingest.one_shot import embed_pending
+from ecosight_daemon.ingest.reconcile import reconcile
 from ecosight_daemon.models.registry import (
     CLASS_NAMES_FILE,
     HISTORY_JSON,
     HISTORY_PICKLE,
-    LOG_FILE,
     METADATA_FILE,
     METRICS_FILE,
     MODEL_FILE,
 )
+from ecosight_daemon.models.retraining_log import LOG_FILE
 
 from .daemon_harness import seed_onnx_body, wait_for
 
@@ -128,8 +129,9 @@ def test_first_retrain_promotes_and_writes_every_artifact(project: Path) -> None
 
 def test_manifest_has_no_recording_on_both_sides_and_model_reproduces_its_metrics(project: Path) -> None:
     from ecosight_daemon.pooling import pool_patches
-    from ecosight_daemon.training.evaluation import apply_priority_threshold, classification_metrics
+    from ecosight_daemon.training.evaluation import classification_metrics
     from ecosight_daemon.training.keras_head import load_classifier, predict_probabilities
+    from ecosight_daemon.training.priority_rule import apply_priority_threshold
 
     retrain(project)
     models = project / "models"
@@ -245,9 +247,9 @@ def test_predict_agrees_with_the_model_and_both_exports_match(project: Path, yam
     from ecosight_daemon.audio import decode_audio
     from ecosight_daemon.embedding.frontend import log_mel_patches
     from ecosight_daemon.pooling import pool_patches
-    from ecosight_daemon.training.evaluation import apply_priority_threshold
     from ecosight_daemon.training.keras_head import load_classifier, predict_probabilities
     from ecosight_daemon.training.onnx_export import FRONT_END_FILE, PATCHES_MODEL
+    from ecosight_daemon.training.priority_rule import apply_priority_threshold
 
     retrain(project)
     models = project / "models"

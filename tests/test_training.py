@@ -12,7 +12,7 @@ from ecosight_daemon.training.keras_head import (  # noqa: E402
     build_classifier,
     fit_classifier,
 )
-from ecosight_daemon.training.protocol import ClassifierParams  # noqa: E402
+from ecosight_daemon.training.recipe import ClassifierParams  # noqa: E402
 
 
 def separable_data(seed: int, n: int = 90, dim: int = 16, classes: int = 3) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,8 @@ from ecosight_daemon.daemon.watcher import FileEvent, SettleTracker
 from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.ingest.daemon_stream import EmbedStream
 from ecosight_daemon.ingest.file_steps import EmbedReport
-from ecosight_daemon.ingest.reconcile import IngestLimits, reconcile, refresh_path
+from ecosight_daemon.ingest.limits import IngestLimits
+from ecosight_daemon.ingest.reconcile import reconcile, refresh_path
 from ecosight_daemon.util.progress import ProgressReporter
 
 logger = logging.getLogger(__name__)

@@ -48,7 +48,7 @@ from ecosight_daemon.daemon.trigger_policy import TriggerPolicy
 from ecosight_daemon.daemon.watcher import SupervisedWatcher
 from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.ingest.audioset_layer import remember_audioset_head
-from ecosight_daemon.ingest.reconcile import IngestLimits
+from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.models.drift import current_model_accuracy
 from ecosight_daemon.models.predict import Predictor
 from ecosight_daemon.models.registry import ModelRegistry

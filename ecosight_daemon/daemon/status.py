@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ecosight_daemon.daemon.states import DaemonState
-from ecosight_daemon.models.registry import ModelRegistry, read_json, write_json
+from ecosight_daemon.models.registry import ModelRegistry
+from ecosight_daemon.util.durable import read_json, write_json
 from ecosight_daemon.util.instance_lock import pid_alive
 
 if TYPE_CHECKING:

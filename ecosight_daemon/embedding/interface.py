@@ -1,4 +1,5 @@
-"""What every YAMNet runtime offers: the `Embedder` protocol and YAMNet's patch geometry."""
+"""What every YAMNet runtime offers: the `Embedder` protocol and its sizes (the patch geometry
+is the front end's: embedding/frontend.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ from ecosight_daemon.pooling import AudiosetHead
 
 YAMNET_DIM = 1024
 AUDIOSET_CLASSES = 521
-PATCH_SAMPLES = 15_600  # 0.975 s: one YAMNet patch
-HOP_SAMPLES = 7_680  # 0.48 s between patch starts
 
 
 class Embedder(Protocol):
@@ -29,9 +28,3 @@ class Embedder(Protocol):
     def audioset_head(self) -> AudiosetHead:
         """The model's own classifier layer over the embeddings (for mean_max_audioset pooling)."""
         ...
-
-
-def patch_count(num_samples: int) -> int:
-    """YAMNet's number of patches for a clip of num_samples (it zero-pads short clips)."""
-    extra = max(0, num_samples - PATCH_SAMPLES)
-    return 1 + -(-extra // HOP_SAMPLES)

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 
 from ecosight_daemon.audio import TARGET_SAMPLE_RATE
+from ecosight_daemon.embedding.frontend import PATCH_HOP_SAMPLES, PATCH_SAMPLES, patch_count
 from ecosight_daemon.embedding.identity import identify
-from ecosight_daemon.embedding.interface import AUDIOSET_CLASSES, HOP_SAMPLES, PATCH_SAMPLES, YAMNET_DIM, patch_count
+from ecosight_daemon.embedding.interface import AUDIOSET_CLASSES, YAMNET_DIM
 from ecosight_daemon.embedding.tf_start_up import start_up_notes_hidden
 from ecosight_daemon.errors import ModelLoadError
 from ecosight_daemon.pooling import AudiosetHead
@@ -88,7 +89,7 @@ class YamnetEmbedder:
         chunks = []
         for first in range(0, total, CHUNK_PATCHES):
             last = min(total, first + CHUNK_PATCHES)
-            segment = waveform[first * HOP_SAMPLES:(last - 1) * HOP_SAMPLES + PATCH_SAMPLES]
+            segment = waveform[first * PATCH_HOP_SAMPLES:(last - 1) * PATCH_HOP_SAMPLES + PATCH_SAMPLES]
             _, embeddings, _ = self._model(tf.constant(segment, dtype=tf.float32))
             chunks.append(np.asarray(embeddings, dtype=np.float32))
         return np.concatenate(chunks)

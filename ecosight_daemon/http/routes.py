@@ -41,12 +41,12 @@ from ecosight_daemon.http.dashboard import (
     training_page,
 )
 from ecosight_daemon.models.registry import VERSION_PATTERN, ModelRegistry
+from ecosight_daemon.training import version_files as files
 
 HTTP_PREFIX = "HTTP: "
 MAX_REASON_CHARS = 500
 UNHEALTHY_AFTER_S = 5 * HEARTBEAT_S  # no status update for this long: the loop is not turning
 REPLY_TIMEOUT_S = 120.0
-VERSION_FILES = ("report.html", "confusion_matrix.png", "training_curves.png")
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 # The pages load nothing from elsewhere and run only their own script.
 PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
@@ -168,7 +168,7 @@ def build_app(daemon: DaemonPort, settings: ApiSettings, events: EventLog, metri
         if metadata is None:
             return JSONResponse({"error": f"no version named {version!r}"}, 404)
         folder = registry.version_dir(version)
-        links = {name: f"/models/{version}/{name}" for name in VERSION_FILES if (folder / name).is_file()}
+        links = {name: f"/models/{version}/{name}" for name in files.PAGES if (folder / name).is_file()}
         keys = ("version", "date", "status", "decision_reason", "trigger_reason", "replaced_version", "classes",
                 "sample_counts", "test_metrics", "priority_class", "priority_threshold", "gate", "model_fitted_on")
         return JSONResponse({**{key: metadata.get(key) for key in keys},
@@ -176,7 +176,7 @@ def build_app(daemon: DaemonPort, settings: ApiSettings, events: EventLog, metri
 
     @app.get("/models/{version}/{name}")
     def version_file(version: str, name: str) -> Response:
-        if name not in VERSION_FILES or _version_metadata(registry, version) is None:
+        if name not in files.PAGES or _version_metadata(registry, version) is None:
             return JSONResponse({"error": "no such file"}, 404)
         path = registry.version_dir(version) / name
         if not path.is_file():
@@ -250,7 +250,7 @@ def build_app(daemon: DaemonPort, settings: ApiSettings, events: EventLog, metri
 def _version_metadata(registry: ModelRegistry, version: str) -> dict[str, Any] | None:
     if not VERSION_PATTERN.fullmatch(version):
         return None
-    path = registry.version_dir(version) / "metadata.json"
+    path = registry.version_dir(version) / files.METADATA
     try:
         metadata: dict[str, Any] = json.loads(path.read_text())
     except (OSError, ValueError):

@@ -10,8 +10,10 @@ from pathlib import Path
 from ecosight_daemon.cache.store import EmbeddingStore, FileState
 from ecosight_daemon.config import Settings
 from ecosight_daemon.errors import EcosightError
-from ecosight_daemon.ingest.file_steps import EmbedReport, embed_pending
-from ecosight_daemon.ingest.reconcile import IngestLimits, reconcile
+from ecosight_daemon.ingest.file_steps import EmbedReport
+from ecosight_daemon.ingest.limits import IngestLimits
+from ecosight_daemon.ingest.one_shot import embed_pending
+from ecosight_daemon.ingest.reconcile import reconcile
 from ecosight_daemon.pooling import needs_audioset_head
 from ecosight_daemon.util.progress import ProgressReporter
 

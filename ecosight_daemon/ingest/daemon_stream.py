@@ -33,7 +33,7 @@ from ecosight_daemon.ingest.file_steps import (
     prepare_file,
     record_result,
 )
-from ecosight_daemon.ingest.reconcile import IngestLimits
+from ecosight_daemon.ingest.limits import IngestLimits
 
 WAKE_POLL_S = 0.02  # how often a wait on the next file looks at the loop's inbox
 

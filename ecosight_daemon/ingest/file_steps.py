@@ -1,7 +1,7 @@
-"""Pending files to committed cache rows: read, hash and decode on a worker thread
-while the current file runs through the model (or, for an embedder that can run
-several files at once, each worker takes a file from its bytes to its embeddings);
-every database write stays on the caller's thread, one transaction per file.
+"""The steps one pending file goes through, shared by the CLI's one-shot run (one_shot.py),
+the daemon's stream (daemon_stream.py) and Ray (ray_engine.py): read and hash, decode,
+embed, record the result (one transaction per file, on the caller's thread). Also
+`prefetched`, which runs a step ahead on worker threads.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from typing import Protocol, TypeVar, runtime_checkable
 import numpy as np
 
 from ecosight_daemon.audio import DecodedAudio, decode_audio
-from ecosight_daemon.cache.store import EmbeddingStore, FileRecord, FileState
+from ecosight_daemon.cache.store import EmbeddingStore, FileRecord
 from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.errors import AudioDecodeError
+from ecosight_daemon.ingest.limits import IngestLimits, size_problem
 from ecosight_daemon.ingest.naming import FoundFile, describe_entry, shown
-from ecosight_daemon.ingest.reconcile import IngestLimits, record_failure, size_problem
+from ecosight_daemon.ingest.reconcile import record_failure
 from ecosight_daemon.util import pause
 from ecosight_daemon.util.digest import sha256_of_bytes
 
@@ -138,56 +139,6 @@ def embed_prepared(embedder: Embedder, prepared: PreparedFile) -> EmbeddedFile:
     # The waveform is let go: a finished result may wait in line behind slower files.
     return EmbeddedFile(replace(prepared, audio=None), embeddings, problem, time.monotonic() - started,
                         prepared.audio.duration_s)
-
-
-def embed_pending(
-    store: EmbeddingStore,
-    embedder: Embedder,
-    audio_dir: Path,
-    limits: IngestLimits,
-    progress: Progress | None = None,
-    should_stop: Callable[[], bool] = lambda: False,
-    limit: int | None = None,
-    time_budget_s: float | None = None,
-    cached: set[str] | None = None,
-) -> EmbedReport:
-    """Embed pending files (at most `limit`; once `time_budget_s` is spent no new file
-    starts, those already started are finished), one committed transaction each; bad
-    files become failed. `cached`: the hashes known to be cached (read from the store when
-    not given; a caller embedding in batches keeps one set, which this extends)."""
-    started = time.monotonic()
-    report = EmbedReport()
-    pending = store.files(FileState.PENDING, limit)
-    cached = store.cached_hashes() if cached is None else cached
-    total = len(pending)
-
-    def out_of_time() -> bool:
-        return time_budget_s is not None and time.monotonic() - started >= time_budget_s
-
-    for done, result in enumerate(embedded_files(embedder, audio_dir, limits, cached, pending, out_of_time), start=1):
-        in_cache = record_result(store, result, report)
-        if result.prepared.sha256:  # the set kept in step (bytes gone since are decoded next time)
-            (cached.add if in_cache else cached.discard)(result.prepared.sha256)
-        if progress:
-            progress(done, total)
-        if should_stop():
-            logger.info("stopping after %d of %d pending files", done, total)
-            break
-    report.seconds = time.monotonic() - started
-    return report
-
-
-def embedded_files(embedder: Embedder, audio_dir: Path, limits: IngestLimits, cached: set[str],
-                   pending: list[FileRecord], out_of_time: Callable[[], bool]) -> Iterator[EmbeddedFile]:
-    """The pending files embedded, in order, computed ahead on worker threads."""
-    if isinstance(embedder, ConcurrentFiles):
-        shared, workers = embedder.for_concurrent_files()
-        # Results are taken in order: with only one file queued per worker, a worker that
-        # finished its short clips sat idle behind a long one (a quarter of 2 cores, measured).
-        return prefetched(lambda r: embed_prepared(shared, prepare_file(audio_dir, r, limits, cached)),
-                          pending, workers=workers, ahead=4 * workers, draining=out_of_time)
-    prepared = prefetched(lambda r: prepare_file(audio_dir, r, limits, cached), pending, draining=out_of_time)
-    return (embed_prepared(embedder, file) for file in prepared)
 
 
 def record_result(store: EmbeddingStore, result: EmbeddedFile, report: EmbedReport) -> bool:

@@ -29,8 +29,8 @@ from ecosight_daemon.ingest.file_steps import (
     prepare_file,
     record_result,
 )
+from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.naming import FoundFile
-from ecosight_daemon.ingest.reconcile import IngestLimits
 from ecosight_daemon.util.progress import ProgressReporter
 
 logger = logging.getLogger(__name__)

@@ -10,26 +10,11 @@ from pathlib import Path
 
 from ecosight_daemon.audio import is_audio_name, is_ignored_name
 from ecosight_daemon.cache.store import EmbeddingStore, FileState
-from ecosight_daemon.config import Settings
+from ecosight_daemon.ingest.limits import IngestLimits, size_problem
 from ecosight_daemon.ingest.naming import FoundFile, describe_entry, index_path, shown, walk_audio_dir
 from ecosight_daemon.util.digest import sha256_of
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class IngestLimits:
-    extensions: tuple[str, ...]
-    max_duration_s: float
-    max_file_bytes: int
-    min_duration_s: float = 0.0
-    min_peak_dbfs: float | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> IngestLimits:
-        audio = settings.audio
-        return cls(audio.extensions, audio.max_duration_s, int(audio.max_file_mb * 1_000_000),
-                   audio.min_duration_s, audio.min_peak_dbfs)
 
 
 @dataclass
@@ -115,12 +100,6 @@ def note_found_file(
         record_failure(store, found, None, problem)
         return
     store.note_file(found.relpath, found.label, found.size, found.mtime_ns, sha256)
-
-
-def size_problem(size: int, max_file_bytes: int) -> str | None:
-    if size > max_file_bytes:
-        return f"larger than max_file_mb ({max_file_bytes / 1e6:g} MB): {size / 1e6:.1f} MB"
-    return None
 
 
 def record_failure(store: EmbeddingStore, found: FoundFile, sha256: str | None, reason: str) -> None:

@@ -13,7 +13,7 @@ from ecosight_daemon.audio import decode_audio
 from ecosight_daemon.config import Settings
 from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.errors import AudioDecodeError, EcosightError
-from ecosight_daemon.ingest.reconcile import IngestLimits
+from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.models.registry import ModelRegistry
 from ecosight_daemon.models.retrain import recover_at_start
 from ecosight_daemon.pooling import needs_audioset_head, pool_patches

@@ -1,6 +1,6 @@
-"""Everything written under models_dir: versions, promotion, the retraining log, rollback.
+"""The models_dir layout: version folders, the published files, promotion and recovery.
 
-Every file is replaced by write-temp, fsync, os.replace, fsync-dir. A promotion first
+Every file is written durably (util/durable.py). A promotion first
 records which version it installs in a small journal, then copies that version's files
 over the operator-facing ones, metadata last; a promotion cut short by a crash is
 finished by `recover()` on the next start, so models/ always ends up describing one
@@ -9,20 +9,27 @@ complete version.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
-import secrets
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ecosight_daemon.training.protocol import RetrainStatus
+from ecosight_daemon.models.retraining_log import RetrainStatus, append_to_log, read_log
+from ecosight_daemon.training import version_files as files
 from ecosight_daemon.util import pause
 from ecosight_daemon.util.digest import sha256_of
+from ecosight_daemon.util.durable import (
+    TEMP_NAME,
+    copy_atomically,
+    fsync_path,
+    fsync_tree,
+    read_json,
+    read_json_or_set_aside,
+    write_json,
+)
 from ecosight_daemon.util.instance_lock import pid_alive
 
 if TYPE_CHECKING:
@@ -36,97 +43,22 @@ METRICS_FILE = "performance_metrics.json"
 HISTORY_PICKLE = "training_history.pkl"
 HISTORY_JSON = "training_history.json"
 CLASS_NAMES_FILE = "class_names.json"
-LOG_FILE = "retraining_log.json"
 JOURNAL_FILE = ".promotion.json"
 
 # version-folder name -> operator-facing name; metadata goes last on purpose.
 PUBLISHED_FILES = (
-    ("model.keras", MODEL_FILE),
-    ("class_names.json", CLASS_NAMES_FILE),
-    ("performance_metrics.json", METRICS_FILE),
-    ("training_history.pkl", HISTORY_PICKLE),
-    ("training_history.json", HISTORY_JSON),
-    ("metadata.json", METADATA_FILE),
+    (files.MODEL, MODEL_FILE),
+    (files.CLASS_NAMES, CLASS_NAMES_FILE),
+    (files.METRICS, METRICS_FILE),
+    (files.HISTORY_PICKLE, HISTORY_PICKLE),
+    (files.HISTORY_JSON, HISTORY_JSON),
+    (files.METADATA, METADATA_FILE),
 )
 VERSION_PATTERN = re.compile(r"v(\d{4,})")
 
 
-TEMP_NAME = re.compile(r"\..+\.(\d+)\.[0-9a-f]{8}\.tmp.*")
-
-
 class DamagedVersion(OSError):
     """A version folder whose model file no longer matches its recorded sha256."""
-
-
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def replace_atomically(target: Path, write: Callable[[Path], None]) -> None:
-    """Write via `write(tmp)` next to target, then rename over it (durable on return)."""
-    # Unique per writer: two processes (a daemon and a CLI) never write the same temp file.
-    tmp = target.with_name(f".{target.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp{target.suffix}")
-    try:
-        write(tmp)
-        fsync_path(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_path(target.parent)
-
-
-def fsync_tree(folder: Path) -> None:
-    """Make every file and folder below `folder` durable (before it is renamed into place)."""
-    stack = [folder]
-    while stack:
-        current = stack.pop()
-        for entry in os.scandir(current):
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(Path(entry.path))
-            elif entry.is_file(follow_symlinks=False):
-                fsync_path(Path(entry.path))
-        fsync_path(current)
-
-
-def set_aside(path: Path, why: str) -> Path:
-    """Move a damaged file out of the way, keeping it for a person to look at."""
-    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
-    os.replace(path, aside)
-    logger.error("%s is damaged (%s); moved it to %s", path, why, aside.name)
-    return aside
-
-
-def read_json_or_set_aside(path: Path) -> Any:
-    """JSON from path; a file that is not valid JSON (a power cut, a bad edit) is set aside."""
-    try:
-        return read_json(path)
-    except (ValueError, UnicodeDecodeError) as exc:
-        set_aside(path, f"not valid JSON: {exc}")
-        return None
-
-
-def write_json(target: Path, value: Any) -> None:
-    text = json.dumps(value, indent=2) + "\n"
-    replace_atomically(target, lambda tmp: _ignore(tmp.write_text(text)))
-
-
-def read_json(path: Path, default: Any = None) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return default
-
-
-def copy_atomically(source: Path, target: Path) -> None:
-    replace_atomically(target, lambda tmp: _ignore(shutil.copyfile(source, tmp)))
-
-
-def _ignore(_: object) -> None:
-    """For a lambda whose call's return value is not wanted."""
 
 
 class ModelRegistry:
@@ -169,7 +101,7 @@ class ModelRegistry:
         found = []
         if self.versions_dir.is_dir():
             for entry in sorted(self.versions_dir.iterdir()):
-                metadata = read_json(entry / "metadata.json") if VERSION_PATTERN.fullmatch(entry.name) else None
+                metadata = read_json(entry / files.METADATA) if VERSION_PATTERN.fullmatch(entry.name) else None
                 if metadata is not None:
                     found.append(metadata)
         return found
@@ -184,7 +116,7 @@ class ModelRegistry:
                 writer = TEMP_NAME.fullmatch(entry.name)
                 if writer is not None and not pid_alive(int(writer.group(1))):
                     entry.unlink(missing_ok=True)
-            for entry in self.versions_dir.glob("*/export.partial"):
+            for entry in self.versions_dir.glob(f"*/{files.EXPORT_PARTIAL}"):
                 logger.info("removing unfinished export %s", entry.relative_to(self.root))
                 shutil.rmtree(entry, ignore_errors=True)
 
@@ -207,8 +139,8 @@ class ModelRegistry:
         """A finished version whose model file still has the sha256 its metadata names."""
         folder = self.version_dir(version)
         try:
-            metadata = read_json(folder / "metadata.json")
-            return bool(metadata) and sha256_of(folder / "model.keras") == metadata.get("model_sha256")
+            metadata = read_json(folder / files.METADATA)
+            return bool(metadata) and sha256_of(folder / files.MODEL) == metadata.get("model_sha256")
         except (OSError, ValueError):
             return False
 
@@ -221,13 +153,13 @@ class ModelRegistry:
         version = self.current_version()
         if version is None:
             return None
-        path = self.version_dir(version) / "model.keras"
+        path = self.version_dir(version) / files.MODEL
         return path if path.is_file() else self.root / MODEL_FILE
 
     def promote(self, version: str) -> None:
         """Install a finished version as the current model (atomic per file, journaled)."""
         source = self.version_dir(version)
-        if not (source / "metadata.json").is_file():
+        if not (source / files.METADATA).is_file():
             raise FileNotFoundError(f"version {version} does not exist under {self.versions_dir}")
         if not self.intact(version):
             raise DamagedVersion(f"version {version}'s model.keras does not match the sha256 in its metadata")
@@ -293,26 +225,10 @@ class ModelRegistry:
         logger.error("no intact promoted version is left in %s; the next retrain will make one", self.versions_dir)
         return None
 
-    # --- the retraining log ------------------------------------------------------------
+    # --- the retraining log (its file and format: retraining_log.py) ----------------------
 
     def retraining_log(self) -> list[dict[str, Any]]:
-        try:
-            entries = read_json(self.root / LOG_FILE, default=[])
-        except (ValueError, UnicodeDecodeError):  # set aside by the next append_log
-            return []
-        return entries if isinstance(entries, list) else []
+        return read_log(self.root)
 
     def append_log(self, entry: dict[str, Any]) -> None:
-        """Append one entry; a log that is not valid JSON is kept aside, never overwritten."""
-        path = self.root / LOG_FILE
-        try:
-            entries = read_json(path, default=[])
-            if not isinstance(entries, list):
-                raise ValueError("not a JSON list")
-        except ValueError as exc:
-            aside = path.with_name(f"{LOG_FILE}.unreadable-{int(time.time())}")
-            os.replace(path, aside)
-            logger.error("%s was not valid (%s); moved it to %s and started a new log", path, exc, aside)
-            entries = []
-        entries.append(entry)
-        write_json(path, entries)
+        append_to_log(self.root, entry)

@@ -16,10 +16,8 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -27,28 +25,23 @@ from ecosight_daemon.cache.store import EmbeddingStore
 from ecosight_daemon.config import Settings
 from ecosight_daemon.embedding.onnx_conversion import BODY_FILE, body_folder, intact
 from ecosight_daemon.errors import EXIT_TEMPFAIL, EcosightError
-from ecosight_daemon.models.registry import LOG_FILE as LOG_FILE_NAME
-from ecosight_daemon.models.registry import ModelRegistry, fsync_path, fsync_tree, read_json, write_json
+from ecosight_daemon.models.registry import ModelRegistry
+from ecosight_daemon.models.retraining_log import LOG_FILE as LOG_FILE_NAME
+from ecosight_daemon.models.retraining_log import RetrainOutcome, RetrainStatus, metrics_summary
 from ecosight_daemon.pooling import AudiosetHead, needs_audioset_head
-from ecosight_daemon.training.child_main import HOLDOUT_MODEL, JOB_DATA, write_job_data
+from ecosight_daemon.training import version_files as files
 from ecosight_daemon.training.dataset import Snapshot, SnapshotOptions, Split, take_snapshot
 from ecosight_daemon.training.evaluation import GateDecision, GatePolicy, PairedPredictions, class_recall, gate
+from ecosight_daemon.training.job_data import write_job_data
 from ecosight_daemon.training.process_handle import TrainingProcess, TrainingProcessFailed
-from ecosight_daemon.training.protocol import (
-    FitJob,
-    IncumbentModel,
-    Progress,
-    RetrainStatus,
-    TrainingRecipe,
-    TrainingResult,
-)
+from ecosight_daemon.training.protocol import FitJob, IncumbentModel, Progress, TrainingResult
+from ecosight_daemon.training.recipe import TrainingRecipe
 from ecosight_daemon.util.digest import sha256_of
+from ecosight_daemon.util.durable import fsync_path, fsync_tree, read_json, write_json
 
 logger = logging.getLogger(__name__)
 
 LOCK_FILE = ".retrain.lock"
-EXPORT_DIR = "export"
-EXPORT_PARTIAL = "export.partial"
 
 
 class RetrainBusy(EcosightError):
@@ -101,64 +94,6 @@ def finish_interrupted_promotion(registry: ModelRegistry) -> None:
         logger.error("an interrupted promotion is still to be finished (%s); will retry", exc)
 
 
-@dataclass
-class RetrainOutcome:
-    """What one attempt did; its `log_entry` goes into retraining_log.json."""
-
-    version: str | None
-    promoted: bool
-    reason: str
-    trigger: str
-    forced: bool = False
-    metrics: dict[str, Any] | None = None
-    incumbent_metrics: dict[str, Any] | None = None
-    replaced_version: str | None = None
-    samples: dict[str, dict[str, int]] = field(default_factory=dict)
-    new_samples: int = 0
-    seconds: float = 0.0
-    started_at: float = 0.0  # wall clock, seconds since the epoch
-    status: RetrainStatus = RetrainStatus.FAILED
-    gate: dict[str, Any] | None = None  # the rule that decided and its statistics
-
-    def log_entry(self) -> dict[str, Any]:
-        summary = None if not self.metrics else metrics_summary(self.metrics)
-        return {
-            "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "trigger_reason": self.trigger,
-            "version": self.version,
-            "status": self.status.value,
-            "promoted": self.promoted,
-            "forced": self.forced,
-            "reason": self.reason,
-            "replaced_version": self.replaced_version,
-            "samples": self.samples,
-            "new_samples": self.new_samples,
-            "started_at": round(self.started_at, 3),
-            "duration_s": round(self.seconds, 2),
-            "metrics": summary,
-            "gate": self.gate,
-        }
-
-
-def metrics_summary(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The test-split figures a person reads, each with its sample size and 95% interval."""
-    return {
-        "test_samples": metrics["samples"],
-        "accuracy": metrics["accuracy"],
-        "accuracy_interval": metrics.get("accuracy_interval"),
-        "macro_f1": metrics["macro_f1"],
-        "macro_f1_interval": metrics.get("macro_f1_interval"),
-        "recall": {c: m["recall"] for c, m in metrics["per_class_metrics"].items()},
-        "precision": {c: m["precision"] for c, m in metrics["per_class_metrics"].items()},
-        "support": {c: m["support"] for c, m in metrics["per_class_metrics"].items()},
-        "per_class": {
-            c: {key: m.get(key) for key in ("recall", "recall_interval", "support", "precision",
-                                            "precision_interval", "predicted")}
-            for c, m in metrics["per_class_metrics"].items()
-        },
-    }
-
-
 def snapshot_options(settings: Settings) -> SnapshotOptions:
     t = settings.training
     return SnapshotOptions(t.min_class_files, (t.split[0], t.split[1], t.split[2]), t.group_patterns, t.pooling)
@@ -175,7 +110,7 @@ def trained_hashes(registry: ModelRegistry) -> set[str]:
     versions = registry.versions()
     if not versions:
         return set()
-    manifest = registry.version_dir(versions[-1]["version"]) / "manifest.csv"
+    manifest = registry.version_dir(versions[-1]["version"]) / files.MANIFEST
     with manifest.open() as handle:
         return {row["sha256"] for row in csv.DictReader(handle)}
 
@@ -243,18 +178,18 @@ def write_extras(registry: ModelRegistry, version: str, process: TrainingProcess
 
     folder = registry.version_dir(version)
     try:
-        metadata = read_json(folder / "metadata.json")
-        history = read_json(folder / "training_history.json", default={})
-        write_report(folder, metadata, read_json(folder / "performance_metrics.json"), history,
+        metadata = read_json(folder / files.METADATA)
+        history = read_json(folder / files.HISTORY_JSON, default={})
+        write_report(folder, metadata, read_json(folder / files.METRICS), history,
                      metadata.get("incumbent_metrics"))
     except (OSError, ValueError) as exc:
         logger.error("version %s: cannot write its report: %s", version, exc)
-    partial = folder / EXPORT_PARTIAL
+    partial = folder / files.EXPORT_PARTIAL
     shutil.rmtree(partial, ignore_errors=True)
     try:
         process.export(partial, time_limit_s, should_stop)
         fsync_tree(partial)
-        os.rename(partial, folder / EXPORT_DIR)
+        os.rename(partial, folder / files.EXPORT_DIR)
         fsync_path(folder)
     except (TrainingProcessFailed, OSError) as exc:
         shutil.rmtree(partial, ignore_errors=True)
@@ -334,7 +269,7 @@ def _incumbent_spec(registry: ModelRegistry, snapshot: Snapshot) -> IncumbentMod
     path = registry.current_model_path()
     if current is None or path is None:
         return None
-    twin = registry.version_dir(current["version"]) / HOLDOUT_MODEL
+    twin = registry.version_dir(current["version"]) / files.HOLDOUT_MODEL
     path = twin if twin.is_file() else path  # judged by the model that never saw the test split
     if current.get("embedding_model_id") != snapshot.embedding_model_id or current.get("pooling") != snapshot.pooling:
         logger.warning("the current model %s used other embeddings or pooling; the candidate must clear "
@@ -348,12 +283,12 @@ def _write_version_files(
     result: TrainingResult, outcome: RetrainOutcome,
 ) -> None:
     metrics = dict(result.candidate_metrics)
-    with (folder / "manifest.csv").open("w", newline="") as handle:
+    with (folder / files.MANIFEST).open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "sha256", "class", "group", "split"])
         writer.writerows([s.path, s.sha256, s.label, s.group, s.split.value] for s in snapshot.samples)
-    write_json(folder / "class_names.json", snapshot.classes)
-    write_json(folder / "performance_metrics.json", metrics)
+    write_json(folder / files.CLASS_NAMES, snapshot.classes)
+    write_json(folder / files.METRICS, metrics)
     t = settings.training
     metadata = {
         "version": version,
@@ -384,8 +319,8 @@ def _write_version_files(
         "gate": outcome.gate,
         "embedding_model_id": snapshot.embedding_model_id,
         "embedding_fingerprint": store.model_fingerprint(snapshot.embedding_model_id),
-        "model_sha256": sha256_of(folder / "model.keras"),
+        "model_sha256": sha256_of(folder / files.MODEL),
         "incumbent_metrics": outcome.incumbent_metrics,
     }
-    (folder / JOB_DATA).unlink(missing_ok=True)
-    write_json(folder / "metadata.json", metadata)  # last: a version folder with metadata is complete
+    (folder / files.JOB_DATA).unlink(missing_ok=True)
+    write_json(folder / files.METADATA, metadata)  # last: a version folder with metadata is complete

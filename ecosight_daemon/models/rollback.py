@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from ecosight_daemon.errors import EcosightError
 from ecosight_daemon.models.registry import ModelRegistry
 from ecosight_daemon.models.retrain import retrain_lock
-from ecosight_daemon.training.protocol import RetrainStatus
+from ecosight_daemon.models.retraining_log import RetrainStatus
 
 logger = logging.getLogger(__name__)
 

@@ -22,9 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from ecosight_daemon.embedding.tf_start_up import start_up_notes_hidden
-from ecosight_daemon.pooling import AudiosetHead
-from ecosight_daemon.training.evaluation import apply_priority_threshold, classification_metrics
+from ecosight_daemon.training import version_files as files
+from ecosight_daemon.training.evaluation import classification_metrics
 from ecosight_daemon.training.heads import FittedHead, fit_keras_head, fit_logistic_head
+from ecosight_daemon.training.job_data import TEST, TRAIN, VALIDATION, read_job_data
+from ecosight_daemon.training.priority_rule import apply_priority_threshold
 from ecosight_daemon.training.protocol import (
     Exported,
     ExportFailed,
@@ -40,23 +42,7 @@ from ecosight_daemon.util import pause
 
 logger = logging.getLogger(__name__)
 
-JOB_DATA = "job_data.npz"
-SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
-HOLDOUT_MODEL = "holdout_model.keras"  # the twin that never saw the test split; the next gate uses it
 Export = Callable[[Path], None]
-
-
-def write_job_data(folder: Path, features: np.ndarray, labels: np.ndarray, splits: list[str], groups: list[str],
-                   head: AudiosetHead | None = None) -> None:
-    """The job's arrays, for the worker to read (no pickles: plain arrays)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    arrays: dict[str, np.ndarray] = {
-        "features": features, "labels": labels, "groups": np.array(groups),
-        "splits": np.array([SPLIT_CODES[s] for s in splits], dtype=np.int8),
-    }
-    if head is not None:
-        arrays.update(audioset_kernel=head.kernel, audioset_bias=head.bias)
-    np.savez(folder / JOB_DATA, **arrays)  # type: ignore[arg-type]
 
 
 def worker_main(connection: Connection, log_level: str) -> None:
@@ -128,13 +114,12 @@ def run_job(job: FitJob, should_stop: Callable[[], bool],
     from ecosight_daemon.training.onnx_export import PATCHES_MODEL, export_patches_model
 
     folder = Path(job.folder)
-    data = np.load(folder / JOB_DATA)
-    features, labels, splits, groups = data["features"], data["labels"], data["splits"], data["groups"]
-    head = AudiosetHead(data["audioset_kernel"], data["audioset_bias"]) if "audioset_kernel" in data else None
-    test = splits == 2
+    data = read_job_data(folder)
+    features, labels, splits, groups, head = data.features, data.labels, data.splits, data.groups, data.head
+    test = splits == TEST
     classes, recipe = job.classes, job.recipe
     logger.info("training a %s head on %d clips (%d validation, %d test), %d classes", recipe.head,
-                int((splits == 0).sum()), int((splits == 1).sum()), int(test.sum()), len(classes))
+                int((splits == TRAIN).sum()), int((splits == VALIDATION).sum()), int(test.sum()), len(classes))
     pause.point("training")
     fitted: FittedHead | None
     if recipe.head == "logistic":
@@ -148,12 +133,12 @@ def run_job(job: FitJob, should_stop: Callable[[], bool],
     candidate_labels = apply_priority_threshold(fitted.test_probabilities, priority_index, fitted.threshold)
     incumbent_labels = incumbent_predictions(job.incumbent, features[test], classes)
 
-    save_classifier(fitted.model, folder / "model.keras")
+    save_classifier(fitted.model, folder / files.MODEL)
     if fitted.holdout_model is not fitted.model:
-        save_classifier(fitted.holdout_model, folder / HOLDOUT_MODEL)
-    (folder / "training_history.json").write_text(json.dumps(fitted.history, indent=2))
+        save_classifier(fitted.holdout_model, folder / files.HOLDOUT_MODEL)
+    (folder / files.HISTORY_JSON).write_text(json.dumps(fitted.history, indent=2))
     # Written for tools that expect the old file; this program never loads a pickle.
-    (folder / "training_history.pkl").write_bytes(pickle.dumps(fitted.history))
+    (folder / files.HISTORY_PICKLE).write_bytes(pickle.dumps(fitted.history))
 
     def export(target: Path) -> None:
         export_end_to_end(job.export_handle, fitted.model, classes, job.pooling, priority_index,

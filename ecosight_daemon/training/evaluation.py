@@ -12,17 +12,7 @@ from typing import Any
 
 import numpy as np
 
-
-def apply_priority_threshold(
-    probabilities: np.ndarray, priority_index: int | None, threshold: float | None
-) -> np.ndarray:
-    """Argmax labels, except that the priority class also wins wherever its probability
-    reaches the threshold: a threshold can only add priority detections, never remove one."""
-    probabilities = np.atleast_2d(probabilities)
-    labels = np.asarray(probabilities.argmax(axis=1))
-    if priority_index is None or threshold is None:
-        return labels
-    return np.where(probabilities[:, priority_index] >= threshold, priority_index, labels)
+from ecosight_daemon.training.priority_rule import apply_priority_threshold
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 
 from ecosight_daemon.training.evaluation import choose_priority_threshold
+from ecosight_daemon.training.job_data import TEST, TRAIN, VALIDATION
 from ecosight_daemon.training.logistic_head import fit_logistic, out_of_fold_probabilities
-from ecosight_daemon.training.protocol import Progress, TrainingRecipe
+from ecosight_daemon.training.protocol import Progress
+from ecosight_daemon.training.recipe import TrainingRecipe
 
 
 @dataclass
@@ -46,7 +48,7 @@ def fit_logistic_head(features: np.ndarray, labels: np.ndarray, splits: np.ndarr
 
     c = recipe.logistic_c
     learn = splits != 2
-    test = splits == 2
+    test = splits == TEST
     threshold, threshold_info = None, {"note": f"{recipe.priority_class} is not among the trained classes"}
     report(Progress("out-of-fold scores for the gun-shot threshold"))
     scores = out_of_fold_probabilities(features[learn], labels[learn], groups[learn], len(classes), c)
@@ -87,7 +89,7 @@ def fit_keras_head(features: np.ndarray, labels: np.ndarray, splits: np.ndarray,
     """Gradient-trained head with hidden layers: early stopping and threshold on validation."""
     from ecosight_daemon.training.keras_head import fit_classifier, predict_probabilities
 
-    train, val, test = (splits == 0), (splits == 1), (splits == 2)
+    train, val, test = (splits == TRAIN), (splits == VALIDATION), (splits == TEST)
     fit = fit_classifier(features[train], labels[train], features[val], labels[val], len(classes), recipe.classifier,
                          should_stop, lambda epoch, loss, val_loss: report(Progress("epochs", epoch, loss, val_loss)))
     if fit.stopped_early_by_request:

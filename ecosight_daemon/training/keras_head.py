@@ -17,9 +17,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ecosight_daemon.pooling import AudiosetHead
+from ecosight_daemon.pooling import AudiosetHead, pool_with
 from ecosight_daemon.training.logistic_head import LogisticFit
-from ecosight_daemon.training.protocol import ClassifierParams
+from ecosight_daemon.training.priority_rule import priority_label_tensor
+from ecosight_daemon.training.recipe import ClassifierParams
 
 logger = logging.getLogger(__name__)
 
@@ -284,20 +285,28 @@ def save_classifier(model: keras.Model, path: Path) -> None:
     model.save(path)
 
 
+class TensorflowOps:
+    """pooling.ArrayOps in TensorFlow, for the exported graphs."""
+
+    def mean(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_mean(x, axis=0)
+
+    def max(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_max(x, axis=0)
+
+    def std(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.math.reduce_std(x, axis=0)
+
+    def concat(self, parts: list[tf.Tensor]) -> tf.Tensor:
+        return tf.concat(parts, axis=0)
+
+    def logits(self, patches: tf.Tensor, head: AudiosetHead) -> tf.Tensor:
+        return tf.matmul(patches, tf.constant(head.kernel)) + tf.constant(head.bias)
+
+
 def pool_tensor(patches: tf.Tensor, method: str, head: AudiosetHead | None = None) -> tf.Tensor:
-    """TensorFlow twin of features.pool_patches, for the end-to-end export."""
-    if method == "mean_max_audioset":
-        if head is None:
-            raise ValueError("pooling mean_max_audioset needs YAMNet's AudioSet layer")
-        logits = tf.matmul(patches, tf.constant(head.kernel)) + tf.constant(head.bias)
-        return tf.concat([pool_tensor(patches, "mean_max"), pool_tensor(logits, "mean_max")], axis=0)
-    if method == "mean":
-        return tf.reduce_mean(patches, axis=0)
-    if method == "mean_max":
-        return tf.concat([tf.reduce_mean(patches, axis=0), tf.reduce_max(patches, axis=0)], axis=0)
-    if method == "mean_std":
-        return tf.concat([tf.reduce_mean(patches, axis=0), tf.math.reduce_std(patches, axis=0)], axis=0)
-    raise ValueError(f"unknown pooling {method!r}")
+    """pooling.pool_with on TensorFlow tensors (the same definition as pool_patches)."""
+    return pool_with(TensorflowOps(), patches, method, head)
 
 
 class EndToEndModel(tf.Module):
@@ -313,18 +322,15 @@ class EndToEndModel(tf.Module):
         self.class_names = tf.constant(classes)
         self._pooling = pooling
         self._head = head
-        self._priority = -1 if priority_index is None or threshold is None else priority_index
-        self._threshold = 2.0 if threshold is None else float(threshold)
+        self._priority_index = priority_index
+        self._threshold = threshold
 
     @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.float32, name="waveform")])
     def __call__(self, waveform: tf.Tensor) -> dict[str, tf.Tensor]:
         _, embeddings, _ = self.yamnet(waveform)
         pooled = pool_tensor(embeddings, self._pooling, self._head)
         probabilities = self.classifier(pooled[tf.newaxis, :], training=False)[0]
-        label_index = tf.argmax(probabilities, output_type=tf.int32)
-        if self._priority >= 0:
-            label_index = tf.where(probabilities[self._priority] >= self._threshold,
-                                   tf.constant(self._priority, tf.int32), label_index)
+        label_index = priority_label_tensor(probabilities, self._priority_index, self._threshold)
         return {
             "probabilities": probabilities,
             "label_index": label_index,

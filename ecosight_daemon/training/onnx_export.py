@@ -19,6 +19,7 @@ import numpy as np
 from ecosight_daemon.embedding import frontend as front
 from ecosight_daemon.embedding.interface import YAMNET_DIM
 from ecosight_daemon.pooling import AudiosetHead
+from ecosight_daemon.training.priority_rule import describe_rule, priority_label_tensor
 
 PATCHES_MODEL = "patches_to_probabilities.onnx"
 FRONT_END_FILE = "front_end.json"
@@ -34,8 +35,7 @@ def front_end_description(classes: list[str], pooling: str, priority_index: int 
         "outputs": {"probabilities": "float32 [classes]", "label_index": "int32 scalar (the rule below applied)"},
         "classes": classes,
         "pooling": pooling,
-        "label_rule": ("argmax" if priority_index is None or threshold is None else
-                       f"{classes[priority_index]} when its probability >= {threshold}, else argmax"),
+        "label_rule": describe_rule(classes, priority_index, threshold),
         "front_end": {
             "audio": f"mono float32 in [-1, 1] at {front.SAMPLE_RATE} Hz; shorter than one patch: zero-padded",
             "padding": "zeros at the end up to a whole number of patches (yamnet_frontend.pad_to_whole_patches)",
@@ -66,17 +66,12 @@ def export_patches_model(body_file: Path, classifier: Any, classes: list[str], p
     body = onnx.load(str(body_file))
     opset = next(entry.version for entry in body.opset_import if entry.domain in ("", "ai.onnx"))
     signature = [tf.TensorSpec([None, YAMNET_DIM], tf.float32, name="embeddings")]
-    rule_index = -1 if priority_index is None or threshold is None else priority_index
-    rule_threshold = 2.0 if threshold is None else float(threshold)
 
     @tf.function(input_signature=signature)
     def classify(embeddings: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         pooled = pool_tensor(embeddings, pooling, head)
         probabilities = classifier(pooled[tf.newaxis, :], training=False)[0]
-        label_index = tf.argmax(probabilities, output_type=tf.int32)
-        if rule_index >= 0:
-            label_index = tf.where(probabilities[rule_index] >= rule_threshold,
-                                   tf.constant(rule_index, tf.int32), label_index)
+        label_index = priority_label_tensor(probabilities, priority_index, threshold)
         return tf.identity(probabilities, name="probabilities"), tf.identity(label_index, name="label_index")
 
     # Frozen first: the classifier's weights (a normalization layer's included) become

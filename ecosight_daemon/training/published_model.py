@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ecosight_daemon.training.evaluation import apply_priority_threshold
+from ecosight_daemon.training.priority_rule import apply_priority_threshold
 
 
 @dataclass

@@ -15,9 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-CONFUSION_PNG = "confusion_matrix.png"
-CURVES_PNG = "training_curves.png"
-REPORT_HTML = "report.html"
+from ecosight_daemon.training import version_files as files
 
 
 def plot_confusion_matrix(matrix: list[list[int]], classes: list[str], target: Path) -> None:
@@ -86,9 +84,9 @@ def _gate_paragraph(decision: dict[str, Any] | None) -> str:
 
 def write_report(folder: Path, metadata: dict[str, Any], metrics: dict[str, Any],
                  history: dict[str, list[float]], incumbent: dict[str, Any] | None) -> None:
-    plot_confusion_matrix(metrics["confusion_matrix"], metrics["class_names"], folder / CONFUSION_PNG)
-    plot_training_curves(history, folder / CURVES_PNG)
-    curves = _image(folder / CURVES_PNG, "training curves")
+    plot_confusion_matrix(metrics["confusion_matrix"], metrics["class_names"], folder / files.CONFUSION_PNG)
+    plot_training_curves(history, folder / files.CURVES_PNG)
+    curves = _image(folder / files.CURVES_PNG, "training curves")
     if len(history.get("loss", [])) == 1:
         curves = ("<p>The logistic head is fitted to convergence, not epoch by epoch: one point, its loss "
                   "and accuracy on what it learned from, and out of fold (\"validation\").</p>" + curves)
@@ -119,9 +117,9 @@ for macro-F1; on {metrics['samples']} clips a difference inside them is noise).
 <h2>Per class (test split)</h2>
 {_metrics_table(metrics, incumbent)}
 <h2>Confusion matrix</h2>
-{_image(folder / CONFUSION_PNG, 'confusion matrix')}
+{_image(folder / files.CONFUSION_PNG, 'confusion matrix')}
 <h2>Training curves</h2>
 {curves}
 </body></html>
 """
-    (folder / REPORT_HTML).write_text(page)
+    (folder / files.REPORT_HTML).write_text(page)

@@ -1,0 +1,29 @@
+"""What a file may cost before it is refused: extensions, size, duration, loudness (from
+[audio] in config.toml), for the daemon, the CLI and /predict alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ecosight_daemon.config import Settings
+
+
+@dataclass(frozen=True)
+class IngestLimits:
+    extensions: tuple[str, ...]
+    max_duration_s: float
+    max_file_bytes: int
+    min_duration_s: float = 0.0
+    min_peak_dbfs: float | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IngestLimits:
+        audio = settings.audio
+        return cls(audio.extensions, audio.max_duration_s, int(audio.max_file_mb * 1_000_000),
+                   audio.min_duration_s, audio.min_peak_dbfs)
+
+
+def size_problem(size: int, max_file_bytes: int) -> str | None:
+    if size > max_file_bytes:
+        return f"larger than max_file_mb ({max_file_bytes / 1e6:g} MB): {size / 1e6:.1f} MB"
+    return None
