@@ -9,12 +9,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tests.daemon_harness import DaemonProcess, wait_for
+from testkit.daemon_process import DaemonProcess, wait_for
+from testkit.paths import REPO_ROOT, SHARED, yamnet_handle
+from testkit.paths import dev_corpus as shared_dev_corpus
 
-__all__ = ["DaemonProcess", "wait_for"]  # the one daemon wrapper and wait, shared with the tests
+__all__ = ["REPO_ROOT", "SHARED", "DaemonProcess", "wait_for", "yamnet_handle"]  # shared with the tests (testkit)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 
 
@@ -33,12 +33,8 @@ class Figure:
         return [self.name, f"{self.value:,.3f}".rstrip("0").rstrip("."), self.unit, self.target, verdict]
 
 
-def yamnet_handle() -> str:
-    return os.environ.get("ECOSIGHT_YAMNET_HANDLE") or str(SHARED / "models" / "yamnet")
-
-
 def dev_corpus() -> Path:
-    path = Path(os.environ.get("ECOSIGHT_DEV_DATA") or SHARED / "data" / "dev")
+    path = shared_dev_corpus()
     if not (path / "MANIFEST.csv").is_file():
         raise SystemExit(f"dev corpus not found at {path}; set ECOSIGHT_DEV_DATA")
     return path

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 
-from .daemon_harness import ONNX_BODY_ENV
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
-IN_CI = os.environ.get("CI", "").lower() == "true"
+from testkit.audio_files import WavWriter, synthetic_signal
+from testkit.daemon_process import ONNX_BODY_ENV
+from testkit.paths import IN_CI, SHARED
 
 
 def _required_resource(env_var: str, default: Path, what: str) -> Path:
@@ -44,25 +42,6 @@ def yamnet(yamnet_handle: str):  # type: ignore[no-untyped-def]
     from ecosight_daemon.embedding.tensorflow_runtime import YamnetEmbedder
 
     return YamnetEmbedder.load(yamnet_handle)
-
-
-WavWriter = Callable[..., Path]
-
-
-def synthetic_signal(kind: str, seconds: float, rate: int, seed: int) -> np.ndarray:
-    """Tones, noise or clicks in [-0.8, 0.8], deterministic for a seed."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(round(seconds * rate))) / rate
-    if kind == "tone":
-        signal = 0.5 * np.sin(2 * np.pi * (300 + 50 * (seed % 20)) * t)
-    elif kind == "noise":
-        signal = 0.3 * rng.standard_normal(len(t))
-    elif kind == "clicks":
-        signal = np.zeros(len(t))
-        signal[rng.integers(0, max(1, len(t)), size=max(1, int(seconds * 8)))] = 0.8
-    else:
-        raise ValueError(kind)
-    return np.clip(signal, -0.8, 0.8).astype(np.float32)
 
 
 @pytest.fixture
@@ -127,11 +106,12 @@ def onnx_body(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path | None]
     if not (handle / "saved_model.pb").is_file():
         yield None
         return
-    from ecosight_daemon.embedding.identity import fingerprint_of, model_id_for
+    from ecosight_daemon.embedding.identity import identify_local
     from ecosight_daemon.embedding.onnx_conversion import ensure_body
 
-    model_id = model_id_for(fingerprint_of(str(handle.resolve()), handle.resolve()))
-    folder = ensure_body(str(handle.resolve()), tmp_path_factory.mktemp("onnx-body"), model_id)
+    identity = identify_local(str(handle.resolve()))
+    assert identity is not None
+    folder = ensure_body(identity.handle, tmp_path_factory.mktemp("onnx-body"), identity.model_id)
     os.environ[ONNX_BODY_ENV] = str(folder)
     yield folder
     os.environ.pop(ONNX_BODY_ENV, None)

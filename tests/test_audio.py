@@ -10,8 +10,7 @@ import soundfile
 
 from ecosight_daemon.audio import TARGET_SAMPLE_RATE, decode_audio, is_audio_name, is_ignored_name
 from ecosight_daemon.errors import AudioDecodeError
-
-from .conftest import WavWriter
+from testkit.audio_files import WavWriter
 
 WAV = (".wav",)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import WavWriter
+from testkit.audio_files import WavWriter
 
 COUNT_KEYS = {"files", "embedded", "pending", "failed", "conflicts"}
 

@@ -14,8 +14,7 @@ from ecosight_daemon.config import (
     settings_from_mapping,
 )
 from ecosight_daemon.errors import EXIT_CONFIG, ConfigError
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from testkit.paths import REPO_ROOT
 
 
 def write(tmp_path: Path, text: str) -> Path:

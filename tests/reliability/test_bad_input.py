@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from ..conftest import synthetic_signal
-from ..daemon_harness import DaemonProcess, wait_for, write_config
-from .conftest import unprivileged_prefix
+from testkit.audio_files import synthetic_signal
+from testkit.daemon_process import DaemonProcess, wait_for, write_config
+from tests.reliability.conftest import unprivileged_prefix
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import WavWriter
-from ..daemon_harness import DaemonProcess, wait_for, write_config
+from testkit.audio_files import WavWriter
+from testkit.daemon_process import DaemonProcess, wait_for, write_config
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 

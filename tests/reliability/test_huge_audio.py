@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from ..daemon_harness import DaemonProcess, idle_daemon, wait_for
-from .test_load import peak_rss_mib
+from testkit.daemon_process import DaemonProcess, idle_daemon, wait_for
+from tests.reliability.test_load import peak_rss_mib
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 

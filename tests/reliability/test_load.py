@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from ..daemon_harness import DaemonProcess, wait_for, write_config
+from testkit.daemon_process import DaemonProcess, wait_for, write_config
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 

@@ -12,13 +12,13 @@ import pytest
 
 from ecosight_daemon.config import settings_from_mapping
 from ecosight_daemon.errors import ConfigError
-
-from ..conftest import WavWriter
-from ..daemon_harness import DaemonProcess, wait_for, write_config
+from testkit.audio_files import WavWriter
+from testkit.daemon_process import DaemonProcess, wait_for, write_config
+from testkit.paths import REPO_ROOT
 
 pytestmark = pytest.mark.reliability
 
-PACKAGE = Path(__file__).resolve().parents[2] / "ecosight_daemon"
+PACKAGE = REPO_ROOT / "ecosight_daemon"
 UNIT = PACKAGE.parent / "systemd" / "ecosight-daemon.service"
 
 

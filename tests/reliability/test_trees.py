@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ..daemon_harness import DaemonProcess, idle_daemon, wait_for, write_config
-from ..test_deep_trees import DEEP, make_chain, remove_tree
-from .test_bad_input import wav_bytes
+from testkit.daemon_process import DaemonProcess, idle_daemon, wait_for, write_config
+from tests.ingest.test_deep_trees import DEEP, make_chain, remove_tree
+from tests.reliability.test_bad_input import wav_bytes
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 

@@ -16,9 +16,9 @@ from ecosight_daemon.config import settings_from_mapping
 from ecosight_daemon.daemon.loop import Daemon
 from ecosight_daemon.http.routes import ApiSettings, build_app
 from ecosight_daemon.models.registry import ModelRegistry
-
-from .conftest import WavWriter
-from .daemon_harness import wait_for
+from testkit.audio_files import WavWriter
+from testkit.daemon_process import wait_for
+from testkit.paths import REPO_ROOT
 
 fastapi_testclient = pytest.importorskip("fastapi.testclient")
 PORT = 8765  # only named in Host headers: TestClient opens no socket
@@ -55,7 +55,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, yamnet: Any) -> Iterator[L
     """A daemon with a first model, trained over HTTP from synthetic clips."""
     import soundfile
 
-    from .conftest import synthetic_signal
+    from testkit.audio_files import synthetic_signal
 
     root = tmp_path_factory.mktemp("http")
     for label, kind in (("gun_shot", "clicks"), ("dog_bark", "tone"), ("engine_idling", "noise")):
@@ -248,7 +248,7 @@ def test_with_a_token_configured_state_changing_routes_need_it(trained: LoopThre
 
 
 def test_the_token_is_compared_in_constant_time() -> None:
-    source = (Path(__file__).resolve().parents[1] / "ecosight_daemon" / "http" / "routes.py").read_text()
+    source = (REPO_ROOT / "ecosight_daemon" / "http" / "routes.py").read_text()
     calls = [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call)]
     assert any(ast.unparse(call.func) == "hmac.compare_digest" for call in calls)
     assert "== settings.token" not in source and "settings.token ==" not in source

@@ -19,8 +19,7 @@ from ecosight_daemon.embedding.onnx_runtime import OnnxEmbedder
 from ecosight_daemon.ingest.daemon_stream import EmbedStream
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.reconcile import reconcile
-
-from .conftest import WavWriter
+from testkit.audio_files import WavWriter
 
 pytestmark = pytest.mark.slow
 

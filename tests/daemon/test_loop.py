@@ -12,8 +12,7 @@ from ecosight_daemon.config import settings_from_mapping
 from ecosight_daemon.daemon import indexer as indexer_module
 from ecosight_daemon.daemon.loop import Daemon
 from ecosight_daemon.daemon.trigger_policy import TRIGGER_CHECK_S
-
-from .conftest import WavWriter
+from testkit.audio_files import WavWriter
 
 CLIPS = 40
 

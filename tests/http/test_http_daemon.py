@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import WavWriter
-from .daemon_harness import DaemonProcess, idle_daemon, wait_for, write_config
+from testkit.audio_files import WavWriter
+from testkit.daemon_process import DaemonProcess, idle_daemon, wait_for, write_config
 
 pytestmark = pytest.mark.slow
 

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import soundfile
 
-from .conftest import WavWriter, synthetic_signal
-from .daemon_harness import DaemonProcess, wait_for, write_config
+from testkit.audio_files import WavWriter, synthetic_signal
+from testkit.daemon_process import DaemonProcess, wait_for, write_config
+from testkit.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

@@ -21,8 +21,7 @@ from ecosight_daemon.ingest.file_steps import ConcurrentFiles, EmbedReport
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.one_shot import embed_pending
 from ecosight_daemon.ingest.reconcile import reconcile
-
-from .conftest import WavWriter
+from testkit.audio_files import WavWriter
 
 LIMITS = IngestLimits(extensions=(".wav", ".flac"), max_duration_s=30.0, max_file_bytes=10_000_000)
 

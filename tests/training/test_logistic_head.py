@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from ecosight_daemon.training.logistic_head import fit_logistic, out_of_fold_probabilities
-
-from .test_training import separable_data
+from tests.training.test_keras_head import separable_data
 
 
 @pytest.mark.parametrize("classes", [2, 4])

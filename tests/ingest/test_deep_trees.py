@@ -12,8 +12,7 @@ import pytest
 
 from ecosight_daemon.daemon.watcher import FileEvent, SupervisedWatcher
 from ecosight_daemon.ingest.naming import MAX_FOLDER_DEPTH, walk_audio_dir
-
-from .daemon_harness import wait_for
+from testkit.daemon_process import wait_for
 
 DEEP = 1_200  # deeper than Python's default recursion limit of 1,000
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import IN_CI, REPO_ROOT, WavWriter
-from .daemon_harness import DaemonProcess, idle_daemon
+from testkit.audio_files import WavWriter
+from testkit.daemon_process import DaemonProcess, idle_daemon
+from testkit.paths import IN_CI, REPO_ROOT
 
 pytestmark = pytest.mark.slow
 CHROMIUM = Path(os.environ.get("ECOSIGHT_CHROMIUM", "/usr/bin/chromium"))

@@ -32,8 +32,7 @@ from ecosight_daemon.models.registry import (
     MODEL_FILE,
 )
 from ecosight_daemon.models.retraining_log import LOG_FILE
-
-from .daemon_harness import seed_onnx_body, wait_for
+from testkit.daemon_process import seed_onnx_body, wait_for
 
 pytestmark = pytest.mark.slow
 

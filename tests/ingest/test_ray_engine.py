@@ -17,8 +17,8 @@ from ecosight_daemon.cache.store import EmbeddingStore
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.one_shot import embed_pending
 from ecosight_daemon.ingest.reconcile import reconcile
-
-from .conftest import IN_CI, WavWriter
+from testkit.audio_files import WavWriter
+from testkit.paths import IN_CI
 
 pytestmark = pytest.mark.slow
 

@@ -19,8 +19,7 @@ from ecosight_daemon.audio import decode_audio, is_audio_name
 from ecosight_daemon.embedding.loader import load_embedder
 from ecosight_daemon.embedding.onnx_conversion import BODY_FILE, MIN_COSINE, RECORD_FILE, intact
 from ecosight_daemon.embedding.onnx_runtime import OnnxEmbedder
-
-from .daemon_harness import idle_daemon
+from testkit.daemon_process import idle_daemon
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,20 @@
+"""Where the repository, the shared resources (YAMNet, the dev corpus) and CI are."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def yamnet_handle() -> str:
+    """The YAMNet SavedModel: ECOSIGHT_YAMNET_HANDLE, else the shared copy."""
+    return os.environ.get("ECOSIGHT_YAMNET_HANDLE") or str(SHARED / "models" / "yamnet")
+
+
+def dev_corpus() -> Path:
+    """The labeled dev clips: ECOSIGHT_DEV_DATA, else the shared copy."""
+    return Path(os.environ.get("ECOSIGHT_DEV_DATA") or SHARED / "data" / "dev")
