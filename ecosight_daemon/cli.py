@@ -14,7 +14,8 @@ from typing import Any
 
 from ecosight_daemon.cache.reports import CacheReports, ClassCounts
 from ecosight_daemon.cache.store import EmbeddingStore, FileState
-from ecosight_daemon.config import Settings, find_config_path, load_settings
+from ecosight_daemon.config import Settings
+from ecosight_daemon.config_file import find_config_path, load_settings
 from ecosight_daemon.daemon.status import read_status
 from ecosight_daemon.errors import (
     EXIT_FAILURE,

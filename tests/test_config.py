@@ -7,12 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ecosight_daemon.config import (
-    DEFAULT_YAMNET_HANDLE,
-    find_config_path,
-    load_settings,
-    settings_from_mapping,
-)
+from ecosight_daemon.config import DEFAULT_YAMNET_HANDLE
+from ecosight_daemon.config_file import find_config_path, load_settings, settings_from_mapping
 from ecosight_daemon.errors import EXIT_CONFIG, ConfigError
 from testkit.paths import REPO_ROOT
 

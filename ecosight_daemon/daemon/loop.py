@@ -20,7 +20,8 @@ from typing import Any, Protocol
 
 from ecosight_daemon.cache.reports import CacheReports
 from ecosight_daemon.cache.store import EmbeddingStore
-from ecosight_daemon.config import Settings, reload_settings
+from ecosight_daemon.config import Settings
+from ecosight_daemon.config_file import reload_settings
 from ecosight_daemon.daemon.client_requests import answer_predict, answer_rollback
 from ecosight_daemon.daemon.events import EventLog, EventLogHandler
 from ecosight_daemon.daemon.inbox import (

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ecosight_daemon.cache.store import FileState
-from ecosight_daemon.config import settings_from_mapping
+from ecosight_daemon.config_file import settings_from_mapping
 from ecosight_daemon.daemon import indexer as indexer_module
 from ecosight_daemon.daemon.loop import Daemon
 from ecosight_daemon.daemon.trigger_policy import TRIGGER_CHECK_S

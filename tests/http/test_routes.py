@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ecosight_daemon.config import settings_from_mapping
+from ecosight_daemon.config_file import settings_from_mapping
 from ecosight_daemon.daemon.loop import Daemon
 from ecosight_daemon.http.routes import ApiSettings, build_app
 from ecosight_daemon.models.registry import ModelRegistry

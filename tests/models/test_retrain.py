@@ -329,7 +329,7 @@ def test_drift_on_newly_arrived_samples_triggers_a_retrain(project: Path, yamnet
     """The daemon stepped in-process (its loop is steppable); the real YAMNet, real files."""
     import soundfile
 
-    from ecosight_daemon.config import load_settings
+    from ecosight_daemon.config_file import load_settings
     from ecosight_daemon.daemon.loop import Daemon
 
     retrain(project)

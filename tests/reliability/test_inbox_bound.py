@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ecosight_daemon.config import settings_from_mapping
+from ecosight_daemon.config_file import settings_from_mapping
 from ecosight_daemon.daemon.inbox import FILE_EVENT_LIMIT, FileChanged, Rescan
 from ecosight_daemon.daemon.loop import Daemon
 from ecosight_daemon.daemon.watcher import FileEvent

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ecosight_daemon.config import settings_from_mapping
+from ecosight_daemon.config_file import settings_from_mapping
 from ecosight_daemon.errors import ConfigError
 from testkit.audio_files import WavWriter
 from testkit.daemon_process import DaemonProcess, wait_for, write_config
