@@ -8,7 +8,7 @@ best run. Rows:
 
 - project defaults: exactly what `retrain` ships. Inside each outer training fold the
   daemon's own split (group keys from file names, hashed 70/15/15) and the child's own
-  head function (`head_recipes.fit_logistic_head` or `fit_keras_head`, as configured) run,
+  head function (`heads.fit_logistic_head` or `fit_keras_head`, as configured) run,
   and the shipped Keras model with its priority threshold labels the outer test fold.
 - previous default: the gradient-trained linear Keras head on mean+max pooling (what
   shipped before), through the same daemon split and child function.

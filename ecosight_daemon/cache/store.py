@@ -85,7 +85,7 @@ class EmbeddingStore:
             yield
 
     def query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Rows of a read-only query, for reports (cache_reports.py); writes go through methods."""
+        """Rows of a read-only query, for reports (reports.py); writes go through methods."""
         if not sql.lstrip().upper().startswith(("SELECT", "PRAGMA")):
             raise ValueError("query() only reads; use the store's methods to write")
         return self._db.execute(sql, parameters).fetchall()

@@ -12,7 +12,7 @@ The same steps, constants and float32 arithmetic as the SavedModel's own graph:
 4. log(mel + 0.001).
 5. Patches of 96 frames (0.96 s) every 48 frames (0.48 s): (N, 96, 64) float32.
 
-tests/test_yamnet_frontend.py checks each step against TensorFlow's.
+tests/embedding/test_frontend.py checks each step against TensorFlow's.
 """
 
 from __future__ import annotations

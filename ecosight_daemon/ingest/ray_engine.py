@@ -1,10 +1,10 @@
 """Embed the pending files of a large archive on a Ray cluster, into the same cache.
 
 Two Ray Data stages over the pending work units: a CPU stage that reads, hashes and
-decodes (`embed_pipeline.prepare_file`), and an inference stage of actors that each load
-YAMNet once (`embed_pipeline.embed_prepared`). The driver writes every result into the SQLite
+decodes (`file_steps.prepare_file`), and an inference stage of actors that each load
+YAMNet once (`file_steps.embed_prepared`). The driver writes every result into the SQLite
 cache in batched transactions with the same function the daemon uses
-(`embed_pipeline.record_result`), so bad files end as `failed` rows with reasons, never as a
+(`file_steps.record_result`), so bad files end as `failed` rows with reasons, never as a
 failed job. Ray is an optional extra: `pip install '.[ray]'`.
 """
 

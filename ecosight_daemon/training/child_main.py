@@ -3,8 +3,8 @@ job and writes its models into the job's folder and nothing else. TensorFlow liv
 here, so repeated fits cannot leak memory into the long-running daemon, and a hung run
 can be killed without harming anything the operators use.
 
-The parent's side is `training_process.TrainingProcess`; the messages are in
-`training_protocol`.
+The parent's side is `process_handle.TrainingProcess`; the messages are in
+`protocol`.
 """
 
 from __future__ import annotations

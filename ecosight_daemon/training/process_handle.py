@@ -1,4 +1,4 @@
-"""The parent's handle on one training process (its own code is in training_worker.py).
+"""The parent's handle on one training process (its own code is child_main.py).
 
 A child is started with `spawn` and imports TensorFlow at once; the daemon starts the
 next one as soon as a retrain ends, so a retrain finds TensorFlow already loaded. Each
