@@ -4,8 +4,8 @@ Signal handlers, the watchdog observer, APScheduler and the retrain runner only 
 messages on the inbox. The main thread owns the SQLite connection, the state and every
 decision: `step()` waits on the inbox, handles what arrived, then does housekeeping
 (settled files, rescans, one embedding batch, triggers, status, systemd watchdog).
-The rooms it delegates to: `Indexer` (files), `TriggerPolicy` (when to retrain),
-`RetrainRunner` (the run itself), `status.build_status` and `StatusPublisher` (the
+The parts it delegates to: `Indexer` (files), `Retraining` (when to retrain, and the
+run itself on its thread), `StateChanges` (the state), `status.build_status` and `StatusPublisher` (the
 status document), a `FrontEnd` if the composer gives one (the HTTP API, which reads the
 published status and sends messages like any other producer).
 """
@@ -38,22 +38,20 @@ from ecosight_daemon.daemon.inbox import (
 )
 from ecosight_daemon.daemon.indexer import Indexer
 from ecosight_daemon.daemon.prometheus import DaemonMetrics
-from ecosight_daemon.daemon.retrain_thread import RetrainRunner
+from ecosight_daemon.daemon.retraining import Retraining
 from ecosight_daemon.daemon.schedule import ScheduledRetrains
 from ecosight_daemon.daemon.signals import SignalsToInbox
 from ecosight_daemon.daemon.states import DaemonState, StateChanges
 from ecosight_daemon.daemon.status import StatusInputs, StatusPublisher, build_status
 from ecosight_daemon.daemon.storage_trouble import STORAGE_ERRORS, StorageTrouble
 from ecosight_daemon.daemon.systemd import SystemdNotifier
-from ecosight_daemon.daemon.trigger_policy import TriggerPolicy
 from ecosight_daemon.daemon.watcher import SupervisedWatcher
 from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.ingest.audioset_layer import remember_audioset_head
 from ecosight_daemon.ingest.limits import IngestLimits
-from ecosight_daemon.models.drift import current_model_accuracy
 from ecosight_daemon.models.predict import Predictor
 from ecosight_daemon.models.registry import ModelRegistry
-from ecosight_daemon.models.retrain import finish_interrupted_promotion, recover_at_start, trained_hashes
+from ecosight_daemon.models.retrain import finish_interrupted_promotion, recover_at_start
 from ecosight_daemon.pooling import needs_audioset_head
 from ecosight_daemon.util import pause
 
@@ -82,13 +80,10 @@ class Daemon:
         self._clock = clock
         self.inbox = Inbox()
         self._registry = ModelRegistry(settings.paths.models_dir)
-        self._policy = TriggerPolicy(settings.triggers)
         self._publisher = StatusPublisher(settings.paths.models_dir, clock)
         self.events = EventLog()
         self.metrics = DaemonMetrics(self.snapshot)
-        self._runner = RetrainRunner(lambda outcome: self.inbox.put(RetrainFinished(outcome)),
-                                     lambda progress: self.events.add("progress", **progress.as_dict()))
-        self._last_retrain: dict[str, Any] | None = None
+        self._retraining = Retraining(settings, self._registry, self.inbox, self.events, self.metrics)
         self._signals = SignalsToInbox(self.inbox)
         self._make_front_end = front_end
         self._http: FrontEnd | None = None
@@ -143,7 +138,6 @@ class Daemon:
         self.store.adopt_model(embedder.model_id, embedder.fingerprint)
         if needs_audioset_head(settings.training.pooling):
             remember_audioset_head(self.store, embedder)
-        self._policy.baseline = trained_hashes(self._registry)
         settings.paths.audio_dir.mkdir(parents=True, exist_ok=True)
         self._indexer = Indexer(settings, self.store, embedder, self._clock, self.metrics)
         self._predictor = Predictor(self._registry, embedder, IngestLimits.from_settings(settings))
@@ -152,7 +146,7 @@ class Daemon:
                                           settings.watch.polling, settings.watch.poll_interval_s, self._clock)
         self._watcher.start()
         self._schedule.apply(settings.triggers.schedule)
-        self._runner.warm_up(settings)
+        self._retraining.start_up(settings)
         if self._http is not None:
             self._http.start(self, self.events, self.metrics)
         self._notifier.ready("reconciling")
@@ -204,19 +198,19 @@ class Daemon:
             logger.info("stopping (%s)", message.reason)
             self._states.set(DaemonState.STOPPING)
         elif isinstance(message, RetrainFinished):
-            self._retrain_finished(message)
+            self._retraining.finished(message, self.settings, stopping=self.state is DaemonState.STOPPING)
         elif self.state is DaemonState.STOPPING:
             return  # no new work once stopping
         elif isinstance(message, FileChanged):
             if self._indexer.file_event(message.event):
-                self._policy.corpus_changed()
+                self._retraining.corpus_changed()
         elif isinstance(message, Rescan):
             self._rescan(message.reason)
         elif isinstance(message, RetrainRequested):
-            self._policy.request(message.reason, self._runner.running)
+            self._retraining.request(message.reason)
         elif isinstance(message, ReloadConfig):
             self._reload_config()
-            self._policy.request("SIGHUP", self._runner.running)
+            self._retraining.request("SIGHUP")
         elif isinstance(message, Predict):
             answer_predict(message, self._predictor)
         elif isinstance(message, Rollback):
@@ -228,21 +222,15 @@ class Daemon:
         assert self.store is not None
         now = self._clock()
         if indexer.refresh_settled(now):
-            self._policy.corpus_changed()
+            self._retraining.corpus_changed()
         why = indexer.rescan_due(now, self._watcher is not None and self._watcher.check(now))
         if why is not None:
             self._rescan(why)
         if indexer.embed_batch(starting=lambda: self._states.set_busy(DaemonState.EMBEDDING),
                                wake=lambda: not self.inbox.empty()):
-            self._policy.corpus_changed()
-        if self._policy.count_due(now, embedding_burst=indexer.busy()):
-            new = self._policy.count(now, self.store.training_hashes(), self._runner.running)
-            if new is not None:
-                accuracy = current_model_accuracy(self.store, self._registry, new, self.store.model_id or "")
-                self._policy.drift_measured(accuracy, len(new))
-        if self._policy.start_due(self._runner.running):
-            self._runner.start(self.settings, self._policy.take(self.store.training_hashes()))
-        if self._runner.running:
+            self._retraining.corpus_changed()
+        self._retraining.check(now, self.settings, self.store, embedding_burst=indexer.busy())
+        if self._retraining.running:
             self._states.set(DaemonState.TRAINING)
         elif self.state is not DaemonState.IDLE and not indexer.pending():
             self._states.set(DaemonState.IDLE)
@@ -252,7 +240,7 @@ class Daemon:
         assert self._indexer is not None
         self._states.set_busy(DaemonState.RECONCILING)
         if self._indexer.rescan(why):
-            self._policy.corpus_changed()
+            self._retraining.corpus_changed()
 
     def _keep_alive(self, now: float) -> None:
         if self._publisher.due(now):
@@ -267,24 +255,16 @@ class Daemon:
         fresh = reload_settings(self.settings)
         if fresh is not None:
             self.settings = fresh
-            self._policy.settings = fresh.triggers
+            self._retraining.policy.settings = fresh.triggers
             self._schedule.apply(fresh.triggers.schedule)
-
-    def _retrain_finished(self, message: RetrainFinished) -> None:
-        self._last_retrain = entry = message.outcome.log_entry()
-        self.metrics.retrain_finished(entry)
-        self.events.add("retrain", **{key: entry[key] for key in ("version", "status", "reason", "trigger_reason")})
-        self._runner.finished(self.settings, keep_going=self.state is not DaemonState.STOPPING)
-        self._policy.corpus_changed()  # files that arrived meanwhile may reach the threshold
-        finish_interrupted_promotion(self._registry)
 
     # --- status and shutdown ----------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
         return build_status(StatusInputs(
             state=self.state, settings=self.settings, started_wall=self._started_wall, reports=self._reports,
-            registry=self._registry, inbox=self.inbox, indexer=self._indexer, policy=self._policy,
-            retrain_running=self._runner.running, last_retrain=self._last_retrain, schedule=self._schedule,
+            registry=self._registry, inbox=self.inbox, indexer=self._indexer, policy=self._retraining.policy,
+            retrain_running=self._retraining.running, last_retrain=self._retraining.last_entry, schedule=self._schedule,
             watcher=self._watcher, storage_error=self._storage.error, embedding_runtime=self._runtime,
             http_url=self._http.url if self._http else None,
         ))
@@ -296,11 +276,7 @@ class Daemon:
         self._notifier.stopping()
         if self._http is not None:
             self._http.stop()
-        if self._runner.stop():
-            for message in self.inbox.drain(timeout=0):  # the stopped run's outcome
-                if isinstance(message, RetrainFinished):
-                    self._last_retrain = message.outcome.log_entry()
-            finish_interrupted_promotion(self._registry)
+        self._retraining.stop()
         if self._watcher is not None:
             self._watcher.stop()
         if self._indexer is not None:

@@ -1,0 +1,70 @@
+"""Retraining as the loop sees it: the trigger policy (when), the retrain thread (how, one
+at a time), the drift check between them, and the last outcome for the status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ecosight_daemon.cache.store import EmbeddingStore
+from ecosight_daemon.config import Settings
+from ecosight_daemon.daemon.events import EventLog
+from ecosight_daemon.daemon.inbox import Inbox, RetrainFinished
+from ecosight_daemon.daemon.prometheus import DaemonMetrics
+from ecosight_daemon.daemon.retrain_thread import RetrainRunner
+from ecosight_daemon.daemon.trigger_policy import TriggerPolicy
+from ecosight_daemon.models.drift import current_model_accuracy
+from ecosight_daemon.models.registry import ModelRegistry
+from ecosight_daemon.models.retrain import finish_interrupted_promotion, trained_hashes
+
+
+class Retraining:
+    def __init__(self, settings: Settings, registry: ModelRegistry, inbox: Inbox, events: EventLog,
+                 metrics: DaemonMetrics) -> None:
+        self.policy = TriggerPolicy(settings.triggers)
+        self.runner = RetrainRunner(lambda outcome: inbox.put(RetrainFinished(outcome)),
+                                    lambda progress: events.add("progress", **progress.as_dict()))
+        self.last_entry: dict[str, Any] | None = None  # the last attempt's log entry
+        self._registry = registry
+        self._inbox = inbox
+        self._events = events
+        self._metrics = metrics
+
+    @property
+    def running(self) -> bool:
+        return self.runner.running
+
+    def start_up(self, settings: Settings) -> None:
+        self.policy.baseline = trained_hashes(self._registry)
+        self.runner.warm_up(settings)
+
+    def corpus_changed(self) -> None:
+        self.policy.corpus_changed()
+
+    def request(self, reason: str) -> None:
+        self.policy.request(reason, self.runner.running)
+
+    def check(self, now: float, settings: Settings, store: EmbeddingStore, embedding_burst: bool) -> None:
+        """Count new samples (and measure drift on them) when due; start a run when a trigger fired."""
+        if self.policy.count_due(now, embedding_burst=embedding_burst):
+            new = self.policy.count(now, store.training_hashes(), self.runner.running)
+            if new is not None:
+                accuracy = current_model_accuracy(store, self._registry, new, store.model_id or "")
+                self.policy.drift_measured(accuracy, len(new))
+        if self.policy.start_due(self.runner.running):
+            self.runner.start(settings, self.policy.take(store.training_hashes()))
+
+    def finished(self, message: RetrainFinished, settings: Settings, stopping: bool) -> None:
+        self.last_entry = entry = message.outcome.log_entry()
+        self._metrics.retrain_finished(entry)
+        self._events.add("retrain", **{key: entry[key] for key in ("version", "status", "reason", "trigger_reason")})
+        self.runner.finished(settings, keep_going=not stopping)
+        self.policy.corpus_changed()  # files that arrived meanwhile may reach the threshold
+        finish_interrupted_promotion(self._registry)
+
+    def stop(self) -> None:
+        """Stop a running retrain; its outcome (recorded as failed) becomes the last entry."""
+        if self.runner.stop():
+            for message in self._inbox.drain(timeout=0):
+                if isinstance(message, RetrainFinished):
+                    self.last_entry = message.outcome.log_entry()
+            finish_interrupted_promotion(self._registry)
