@@ -1,12 +1,17 @@
-"""The cache's schema as numbered migrations: a new cache runs them all, an older one
-runs those past its recorded version, each in the same transaction as its version bump.
-A change to the schema is a new entry here, never an edit of an old one.
+"""Opening the cache: the connection's settings and the schema as numbered migrations. A new
+cache runs them all, an older one runs those past its recorded version, each in the same
+transaction as its version bump. A change to the schema is a new entry here, never an edit
+of an old one.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import sqlite3
+from pathlib import Path
+
+from ecosight_daemon.errors import CacheError
 
 logger = logging.getLogger(__name__)
 
@@ -109,3 +114,38 @@ def ensure_schema(connection: sqlite3.Connection) -> int:
     if 0 < before < version:
         logger.info("embedding cache schema upgraded from version %d to %d", before, version)
     return version
+
+
+def connect(path: Path | str) -> sqlite3.Connection:
+    """A configured connection to a cache at the current schema; CacheError says what to do."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        connection = sqlite3.connect(str(path), isolation_level=None, check_same_thread=True)
+        configure(connection, in_memory=str(path) == ":memory:")
+        version = ensure_schema(connection)
+    except sqlite3.OperationalError as exc:  # disk full, I/O error, permissions: not the file's fault
+        raise CacheError(
+            f"cannot open embedding cache {path}: {exc} ({_free_space(Path(path).parent)} free on its "
+            "disk); check free space and permissions, then retry. The cache file is left as it is"
+        ) from exc
+    except sqlite3.DatabaseError as exc:  # not a database, malformed
+        raise CacheError(
+            f"cannot open embedding cache {path}: {exc}. Recover with: "
+            f"mv '{path}' '{path}.corrupt' && rm -f '{path}-wal' '{path}-shm' ; then start again: "
+            "the cache is rebuilt (every file is embedded again) and models/ is untouched"
+        ) from exc
+    if version > SCHEMA_VERSION:
+        connection.close()
+        raise CacheError(
+            f"embedding cache {path} has schema version {version}, newer than this "
+            f"program's {SCHEMA_VERSION}; upgrade ecosight-daemon or use another cache_path"
+        )
+    return connection
+
+
+def _free_space(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB"
+    except OSError:
+        return "unknown space"

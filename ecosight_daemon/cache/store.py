@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -21,8 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ecosight_daemon.cache.schema import SCHEMA_VERSION, configure, ensure_schema
-from ecosight_daemon.errors import CacheError
+from ecosight_daemon.cache.schema import connect
 from ecosight_daemon.pooling import AudiosetHead
 
 logger = logging.getLogger(__name__)
@@ -305,42 +303,7 @@ class EmbeddingStore:
         return row[0] if row else None
 
 
-def connect(path: Path | str) -> sqlite3.Connection:
-    """A configured connection to a cache at the current schema; CacheError says what to do."""
-    if str(path) != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        connection = sqlite3.connect(str(path), isolation_level=None, check_same_thread=True)
-        configure(connection, in_memory=str(path) == ":memory:")
-        version = ensure_schema(connection)
-    except sqlite3.OperationalError as exc:  # disk full, I/O error, permissions: not the file's fault
-        raise CacheError(
-            f"cannot open embedding cache {path}: {exc} ({_free_space(Path(path).parent)} free on its "
-            "disk); check free space and permissions, then retry. The cache file is left as it is"
-        ) from exc
-    except sqlite3.DatabaseError as exc:  # not a database, malformed
-        raise CacheError(
-            f"cannot open embedding cache {path}: {exc}. Recover with: "
-            f"mv '{path}' '{path}.corrupt' && rm -f '{path}-wal' '{path}-shm' ; then start again: "
-            "the cache is rebuilt (every file is embedded again) and models/ is untouched"
-        ) from exc
-    if version > SCHEMA_VERSION:
-        connection.close()
-        raise CacheError(
-            f"embedding cache {path} has schema version {version}, newer than this "
-            f"program's {SCHEMA_VERSION}; upgrade ecosight-daemon or use another cache_path"
-        )
-    return connection
-
-
 _FILE_COLUMNS = "path, label, sha256, size, mtime_ns, state, reason"
-
-
-def _free_space(folder: Path) -> str:
-    try:
-        return f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB"
-    except OSError:
-        return "unknown space"
 
 
 def _file_record(row: tuple[Any, ...]) -> FileRecord:

@@ -83,6 +83,11 @@ def wilson_interval(successes: int, trials: int) -> list[float] | None:
     return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
 
 
+def format_interval(bounds: list[float] | None) -> str:
+    """An interval as people read it after a figure: " [0.91, 0.99]" (nothing when unknown)."""
+    return "" if not bounds else f" [{bounds[0]:.2f}, {bounds[1]:.2f}]"
+
+
 def bootstrap_macro_f1_interval(true_labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> list[float] | None:
     """95% percentile bootstrap interval of macro-F1 over test clips (seeded: same data, same interval)."""
     if len(true_labels) < 2:

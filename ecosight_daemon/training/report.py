@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ecosight_daemon.training import version_files as files
+from ecosight_daemon.training.evaluation import format_interval
 
 
 def plot_confusion_matrix(matrix: list[list[int]], classes: list[str], target: Path) -> None:
@@ -65,14 +66,12 @@ def _metrics_table(metrics: dict[str, Any], incumbent: dict[str, Any] | None) ->
     for name, m in metrics["per_class_metrics"].items():
         old = incumbent["per_class_metrics"].get(name) if incumbent else None
         extra = f"<td>{old['recall']:.3f}</td>" if old else ("<td>-</td>" if incumbent else "")
-        rows.append(f"<tr><td>{html.escape(name)}</td><td>{m['precision']:.3f}{_interval(m.get('precision_interval'))}"
-                    f" of {m.get('predicted', '-')}</td><td>{m['recall']:.3f}{_interval(m.get('recall_interval'))}</td>"
+        precision = f"{m['precision']:.3f}{format_interval(m.get('precision_interval'))}"
+        recall = f"{m['recall']:.3f}{format_interval(m.get('recall_interval'))}"
+        rows.append(f"<tr><td>{html.escape(name)}</td><td>{precision}"
+                    f" of {m.get('predicted', '-')}</td><td>{recall}</td>"
                     f"<td>{m['f1']:.3f}</td><td>{m['support']}</td>{extra}</tr>")
     return f"<table>{head}{''.join(rows)}</table>"
-
-
-def _interval(bounds: list[float] | None) -> str:
-    return "" if not bounds else f" [{bounds[0]:.2f}, {bounds[1]:.2f}]"
 
 
 def _gate_paragraph(decision: dict[str, Any] | None) -> str:
@@ -107,8 +106,8 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}td:first-child{
 <p>Trained {html.escape(metadata['date'])} (trigger: {html.escape(str(metadata['trigger_reason']))}) on
 {sum(metadata['sample_counts']['train'].values())} clips; tested on {metrics['samples']} clips from recordings
 never seen by the model these figures come from ({html.escape(fitted_on)}).
-Accuracy {metrics['accuracy']:.3f}{_interval(metrics.get('accuracy_interval'))}, macro-F1
-{metrics['macro_f1']:.3f}{_interval(metrics.get('macro_f1_interval'))} (95% intervals: Wilson for rates, bootstrap
+Accuracy {metrics['accuracy']:.3f}{format_interval(metrics.get('accuracy_interval'))}, macro-F1
+{metrics['macro_f1']:.3f}{format_interval(metrics.get('macro_f1_interval'))} (95% intervals: Wilson for rates, bootstrap
 for macro-F1; on {metrics['samples']} clips a difference inside them is noise).
 {html.escape(metadata['priority_class'])} threshold:
 {'none (argmax)' if threshold is None else f'{threshold:.3f}'}.</p>
