@@ -80,7 +80,15 @@ def start_observer(audio_dir: Path, put: Callable[[FileEvent], None], polling: b
     observer: BaseObserver = PollingObserver(timeout=poll_interval_s) if polling else Observer()
     observer.name = "ecosight-observer"
     observer.schedule(EnqueueingHandler(put), str(audio_dir), recursive=True)
-    observer.start()
+    try:
+        observer.start()
+    except BaseException:
+        # Emitters already started (one per watched folder) would run on, unsupervised.
+        try:
+            observer.stop()
+        except Exception:
+            logger.debug("stopping the half-started observer failed", exc_info=True)
+        raise
     return observer
 
 
@@ -156,6 +164,12 @@ class SupervisedWatcher:
         return "rescans" if self._observer is None else "watching"
 
     def start(self) -> None:
+        """Start watching. A watcher that cannot start (a tree deeper than watchdog's recursive
+        start-up walk can go, the inotify watch limit) gives way to rescans, with the reason
+        in the status: never a failed start, which systemd would repeat for ever."""
+        self._try_again(self._clock())
+
+    def _start_observer(self) -> None:
         self._deaths_seen = len(_watchdog_thread_deaths)
         watchdog_logger = logging.getLogger("watchdog.observers")
         if self._overflow not in watchdog_logger.handlers:
@@ -196,8 +210,8 @@ class SupervisedWatcher:
     def _try_again(self, now: float) -> bool:
         _forget_dead_inotify_reader()
         try:
-            self.start()
-        except Exception as exc:  # inotify watch limit, a vanished folder...
+            self._start_observer()
+        except Exception as exc:  # RecursionError in a deep tree, the inotify watch limit, a vanished folder...
             self._observer = None
             self._retry_at = now + RESTART_WINDOW_S
             self.problem = (f"cannot start the file watcher ({type(exc).__name__}: {exc}); rescanning every "

@@ -111,3 +111,23 @@ def test_hundreds_of_folders_over_a_14000_file_index_keep_the_loop_answering(
         assert worst < 5.0, f"the loop stalled: status file {worst:.1f} s old"
     finally:
         daemon.kill()
+
+
+def test_a_very_deep_tree_at_start_up_gives_rescans_not_a_crash_loop(tmp_path: Path, yamnet_handle: str) -> None:
+    """Watchdog's inotify start-up walks the tree by recursion in the starting thread: the
+    daemon used to exit 1 with RecursionError at every start (systemd restarting it for ever)."""
+    (tmp_path / "audio" / "clips").mkdir(parents=True)
+    (tmp_path / "audio" / "clips" / "first.wav").write_bytes(wav_bytes(seed=1))
+    make_chain(tmp_path / "audio" / "clips" / "deep", DEEP)
+    try:
+        for _ in range(2):  # a restart finds the same tree
+            with idle_daemon(tmp_path, yamnet_handle, watch="poll_interval_s = 2.0") as process:
+                assert process.status()["watcher"] == "rescans"
+                assert "RecursionError" in process.status()["watcher_problem"]
+                daemon_log = process.log_text()
+                (process.audio / "clips" / f"later{_}.wav").write_bytes(wav_bytes(seed=5 + _))
+                process.wait_embedded(f"clips/later{_}.wav", timeout=30)  # found by rescans
+                assert process.proc is not None and process.proc.poll() is None
+        assert "Traceback" not in daemon_log
+    finally:
+        remove_tree(tmp_path / "audio" / "clips" / "deep")
