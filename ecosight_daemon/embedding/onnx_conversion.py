@@ -30,6 +30,7 @@ import numpy as np
 
 from ecosight_daemon.errors import EcosightError
 from ecosight_daemon.util.digest import sha256_of
+from ecosight_daemon.util.instance_lock import pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -53,17 +54,34 @@ def intact(folder: Path, model_id: str) -> bool:
     """The folder holds a verified body for this model, its files as recorded."""
     try:
         record = json.loads((folder / RECORD_FILE).read_text())
-        return bool(record.get("model_id") == model_id and record.get("worst_cosine", 0) >= MIN_COSINE
-                and sha256_of(folder / BODY_FILE) == record.get("body_sha256")
-                and sha256_of(folder / HEAD_FILE) == record.get("head_sha256"))
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # missing, unreadable, not JSON (UnicodeDecodeError included)
         return False
+    if not isinstance(record, dict):  # valid JSON of another shape: damaged all the same
+        return False
+    cosine = record.get("worst_cosine")
+    try:
+        return bool(record.get("model_id") == model_id and isinstance(cosine, (int, float)) and cosine >= MIN_COSINE
+                    and sha256_of(folder / BODY_FILE) == record.get("body_sha256")
+                    and sha256_of(folder / HEAD_FILE) == record.get("head_sha256"))
+    except OSError:
+        return False
+
+
+def remove_abandoned_conversions(models_dir: Path) -> None:
+    """Remove the half-written folders of conversions whose process is gone (killed, or the
+    machine lost power); a conversion still running elsewhere keeps its own."""
+    for leftover in (models_dir / "onnx").glob("*.partial-*"):
+        pid = leftover.name.rpartition(".partial-")[2]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            logger.info("removing %s, left by a conversion that did not finish", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def ensure_body(handle: str, models_dir: Path, model_id: str) -> Path:
     """The verified body folder for this model, converted now (in a child process) if
     it is missing or damaged. Raises OnnxUnavailable with the reason otherwise."""
     folder = body_folder(models_dir, model_id)
+    remove_abandoned_conversions(models_dir)
     if intact(folder, model_id):
         return folder
     if folder.exists():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import pytest
 
 from ecosight_daemon.audio import decode_audio, is_audio_name
 from ecosight_daemon.embedding.loader import load_embedder
-from ecosight_daemon.embedding.onnx_conversion import BODY_FILE, MIN_COSINE, RECORD_FILE, intact
+from ecosight_daemon.embedding.onnx_conversion import BODY_FILE, MIN_COSINE, RECORD_FILE, ensure_body, intact
 from ecosight_daemon.embedding.onnx_runtime import OnnxEmbedder
 from testkit.daemon_process import idle_daemon
 
@@ -111,6 +112,30 @@ def test_a_damaged_body_is_rebuilt_not_trusted(onnx: OnnxEmbedder, tmp_path: Pat
     assert intact(folder, onnx.model_id)
     hum = np.full(8000, 0.1, np.float32)
     np.testing.assert_allclose(again.embed(hum), onnx.embed(hum), atol=1e-5)
+
+
+@pytest.mark.parametrize("record", ['[]', '"verified"', 'null', '7', '{"model_id": 5, "worst_cosine": "high"}',
+                                    '{"model_id": "x"', "\udcff not text"])
+def test_a_verification_record_of_any_shape_is_damaged_not_a_crash(
+    onnx: OnnxEmbedder, tmp_path: Path, record: str
+) -> None:
+    folder = tmp_path / "models" / "onnx" / onnx.model_id
+    (folder / RECORD_FILE).write_bytes(record.encode("utf-8", "surrogateescape"))
+    assert not intact(folder, onnx.model_id)
+
+
+def test_a_killed_conversion_leaves_nothing_behind_for_long(onnx: OnnxEmbedder, tmp_path: Path,
+                                                             yamnet_handle: str) -> None:
+    onnx_dir = tmp_path / "models" / "onnx"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    abandoned = onnx_dir / f"{onnx.model_id}.partial-{dead.pid}"  # its process is gone
+    running = onnx_dir / f"{onnx.model_id}.partial-{os.getppid()}"  # a conversion still under way
+    for leftover in (abandoned, running):
+        leftover.mkdir()
+        (leftover / BODY_FILE).write_bytes(b"half a model")
+    assert ensure_body(yamnet_handle, tmp_path / "models", onnx.model_id) == onnx_dir / onnx.model_id
+    assert not abandoned.exists() and running.exists()
 
 
 def test_a_savedmodel_that_is_not_yamnet_falls_back_to_tensorflow_with_the_reason(
