@@ -166,8 +166,10 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from ecosight_daemon.daemon.loop import Daemon
     from ecosight_daemon.embedding.loader import load_embedder
     from ecosight_daemon.http.front import HttpFrontEnd
+    from ecosight_daemon.util.descriptors import raise_descriptor_limit
 
     lock = hold_daemon_lock(settings.paths.models_dir)  # held until this process ends
+    raise_descriptor_limit()
     try:
         daemon = Daemon(settings, lambda handle: load_embedder(handle, settings.paths.models_dir,
                                                               settings.embedding.runtime,

@@ -4,6 +4,7 @@ every outcome, an error included, becomes the reply; nothing a client sends ends
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future
 from typing import Any
 
 from ecosight_daemon.daemon.inbox import Predict, Rollback
@@ -16,7 +17,19 @@ from ecosight_daemon.models.rollback import UnknownVersion, roll_back
 logger = logging.getLogger(__name__)
 
 
+def deliver(reply: Future[dict[str, Any]], result: dict[str, Any]) -> None:
+    """Set the answer, unless the client has gone (its request timed out and cancelled the
+    future): then the answer is dropped, never raised into the loop."""
+    if not reply.set_running_or_notify_cancel():
+        logger.info("a client left before its answer was ready; the answer is dropped")
+        return
+    reply.set_result(result)
+
+
 def answer_predict(message: Predict, predictor: Predictor | None) -> None:
+    if message.reply.cancelled():  # the client gave up while it waited in the inbox: no work for nobody
+        logger.info("a /predict request was given up before the daemon reached it; skipped")
+        return
     try:
         if predictor is None:
             raise EcosightError("the daemon is still starting; try again in a moment")
@@ -28,7 +41,7 @@ def answer_predict(message: Predict, predictor: Predictor | None) -> None:
     except Exception as exc:  # a model error on one upload must not stop the loop
         logger.exception("predict failed")
         result = {"http_status": 500, "error": f"{type(exc).__name__}: {exc}"}
-    message.reply.set_result(result)
+    deliver(message.reply, result)
 
 
 def answer_rollback(message: Rollback, registry: ModelRegistry) -> None:
@@ -41,4 +54,4 @@ def answer_rollback(message: Rollback, registry: ModelRegistry) -> None:
         result = {"http_status": 409, "error": str(exc)}
     except OSError as exc:
         result = {"http_status": 500, "error": f"cannot write under models_dir: {exc}"}
-    message.reply.set_result(result)
+    deliver(message.reply, result)

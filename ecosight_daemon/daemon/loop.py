@@ -171,6 +171,8 @@ class Daemon:
                 self._handle(message)
             except STORAGE_ERRORS as exc:
                 self._storage_failed(exc)
+            except Exception:  # one message, whatever it carried, never ends the loop
+                logger.exception("handling %s failed; the daemon carries on", type(message).__name__)
         if self.state is DaemonState.STOPPING:
             self._shutdown()
             return
@@ -270,7 +272,12 @@ class Daemon:
         ))
 
     def _write_status(self) -> None:
-        self._publisher.publish(self.status())
+        try:
+            status = self.status()
+        except OSError as exc:  # out of descriptors, say: the last document stays; the next turn tries again
+            self._storage.failed(exc)
+            return
+        self._publisher.publish(status)
 
     def _shutdown(self) -> None:
         self._notifier.stopping()

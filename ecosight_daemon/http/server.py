@@ -53,6 +53,33 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class AcceptErrorsOncePerMinute(logging.Filter):
+    """asyncio logs "socket.accept() out of system resource" with a traceback at every
+    failed accept while descriptors are exhausted (thousands a second, a 419 MB log in
+    3 minutes): let one through a minute, without the traceback."""
+
+    def __init__(self, interval_s: float = 60.0) -> None:
+        super().__init__()
+        self._interval_s = interval_s
+        self._last = -interval_s
+        self.suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "out of system resource" not in str(record.msg):
+            return True
+        now = time.monotonic()
+        if now - self._last < self._interval_s:
+            self.suppressed += 1
+            return False
+        self._last = now
+        error = record.exc_info[1] if record.exc_info else None
+        record.msg = ("cannot accept HTTP connections (%s); %d such errors since the last line; "
+                      "this is logged at most once a minute")
+        record.args = (error, self.suppressed)
+        record.exc_info, record.exc_text, self.suppressed = None, None, 0
+        return True
+
+
 class HttpServer:
     def __init__(self, app: FastAPI, sock: socket.socket) -> None:
         self._app = app
@@ -61,6 +88,7 @@ class HttpServer:
                                 timeout_graceful_shutdown=2)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._serve, name="ecosight-http", daemon=True)
+        self._accept_errors = AcceptErrorsOncePerMinute()
 
     @property
     def address(self) -> str:
@@ -68,6 +96,7 @@ class HttpServer:
         return f"{host}:{port}"
 
     def start(self) -> None:
+        logging.getLogger("asyncio").addFilter(self._accept_errors)
         self._thread.start()
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:
@@ -81,6 +110,7 @@ class HttpServer:
         self._server.should_exit = True
         self._thread.join(timeout=STOP_TIMEOUT_S)
         self._socket.close()
+        logging.getLogger("asyncio").removeFilter(self._accept_errors)
 
     def _serve(self) -> None:
         try:

@@ -11,6 +11,7 @@ with 14,000 files indexed embedded a burst at 0.8 of the model's own rate).
 from __future__ import annotations
 
 import io
+import logging
 import threading
 import time
 from collections import deque
@@ -35,6 +36,9 @@ from ecosight_daemon.ingest.file_steps import (
 )
 from ecosight_daemon.ingest.limits import IngestLimits
 
+logger = logging.getLogger(__name__)
+
+SHORTAGE_RETRY_S = 5.0  # out of descriptors or memory: how long a file waits before it is read again
 WAKE_POLL_S = 0.02  # how often a wait on the next file looks at the loop's inbox
 
 
@@ -54,6 +58,8 @@ class EmbedStream:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ecosight-embed")
         self._queue: deque[tuple[str, Future[EmbeddedFile | PreparedFile]]] = deque()
         self._cached: set[str] | None = None  # read once a burst (~10 ms at 14,000 files), kept in step
+        self._not_before: dict[str, float] = {}  # files the machine was too short to read, and when to retry
+        self._shortage: str | None = None  # what it is short of, logged once until it is over
         self._warm_up(workers)
 
     def _warm_up(self, workers: int) -> None:
@@ -90,7 +96,9 @@ class EmbedStream:
         if self._cached is None:
             self._cached = store.cached_hashes()
         in_flight = {path for path, _ in self._queue}
-        waiting = deque(r for r in store.files(FileState.PENDING, limit) if r.path not in in_flight)
+        now = time.monotonic()
+        waiting = deque(r for r in store.files(FileState.PENDING, limit)
+                        if r.path not in in_flight and self._not_before.get(r.path, 0.0) <= now)
         self._start(waiting)
         while self._queue:
             future = self._queue[0][1]
@@ -104,11 +112,26 @@ class EmbedStream:
             done = future.result()
             result = done if isinstance(done, EmbeddedFile) else embed_prepared(self._embedder, done)
             in_cache = record_result(store, result, report)
+            self._note_shortage(result.prepared.record.path, result.prepared.short_of)
             if result.prepared.sha256:  # bytes gone from the cache since are decoded next time
                 (self._cached.add if in_cache else self._cached.discard)(result.prepared.sha256)
             self._start(waiting)
         report.seconds = time.monotonic() - started
         return report
+
+    def _note_shortage(self, path: str, short_of: str | None) -> None:
+        """Out of descriptors or memory: the file waits SHORTAGE_RETRY_S; one log line per cause."""
+        if short_of is None:
+            self._not_before.pop(path, None)
+            if self._shortage is not None and not self._not_before:
+                logger.warning("reading files works again (after: %s)", self._shortage)
+                self._shortage = None
+            return
+        self._not_before[path] = time.monotonic() + SHORTAGE_RETRY_S
+        if short_of != self._shortage:
+            logger.warning("cannot read files now (%s); they stay pending and are tried again every %.0f s",
+                           short_of, SHORTAGE_RETRY_S)
+            self._shortage = short_of
 
     def burst_over(self) -> None:
         """Nothing pending: the cached hashes are read afresh when files come again."""

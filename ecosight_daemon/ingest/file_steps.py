@@ -23,7 +23,7 @@ from ecosight_daemon.audio import DecodedAudio, decode_audio
 from ecosight_daemon.cache.store import EmbeddingStore, FileRecord
 from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.errors import AudioDecodeError
-from ecosight_daemon.ingest.limits import IngestLimits, size_problem
+from ecosight_daemon.ingest.limits import IngestLimits, shortage, size_problem
 from ecosight_daemon.ingest.naming import FoundFile, describe_entry, shown
 from ecosight_daemon.ingest.reconcile import record_failure
 from ecosight_daemon.util import pause
@@ -39,7 +39,8 @@ class EmbedReport:
     embedded: int = 0
     failed: int = 0
     skipped: int = 0  # bytes already cached (a rename, a copy, or a re-run)
-    deferred: int = 0  # changed while being read; still pending
+    deferred: int = 0  # changed while being read, or the machine short of something; still pending
+    shortage: str | None = None  # what the machine last ran short of while reading (descriptors, memory)
     patches: int = 0
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
@@ -56,6 +57,7 @@ class PreparedFile:
     audio: DecodedAudio | None = None
     problem: str | None = None
     changed_while_reading: bool = False
+    short_of: str | None = None  # the machine ran short (descriptors, memory): try again later
 
 
 @runtime_checkable
@@ -82,8 +84,10 @@ def prepare_file(audio_dir: Path, record: FileRecord, limits: IngestLimits, cach
         data = read_regular_file(path)
     except FileNotFoundError:
         return PreparedFile(record)
-    except OSError as exc:
-        return PreparedFile(record, found, problem=f"cannot read file ({exc.strerror or exc})")
+    except (OSError, MemoryError) as exc:
+        if (cause := shortage(exc)) is not None:
+            return PreparedFile(record, found, short_of=cause)
+        return PreparedFile(record, found, problem=f"cannot read file ({getattr(exc, 'strerror', None) or exc})")
     after = describe_entry(path, record.path)
     if after is None or (after.size, after.mtime_ns) != (found.size, found.mtime_ns) or (
         len(data) != found.size
@@ -96,6 +100,8 @@ def prepare_file(audio_dir: Path, record: FileRecord, limits: IngestLimits, cach
         audio = decode_audio(data, limits.max_duration_s, limits.min_duration_s, limits.min_peak_dbfs)
     except AudioDecodeError as exc:
         return PreparedFile(record, found, sha256, problem=str(exc))
+    except MemoryError:
+        return PreparedFile(record, found, sha256, short_of="out of memory")
     return PreparedFile(record, found, sha256, audio)
 
 
@@ -149,6 +155,10 @@ def record_result(store: EmbeddingStore, result: EmbeddedFile, report: EmbedRepo
     if found is None:
         store.forget_files([record.path])
         logger.info("removed %s from the corpus (file deleted)", shown(record.path))
+        return False
+    if prepared.short_of is not None:
+        report.deferred += 1
+        report.shortage = prepared.short_of
         return False
     if prepared.changed_while_reading:
         report.deferred += 1

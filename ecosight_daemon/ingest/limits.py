@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 from ecosight_daemon.config import Settings
@@ -26,4 +27,18 @@ class IngestLimits:
 def size_problem(size: int, max_file_bytes: int) -> str | None:
     if size > max_file_bytes:
         return f"larger than max_file_mb ({max_file_bytes / 1e6:g} MB): {size / 1e6:.1f} MB"
+    return None
+
+
+# The machine, not the file: out of descriptors or memory. Such a read is tried again
+# later; it never makes the file `failed`.
+SHORTAGE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+
+
+def shortage(exc: BaseException) -> str | None:
+    """What the machine ran short of, when that (not the file) made the read fail."""
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    if isinstance(exc, OSError) and exc.errno in SHORTAGE_ERRNOS:
+        return exc.strerror or errno.errorcode.get(exc.errno or 0, "out of resources")
     return None

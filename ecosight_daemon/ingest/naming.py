@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ecosight_daemon.audio import is_audio_name, is_ignored_name
+from ecosight_daemon.ingest.limits import SHORTAGE_ERRNOS
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def walk_audio_dir(audio_dir: Path, extensions: tuple[str, ...]) -> Iterator[Fou
             with os.scandir(folder) as listing:
                 entries = sorted(listing, key=lambda entry: entry.name, reverse=True)
         except OSError as exc:
-            if folder == audio_dir:
+            if folder == audio_dir or exc.errno in SHORTAGE_ERRNOS:  # a partial walk would look like deletions
                 raise
             logger.warning("cannot list folder %s: %s", shown(os.fsdecode(folder)), exc.strerror or exc)
             continue

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ecosight_daemon.audio import is_audio_name, is_ignored_name
 from ecosight_daemon.cache.store import EmbeddingStore, FileState
-from ecosight_daemon.ingest.limits import IngestLimits, size_problem
+from ecosight_daemon.ingest.limits import IngestLimits, shortage, size_problem
 from ecosight_daemon.ingest.naming import FoundFile, describe_entry, index_path, shown, walk_audio_dir
 from ecosight_daemon.util.digest import sha256_of
 
@@ -95,7 +95,8 @@ def note_found_file(
         try:
             sha256 = sha256_of(audio_dir / found.relpath)
         except OSError as exc:
-            problem = f"cannot read file ({exc.strerror or exc})"
+            if shortage(exc) is None:  # out of descriptors: indexed pending, hashed when it is embedded
+                problem = f"cannot read file ({exc.strerror or exc})"
     if problem is not None:
         record_failure(store, found, None, problem)
         return

@@ -271,3 +271,15 @@ def test_a_spent_time_budget_starts_no_new_file_and_finishes_those_started(corpu
     assert (first.embedded, corpus.store.count_files(FileState.PENDING)) == (started_at_once, 3)
     rest = embed_pending(corpus.store, corpus.embedder, corpus.audio, LIMITS, time_budget_s=60.0)
     assert (rest.embedded, corpus.store.count_files(FileState.PENDING)) == (3, 0)
+
+
+def test_a_machine_short_of_descriptors_or_memory_is_not_a_bad_file() -> None:
+    import errno
+
+    from ecosight_daemon.ingest.limits import shortage
+
+    assert shortage(OSError(errno.EMFILE, "Too many open files")) == "Too many open files"
+    assert shortage(OSError(errno.ENFILE, "Too many open files in system")) is not None
+    assert shortage(MemoryError()) == "out of memory"
+    assert shortage(OSError(errno.EACCES, "Permission denied")) is None  # the file's own problem
+    assert shortage(OSError(errno.EIO, "Input/output error")) is None

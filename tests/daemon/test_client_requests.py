@@ -1,0 +1,44 @@
+"""The loop's answers to HTTP clients: a client that has gone (its request timed out and
+cancelled the future) never turns the answer into an exception in the loop."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ecosight_daemon.daemon.client_requests import answer_predict, answer_rollback
+from ecosight_daemon.daemon.inbox import Predict, Rollback
+from ecosight_daemon.models.registry import ModelRegistry
+
+
+def gone() -> Future[dict[str, Any]]:
+    reply: Future[dict[str, Any]] = Future()
+    assert reply.cancel()  # what asyncio.wait_for does to it at the request's deadline
+    return reply
+
+
+def test_an_answer_for_a_client_that_left_is_dropped_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    registry.ensure()
+    with caplog.at_level(logging.INFO):
+        answer_rollback(Rollback("v0042", gone()), registry)  # 404 computed, nobody to give it to
+        answer_predict(Predict(b"RIFF....", gone()), predictor=None)
+    assert "the answer is dropped" in caplog.text
+    assert "given up before the daemon reached it" in caplog.text
+
+
+def test_a_waiting_client_still_gets_its_answer(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    registry.ensure()
+    reply: Future[dict[str, Any]] = Future()
+    answer_rollback(Rollback("v0042", reply), registry)
+    assert reply.result(timeout=0)["http_status"] == 404
+    starting: Future[dict[str, Any]] = Future()
+    answer_predict(Predict(b"", starting), predictor=None)
+    assert starting.result(timeout=0)["http_status"] == 409

@@ -1,0 +1,62 @@
+"""Clients that do not play fair: a daemon run out of file descriptors by idle connections
+keeps its loop, and once they close, everything that arrived meanwhile is taken in."""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from testkit.daemon_process import DaemonProcess, wait_for, write_config
+from tests.reliability.test_bad_input import wav_bytes
+
+pytestmark = [pytest.mark.reliability, pytest.mark.slow]
+
+DESCRIPTORS = 256  # the daemon's limit here (systemd's default soft limit is 1,024)
+CONNECTIONS = 400  # more than it can hold
+MAX_LOG_BYTES = 5_000_000
+
+
+def open_idle_connections(host: str, port: int, count: int) -> list[socket.socket]:
+    held = []
+    for _ in range(count):
+        connection = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        connection.settimeout(2)
+        try:
+            connection.connect((host, port))
+        except OSError:
+            connection.close()
+            continue
+        held.append(connection)
+    return held
+
+
+def test_running_out_of_descriptors_neither_ends_the_loop_nor_loses_files(tmp_path: Path, yamnet_handle: str) -> None:
+    (tmp_path / "audio" / "clips").mkdir(parents=True)
+    write_config(tmp_path, yamnet_handle)
+    daemon = DaemonProcess(tmp_path, prefix=("prlimit", f"--nofile={DESCRIPTORS}:{DESCRIPTORS}")).start()
+    try:
+        daemon.wait_idle()
+        address = urllib.parse.urlsplit(daemon.http_url)
+        held = open_idle_connections(address.hostname or "127.0.0.1", address.port or 0, CONNECTIONS)
+        try:
+            for i in range(5):
+                (daemon.audio / "clips" / f"during{i}.wav").write_bytes(wav_bytes(seed=40 + i))
+            deadline = time.monotonic() + 15  # the daemon starved of descriptors for 15 s
+            while time.monotonic() < deadline:
+                assert daemon.proc is not None and daemon.proc.poll() is None, daemon.log_text()[-3000:]
+                time.sleep(0.5)
+        finally:
+            for connection in held:
+                connection.close()
+        for i in range(5):  # nothing lost: what arrived while starved is taken in after
+            daemon.wait_embedded(f"clips/during{i}.wav", timeout=90)
+        wait_for(lambda: time.time() - daemon.status().get("updated_at", 0) < 10, 30, "a fresh status")
+        assert len(held) > DESCRIPTORS / 2, "the test did not exhaust the daemon's descriptors"
+        assert (tmp_path / "daemon.log").stat().st_size < MAX_LOG_BYTES
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
