@@ -19,22 +19,39 @@ TRIGGER_CHECK_S = 5.0
 DRIFT_CHECK_INTERVAL_S = 60.0
 
 
+HTTP_REASON_PREFIX = "HTTP: "  # how a reason sent over HTTP is recorded
+MAX_QUEUED_REASONS = 10  # reasons kept word for word; further requests are counted, not stored
+
+
 @dataclass
 class RetrainRequests:
-    """Reasons to retrain that arrived since the last run started; many merge into one run."""
+    """Reasons to retrain that arrived since the last run started; many merge into one run.
+
+    Bounded, whatever clients send: at most one HTTP reason waits (the others merge into
+    it, counted) and at most MAX_QUEUED_REASONS in all, so the status document and the
+    log entry stay small however many requests come.
+    """
 
     reasons: list[str] = field(default_factory=list)
+    merged: int = 0  # requests counted into the waiting ones instead of stored
 
     def add(self, reason: str) -> None:
-        if reason not in self.reasons:
-            self.reasons.append(reason)
+        if reason in self.reasons:
+            return
+        http_waiting = reason.startswith(HTTP_REASON_PREFIX) and any(
+            r.startswith(HTTP_REASON_PREFIX) for r in self.reasons)
+        if http_waiting or len(self.reasons) >= MAX_QUEUED_REASONS:
+            self.merged += 1
+            return
+        self.reasons.append(reason)
 
     def pending(self) -> bool:
         return bool(self.reasons)
 
     def take(self) -> str:
-        merged = "; ".join(self.reasons)
+        merged = "; ".join(self.reasons) + (f" (and {self.merged} more requests)" if self.merged else "")
         self.reasons.clear()
+        self.merged = 0
         return merged
 
 

@@ -31,6 +31,7 @@ from ecosight_daemon.daemon.events import EventLog
 from ecosight_daemon.daemon.inbox import Message, Predict, RetrainRequested, Rollback
 from ecosight_daemon.daemon.prometheus import CONTENT_TYPE, DaemonMetrics
 from ecosight_daemon.daemon.status import HEARTBEAT_S
+from ecosight_daemon.daemon.trigger_policy import HTTP_REASON_PREFIX
 from ecosight_daemon.http.dashboard import (
     gate_fragment,
     history_fragment,
@@ -43,8 +44,8 @@ from ecosight_daemon.http.dashboard import (
 from ecosight_daemon.models.registry import VERSION_PATTERN, ModelRegistry
 from ecosight_daemon.training import version_files as files
 
-HTTP_PREFIX = "HTTP: "
 MAX_REASON_CHARS = 500
+MAX_JSON_BYTES = 16_384  # /retrain and /rollback take a few short fields
 UNHEALTHY_AFTER_S = 5 * HEARTBEAT_S  # no status update for this long: the loop is not turning
 REPLY_TIMEOUT_S = 120.0
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
@@ -189,16 +190,19 @@ def build_app(daemon: DaemonPort, settings: ApiSettings, events: EventLog, metri
         refused = refusal(request, json_body=True)
         if refused is not None:
             return refused
-        body = await _json_object(request)
+        try:
+            body = await _json_object(request)
+        except BodyTooLarge:
+            return JSONResponse({"error": f"a JSON body of at most {MAX_JSON_BYTES} bytes"}, 413)
         reason = body.get("trigger_reason", "Manual retraining request") if body is not None else None
         if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON_CHARS \
                 or CONTROL_CHARACTERS.search(reason):
             return JSONResponse({"error": f'send {{"trigger_reason": "..."}}: text of 1 to {MAX_REASON_CHARS} '
                                           "characters without control characters"}, 422)
         running = bool(daemon.snapshot().get("retrain_running"))
-        daemon.post(RetrainRequested(HTTP_PREFIX + reason))
+        daemon.post(RetrainRequested(HTTP_REASON_PREFIX + reason))
         return JSONResponse({
-            "accepted": True, "trigger_reason": HTTP_PREFIX + reason,
+            "accepted": True, "trigger_reason": HTTP_REASON_PREFIX + reason,
             "when": "after the current retrain (requests made meanwhile merge into that one run)" if running
             else "now",
         }, 202)
@@ -208,7 +212,10 @@ def build_app(daemon: DaemonPort, settings: ApiSettings, events: EventLog, metri
         refused = refusal(request, json_body=True)
         if refused is not None:
             return refused
-        body = await _json_object(request)
+        try:
+            body = await _json_object(request)
+        except BodyTooLarge:
+            return JSONResponse({"error": f"a JSON body of at most {MAX_JSON_BYTES} bytes"}, 413)
         version = None if body is None else body.get("version")
         if body is None or (version is not None and not isinstance(version, str)):
             return JSONResponse({"error": 'send {"version": "v0003"} (or {} for the one before the current)'}, 422)
@@ -258,10 +265,19 @@ def _version_metadata(registry: ModelRegistry, version: str) -> dict[str, Any] |
     return metadata
 
 
+class BodyTooLarge(Exception):
+    pass
+
+
 async def _json_object(request: Request) -> dict[str, Any] | None:
+    """A small JSON object, or None; raises BodyTooLarge past MAX_JSON_BYTES (counted as it
+    streams: a 200 MB body never sits in memory)."""
+    data = await _capped_body(request, MAX_JSON_BYTES)
+    if data is None:
+        raise BodyTooLarge
     try:
-        body = json.loads(await request.body() or b"{}")
-    except ValueError:
+        body = json.loads(data or b"{}")
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
         return None
     return body if isinstance(body, dict) else None
 

@@ -73,3 +73,18 @@ def test_drift_is_checked_once_per_interval_on_enough_new_samples_and_requests_b
 def test_drift_off_by_default() -> None:
     policy = TriggerPolicy(TriggerSettings(min_new_samples=1000))
     assert policy.count(1e6, hashes(500), retrain_running=False) is None
+
+
+def test_a_flood_of_requests_stays_one_bounded_reason() -> None:
+    from ecosight_daemon.daemon.trigger_policy import HTTP_REASON_PREFIX, MAX_QUEUED_REASONS, RetrainRequests
+
+    requests = RetrainRequests()
+    for i in range(5_000):  # distinct 500-character reasons, as a client can send
+        requests.add(HTTP_REASON_PREFIX + f"{i:05d}" + "x" * 495)
+    assert len(requests.reasons) == 1 and requests.merged == 4_999
+    for source in ("SIGHUP", "schedule", *(f"CLI {i}" for i in range(50))):
+        requests.add(source)
+    assert len(requests.reasons) == MAX_QUEUED_REASONS
+    merged = requests.take()
+    assert merged.startswith(HTTP_REASON_PREFIX + "00000") and merged.endswith("(and 5042 more requests)")  # 4,999 HTTP + 43 past the cap
+    assert len(merged) < 2_000 and not requests.pending() and requests.merged == 0

@@ -188,6 +188,27 @@ def test_uploads_are_capped_while_they_stream_in(trained: LoopThread) -> None:
     assert streamed.status_code == 413
 
 
+def test_json_bodies_are_capped_and_deep_nesting_is_refused_not_a_crash(trained: LoopThread) -> None:
+    """A 200 MB body used to be read whole (RSS +1.3 GiB) before its 422; JSON nested
+    100,000 deep answered 500."""
+    client = client_for(trained.daemon)
+    for route in ("/retrain", "/rollback"):
+        def huge() -> Iterator[bytes]:  # streamed without Content-Length: counted as it arrives
+            yield b'{"trigger_reason": "'
+            for _ in range(2_000):
+                yield b"x" * 100_000
+        assert client.post(route, content=huge(), headers={"Content-Type": "application/json"}).status_code == 413
+        declared = client.post(route, content=b" " * 20_000, headers={"Content-Type": "application/json"})
+        assert declared.status_code == 413
+        nested = b"[" * 100_000 + b"]" * 100_000
+        answer = client.post(route, content=nested, headers={"Content-Type": "application/json"})
+        assert answer.status_code == 413  # over the cap before it is parsed
+        nested = b"[" * 5_000 + b"]" * 5_000  # under the cap, deeper than the parser goes
+        answer = client.post(route, content=nested, headers={"Content-Type": "application/json"})
+        assert answer.status_code == 422, answer.text
+    assert trained.daemon.snapshot().get("state") != "stopped"
+
+
 def test_rollback_answers_what_happened(trained: LoopThread) -> None:
     client = client_for(trained.daemon)
     assert client.post("/rollback", json={"version": "v0042"}).status_code == 404
