@@ -29,7 +29,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
+from watchdog.observers.polling import PollingObserverVFS
 
 from ecosight_daemon.audio import is_ignored_name
 
@@ -77,7 +77,10 @@ def translate(event: FileSystemEvent) -> list[FileEvent]:
 
 def start_observer(audio_dir: Path, put: Callable[[FileEvent], None], polling: bool,
                    poll_interval_s: float) -> BaseObserver:
-    observer: BaseObserver = PollingObserver(timeout=poll_interval_s) if polling else Observer()
+    # Polling with lstat: a symbolic link to a folder is not a folder, so a link to ".." is
+    # not walked into for ever (os.stat made the snapshot follow it: memory without bound).
+    observer: BaseObserver = (PollingObserverVFS(os.lstat, os.scandir, polling_interval=poll_interval_s)
+                              if polling else Observer())
     observer.name = "ecosight-observer"
     observer.schedule(EnqueueingHandler(put), str(audio_dir), recursive=True)
     try:

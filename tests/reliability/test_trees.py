@@ -131,3 +131,20 @@ def test_a_very_deep_tree_at_start_up_gives_rescans_not_a_crash_loop(tmp_path: P
         assert "Traceback" not in daemon_log
     finally:
         remove_tree(tmp_path / "audio" / "clips" / "deep")
+
+
+def test_polling_does_not_follow_links_back_up_the_tree(tmp_path: Path, yamnet_handle: str) -> None:
+    """With [watch] polling = true, two links to ".." made watchdog's snapshot walk for ever:
+    the daemon never left `starting`, its memory growing ~35 MB/s."""
+    clips = tmp_path / "audio" / "clips"
+    clips.mkdir(parents=True)
+    (clips / "first.wav").write_bytes(wav_bytes(seed=1))
+    (clips / "up").symlink_to("..")
+    (clips / "up2").symlink_to("../..")
+    with idle_daemon(tmp_path, yamnet_handle, watch="polling = true\npoll_interval_s = 1.0") as process:
+        process.wait_embedded("clips/first.wav")
+        (clips / "later.wav").write_bytes(wav_bytes(seed=2))
+        process.wait_embedded("clips/later.wav", timeout=30)  # the polling watcher sees it
+        assert process.status()["watcher"] == "watching"
+        assert process.embedded_paths().get("clips/up") is None  # a link: never followed, never a file
+        assert process.proc is not None and process.proc.poll() is None
