@@ -5,7 +5,6 @@ cache's float16 quantum), so a cache made by either serves both."""
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from ecosight_daemon.embedding.identity import identify_local
 from ecosight_daemon.embedding.interface import YAMNET_DIM
 from ecosight_daemon.embedding.onnx_conversion import BODY_FILE, HEAD_FILE, OnnxUnavailable, ensure_body
 from ecosight_daemon.pooling import AudiosetHead
+from ecosight_daemon.util.cpus import usable_cpus
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def runtime_threads() -> int:
     """Threads for the CNN on one clip: every core (measured on 2 cores: 1,039 patches/s
     with 2 threads, 644 with 1, decoding on a third thread included). Many clips go
     faster still as one single-threaded run per core (`for_concurrent_files`)."""
-    return max(1, os.cpu_count() or 1)
+    return usable_cpus()
 
 
 def body_session(body_file: Path, threads: int) -> Any:
