@@ -29,7 +29,7 @@ class FoundFile:
     relpath: str
     label: str
     size: int
-    mtime_ns: int
+    mtime_ns: int  # change_stamp(): the later of mtime and ctime
     problem: str | None = None
 
 
@@ -133,7 +133,17 @@ def describe_entry(path: Path, relpath: str, name_problem: str | None = None) ->
         return FoundFile(relpath, label_of(relpath), 0, 0, f"cannot stat file ({exc.strerror})")
     label = label_of(relpath)
     problem = name_problem or _entry_problem(info.st_mode, label)
-    return FoundFile(relpath, label, info.st_size, info.st_mtime_ns, problem)
+    return FoundFile(relpath, label, info.st_size, change_stamp(info), problem)
+
+
+def change_stamp(info: os.stat_result) -> int:
+    """When the file last changed, as far as we can tell: the later of its mtime and ctime.
+
+    `cp -p`, `rsync -t` and `touch -r` give other bytes the old mtime, but nobody can set
+    ctime: a file replaced by others of the same size is noticed all the same. (A rename or
+    chmod also moves ctime: the file is read and hashed again, and its cached embedding kept.)
+    """
+    return max(info.st_mtime_ns, info.st_ctime_ns)
 
 
 def _entry_problem(mode: int, label: str) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,3 +284,26 @@ def test_a_machine_short_of_descriptors_or_memory_is_not_a_bad_file() -> None:
     assert shortage(MemoryError()) == "out of memory"
     assert shortage(OSError(errno.EACCES, "Permission denied")) is None  # the file's own problem
     assert shortage(OSError(errno.EIO, "Input/output error")) is None
+
+
+def test_a_file_replaced_by_other_bytes_of_the_same_size_and_mtime_is_embedded_again(
+    corpus: Corpus, write_wav: WavWriter, tmp_path: Path
+) -> None:
+    """`cp -p` / `rsync -t`: same size, same mtime, other sound. It used to train for ever on
+    the old embedding, through rescans and restarts."""
+    path = write_wav(corpus.audio / "dog_bark" / "bark.wav", "tone", seed=1)
+    assert corpus.sync().embedded == 1
+    before = corpus.store.file_record("dog_bark/bark.wav")
+    other = write_wav(tmp_path / "other.wav", "noise", seed=2)
+    assert other.stat().st_size == path.stat().st_size
+    old = path.stat()
+    time.sleep(0.01)  # let the clock move past the first write's ctime (coarse-clock filesystems)
+    shutil.copyfile(other, path)
+    os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns))  # what cp -p does
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (old.st_size, old.st_mtime_ns)
+    assert path.stat().st_ctime_ns != old.st_ctime_ns
+    report = corpus.sync()
+    after = corpus.store.file_record("dog_bark/bark.wav")
+    assert report.embedded == 1
+    assert before is not None and after is not None and after.sha256 != before.sha256
+    assert corpus.sync().embedded == 0  # and then it is unchanged again
