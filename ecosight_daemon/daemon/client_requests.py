@@ -1,5 +1,7 @@
-"""The loop's answers to what a client asked through the HTTP server (`/predict`, `/rollback`):
-every outcome, an error included, becomes the reply; nothing a client sends ends the loop."""
+"""Answers to what a client asked through the HTTP server: every outcome, an error included,
+becomes the reply, and a reply for a client that has gone is dropped. `/rollback` is
+answered on the loop (it changes what the loop serves); `/predict` on its own worker
+(predictions.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +9,8 @@ import logging
 from concurrent.futures import Future
 from typing import Any
 
-from ecosight_daemon.daemon.inbox import Predict, Rollback
-from ecosight_daemon.errors import AudioDecodeError, EcosightError
-from ecosight_daemon.models.predict import Predictor
+from ecosight_daemon.daemon.inbox import Rollback
+from ecosight_daemon.errors import EcosightError
 from ecosight_daemon.models.registry import ModelRegistry
 from ecosight_daemon.models.retrain import RetrainBusy
 from ecosight_daemon.models.rollback import UnknownVersion, roll_back
@@ -24,24 +25,6 @@ def deliver(reply: Future[dict[str, Any]], result: dict[str, Any]) -> None:
         logger.info("a client left before its answer was ready; the answer is dropped")
         return
     reply.set_result(result)
-
-
-def answer_predict(message: Predict, predictor: Predictor | None) -> None:
-    if message.reply.cancelled():  # the client gave up while it waited in the inbox: no work for nobody
-        logger.info("a /predict request was given up before the daemon reached it; skipped")
-        return
-    try:
-        if predictor is None:
-            raise EcosightError("the daemon is still starting; try again in a moment")
-        result: dict[str, Any] = predictor.label(message.data)
-    except AudioDecodeError as exc:
-        result = {"http_status": 422, "error": str(exc)}
-    except EcosightError as exc:
-        result = {"http_status": 409, "error": str(exc)}
-    except Exception as exc:  # a model error on one upload must not stop the loop
-        logger.exception("predict failed")
-        result = {"http_status": 500, "error": f"{type(exc).__name__}: {exc}"}
-    deliver(message.reply, result)
 
 
 def answer_rollback(message: Rollback, registry: ModelRegistry) -> None:

@@ -52,14 +52,6 @@ class RetrainFinished:
 
 
 @dataclass(frozen=True)
-class Predict:
-    """Label an uploaded clip; the answer (a JSON-ready dict) is set on `reply`."""
-
-    data: bytes
-    reply: Future[dict[str, Any]]
-
-
-@dataclass(frozen=True)
 class Rollback:
     """Make an earlier version current (None: the one promoted before the current)."""
 
@@ -67,7 +59,7 @@ class Rollback:
     reply: Future[dict[str, Any]]
 
 
-Message = FileChanged | Rescan | RetrainRequested | ReloadConfig | Stop | RetrainFinished | Predict | Rollback
+Message = FileChanged | Rescan | RetrainRequested | ReloadConfig | Stop | RetrainFinished | Rollback
 
 
 class Inbox:

@@ -16,19 +16,19 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any, Protocol
 
 from ecosight_daemon.cache.reports import CacheReports
 from ecosight_daemon.cache.store import EmbeddingStore
 from ecosight_daemon.config import Settings
 from ecosight_daemon.config_file import reload_settings
-from ecosight_daemon.daemon.client_requests import answer_predict, answer_rollback
+from ecosight_daemon.daemon.client_requests import answer_rollback
 from ecosight_daemon.daemon.events import EventLog, EventLogHandler
 from ecosight_daemon.daemon.inbox import (
     FileChanged,
     Inbox,
     Message,
-    Predict,
     ReloadConfig,
     Rescan,
     RetrainFinished,
@@ -37,6 +37,7 @@ from ecosight_daemon.daemon.inbox import (
     Stop,
 )
 from ecosight_daemon.daemon.indexer import Indexer
+from ecosight_daemon.daemon.predictions import PredictionWorker
 from ecosight_daemon.daemon.prometheus import DaemonMetrics
 from ecosight_daemon.daemon.retraining import Retraining
 from ecosight_daemon.daemon.schedule import ScheduledRetrains
@@ -87,7 +88,7 @@ class Daemon:
         self._signals = SignalsToInbox(self.inbox)
         self._make_front_end = front_end
         self._http: FrontEnd | None = None
-        self._predictor: Predictor | None = None
+        self.predictions = PredictionWorker()
         self._runtime: str | None = None
         self._log_feed = EventLogHandler(self.events)
         self._states = StateChanges(self._notifier, self.events, self._write_status)
@@ -117,6 +118,10 @@ class Daemon:
     def post(self, message: Message) -> None:
         self.inbox.put(message)
 
+    def predict(self, data: bytes) -> Future[dict[str, Any]] | None:
+        """Label an upload off the loop; None when the prediction queue is full."""
+        return self.predictions.submit(data)
+
     def request_stop(self, reason: str = "requested") -> None:
         self.inbox.put(Stop(reason))
 
@@ -140,7 +145,7 @@ class Daemon:
             remember_audioset_head(self.store, embedder)
         settings.paths.audio_dir.mkdir(parents=True, exist_ok=True)
         self._indexer = Indexer(settings, self.store, embedder, self._clock, self.metrics)
-        self._predictor = Predictor(self._registry, embedder, IngestLimits.from_settings(settings))
+        self.predictions.ready(Predictor(self._registry, embedder, IngestLimits.from_settings(settings)))
         self._runtime = getattr(embedder, "runtime", "tensorflow")
         self._watcher = SupervisedWatcher(settings.paths.audio_dir, self.inbox.put_file_event,
                                           settings.watch.polling, settings.watch.poll_interval_s, self._clock)
@@ -213,8 +218,6 @@ class Daemon:
         elif isinstance(message, ReloadConfig):
             self._reload_config()
             self._retraining.request("SIGHUP")
-        elif isinstance(message, Predict):
-            answer_predict(message, self._predictor)
         elif isinstance(message, Rollback):
             answer_rollback(message, self._registry)
 
@@ -284,6 +287,7 @@ class Daemon:
         if self._http is not None:
             self._http.stop()
         self._retraining.stop()
+        self.predictions.close()
         if self._watcher is not None:
             self._watcher.stop()
         if self._indexer is not None:

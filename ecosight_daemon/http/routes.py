@@ -28,7 +28,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Streamin
 from starlette.concurrency import run_in_threadpool
 
 from ecosight_daemon.daemon.events import EventLog
-from ecosight_daemon.daemon.inbox import Message, Predict, RetrainRequested, Rollback
+from ecosight_daemon.daemon.inbox import Message, RetrainRequested, Rollback
 from ecosight_daemon.daemon.prometheus import CONTENT_TYPE, DaemonMetrics
 from ecosight_daemon.daemon.status import HEARTBEAT_S
 from ecosight_daemon.daemon.trigger_policy import HTTP_REASON_PREFIX
@@ -48,6 +48,7 @@ MAX_REASON_CHARS = 500
 MAX_JSON_BYTES = 16_384  # /retrain and /rollback take a few short fields
 UNHEALTHY_AFTER_S = 5 * HEARTBEAT_S  # no status update for this long: the loop is not turning
 REPLY_TIMEOUT_S = 120.0
+PREDICT_RETRY_AFTER_S = 5
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 # The pages load nothing from elsewhere and run only their own script.
 PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
@@ -60,6 +61,7 @@ class DaemonPort(Protocol):
 
     def snapshot(self) -> dict[str, Any]: ...
     def post(self, message: Message) -> None: ...
+    def predict(self, data: bytes) -> Future[dict[str, Any]] | None: ...
 
 
 @dataclass(frozen=True)
@@ -236,9 +238,11 @@ def build_app(daemon: DaemonPort, settings: ApiSettings, events: EventLog, metri
         data = await _capped_body(request, settings.max_upload_bytes)
         if data is None:
             return JSONResponse({"error": f"larger than {settings.max_upload_bytes / 1e6:g} MB"}, 413)
-        reply: Future[dict[str, Any]] = Future()
-        daemon.post(Predict(data, reply))
-        return await _answer(reply)
+        answer = daemon.predict(data)
+        if answer is None:
+            return JSONResponse({"error": "busy labeling other uploads; try again in a few seconds"}, 503,
+                                headers={"Retry-After": str(PREDICT_RETRY_AFTER_S)})
+        return await _answer(answer)
 
     @app.get("/metrics")
     def prometheus() -> Response:

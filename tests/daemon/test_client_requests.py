@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from ecosight_daemon.daemon.client_requests import answer_predict, answer_rollback
-from ecosight_daemon.daemon.inbox import Predict, Rollback
+from ecosight_daemon.daemon.client_requests import answer_rollback
+from ecosight_daemon.daemon.inbox import Rollback
+from ecosight_daemon.daemon.predictions import PredictionWorker, label_upload
 from ecosight_daemon.models.registry import ModelRegistry
 
 
@@ -28,9 +29,7 @@ def test_an_answer_for_a_client_that_left_is_dropped_not_raised(
     registry.ensure()
     with caplog.at_level(logging.INFO):
         answer_rollback(Rollback("v0042", gone()), registry)  # 404 computed, nobody to give it to
-        answer_predict(Predict(b"RIFF....", gone()), predictor=None)
     assert "the answer is dropped" in caplog.text
-    assert "given up before the daemon reached it" in caplog.text
 
 
 def test_a_waiting_client_still_gets_its_answer(tmp_path: Path) -> None:
@@ -39,6 +38,18 @@ def test_a_waiting_client_still_gets_its_answer(tmp_path: Path) -> None:
     reply: Future[dict[str, Any]] = Future()
     answer_rollback(Rollback("v0042", reply), registry)
     assert reply.result(timeout=0)["http_status"] == 404
-    starting: Future[dict[str, Any]] = Future()
-    answer_predict(Predict(b"", starting), predictor=None)
-    assert starting.result(timeout=0)["http_status"] == 409
+    assert label_upload(None, b"")["http_status"] == 409  # still starting: try again
+
+
+def test_the_prediction_worker_answers_every_request_it_takes() -> None:
+    """(Its bound under real load: tests/http/test_routes.py, the flood of uploads.)"""
+    worker = PredictionWorker()  # no predictor yet: every answer is a quick 409
+    try:
+        replies = [worker.submit(b"RIFF") for _ in range(200)]
+        taken = [reply for reply in replies if reply is not None]
+        assert taken and worker.refused == 200 - len(taken)
+        assert all(reply.result(timeout=10)["http_status"] == 409 for reply in taken)
+        again = worker.submit(b"RIFF")  # room again once they are answered
+        assert again is not None and again.result(timeout=10)["http_status"] == 409
+    finally:
+        worker.close()

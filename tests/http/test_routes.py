@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -207,6 +208,34 @@ def test_json_bodies_are_capped_and_deep_nesting_is_refused_not_a_crash(trained:
         answer = client.post(route, content=nested, headers={"Content-Type": "application/json"})
         assert answer.status_code == 422, answer.text
     assert trained.daemon.snapshot().get("state") != "stopped"
+
+
+def test_a_flood_of_uploads_is_bounded_and_the_loop_keeps_turning(trained: LoopThread, write_wav: WavWriter,
+                                                                    tmp_path: Path) -> None:
+    """Uploads were labeled on the main loop: 60 parallel long clips kept /health non-200
+    for ~2 minutes, and an answer for a request that had timed out ended the loop."""
+    clip = write_wav(tmp_path / "long.wav", "noise", seconds=60.0).read_bytes()
+    client = client_for(trained.daemon, cap=10_000_000)
+    answers: list[Any] = []
+    stale: list[float] = []
+
+    def upload() -> None:
+        answers.append(client.post("/predict", content=clip, headers={"Content-Type": "application/octet-stream"}))
+
+    uploads = [threading.Thread(target=upload) for _ in range(24)]
+    for thread in uploads:
+        thread.start()
+    while any(thread.is_alive() for thread in uploads):
+        stale.append(time.time() - trained.daemon.snapshot().get("updated_at", 0))
+        assert client.get("/health").status_code == 200
+        time.sleep(0.2)
+    for thread in uploads:
+        thread.join()
+    codes = sorted(answer.status_code for answer in answers)
+    assert set(codes) <= {200, 503} and 200 in codes and 503 in codes, codes
+    assert all(a.headers.get("retry-after") for a in answers if a.status_code == 503)
+    assert max(stale) < 10, max(stale)  # the loop kept publishing its status
+    assert trained.thread.is_alive() and trained.error is None
 
 
 def test_rollback_answers_what_happened(trained: LoopThread) -> None:
