@@ -25,7 +25,6 @@ from typing import Any, Protocol
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 from ecosight_daemon.daemon.events import EventLog
 from ecosight_daemon.daemon.inbox import Message, RetrainRequested, Rollback
@@ -49,6 +48,9 @@ MAX_JSON_BYTES = 16_384  # /retrain and /rollback take a few short fields
 UNHEALTHY_AFTER_S = 5 * HEARTBEAT_S  # no status update for this long: the loop is not turning
 REPLY_TIMEOUT_S = 120.0
 PREDICT_RETRY_AFTER_S = 5
+MAX_EVENT_STREAMS = 32  # dashboards open at once; each is one connection held open
+SSE_POLL_S = 0.25
+SSE_KEEP_ALIVE_S = 15.0
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 # The pages load nothing from elsewhere and run only their own script.
 PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
@@ -97,6 +99,7 @@ def allowed_hosts(host: str, port: int) -> set[str]:
 def build_app(daemon: DaemonPort, settings: ApiSettings, events: EventLog, metrics: DaemonMetrics) -> FastAPI:
     app = FastAPI(title="ecosight-daemon", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.stopping = False
+    app.state.event_streams = 0
     hosts = allowed_hosts(settings.host, settings.port)
     registry = ModelRegistry(settings.models_dir)
 
@@ -249,7 +252,10 @@ def build_app(daemon: DaemonPort, settings: ApiSettings, events: EventLog, metri
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     @app.get("/events")
-    def event_stream(request: Request) -> StreamingResponse:
+    async def event_stream(request: Request) -> Response:
+        if app.state.event_streams >= MAX_EVENT_STREAMS:
+            return JSONResponse({"error": f"{MAX_EVENT_STREAMS} event streams are open already; try again later"},
+                                503, headers={"Retry-After": "30"})
         last = request.headers.get("last-event-id", "")
         start = int(last) if last.isdigit() else max(0, events.last_number - 50)
         return StreamingResponse(_sse(app, events, start), media_type="text/event-stream",
@@ -310,13 +316,24 @@ async def _answer(reply: Future[dict[str, Any]]) -> JSONResponse:
 
 
 async def _sse(app: FastAPI, events: EventLog, start: int) -> AsyncIterator[str]:
+    """One subscriber's stream. It waits on the event loop (asyncio.sleep), never in a pool
+    thread: 300 open streams each holding a thread left /health and /metrics 7 s to wait."""
     last = start
-    yield "retry: 2000\n\n"
-    while not app.state.stopping:
-        batch = await run_in_threadpool(events.after, last, 1.0)
-        if not batch:
-            yield ": keep-alive\n\n"
-            continue
-        for event in batch:
-            last = event.number
-            yield f"id: {event.number}\nevent: {event.kind}\ndata: {json.dumps(event.as_dict())}\n\n"
+    quiet_since = time.monotonic()
+    app.state.event_streams += 1  # counted while it runs: a stream never started holds nothing
+    try:
+        yield "retry: 2000\n\n"
+        while not app.state.stopping:
+            batch = events.after(last)
+            if not batch:
+                if time.monotonic() - quiet_since >= SSE_KEEP_ALIVE_S:
+                    quiet_since = time.monotonic()
+                    yield ": keep-alive\n\n"
+                await asyncio.sleep(SSE_POLL_S)
+                continue
+            quiet_since = time.monotonic()
+            for event in batch:
+                last = event.number
+                yield f"id: {event.number}\nevent: {event.kind}\ndata: {json.dumps(event.as_dict())}\n\n"
+    finally:
+        app.state.event_streams -= 1

@@ -6,11 +6,13 @@ from __future__ import annotations
 import socket
 import time
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from testkit.daemon_process import DaemonProcess, wait_for, write_config
+from ecosight_daemon.http.routes import MAX_EVENT_STREAMS
+from testkit.daemon_process import DaemonProcess, idle_daemon, wait_for, write_config
 from tests.reliability.test_bad_input import wav_bytes
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
@@ -60,3 +62,42 @@ def test_running_out_of_descriptors_neither_ends_the_loop_nor_loses_files(tmp_pa
         assert daemon.stop() == 0
     finally:
         daemon.kill()
+
+
+def open_event_streams(host: str, port: int, count: int) -> tuple[list[socket.socket], list[int]]:
+    """`count` GET /events on raw sockets, left open; the HTTP status each got."""
+    streams, codes = [], []
+    for _ in range(count):
+        connection = socket.create_connection((host, port), timeout=10)
+        connection.sendall(f"GET /events HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+        codes.append(int(connection.recv(64).split()[1]))
+        streams.append(connection)
+    return streams, codes
+
+
+def test_hundreds_of_event_streams_leave_health_and_metrics_quick(tmp_path: Path, yamnet_handle: str) -> None:
+    """300 open /events streams each held a worker thread: /health and /metrics took 7 s."""
+    with idle_daemon(tmp_path, yamnet_handle) as daemon:
+        address = urllib.parse.urlsplit(daemon.http_url)
+        host, port = address.hostname or "127.0.0.1", address.port or 0
+        streams, codes = open_event_streams(host, port, 300)
+        try:
+            assert codes.count(200) == MAX_EVENT_STREAMS and codes.count(503) == 300 - MAX_EVENT_STREAMS
+            timings = []
+            for _ in range(40):
+                for route in ("health", "metrics"):
+                    started = time.monotonic()
+                    with urllib.request.urlopen(daemon.http_url + route, timeout=30) as answer:
+                        assert answer.status == 200
+                    timings.append(time.monotonic() - started)
+            assert sorted(timings)[int(0.95 * len(timings))] < 0.5, sorted(timings)[-5:]
+        finally:
+            for stream in streams:
+                stream.close()
+        # closed streams give their places back
+        def one_more_stream() -> bool:
+            streams, codes = open_event_streams(host, port, 1)
+            streams[0].close()
+            return codes == [200]
+
+        wait_for(one_more_stream, 30, "a free event stream again")
