@@ -130,6 +130,9 @@ class PromotionSettings:
     significance: float = setting(
         0.05, "a drop rejects a candidate only when a paired McNemar test gives p below this", between(1e-6, 0.5)
     )
+    keep_versions: int = setting(
+        20, "version folders kept under models_dir/versions (the current and previous always)", at_least(3)
+    )
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,12 @@ class ModelRegistry:
                     found.append(metadata)
         return found
 
+    def previous_promoted(self, current: str | None) -> str | None:
+        """The newest version older than `current` that passed its gate (what rollback restores)."""
+        promoted = [m["version"] for m in self.versions() if m.get("status") == RetrainStatus.PROMOTED.value]
+        earlier = [v for v in promoted if current is None or v < current]
+        return earlier[-1] if earlier else None
+
     def remove_stale_staging(self) -> None:
         """Staging folders are left only by a crash; nothing in them was ever published."""
         if self.versions_dir.is_dir():

@@ -26,6 +26,7 @@ from ecosight_daemon.config import Settings
 from ecosight_daemon.embedding.onnx_conversion import BODY_FILE, body_folder, intact
 from ecosight_daemon.errors import EXIT_TEMPFAIL, EcosightError
 from ecosight_daemon.models.registry import ModelRegistry
+from ecosight_daemon.models.retention import prune_versions
 from ecosight_daemon.models.retraining_log import LOG_FILE as LOG_FILE_NAME
 from ecosight_daemon.models.retraining_log import RetrainOutcome, RetrainStatus, metrics_summary
 from ecosight_daemon.pooling import AudiosetHead, needs_audioset_head
@@ -156,6 +157,10 @@ def retrain(
             logger.log(level, "retrain (%s) %s: %s", trigger, outcome.status.value, outcome.reason)
             if outcome.version is not None:
                 write_extras(registry, outcome.version, process, settings.training.time_limit_s, should_stop)
+            try:
+                prune_versions(registry, settings.promotion.keep_versions)
+            except OSError as exc:  # a full or failing disk: pruned after the next attempt
+                logger.warning("cannot prune old versions: %s", exc)
     finally:
         process.close()
     return outcome

@@ -27,7 +27,7 @@ def roll_back(registry: ModelRegistry, version: str | None) -> tuple[str | None,
     with retrain_lock(registry.root):
         registry.recover()
         current = registry.current_version()
-        target = version or previous_promoted(registry, current)
+        target = version or registry.previous_promoted(current)
         if target is None:
             raise EcosightError("no earlier promoted version to roll back to; see `ecosight-daemon history`")
         _require_known(registry, target)
@@ -47,10 +47,3 @@ def _require_known(registry: ModelRegistry, version: str) -> None:
     if version not in known:
         raise UnknownVersion(f"no version named {version!r}; the versions are: {', '.join(known) or 'none'} "
                              "(see `ecosight-daemon history`)")
-
-
-def previous_promoted(registry: ModelRegistry, current: str | None) -> str | None:
-    """The newest version older than the current one that passed its gate."""
-    promoted = [m["version"] for m in registry.versions() if m.get("status") == RetrainStatus.PROMOTED.value]
-    earlier = [v for v in promoted if current is None or v < current]
-    return earlier[-1] if earlier else None
