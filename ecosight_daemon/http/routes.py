@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -42,6 +43,8 @@ from ecosight_daemon.http.dashboard import (
 )
 from ecosight_daemon.models.registry import VERSION_PATTERN, ModelRegistry
 from ecosight_daemon.training import version_files as files
+
+logger = logging.getLogger(__name__)
 
 MAX_REASON_CHARS = 500
 MAX_JSON_BYTES = 16_384  # /retrain and /rollback take a few short fields
@@ -114,11 +117,16 @@ def build_app(daemon: DaemonPort, settings: ApiSettings, events: EventLog, metri
         """Why this state-changing or costly request is refused, or None."""
         if json_body and request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
             return JSONResponse({"error": "send the body as application/json"}, 415)
+        client = request.client.host if request.client else "an unknown address"
         if settings.token is not None:
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {settings.token}".encode()):
+                logger.warning("refused %s %s from %s: no valid bearer token", request.method, request.url.path,
+                               client)
                 return JSONResponse({"error": "a valid bearer token is required (Authorization: Bearer ...)"}, 401,
                                     headers={"WWW-Authenticate": "Bearer"})
+        logger.info("%s %s from %s%s", request.method, request.url.path, client,
+                    " (authenticated)" if settings.token is not None else "")
         return None
 
     def page(name: str, fragment: str) -> HTMLResponse:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -280,7 +281,9 @@ def test_cross_site_posts_fail_and_no_cors_headers_are_sent(trained: LoopThread)
     assert len(retrain_log(trained.daemon)) == before
 
 
-def test_with_a_token_configured_state_changing_routes_need_it(trained: LoopThread) -> None:
+def test_with_a_token_configured_state_changing_routes_need_it(trained: LoopThread,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="ecosight_daemon.http.routes")
     client = client_for(trained.daemon, token=TOKEN)
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
                     {"Authorization": f"Bearer {TOKEN}x"}):
@@ -295,6 +298,9 @@ def test_with_a_token_configured_state_changing_routes_need_it(trained: LoopThre
                      headers={"Authorization": f"Bearer {TOKEN}"})
     assert ok.status_code == 202
     wait_retrained(trained.daemon, before)
+    # every write is attributed: the client's address, and whether it proved the token
+    assert "refused POST /retrain from testclient: no valid bearer token" in caplog.text
+    assert "POST /retrain from testclient (authenticated)" in caplog.text
 
 
 def test_the_token_is_compared_in_constant_time() -> None:
