@@ -45,7 +45,6 @@ from ecosight_daemon.daemon.signals import SignalsToInbox
 from ecosight_daemon.daemon.states import DaemonState, StateChanges
 from ecosight_daemon.daemon.status import StatusInputs, StatusPublisher, build_status
 from ecosight_daemon.daemon.storage_trouble import STORAGE_ERRORS, StorageTrouble
-from ecosight_daemon.daemon.systemd import SystemdNotifier
 from ecosight_daemon.daemon.watcher import SupervisedWatcher
 from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.ingest.audioset_layer import remember_audioset_head
@@ -55,6 +54,7 @@ from ecosight_daemon.models.registry import ModelRegistry
 from ecosight_daemon.models.retrain import finish_interrupted_promotion, recover_at_start
 from ecosight_daemon.pooling import needs_audioset_head
 from ecosight_daemon.util import pause
+from ecosight_daemon.util.systemd import SystemdNotifier
 
 logger = logging.getLogger(__name__)
 

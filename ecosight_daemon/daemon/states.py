@@ -8,7 +8,7 @@ from collections.abc import Callable
 from enum import Enum
 
 from ecosight_daemon.daemon.events import EventLog
-from ecosight_daemon.daemon.systemd import SystemdNotifier
+from ecosight_daemon.util.systemd import SystemdNotifier
 
 logger = logging.getLogger(__name__)
 

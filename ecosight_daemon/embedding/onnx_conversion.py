@@ -31,6 +31,7 @@ import numpy as np
 from ecosight_daemon.errors import EcosightError
 from ecosight_daemon.util.digest import sha256_of
 from ecosight_daemon.util.instance_lock import pid_alive
+from ecosight_daemon.util.systemd import SystemdNotifier
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ HEAD_FILE = "audioset_head.npz"
 RECORD_FILE = "verification.json"
 MIN_COSINE = 0.99999  # the float16 storage quantum: caches made with TensorFlow stay valid
 CONVERT_TIMEOUT_S = 900.0
+EXTEND_EVERY_S = 10.0  # how often a running conversion asks systemd for more start time
 OPSET = 17
 
 
@@ -91,15 +93,10 @@ def ensure_body(handle: str, models_dir: Path, model_id: str) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     logger.info("converting YAMNet's CNN body to ONNX (once per model; about a minute)")
     started = time.monotonic()
-    try:
-        result = subprocess.run([sys.executable, "-m", __name__, handle, str(partial), model_id],
-                                capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S)
-    except subprocess.TimeoutExpired as exc:
+    returncode, stderr = _run_conversion(handle, partial, model_id)
+    if returncode != 0 or not intact(partial, model_id):
         shutil.rmtree(partial, ignore_errors=True)
-        raise OnnxUnavailable(f"the conversion took longer than {CONVERT_TIMEOUT_S:.0f} s") from exc
-    if result.returncode != 0 or not intact(partial, model_id):
-        shutil.rmtree(partial, ignore_errors=True)
-        last = (result.stderr.strip().splitlines() or ["no message"])[-1]
+        last = (stderr.strip().splitlines() or ["no message"])[-1]
         raise OnnxUnavailable(f"the conversion failed: {last}")
     try:
         partial.rename(folder)
@@ -111,6 +108,27 @@ def ensure_body(handle: str, models_dir: Path, model_id: str) -> Path:
     logger.info("ONNX body ready in %.0f s (worst per-patch cosine to TensorFlow %.7f)",
                 time.monotonic() - started, record["worst_cosine"])
     return folder
+
+
+def _run_conversion(handle: str, partial: Path, model_id: str) -> tuple[int, str]:
+    """The child process, waited for in slices: under systemd each slice asks for more start
+    time (the unit's TimeoutStartSec is 300 s, a conversion on a slow machine may take longer).
+    Returns (exit code, stderr); OnnxUnavailable past CONVERT_TIMEOUT_S."""
+    notifier = SystemdNotifier()
+    started = time.monotonic()
+    child = subprocess.Popen([sys.executable, "-m", __name__, handle, str(partial), model_id],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while True:
+        notifier.extend_start_timeout(2 * EXTEND_EVERY_S)
+        try:
+            _, stderr = child.communicate(timeout=EXTEND_EVERY_S)
+            return child.returncode, stderr
+        except subprocess.TimeoutExpired:
+            if time.monotonic() - started > CONVERT_TIMEOUT_S:
+                child.kill()
+                child.communicate()
+                shutil.rmtree(partial, ignore_errors=True)
+                raise OnnxUnavailable(f"the conversion took longer than {CONVERT_TIMEOUT_S:.0f} s") from None
 
 
 def test_waveforms() -> list[np.ndarray]:

@@ -20,7 +20,7 @@ from ecosight_daemon.audio import decode_audio, is_audio_name
 from ecosight_daemon.embedding.loader import load_embedder
 from ecosight_daemon.embedding.onnx_conversion import BODY_FILE, MIN_COSINE, RECORD_FILE, ensure_body, intact
 from ecosight_daemon.embedding.onnx_runtime import OnnxEmbedder
-from testkit.daemon_process import idle_daemon
+from testkit.daemon_process import DaemonProcess, idle_daemon, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -175,3 +175,19 @@ def test_the_daemon_runs_without_tensorflow_and_a_tensorflow_cache_stays_valid(
         daemon.wait_embedded("clips/new.wav")
         assert daemon.status()["tensorflow_loaded"] is False
         assert "embedded clips/c0.wav" not in daemon.log_text().split("runs on ONNX Runtime")[-1]
+
+
+def test_a_conversion_at_start_asks_systemd_for_more_start_time(tmp_path: Path, yamnet_handle: str) -> None:
+    """The conversion runs before READY; the unit gives a start 300 s while a conversion may
+    take up to 900 s on a slow machine: it asks for more time while it works."""
+    (tmp_path / "audio" / "clips").mkdir(parents=True)
+    write_config(tmp_path, yamnet_handle)
+    shutil.rmtree(tmp_path / "models" / "onnx", ignore_errors=True)  # no body yet: the daemon converts it
+    daemon = DaemonProcess(tmp_path).start()
+    try:
+        extend = [i for i, line in enumerate(daemon.notifications) if line.startswith("EXTEND_TIMEOUT_USEC=")]
+        assert extend and extend[0] < daemon.notifications.index("READY=1"), daemon.notifications[:10]
+        assert int(daemon.notifications[extend[0]].split("=")[1]) >= 10_000_000
+        assert "converting YAMNet's CNN body" in daemon.log_text()
+    finally:
+        daemon.kill()

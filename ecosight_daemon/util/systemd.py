@@ -1,4 +1,4 @@
-"""sd_notify over the NOTIFY_SOCKET datagram: READY, STATUS, STOPPING, WATCHDOG.
+"""sd_notify over the NOTIFY_SOCKET datagram: READY, STATUS, STOPPING, WATCHDOG, EXTEND_TIMEOUT_USEC.
 
 A no-op outside systemd (no NOTIFY_SOCKET in the environment).
 """
@@ -45,3 +45,8 @@ class SystemdNotifier:
 
     def watchdog(self) -> None:
         self.notify("WATCHDOG=1")
+
+    def extend_start_timeout(self, seconds: float) -> None:
+        """Long start-up work (the one-time ONNX conversion) asks for more time than the
+        unit's TimeoutStartSec, a slice at a time, instead of being killed mid-way."""
+        self.notify(f"EXTEND_TIMEOUT_USEC={int(seconds * 1e6)}")
