@@ -129,6 +129,16 @@ def build_app(daemon: DaemonPort, settings: ApiSettings, events: EventLog, metri
                     " (authenticated)" if settings.token is not None else "")
         return None
 
+    async def json_write(request: Request) -> dict[str, Any] | None | JSONResponse:
+        """A write's small JSON object (None: not one), or the refusal to send back."""
+        refused = refusal(request, json_body=True)
+        if refused is not None:
+            return refused
+        try:
+            return await _json_object(request)
+        except BodyTooLarge:
+            return JSONResponse({"error": f"a JSON body of at most {MAX_JSON_BYTES} bytes"}, 413)
+
     def page(name: str, fragment: str) -> HTMLResponse:
         return HTMLResponse(render_page(name, fragment, settings.token is not None),
                             headers={"Content-Security-Policy": PAGE_POLICY, "Cache-Control": "no-store"})
@@ -200,13 +210,9 @@ def build_app(daemon: DaemonPort, settings: ApiSettings, events: EventLog, metri
 
     @app.post("/retrain", status_code=202)
     async def retrain(request: Request) -> JSONResponse:
-        refused = refusal(request, json_body=True)
-        if refused is not None:
-            return refused
-        try:
-            body = await _json_object(request)
-        except BodyTooLarge:
-            return JSONResponse({"error": f"a JSON body of at most {MAX_JSON_BYTES} bytes"}, 413)
+        body = await json_write(request)
+        if isinstance(body, JSONResponse):
+            return body
         reason = body.get("trigger_reason", "Manual retraining request") if body is not None else None
         if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON_CHARS \
                 or CONTROL_CHARACTERS.search(reason):
@@ -222,13 +228,9 @@ def build_app(daemon: DaemonPort, settings: ApiSettings, events: EventLog, metri
 
     @app.post("/rollback")
     async def rollback(request: Request) -> JSONResponse:
-        refused = refusal(request, json_body=True)
-        if refused is not None:
-            return refused
-        try:
-            body = await _json_object(request)
-        except BodyTooLarge:
-            return JSONResponse({"error": f"a JSON body of at most {MAX_JSON_BYTES} bytes"}, 413)
+        body = await json_write(request)
+        if isinstance(body, JSONResponse):
+            return body
         version = None if body is None else body.get("version")
         if body is None or (version is not None and not isinstance(version, str)):
             return JSONResponse({"error": 'send {"version": "v0003"} (or {} for the one before the current)'}, 422)
