@@ -53,6 +53,10 @@ class AudioSettings:
     min_peak_dbfs: float = setting(
         -60.0, "files whose loudest sample is below this (digital silence or nearly) are refused", between(-200.0, 0.0)
     )
+    max_decode_s: float = setting(
+        60.0, "the daemon stops decoding a file after this many seconds (wall clock) and records it failed "
+        "(a 600 s clip takes ~1 s here)", at_least(0.1)
+    )
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,12 @@ class HttpSettings:
     port: int = setting(8000, "TCP port; 0 picks a free one at start (status shows it)", between(0, 65535))
     token_file: Path = setting(Path(""), "file holding a bearer token, mode 0600 or stricter; required for a "
                                "non-loopback host; when set, POST requests need it")
+    max_connections: int = setting(256, "open connections at most; past it the oldest one that has not sent "
+                                   "a request is closed (or the new one)", between(8, 60_000))
+    request_timeout_s: float = setting(10.0, "a connection that has not sent a whole request head this long "
+                                       "after connecting (or after its last answer) is closed", at_least(0.5))
+    body_timeout_s: float = setting(30.0, "a request whose body stops arriving for this long is answered 408",
+                                    at_least(0.5))
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,15 @@ DROP INDEX IF EXISTS files_by_state;
 CREATE INDEX IF NOT EXISTS files_by_sha256_label ON files(sha256, label);
 CREATE INDEX IF NOT EXISTS files_by_state_sha256_label ON files(state, sha256, label);
 """),
+    (4, """
+CREATE TABLE IF NOT EXISTS decode_attempts (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    attempts INTEGER NOT NULL CHECK (attempts >= 0),
+    last_at REAL NOT NULL
+);
+"""),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ecosight_daemon.cache.attempts import DecodeAttempts, forget_attempts
 from ecosight_daemon.cache.schema import connect
 from ecosight_daemon.pooling import AudiosetHead
 
@@ -67,6 +68,7 @@ class EmbeddingStore:
         self._db = connection
         self._dtype = storage_dtype
         self.model_id: str | None = self._meta("current_model_id")
+        self.attempts = DecodeAttempts(self._transaction)
 
     @classmethod
     def open(cls, path: Path | str, storage_dtype: str = "float16") -> EmbeddingStore:
@@ -221,6 +223,8 @@ class EmbeddingStore:
     def forget_files(self, paths: list[str]) -> int:
         """Remove deleted files from the index; their cached embeddings stay for reuse."""
         with self._transaction() as db:
+            for path in paths:
+                forget_attempts(db, path)
             return sum(db.execute("DELETE FROM files WHERE path = ?", (p,)).rowcount for p in paths)
 
     # --- embeddings ----------------------------------------------------------------
@@ -322,6 +326,7 @@ def _upsert_file(
     reason: str | None,
 ) -> None:
     now = time.time()
+    forget_attempts(db, path)
     db.execute(
         "INSERT INTO files (path, label, sha256, size, mtime_ns, state, reason, first_seen, updated_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "

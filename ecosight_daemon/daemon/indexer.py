@@ -130,7 +130,7 @@ class Indexer:
 
     def close(self) -> None:
         """Stop embedding; files not yet written stay pending for the next start."""
-        self._stream.close()
+        self._stream.close(self._store)
 
     def _count(self, report: EmbedReport) -> None:
         if report.embedded:

@@ -2,10 +2,11 @@
 
 Worker threads take pending files from their bytes to their embeddings (or, for an
 embedder that runs one file at a time, to their decoded audio) while the loop thread
-answers the inbox; each turn the loop writes the files that finished, in order, one
-transaction each. A pipeline started and drained once a batch left the cores idle at
-every batch's start and end and while the loop took in a burst's file events (a daemon
-with 14,000 files indexed embedded a burst at 0.8 of the model's own rate).
+answers the inbox; each turn the loop writes the files that finished, as they finish,
+one transaction each (a file that takes its decoder's whole budget holds back no other).
+A pipeline started and drained once a batch left the cores idle at every batch's start
+and end and while the loop took in a burst's file events (a daemon with 14,000 files
+indexed embedded a burst at 0.8 of the model's own rate).
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
+from queue import SimpleQueue
 
 import numpy as np
 import soundfile
 
 from ecosight_daemon.audio import decode_audio
+from ecosight_daemon.cache.attempts import MAX_ATTEMPTS
 from ecosight_daemon.cache.store import EmbeddingStore, FileRecord, FileState
 from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.ingest.file_steps import (
@@ -34,7 +37,9 @@ from ecosight_daemon.ingest.file_steps import (
     prepare_file,
     record_result,
 )
+from ecosight_daemon.ingest.isolated_decode import IsolatedDecoder
 from ecosight_daemon.ingest.limits import IngestLimits
+from ecosight_daemon.ingest.naming import shown
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +61,13 @@ class EmbedStream:
         else:
             workers, self._ahead = 1, 2
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ecosight-embed")
-        self._queue: deque[tuple[str, Future[EmbeddedFile | PreparedFile]]] = deque()
+        # Decoding runs in child processes that can be stopped, one per worker thread.
+        self._decoders = [IsolatedDecoder(limits) for _ in range(workers)]
+        self._idle_decoders: SimpleQueue[IsolatedDecoder] = SimpleQueue()
+        for decoder in self._decoders:
+            decoder.start()  # now, not with the first file
+            self._idle_decoders.put(decoder)
+        self._queue: dict[str, Future[EmbeddedFile | PreparedFile]] = {}  # by path, in the order started
         self._cached: set[str] | None = None  # read once a burst (~10 ms at 14,000 files), kept in step
         self._not_before: dict[str, float] = {}  # files the machine was too short to read, and when to retry
         self._shortage: str | None = None  # what it is short of, logged once until it is over
@@ -66,9 +77,9 @@ class EmbedStream:
         """Each worker decodes and embeds once at start: a daemon's first burst ran at 0.82
         of the model's rate cold and at 0.9 once its threads had embedded a few files
         (14,000 files indexed, all cached, so start-up had embedded nothing)."""
-        if self._on_worker is None:
-            return
         model = self._on_worker
+        if model is None:
+            return
         together = threading.Barrier(workers)  # one call on each worker thread, not two on one
         clip = warm_up_clip()
 
@@ -85,39 +96,50 @@ class EmbedStream:
 
     def run(self, store: EmbeddingStore, limit: int, time_budget_s: float,
             wake: Callable[[], bool] = lambda: False) -> EmbedReport:
-        """Start pending files (up to the pipeline's depth), write those that finish, for
-        about `time_budget_s`; files still running are written by a later call. Returns
-        early when `wake()` (the loop has messages: maybe more files) while the pipeline
-        has room: at a burst's start the first file's event comes alone, and waiting on it
-        left the other core idle while the rest of the burst's events queued up."""
+        """Start pending files (up to the pipeline's depth), write those that finish, in the
+        order they finish, for about `time_budget_s`; files still running are written by a
+        later call. Returns early when `wake()` (the loop has messages: maybe more files)
+        while the pipeline has room: at a burst's start the first file's event comes alone,
+        and waiting on it left the other core idle while the rest of the burst's events
+        queued up."""
         started = time.monotonic()
         deadline = started + time_budget_s
         report = EmbedReport()
         if self._cached is None:
             self._cached = store.cached_hashes()
-        in_flight = {path for path, _ in self._queue}
         now = time.monotonic()
         waiting = deque(r for r in store.files(FileState.PENDING, limit)
-                        if r.path not in in_flight and self._not_before.get(r.path, 0.0) <= now)
-        self._start(waiting)
+                        if r.path not in self._queue and self._not_before.get(r.path, 0.0) <= now)
+        self._start(store, waiting, report)
         while self._queue:
-            future = self._queue[0][1]
-            while not future.done():
+            finished = [path for path, future in self._queue.items() if future.done()]
+            if not finished:
                 left = deadline - time.monotonic()
                 if left <= 0 or (len(self._queue) < self._ahead and wake()):
-                    report.seconds = time.monotonic() - started
-                    return report
-                wait([future], timeout=min(WAKE_POLL_S, left))
-            self._queue.popleft()
-            done = future.result()
-            result = done if isinstance(done, EmbeddedFile) else embed_prepared(self._embedder, done)
-            in_cache = record_result(store, result, report)
-            self._note_shortage(result.prepared.record.path, result.prepared.short_of)
-            if result.prepared.sha256:  # bytes gone from the cache since are decoded next time
-                (self._cached.add if in_cache else self._cached.discard)(result.prepared.sha256)
-            self._start(waiting)
+                    break
+                wait(self._queue.values(), timeout=min(WAKE_POLL_S, left), return_when=FIRST_COMPLETED)
+                continue
+            for path in finished:
+                self._write(store, self._queue.pop(path).result(), report)
+            self._start(store, waiting, report)
         report.seconds = time.monotonic() - started
         return report
+
+    def _write(self, store: EmbeddingStore, done: EmbeddedFile | PreparedFile, report: EmbedReport) -> None:
+        assert self._cached is not None
+        result = done if isinstance(done, EmbeddedFile) else embed_prepared(self._embedder, done)
+        prepared = result.prepared
+        path = prepared.record.path
+        if prepared.short_of is not None:  # the machine's fault, not the file's: not an attempt
+            store.attempts.take_back([path])
+        in_cache = record_result(store, result, report)
+        self._note_shortage(path, prepared.short_of)
+        if prepared.interrupted is not None:
+            logger.warning("decoding %s was interrupted (%s); it is tried again in %.0f s",
+                           shown(path), prepared.interrupted, SHORTAGE_RETRY_S)
+            self._not_before[path] = time.monotonic() + SHORTAGE_RETRY_S
+        if prepared.sha256:  # bytes gone from the cache since are decoded next time
+            (self._cached.add if in_cache else self._cached.discard)(prepared.sha256)
 
     def _note_shortage(self, path: str, short_of: str | None) -> None:
         """Out of descriptors or memory: the file waits SHORTAGE_RETRY_S; one log line per cause."""
@@ -138,22 +160,49 @@ class EmbedStream:
         if not self._queue:
             self._cached = None
 
-    def close(self) -> None:
-        """Drop files not yet started and wait for the running ones; all stay pending in
-        the cache and are embedded on the next start."""
-        for _, future in self._queue:
+    def close(self, store: EmbeddingStore | None = None) -> None:
+        """Drop files not yet started, stop the decoders of those running and wait for
+        them; all stay pending in the cache (their starts not counted) and are embedded on
+        the next start."""
+        for future in self._queue.values():
             future.cancel()
+        for decoder in self._decoders:
+            decoder.interrupt()
         self._pool.shutdown(wait=True)
+        for decoder in self._decoders:
+            decoder.close()
+        if store is not None and self._queue:
+            store.attempts.take_back(list(self._queue))
         self._queue.clear()
 
-    def _start(self, waiting: deque[FileRecord]) -> None:
+    def _start(self, store: EmbeddingStore, waiting: deque[FileRecord], report: EmbedReport) -> None:
+        """Start files until the pipeline is full, each start counted in the cache first:
+        a file started MAX_ATTEMPTS times without a result (it hung or killed its reader)
+        is recorded failed instead."""
         while waiting and len(self._queue) < self._ahead:
-            record = waiting.popleft()
-            self._queue.append((record.path, self._pool.submit(self._work, record)))
+            batch = [waiting.popleft() for _ in range(min(len(waiting), self._ahead - len(self._queue)))]
+            counts = store.attempts.count((r.path, r.size, r.mtime_ns) for r in batch)
+            for record in batch:
+                if counts[record.path] > MAX_ATTEMPTS:
+                    self._give_up(store, record, report)
+                else:
+                    self._queue[record.path] = self._pool.submit(self._work, record)
+
+    def _give_up(self, store: EmbeddingStore, record: FileRecord, report: EmbedReport) -> None:
+        reason = (f"reading it was interrupted {MAX_ATTEMPTS} times (its decoder or the daemon died or was "
+                  "stopped meanwhile); it is not tried again until the file changes")
+        store.record_failure(record.path, record.label, record.size, record.mtime_ns, record.sha256, reason)
+        logger.warning("failed %s: %s", shown(record.path), reason)
+        report.failed += 1
+        report.failures.append((record.path, reason))
 
     def _work(self, record: FileRecord) -> EmbeddedFile | PreparedFile:
         assert self._cached is not None
-        prepared = prepare_file(self._audio_dir, record, self._limits, self._cached)
+        decoder = self._idle_decoders.get()
+        try:
+            prepared = prepare_file(self._audio_dir, record, self._limits, self._cached, decoder.decode)
+        finally:
+            self._idle_decoders.put(decoder)
         return prepared if self._on_worker is None else embed_prepared(self._on_worker, prepared)
 
 

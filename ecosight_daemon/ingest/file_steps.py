@@ -23,6 +23,7 @@ from ecosight_daemon.audio import DecodedAudio, decode_audio
 from ecosight_daemon.cache.store import EmbeddingStore, FileRecord
 from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.errors import AudioDecodeError
+from ecosight_daemon.ingest.isolated_decode import DecoderInterrupted
 from ecosight_daemon.ingest.limits import IngestLimits, shortage, size_problem
 from ecosight_daemon.ingest.naming import FoundFile, describe_entry, shown
 from ecosight_daemon.ingest.reconcile import record_failure
@@ -58,6 +59,7 @@ class PreparedFile:
     problem: str | None = None
     changed_while_reading: bool = False
     short_of: str | None = None  # the machine ran short (descriptors, memory): try again later
+    interrupted: str | None = None  # the decoder process died meanwhile: try again, a bounded number of times
 
 
 @runtime_checkable
@@ -71,8 +73,11 @@ class ConcurrentFiles(Protocol):
         ...
 
 
-def prepare_file(audio_dir: Path, record: FileRecord, limits: IngestLimits, cached: set[str]) -> PreparedFile:
-    """Read, hash and (unless cached) decode one file: everything but the model and the database."""
+def prepare_file(audio_dir: Path, record: FileRecord, limits: IngestLimits, cached: set[str],
+                 decode: Callable[[bytes], DecodedAudio] | None = None) -> PreparedFile:
+    """Read, hash and (unless cached) decode one file: everything but the model and the
+    database. `decode` is the daemon's decoder in a process of its own (isolated_decode.py);
+    without it the file is decoded here, with the limits."""
     path = audio_dir / record.path
     found = describe_entry(path, record.path)
     if found is None:
@@ -97,9 +102,14 @@ def prepare_file(audio_dir: Path, record: FileRecord, limits: IngestLimits, cach
     if sha256 in cached:
         return PreparedFile(record, found, sha256)
     try:
-        audio = decode_audio(data, limits.max_duration_s, limits.min_duration_s, limits.min_peak_dbfs)
+        if decode is not None:
+            audio = decode(data)
+        else:
+            audio = decode_audio(data, limits.max_duration_s, limits.min_duration_s, limits.min_peak_dbfs)
     except AudioDecodeError as exc:
         return PreparedFile(record, found, sha256, problem=str(exc))
+    except DecoderInterrupted as exc:
+        return PreparedFile(record, found, sha256, interrupted=str(exc))
     except MemoryError:
         return PreparedFile(record, found, sha256, short_of="out of memory")
     return PreparedFile(record, found, sha256, audio)
@@ -159,6 +169,9 @@ def record_result(store: EmbeddingStore, result: EmbeddedFile, report: EmbedRepo
     if prepared.short_of is not None:
         report.deferred += 1
         report.shortage = prepared.short_of
+        return False
+    if prepared.interrupted is not None:
+        report.deferred += 1
         return False
     if prepared.changed_while_reading:
         report.deferred += 1

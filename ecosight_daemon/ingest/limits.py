@@ -16,12 +16,13 @@ class IngestLimits:
     max_file_bytes: int
     min_duration_s: float = 0.0
     min_peak_dbfs: float | None = None
+    max_decode_s: float = 60.0  # wall-clock, where decoding runs in a process that can be stopped
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IngestLimits:
         audio = settings.audio
         return cls(audio.extensions, audio.max_duration_s, int(audio.max_file_mb * 1_000_000),
-                   audio.min_duration_s, audio.min_peak_dbfs)
+                   audio.min_duration_s, audio.min_peak_dbfs, audio.max_decode_s)
 
 
 def size_problem(size: int, max_file_bytes: int) -> str | None:

@@ -2,7 +2,9 @@
 
 With ECOSIGHT_PAUSE_AT=<name> and ECOSIGHT_PAUSE_FILE=<path> in the environment, the
 process reaching point <name> writes its pid to <path> and sleeps until it is killed.
-Without them (always, in production) `point` does nothing.
+With ECOSIGHT_PAUSE_ONCE=1 too, only the first process to get there pauses (the file
+exists afterwards): one hanging decode among many. Without them (always, in production)
+`point` does nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 PAUSE_AT_ENV = "ECOSIGHT_PAUSE_AT"
 PAUSE_FILE_ENV = "ECOSIGHT_PAUSE_FILE"
+PAUSE_ONCE_ENV = "ECOSIGHT_PAUSE_ONCE"
 
 
 def warn_if_armed(logger: logging.Logger) -> None:
@@ -26,6 +29,9 @@ def warn_if_armed(logger: logging.Logger) -> None:
 def point(name: str) -> None:
     if os.environ.get(PAUSE_AT_ENV) != name or not os.environ.get(PAUSE_FILE_ENV):
         return
-    Path(os.environ[PAUSE_FILE_ENV]).write_text(str(os.getpid()))
+    pause_file = Path(os.environ[PAUSE_FILE_ENV])
+    if os.environ.get(PAUSE_ONCE_ENV) and pause_file.exists():
+        return
+    pause_file.write_text(str(os.getpid()))
     while True:
         time.sleep(0.1)

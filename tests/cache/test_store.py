@@ -234,3 +234,16 @@ def test_every_migration_has_the_next_number() -> None:
     from ecosight_daemon.cache.schema import MIGRATIONS
 
     assert [number for number, _ in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
+
+
+def test_decode_attempts_count_per_file_version_and_end_with_a_result(store: EmbeddingStore) -> None:
+    store.note_file("a.wav", "dog_bark", 10, 1, None)
+    assert store.attempts.count([("a.wav", 10, 1), ("b.wav", 5, 1)]) == {"a.wav": 1, "b.wav": 1}
+    assert store.attempts.count([("a.wav", 10, 1)]) == {"a.wav": 2}
+    store.attempts.take_back(["a.wav"])  # a start that did not count (shut down, out of descriptors)
+    assert store.attempts.count([("a.wav", 10, 1)]) == {"a.wav": 2}
+    assert store.attempts.count([("a.wav", 10, 2)]) == {"a.wav": 1}  # another version of the file
+    store.record_failure("a.wav", "dog_bark", 10, 2, None, "bad")  # a result: the count starts again
+    store.forget_files(["b.wav"])
+    assert store.attempts.count([("a.wav", 10, 2)]) == {"a.wav": 1}
+    assert store.query("SELECT path FROM decode_attempts") == [("a.wav",)]
