@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from ecosight_daemon.cache.reports import CacheReports
 from ecosight_daemon.cache.store import EmbeddingStore
@@ -49,7 +49,6 @@ from ecosight_daemon.daemon.watcher import SupervisedWatcher
 from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.ingest.audioset_layer import remember_audioset_head
 from ecosight_daemon.ingest.limits import IngestLimits
-from ecosight_daemon.models.predict import Predictor
 from ecosight_daemon.models.registry import ModelRegistry
 from ecosight_daemon.models.retrain import finish_interrupted_promotion, recover_at_start
 from ecosight_daemon.pooling import needs_audioset_head
@@ -118,9 +117,16 @@ class Daemon:
     def post(self, message: Message) -> None:
         self.inbox.put(message)
 
-    def predict(self, data: bytes) -> Future[dict[str, Any]] | None:
-        """Label an upload off the loop; None when the prediction queue is full."""
-        return self.predictions.submit(data)
+    def reserve_prediction(self) -> bool:
+        """A place in the prediction queue for an upload about to be read; False when full."""
+        return self.predictions.reserve()
+
+    def release_prediction(self) -> None:
+        self.predictions.release()
+
+    def predict(self, upload: IO[bytes]) -> Future[dict[str, Any]]:
+        """Label an upload (holding a reserved place) off the loop."""
+        return self.predictions.submit(upload)
 
     def request_stop(self, reason: str = "requested") -> None:
         self.inbox.put(Stop(reason))
@@ -145,7 +151,7 @@ class Daemon:
             remember_audioset_head(self.store, embedder)
         settings.paths.audio_dir.mkdir(parents=True, exist_ok=True)
         self._indexer = Indexer(settings, self.store, embedder, self._clock, self.metrics)
-        self.predictions.ready(Predictor(self._registry, embedder, IngestLimits.from_settings(settings)))
+        self.predictions.ready(self._registry, embedder, IngestLimits.from_settings(settings))
         self._runtime = getattr(embedder, "runtime", "tensorflow")
         self._watcher = SupervisedWatcher(settings.paths.audio_dir, self.inbox.put_file_event,
                                           settings.watch.polling, settings.watch.poll_interval_s, self._clock)

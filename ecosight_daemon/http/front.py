@@ -10,6 +10,7 @@ from pathlib import Path
 from ecosight_daemon.config import Settings
 from ecosight_daemon.daemon.events import EventLog
 from ecosight_daemon.daemon.prometheus import DaemonMetrics
+from ecosight_daemon.http.connections import limited_protocol
 from ecosight_daemon.http.routes import ApiSettings, DaemonPort, build_app
 from ecosight_daemon.http.server import HttpServer, bind, read_token
 
@@ -26,11 +27,13 @@ class HttpFrontEnd:
         self.port = int(self._socket.getsockname()[1])
         self.url = f"http://{http.host}:{self.port}/"
         self._api = ApiSettings(http.host, self.port, token, settings.paths.models_dir,
-                                min(MAX_UPLOAD_BYTES, int(settings.audio.max_file_mb * 1_000_000)))
+                                min(MAX_UPLOAD_BYTES, int(settings.audio.max_file_mb * 1_000_000)),
+                                http.body_timeout_s)
+        self._protocol = limited_protocol(http.max_connections, http.request_timeout_s)
         self._server: HttpServer | None = None
 
     def start(self, daemon: DaemonPort, events: EventLog, metrics: DaemonMetrics) -> None:
-        self._server = HttpServer(build_app(daemon, self._api, events, metrics), self._socket)
+        self._server = HttpServer(build_app(daemon, self._api, events, metrics), self._socket, self._protocol)
         self._server.start()
 
     def stop(self) -> None:

@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
@@ -32,6 +32,13 @@ from ecosight_daemon.daemon.inbox import Message, RetrainRequested, Rollback
 from ecosight_daemon.daemon.prometheus import CONTENT_TYPE, DaemonMetrics
 from ecosight_daemon.daemon.status import HEARTBEAT_S
 from ecosight_daemon.daemon.trigger_policy import HTTP_REASON_PREFIX
+from ecosight_daemon.http.bodies import (
+    MAX_JSON_BYTES,
+    BodyTooLarge,
+    BodyTooSlow,
+    json_object,
+    spooled_upload,
+)
 from ecosight_daemon.http.dashboard import (
     gate_fragment,
     history_fragment,
@@ -47,7 +54,6 @@ from ecosight_daemon.training import version_files as files
 logger = logging.getLogger(__name__)
 
 MAX_REASON_CHARS = 500
-MAX_JSON_BYTES = 16_384  # /retrain and /rollback take a few short fields
 UNHEALTHY_AFTER_S = 5 * HEARTBEAT_S  # no status update for this long: the loop is not turning
 REPLY_TIMEOUT_S = 120.0
 PREDICT_RETRY_AFTER_S = 5
@@ -66,7 +72,9 @@ class DaemonPort(Protocol):
 
     def snapshot(self) -> dict[str, Any]: ...
     def post(self, message: Message) -> None: ...
-    def predict(self, data: bytes) -> Future[dict[str, Any]] | None: ...
+    def reserve_prediction(self) -> bool: ...
+    def release_prediction(self) -> None: ...
+    def predict(self, upload: IO[bytes]) -> Future[dict[str, Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,7 @@ class ApiSettings:
     token: str | None  # None: no token configured (loopback only)
     models_dir: Any  # Path
     max_upload_bytes: int
+    body_timeout_s: float = 30.0
 
 
 def health_problem(status: dict[str, Any], now: float) -> str | None:
@@ -135,9 +144,11 @@ def build_app(daemon: DaemonPort, settings: ApiSettings, events: EventLog, metri
         if refused is not None:
             return refused
         try:
-            return await _json_object(request)
+            return await json_object(request, settings.body_timeout_s)
         except BodyTooLarge:
             return JSONResponse({"error": f"a JSON body of at most {MAX_JSON_BYTES} bytes"}, 413)
+        except BodyTooSlow:
+            return too_slow(settings.body_timeout_s)
 
     def page(name: str, fragment: str) -> HTMLResponse:
         return HTMLResponse(render_page(name, fragment, settings.token is not None),
@@ -248,14 +259,21 @@ def build_app(daemon: DaemonPort, settings: ApiSettings, events: EventLog, metri
             return JSONResponse({"error": "send the audio file's bytes as application/octet-stream "
                                           "(curl --data-binary @clip.wav -H 'Content-Type: application/octet-stream')"},
                                 415)
-        data = await _capped_body(request, settings.max_upload_bytes)
-        if data is None:
-            return JSONResponse({"error": f"larger than {settings.max_upload_bytes / 1e6:g} MB"}, 413)
-        answer = daemon.predict(data)
-        if answer is None:
+        # A place in the queue first: a flood of uploads is refused before it is read.
+        if not daemon.reserve_prediction():
             return JSONResponse({"error": "busy labeling other uploads; try again in a few seconds"}, 503,
                                 headers={"Retry-After": str(PREDICT_RETRY_AFTER_S)})
-        return await _answer(answer)
+        try:
+            upload = await spooled_upload(request, settings.max_upload_bytes, settings.body_timeout_s)
+        except BodyTooLarge:
+            daemon.release_prediction()
+            return JSONResponse({"error": f"larger than {settings.max_upload_bytes / 1e6:g} MB"}, 413)
+        except BaseException as exc:  # too slow, or the client went away
+            daemon.release_prediction()
+            if isinstance(exc, BodyTooSlow):
+                return too_slow(settings.body_timeout_s)
+            raise
+        return await _answer(daemon.predict(upload))
 
     @app.get("/metrics")
     def prometheus() -> Response:
@@ -285,34 +303,9 @@ def _version_metadata(registry: ModelRegistry, version: str) -> dict[str, Any] |
     return metadata
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
-async def _json_object(request: Request) -> dict[str, Any] | None:
-    """A small JSON object, or None; raises BodyTooLarge past MAX_JSON_BYTES (counted as it
-    streams: a 200 MB body never sits in memory)."""
-    data = await _capped_body(request, MAX_JSON_BYTES)
-    if data is None:
-        raise BodyTooLarge
-    try:
-        body = json.loads(data or b"{}")
-    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
-        return None
-    return body if isinstance(body, dict) else None
-
-
-async def _capped_body(request: Request, limit: int) -> bytes | None:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+def too_slow(timeout_s: float) -> JSONResponse:
+    return JSONResponse({"error": f"the request body stopped arriving (nothing for {timeout_s:g} s)"}, 408,
+                        headers={"Connection": "close"})
 
 
 async def _answer(reply: Future[dict[str, Any]]) -> JSONResponse:

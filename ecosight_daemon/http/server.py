@@ -3,6 +3,7 @@ taken port stops the start with a clear message instead of a silent dead thread)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
@@ -81,11 +82,11 @@ class AcceptErrorsOncePerMinute(logging.Filter):
 
 
 class HttpServer:
-    def __init__(self, app: FastAPI, sock: socket.socket) -> None:
+    def __init__(self, app: FastAPI, sock: socket.socket, protocol: type[asyncio.Protocol]) -> None:
         self._app = app
         self._socket = sock
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=2)
+                                timeout_graceful_shutdown=2, http=protocol, timeout_keep_alive=5)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._serve, name="ecosight-http", daemon=True)
         self._accept_errors = AcceptErrorsOncePerMinute()

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ecosight_daemon.audio import decode_audio
+from ecosight_daemon.audio import DecodedAudio, decode_audio
 from ecosight_daemon.config import Settings
 from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.errors import AudioDecodeError, EcosightError
@@ -25,10 +26,13 @@ logger = logging.getLogger(__name__)
 class Predictor:
     """YAMNet (already loaded) and the published model, reloaded when the current version changes."""
 
-    def __init__(self, registry: ModelRegistry, embedder: Embedder, limits: IngestLimits) -> None:
+    def __init__(self, registry: ModelRegistry, embedder: Embedder, limits: IngestLimits,
+                 decode: Callable[[bytes], DecodedAudio] | None = None) -> None:
+        """`decode`: the daemon's decoder in a process of its own; without it, decoded here."""
         self._registry = registry
         self._embedder = embedder
         self._limits = limits
+        self._decode = decode
         self._model: PublishedModel | None = None
 
     def current_model(self) -> PublishedModel:
@@ -46,7 +50,10 @@ class Predictor:
         """Label, probabilities and model version for one clip's bytes; AudioDecodeError says why not."""
         model = self.current_model()
         limits = self._limits
-        audio = decode_audio(data, limits.max_duration_s, limits.min_duration_s, limits.min_peak_dbfs)
+        if self._decode is not None:
+            audio = self._decode(data)
+        else:
+            audio = decode_audio(data, limits.max_duration_s, limits.min_duration_s, limits.min_peak_dbfs)
         head = self._embedder.audioset_head() if needs_audioset_head(model.pooling) else None
         features = pool_patches(self._embedder.embed(audio.waveform), model.pooling, head)[np.newaxis, :]
         probabilities = model.probabilities(features)

@@ -3,6 +3,7 @@ cancelled the future) never turns the answer into an exception in the loop."""
 
 from __future__ import annotations
 
+import io
 import logging
 from concurrent.futures import Future
 from pathlib import Path
@@ -45,11 +46,15 @@ def test_the_prediction_worker_answers_every_request_it_takes() -> None:
     """(Its bound under real load: tests/http/test_routes.py, the flood of uploads.)"""
     worker = PredictionWorker()  # no predictor yet: every answer is a quick 409
     try:
-        replies = [worker.submit(b"RIFF") for _ in range(200)]
+        uploads = [io.BytesIO(b"RIFF") for _ in range(200)]
+        replies = [worker.submit(upload) if worker.reserve() else None for upload in uploads]
         taken = [reply for reply in replies if reply is not None]
         assert taken and worker.refused == 200 - len(taken)
         assert all(reply.result(timeout=10)["http_status"] == 409 for reply in taken)
-        again = worker.submit(b"RIFF")  # room again once they are answered
-        assert again is not None and again.result(timeout=10)["http_status"] == 409
+        assert all(upload.closed for upload, reply in zip(uploads, replies, strict=True) if reply is not None)
+        assert worker.reserve()  # room again once they are answered
+        assert worker.submit(io.BytesIO(b"RIFF")).result(timeout=10)["http_status"] == 409
+        assert worker.reserve()
+        worker.release()  # an upload that never came gives its place back
     finally:
         worker.close()

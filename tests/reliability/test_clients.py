@@ -101,3 +101,58 @@ def test_hundreds_of_event_streams_leave_health_and_metrics_quick(tmp_path: Path
             return codes == [200]
 
         wait_for(one_more_stream, 30, "a free event stream again")
+
+
+def closed_by_server(connection: socket.socket) -> bool:
+    """True once the daemon has closed this connection (EOF or a reset)."""
+    connection.settimeout(0.05)
+    try:
+        return connection.recv(1024) == b""
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+
+
+def test_idle_and_trickling_connections_are_closed_and_new_clients_get_in(tmp_path: Path, yamnet_handle: str) -> None:
+    """Uvicorn kept a connection that never finished its first request forever: idle
+    sockets took every descriptor, and a header sent a byte at a time held its connection."""
+    limits = "max_connections = 20\nrequest_timeout_s = 2.0\nbody_timeout_s = 2.0"
+    with idle_daemon(tmp_path, yamnet_handle, http=limits) as daemon:
+        address = urllib.parse.urlsplit(daemon.http_url)
+        host, port = address.hostname or "127.0.0.1", address.port or 0
+        idle = open_idle_connections(host, port, 40)
+        try:
+            # Past the cap, the longest-waiting idle connections make room; a real client gets in.
+            wait_for(lambda: sum(closed_by_server(c) for c in idle) >= 20, 5, "idle connections closed for room")
+            with urllib.request.urlopen(f"{daemon.http_url}health", timeout=5) as answer:
+                assert answer.status == 200
+            # The rest are closed once the head deadline passes.
+            wait_for(lambda: all(closed_by_server(c) for c in idle), 10, "every idle connection closed")
+            trickle = socket.create_connection((host, port), timeout=5)
+            idle.append(trickle)
+            started = time.monotonic()
+            for byte in b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ":
+                try:
+                    trickle.sendall(bytes([byte]))
+                except OSError:
+                    break
+                if closed_by_server(trickle):
+                    break
+                time.sleep(0.25)
+            assert closed_by_server(trickle) and time.monotonic() - started < 6
+            stalled = socket.create_connection((host, port), timeout=10)
+            idle.append(stalled)
+            stalled.sendall(f"POST /predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: audio/wav\r\n"
+                            "Content-Length: 100000\r\n\r\nRIFF".encode())
+            started = time.monotonic()
+            reply = stalled.recv(4096)
+            assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+            assert time.monotonic() - started < 6
+        finally:
+            for connection in idle:
+                connection.close()
+        with urllib.request.urlopen(f"{daemon.http_url}health", timeout=5) as answer:
+            assert answer.status == 200
+        assert time.time() - daemon.status()["updated_at"] < 10
+        assert "HTTP connections at the limit (20 open" in daemon.log_text()
