@@ -224,7 +224,7 @@ def cmd_retrain(settings: Settings, args: argparse.Namespace) -> int:
         print(format_retrain(result))
     if outcome.status is RetrainStatus.FAILED:
         return EXIT_RETRAIN_FAILED
-    return EXIT_OK if outcome.promoted else EXIT_REJECTED
+    return EXIT_OK if outcome.promoted or outcome.status is RetrainStatus.UNCHANGED else EXIT_REJECTED
 
 
 def cmd_predict(settings: Settings, args: argparse.Namespace) -> int:

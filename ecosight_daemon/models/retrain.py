@@ -33,6 +33,7 @@ from ecosight_daemon.pooling import AudiosetHead, needs_audioset_head
 from ecosight_daemon.training import version_files as files
 from ecosight_daemon.training.dataset import Snapshot, SnapshotOptions, Split, take_snapshot
 from ecosight_daemon.training.evaluation import GateDecision, GatePolicy, PairedPredictions, class_recall, gate
+from ecosight_daemon.training.input_digest import training_input_digest
 from ecosight_daemon.training.job_data import write_job_data
 from ecosight_daemon.training.process_handle import TrainingProcess, TrainingProcessFailed
 from ecosight_daemon.training.protocol import FitJob, IncumbentModel, Progress, TrainingResult
@@ -217,10 +218,18 @@ def _attempt(
         outcome.reason = "the training split is empty; add recordings from more sources"
         return outcome
 
-    version = registry.next_version()
-    staging = registry.staging_dir(version)
     incumbent = _incumbent_spec(registry, snapshot)
     outcome.replaced_version = incumbent.version if incumbent else None
+    outcome.input_digest = training_input_digest(snapshot, TrainingRecipe.from_settings(settings.training),
+                                                 gate_policy(settings))
+    if not force and (same := _same_as_newest(registry, outcome.input_digest)) is not None:
+        outcome.status = RetrainStatus.UNCHANGED
+        outcome.reason = (f"nothing changed since {same}: the same samples, labels, splits and settings, and the "
+                          "same current model; training again would give the same model and the same decision, "
+                          "so no new version was made")
+        return outcome
+    version = registry.next_version()
+    staging = registry.staging_dir(version)
     write_job_data(staging, snapshot.features, snapshot.labels(), [s.split.value for s in snapshot.samples],
                    [s.group for s in snapshot.samples], head)
     job = FitJob(str(staging), snapshot.classes, snapshot.pooling, TrainingRecipe.from_settings(settings.training),
@@ -249,6 +258,18 @@ def _attempt(
     if decision.promote:
         registry.promote(version)
     return outcome
+
+
+def _same_as_newest(registry: ModelRegistry, digest: str) -> str | None:
+    """The newest version ("v0003 (promoted)") when it was trained on inputs with this digest
+    and judged against the model current now (or is it); None otherwise."""
+    newest = registry.versions()[-1:]
+    if not newest or newest[0].get("training_input_sha256") != digest:
+        return None
+    metadata = newest[0]
+    if registry.current_version() not in (metadata["version"], metadata.get("replaced_version")):
+        return None
+    return f"{metadata['version']} ({metadata.get('status')})"
 
 
 def audioset_head_for(store: EmbeddingStore, settings: Settings) -> AudiosetHead:
@@ -326,6 +347,7 @@ def _write_version_files(
         "embedding_fingerprint": store.model_fingerprint(snapshot.embedding_model_id),
         "model_sha256": sha256_of(folder / files.MODEL),
         "incumbent_metrics": outcome.incumbent_metrics,
+        "training_input_sha256": outcome.input_digest,
     }
     (folder / files.JOB_DATA).unlink(missing_ok=True)
     write_json(folder / files.METADATA, metadata)  # last: a version folder with metadata is complete

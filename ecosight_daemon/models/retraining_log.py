@@ -24,6 +24,7 @@ class RetrainStatus(str, Enum):
     REJECTED = "rejected"
     FAILED = "failed"
     ROLLED_BACK = "rolled back"  # an operator's rollback, in the log beside the runs
+    UNCHANGED = "unchanged"  # the same inputs as the newest version: not trained again, no new version
 
 
 @dataclass
@@ -44,6 +45,7 @@ class RetrainOutcome:
     started_at: float = 0.0  # wall clock, seconds since the epoch
     status: RetrainStatus = RetrainStatus.FAILED
     gate: dict[str, Any] | None = None  # the rule that decided and its statistics
+    input_digest: str | None = None  # of everything the result depends on (training/input_digest.py)
 
     def log_entry(self) -> dict[str, Any]:
         summary = None if not self.metrics else metrics_summary(self.metrics)

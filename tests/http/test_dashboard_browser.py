@@ -78,7 +78,7 @@ def test_the_dashboard_follows_files_and_retrains_from_the_page(
         screenshot(page, tmp_path, "training")
         assert daemon.retrain_log()[-1]["trigger_reason"] == "HTTP: " + reason
 
-        second_version(page, daemon)
+        second_version(page, daemon, write_wav)
         daemon.wait_idle()  # the run has written its report and export and let go of the retrain lock
         page.click("text=History")
         row = page.locator("#history-table tr", has_text="v0001")
@@ -98,10 +98,12 @@ def test_the_dashboard_follows_files_and_retrains_from_the_page(
         assert daemon.retrain_log()[-1]["status"] == "rolled back"
 
 
-def second_version(page: Any, daemon: DaemonProcess) -> None:
-    """One more promoted model (same clips, same deterministic fit: the gate lets it through)."""
+def second_version(page: Any, daemon: DaemonProcess, write_wav: WavWriter) -> None:
+    """One more promoted model, from one more clip (on unchanged data a retrain makes no new version)."""
     from playwright.sync_api import expect
 
+    write_wav(daemon.audio / "gun_shot" / "shot_late.wav", "clicks", seed=42)
+    daemon.wait_embedded("gun_shot/shot_late.wav")
     page.fill("#reason", "a second model")
     page.click("button[type=submit]")
     expect(page.locator("#gate")).to_contain_text("v0002")

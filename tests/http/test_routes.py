@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -88,6 +89,21 @@ def client_for(daemon: Daemon, token: str | None = None, cap: int = 5_000_000,
     settings = ApiSettings("127.0.0.1", PORT, token, daemon.settings.paths.models_dir, cap)
     app = build_app(daemon, settings, daemon.events, daemon.metrics)
     return fastapi_testclient.TestClient(app, base_url=base_url)
+
+
+def add_embedded_clip(daemon: Daemon, relpath: str, seed: int = 77) -> None:
+    import soundfile
+
+    from testkit.audio_files import synthetic_signal
+
+    soundfile.write(daemon.settings.paths.audio_dir / relpath, synthetic_signal("clicks", 1.0, 16_000, seed), 16_000)
+
+    def state() -> str | None:
+        with sqlite3.connect(daemon.settings.cache_path) as db:
+            row = db.execute("SELECT state FROM files WHERE path = ?", (relpath,)).fetchone()
+        return None if row is None else str(row[0])
+
+    wait_for(lambda: state() == "embedded", 60, f"{relpath} embedded")
 
 
 def current_version(daemon: Daemon) -> str | None:
@@ -245,7 +261,8 @@ def test_rollback_answers_what_happened(trained: LoopThread) -> None:
     assert client.post("/rollback", content=b"version=v0001",
                        headers={"Content-Type": "application/x-www-form-urlencoded"}).status_code == 415
     versions = [e["version"] for e in retrain_log(trained.daemon) if e["status"] == "promoted"]
-    if len(versions) < 2:  # the retrain test may have made a second version; make sure there is one
+    if len(versions) < 2:  # one more clip and a retrain make a second version
+        add_embedded_clip(trained.daemon, "gun_shot/for_rollback.wav")
         before = len(retrain_log(trained.daemon))
         client.post("/retrain", json={"trigger_reason": "a second version"})
         wait_retrained(trained.daemon, before)

@@ -354,3 +354,22 @@ def test_drift_on_newly_arrived_samples_triggers_a_retrain(project: Path, yamnet
             daemon.step(timeout=0.2)
     entry = json.loads((project / "models" / LOG_FILE).read_text())[-1]
     assert entry["trigger_reason"].startswith("drift: accuracy 0.000 < 0.500 on 6 new samples"), entry
+
+
+def test_a_retrain_on_unchanged_data_makes_no_new_version(project: Path, write_wav: Any) -> None:
+    """5,000 POST /retrain on unchanged data had minted 3 identical versions (tens of MB each)."""
+    assert retrain(project, "--reason", "first")["version"] == "v0001"
+    again = cli(project, "retrain", "--json", "--reason", "nothing new")
+    assert again.returncode == 0, again.stderr[-2000:]
+    outcome = json.loads(again.stdout)
+    assert outcome["status"] == "unchanged" and outcome["version"] is None
+    assert "nothing changed since v0001" in outcome["reason"]
+    models = project / "models"
+    assert sorted(p.name for p in (models / "versions").iterdir()) == ["v0001"]
+    assert json.loads((models / METADATA_FILE).read_text())["version"] == "v0001"
+    log = json.loads((models / LOG_FILE).read_text())
+    assert [e["status"] for e in log] == ["promoted", "unchanged"]
+    # Anything that changes the result makes a new attempt: a new clip, or --force.
+    write_wav(project / "audio" / "gun_shot" / "late.wav", "clicks", seconds=2.0, seed=7)
+    assert retrain(project)["version"] == "v0002"
+    assert retrain(project, "--force")["version"] == "v0003"
