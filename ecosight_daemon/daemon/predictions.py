@@ -52,8 +52,7 @@ class PredictionWorker:
         self.refused = 0
 
     def ready(self, registry: ModelRegistry, embedder: Embedder, limits: IngestLimits) -> None:
-        self._decoder = IsolatedDecoder(limits)
-        self._decoder.start()
+        self._decoder = IsolatedDecoder(limits)  # its process starts with the first upload
         self._predictor = Predictor(registry, embedder, limits, self._decoder.decode)
         self._pool.submit(lambda: None).result()  # its thread made now, with the daemon's others
 

@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 SHORTAGE_RETRY_S = 5.0  # out of descriptors or memory: how long a file waits before it is read again
 WAKE_POLL_S = 0.02  # how often a wait on the next file looks at the loop's inbox
+DECODER_IDLE_S = 60.0  # a decoder process unused this long is stopped
 
 
 class EmbedStream:
@@ -65,7 +66,6 @@ class EmbedStream:
         self._decoders = [IsolatedDecoder(limits) for _ in range(workers)]
         self._idle_decoders: SimpleQueue[IsolatedDecoder] = SimpleQueue()
         for decoder in self._decoders:
-            decoder.start()  # now, not with the first file
             self._idle_decoders.put(decoder)
         self._queue: dict[str, Future[EmbeddedFile | PreparedFile]] = {}  # by path, in the order started
         self._cached: set[str] | None = None  # read once a burst (~10 ms at 14,000 files), kept in step
@@ -156,9 +156,12 @@ class EmbedStream:
             self._shortage = short_of
 
     def burst_over(self) -> None:
-        """Nothing pending: the cached hashes are read afresh when files come again."""
+        """Nothing pending: the cached hashes are read afresh when files come again, and
+        decoders idle for DECODER_IDLE_S are stopped (an idle daemon holds none)."""
         if not self._queue:
             self._cached = None
+            for decoder in self._decoders:
+                decoder.stop_if_idle(DECODER_IDLE_S)
 
     def close(self, store: EmbeddingStore | None = None) -> None:
         """Drop files not yet started, stop the decoders of those running and wait for

@@ -46,6 +46,7 @@ class IsolatedDecoder:
     def __init__(self, limits: IngestLimits) -> None:
         self._limits = limits
         self._child: subprocess.Popen[bytes] | None = None
+        self._last_used = 0.0
         self.started = 0  # decoder processes started, for the tests
 
     def decode(self, data: bytes) -> DecodedAudio:
@@ -55,6 +56,7 @@ class IsolatedDecoder:
         request = {"bytes": len(data), "max_duration_s": limits.max_duration_s,
                    "min_duration_s": limits.min_duration_s, "min_peak_dbfs": limits.min_peak_dbfs}
         child = self._running_child()
+        self._last_used = time.monotonic()
         deadline = time.monotonic() + limits.max_decode_s
         try:
             header, payload = self._exchange(child, json.dumps(request).encode() + b"\n" + data, deadline)
@@ -69,6 +71,12 @@ class IsolatedDecoder:
         if "error" in header:
             raise AudioDecodeError(str(header["error"]))
         return DecodedAudio(np.frombuffer(payload, dtype=np.float32), int(header["rate"]), int(header["channels"]))
+
+    def stop_if_idle(self, idle_s: float) -> None:
+        """Stop the child when it has not decoded for `idle_s` (35 MB each, started again in
+        ~0.1 s when needed); from the thread that decodes, or while none does."""
+        if self._child is not None and time.monotonic() - self._last_used > idle_s:
+            self._stop_child()
 
     def interrupt(self) -> None:
         """From another thread (shutting down): kill the child; a decode under way ends

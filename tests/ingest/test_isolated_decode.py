@@ -131,3 +131,21 @@ def test_a_decoder_dies_with_its_daemon_even_in_the_middle_of_a_decode(
         wait_for(lambda: not is_alive(child), 10, "the orphaned decoder to be killed with its parent")
     finally:
         parent.kill()
+
+
+def test_an_idle_decoder_is_stopped_and_started_again_when_needed(tmp_path: Path, write_wav: WavWriter) -> None:
+    clip = write_wav(tmp_path / "clip.wav", "tone", seconds=1.0).read_bytes()
+    decoder = IsolatedDecoder(LIMITS)
+    try:
+        assert decoder.pid is None  # nothing started before the first file
+        decoder.decode(clip)
+        first = decoder.pid
+        assert first is not None
+        decoder.stop_if_idle(60.0)
+        assert decoder.pid == first  # used a moment ago: kept
+        time.sleep(0.2)
+        decoder.stop_if_idle(0.1)
+        assert decoder.pid is None and not is_alive(first)
+        assert len(decoder.decode(clip).waveform) == 16_000 and decoder.started == 2
+    finally:
+        decoder.close()
