@@ -75,16 +75,27 @@ def settled(pid: int) -> bool:
     return process_tree_usage(pid)["cpu_s"] - before < 0.2
 
 
+def child_pids(pid: int) -> list[int]:
+    """Children started by any of the process's threads (the decoders start from worker threads)."""
+    found: list[int] = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(p) for p in children.read_text().split()]
+        except OSError:  # the thread ended meanwhile
+            continue
+    return found
+
+
 def process_tree_usage(pid: int) -> dict[str, float]:
     """CPU seconds (user+system) and RSS (MiB) of a process and of its live children."""
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(p) for p in children.read_text().split()]
+    pids = [pid, *child_pids(pid)]
     ticks = os.sysconf("SC_CLK_TCK")
     usage = {"cpu_s": 0.0, "rss_mib": 0.0, "own_rss_mib": 0.0, "children": len(pids) - 1}
     for index, one in enumerate(pids):
-        fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # a child that ended meanwhile
+            continue
         usage["cpu_s"] += (int(fields[11]) + int(fields[12])) / ticks
         rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / 2**20
         usage["rss_mib"] += rss
