@@ -34,9 +34,9 @@ from testkit.audio_files import synthetic_signal
 from testkit.daemon_process import DaemonProcess, write_config
 
 
-def clip_bytes(seconds: float, seed: int, fmt: str = "WAV") -> bytes:
+def clip_bytes(seconds: float, seed: int, fmt: str = "WAV", kind: str = "noise") -> bytes:
     out = io.BytesIO()
-    soundfile.write(out, synthetic_signal("noise", seconds, 16_000, seed), 16_000, format=fmt)
+    soundfile.write(out, synthetic_signal(kind, seconds, 16_000, seed), 16_000, format=fmt)
     return out.getvalue()
 
 
@@ -45,7 +45,8 @@ class Watch:
 
     def __init__(self, daemon: DaemonProcess) -> None:
         self.daemon = daemon
-        self.peak_rss_mib = 0.0
+        self.peak_rss_mib = 0.0  # the daemon and its children (decoders, the training process)
+        self.peak_own_rss_mib = 0.0  # the daemon alone
         self.longest_unhealthy_s = 0.0
         self.stalest_status_s = 0.0
         self._unhealthy_since: float | None = None
@@ -64,7 +65,9 @@ class Watch:
         while self._running:
             now = time.monotonic()
             try:
-                self.peak_rss_mib = max(self.peak_rss_mib, process_tree_usage(self.daemon.pid)["rss_mib"])
+                usage = process_tree_usage(self.daemon.pid)
+                self.peak_rss_mib = max(self.peak_rss_mib, usage["rss_mib"])
+                self.peak_own_rss_mib = max(self.peak_own_rss_mib, usage["own_rss_mib"])
             except OSError:
                 pass
             healthy = health(self.daemon) == 200
@@ -109,7 +112,7 @@ def address(daemon: DaemonProcess) -> tuple[str, int]:
 
 def predict_flood(daemon: DaemonProcess) -> dict[str, Any]:
     """150 parallel uploads of a 600 s clip (FLAC, ~2.5 MB)."""
-    clip = clip_bytes(600.0, seed=1, fmt="FLAC")
+    clip = clip_bytes(600.0, seed=1, fmt="FLAC", kind="tone")
     codes: list[int] = []
     threads = [threading.Thread(target=lambda: codes.append(post(f"{daemon.http_url}predict", clip,
                                                                  "application/octet-stream")))
@@ -207,7 +210,7 @@ def retrain_storm(daemon: DaemonProcess) -> dict[str, Any]:
     log = daemon.retrain_log()
     status_file = daemon.models / STATUS_FILE
     return {"answers": {str(c): codes.count(c) for c in sorted(set(codes))}, "versions": len(versions),
-            "attempts": len(log), "longest_reason_chars": max(len(e["trigger_reason"]) for e in log),
+            "attempts": len(log) - 1, "longest_reason_chars": max(len(e["trigger_reason"]) for e in log),
             "status_file_kb": round(status_file.stat().st_size / 1e3, 1)}
 
 
@@ -259,6 +262,9 @@ def run_case(source: Path | None, name: str, case: Callable[[DaemonProcess], dic
         daemon.start(wait_ready=False)
         try:
             daemon.wait_idle(300)
+            post(f"{daemon.http_url}retrain", b'{"trigger_reason": "a first model"}', "application/json")
+            wait_for(daemon.retrain_log, 300, "the first model")
+            daemon.wait_idle(300)
             with Watch(daemon) as watch:
                 details = case(daemon)
                 time.sleep(2)
@@ -275,7 +281,8 @@ def run_case(source: Path | None, name: str, case: Callable[[DaemonProcess], dic
                 stop_s = None
         finally:
             daemon.kill()
-        return {"case": name, "peak_rss_mib": round(watch.peak_rss_mib), "longest_unhealthy_s":
+        return {"case": name, "peak_rss_mib": round(watch.peak_rss_mib),
+                "peak_own_rss_mib": round(watch.peak_own_rss_mib), "longest_unhealthy_s":
                 round(watch.longest_unhealthy_s, 1), "stalest_status_s": round(watch.stalest_status_s, 1),
                 "alive_after": alive, "stop_s": stop_s, **details}
 

@@ -53,6 +53,16 @@ async def spooled_upload(request: Request, limit: int, timeout_s: float) -> IO[b
     return spool
 
 
+async def discard(request: Request, limit: int, timeout_s: float) -> None:
+    """Read a body and throw it away (nothing kept): a client refused before its upload was
+    read still gets the answer, not a connection reset while it sends."""
+    try:
+        async for _ in _chunks(request, limit, timeout_s):
+            pass
+    except (BodyTooLarge, BodyTooSlow):
+        pass
+
+
 async def _chunks(request: Request, limit: int, timeout_s: float) -> AsyncIterator[bytes]:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:

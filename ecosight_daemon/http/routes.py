@@ -36,6 +36,7 @@ from ecosight_daemon.http.bodies import (
     MAX_JSON_BYTES,
     BodyTooLarge,
     BodyTooSlow,
+    discard,
     json_object,
     spooled_upload,
 )
@@ -261,6 +262,7 @@ def build_app(daemon: DaemonPort, settings: ApiSettings, events: EventLog, metri
                                 415)
         # A place in the queue first: a flood of uploads is refused before it is read.
         if not daemon.reserve_prediction():
+            await discard(request, settings.max_upload_bytes, settings.body_timeout_s)
             return JSONResponse({"error": "busy labeling other uploads; try again in a few seconds"}, 503,
                                 headers={"Retry-After": str(PREDICT_RETRY_AFTER_S)})
         try:

@@ -106,5 +106,15 @@ def append_to_log(models_dir: Path, entry: dict[str, Any]) -> None:
         os.replace(path, aside)
         logger.error("%s was not valid (%s); moved it to %s and started a new log", path, exc, aside)
         entries = []
-    entries.append(entry)
+    if _repeats(entries[-1:], entry):
+        entry = {**entry, "repeats": int(entries[-1].get("repeats", 1)) + 1}
+        entries[-1] = entry  # a storm of requests on unchanged data is one entry, not thousands
+    else:
+        entries.append(entry)
     write_json(path, entries)
+
+
+def _repeats(last: list[dict[str, Any]], entry: dict[str, Any]) -> bool:
+    """The entry says `unchanged` for the same reason as the one before it."""
+    return bool(last) and entry.get("status") == RetrainStatus.UNCHANGED.value and (
+        last[0].get("status") == entry["status"] and last[0].get("reason") == entry.get("reason"))

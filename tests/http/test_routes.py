@@ -78,7 +78,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, yamnet: Any) -> Iterator[L
         client = client_for(loop.daemon)
         answer = client.post("/retrain", json={"trigger_reason": "first model"})
         assert answer.status_code == 202, answer.text
-        wait_retrained(loop.daemon, 0)
+        wait_retrained(loop.daemon, (0, 0.0))
         yield loop
     finally:
         loop.stop()
@@ -115,16 +115,22 @@ def retrain_log(daemon: Daemon) -> list[dict[str, Any]]:
     return json.loads(path.read_text()) if path.exists() else []
 
 
-def wait_retrained(daemon: Daemon, attempts_before: int) -> None:
+def last_attempt(daemon: Daemon) -> tuple[int, float]:
+    """Attempts logged and when the newest started (repeated `unchanged` attempts share an entry)."""
+    log = retrain_log(daemon)
+    return len(log), log[-1].get("started_at", 0.0) if log else 0.0  # a rollback's entry has none
+
+
+def wait_retrained(daemon: Daemon, before: tuple[int, float]) -> None:
     """Until the next attempt is logged and its run has let go (report and export written)."""
-    wait_for(lambda: len(retrain_log(daemon)) > attempts_before and daemon.snapshot().get("state") == "idle"
+    wait_for(lambda: last_attempt(daemon) != before and daemon.snapshot().get("state") == "idle"
              and not daemon.snapshot().get("retrain_running") and not daemon.snapshot().get("retrain_queued"),
              300, "the retrain to finish")
 
 
 def test_retrain_is_accepted_and_its_reason_recorded_verbatim_with_the_http_prefix(trained: LoopThread) -> None:
     client = client_for(trained.daemon)
-    before = len(retrain_log(trained.daemon))
+    before = last_attempt(trained.daemon)
     reason = "Manual retraining request: ranger Ana, camp 3 (ñandú clips added)"
     answer = client.post("/retrain", json={"trigger_reason": reason})
     assert answer.status_code == 202
@@ -263,7 +269,7 @@ def test_rollback_answers_what_happened(trained: LoopThread) -> None:
     versions = [e["version"] for e in retrain_log(trained.daemon) if e["status"] == "promoted"]
     if len(versions) < 2:  # one more clip and a retrain make a second version
         add_embedded_clip(trained.daemon, "gun_shot/for_rollback.wav")
-        before = len(retrain_log(trained.daemon))
+        before = last_attempt(trained.daemon)
         client.post("/retrain", json={"trigger_reason": "a second version"})
         wait_retrained(trained.daemon, before)
         assert retrain_log(trained.daemon)[-1]["status"] == "promoted"
@@ -285,7 +291,7 @@ def test_foreign_host_headers_are_refused(trained: LoopThread) -> None:
 
 def test_cross_site_posts_fail_and_no_cors_headers_are_sent(trained: LoopThread) -> None:
     client = client_for(trained.daemon)
-    before = len(retrain_log(trained.daemon))
+    before = last_attempt(trained.daemon)
     site = {"Origin": "https://evil.example"}
     for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
         answer = client.post("/retrain", content='{"trigger_reason": "csrf"}',
@@ -295,7 +301,7 @@ def test_cross_site_posts_fail_and_no_cors_headers_are_sent(trained: LoopThread)
                                                     "Access-Control-Request-Headers": "content-type"})
     assert "access-control-allow-origin" not in {k.lower() for k in preflight.headers}
     assert "access-control-allow-origin" not in {k.lower() for k in client.get("/status", headers=site).headers}
-    assert len(retrain_log(trained.daemon)) == before
+    assert last_attempt(trained.daemon) == before
 
 
 def test_with_a_token_configured_state_changing_routes_need_it(trained: LoopThread,
@@ -310,7 +316,7 @@ def test_with_a_token_configured_state_changing_routes_need_it(trained: LoopThre
         upload = {**headers, "Content-Type": "audio/wav"}
         assert client.post("/predict", content=b"x", headers=upload).status_code == 401
     assert client.get("/status").status_code == 200  # reading needs no token
-    before = len(retrain_log(trained.daemon))
+    before = last_attempt(trained.daemon)
     ok = client.post("/retrain", json={"trigger_reason": "with the token"},
                      headers={"Authorization": f"Bearer {TOKEN}"})
     assert ok.status_code == 202
@@ -329,7 +335,7 @@ def test_the_token_is_compared_in_constant_time() -> None:
 
 def test_pages_render_offline_with_everything_escaped(trained: LoopThread) -> None:
     client = client_for(trained.daemon)
-    before = len(retrain_log(trained.daemon))
+    before = last_attempt(trained.daemon)
     client.post("/retrain", json={"trigger_reason": "<script>alert(1)</script>"})
     wait_retrained(trained.daemon, before)
     for path in ("/", "/training", "/history"):

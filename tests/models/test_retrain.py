@@ -369,6 +369,9 @@ def test_a_retrain_on_unchanged_data_makes_no_new_version(project: Path, write_w
     assert json.loads((models / METADATA_FILE).read_text())["version"] == "v0001"
     log = json.loads((models / LOG_FILE).read_text())
     assert [e["status"] for e in log] == ["promoted", "unchanged"]
+    assert cli(project, "retrain", "--json").returncode == 0  # a storm of them is one entry, counted
+    log = json.loads((models / LOG_FILE).read_text())
+    assert [e["status"] for e in log] == ["promoted", "unchanged"] and log[-1]["repeats"] == 2
     # Anything that changes the result makes a new attempt: a new clip, or --force.
     write_wav(project / "audio" / "gun_shot" / "late.wav", "clicks", seconds=2.0, seed=7)
     assert retrain(project)["version"] == "v0002"
