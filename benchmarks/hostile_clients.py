@@ -256,9 +256,11 @@ def run_case(source: Path | None, name: str, case: Callable[[DaemonProcess], dic
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(clip_bytes(1.0, seed=10 * kind + i))
         write_config(root, yamnet_handle(), training="min_class_files = 3\nkeep_warm = false")
-        env = {"PYTHONPATH": str(source)} if source else {}
-        daemon = DaemonProcess(root, env=env, log_level="INFO", notify=False,
-                               prefix=("prlimit", "--nofile=1024:1024"))
+        # `python -m` puts its working directory first on sys.path: run the other
+        # checkout's daemon from that checkout, so its package is the one imported.
+        elsewhere = ("env", f"--chdir={source}", f"PYTHONPATH={source}") if source else ()
+        daemon = DaemonProcess(root, log_level="INFO", notify=False,
+                               prefix=("prlimit", "--nofile=1024:1024", *elsewhere))
         daemon.start(wait_ready=False)
         try:
             daemon.wait_idle(300)
