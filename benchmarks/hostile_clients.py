@@ -152,7 +152,7 @@ def idle_connections(daemon: DaemonProcess) -> dict[str, Any]:
             wait_for(lambda: sum(s == "embedded" for p, s in daemon.embedded_paths().items() if "during" in p) == 5,
                      60, "the 5 clips")
             embedded_after = time.monotonic() - started
-        except TimeoutError:
+        except AssertionError:  # never, within the minute
             pass
     return {"connected": len(held), "five_clips_embedded_after_s": embedded_after,
             "log_mb": round((daemon.root / "daemon.log").stat().st_size / 1e6, 2)}
@@ -268,7 +268,10 @@ def run_case(source: Path | None, name: str, case: Callable[[DaemonProcess], dic
             wait_for(daemon.retrain_log, 300, "the first model")
             daemon.wait_idle(300)
             with Watch(daemon) as watch:
-                details = case(daemon)
+                try:
+                    details = case(daemon)
+                except Exception as exc:  # a daemon that stopped answering: recorded, the next case runs
+                    details = {"error": f"{type(exc).__name__}: {exc}"}
                 time.sleep(2)
             alive = daemon.proc is not None and daemon.proc.poll() is None
             asked = time.monotonic()
@@ -293,7 +296,10 @@ def main() -> int:
     source = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else None
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     results = []
-    for name, case, _ in CASES:
+    chosen = os.environ.get("HOSTILE_CASES")  # e.g. "2,3": only those (1-based), to finish an interrupted run
+    for number, (name, case, _) in enumerate(CASES, 1):
+        if chosen and str(number) not in chosen.split(","):
+            continue
         print(f"running: {name} ...", flush=True)
         result = run_case(source, name, case)
         print(json.dumps(result), flush=True)
