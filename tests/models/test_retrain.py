@@ -213,7 +213,9 @@ def test_kill_9_of_the_training_child_leaves_models_consistent(project: Path) ->
     pause_file = project / "paused.pid"
     env = {"ECOSIGHT_PAUSE_AT": "training", "ECOSIGHT_PAUSE_FILE": str(pause_file)}
     parent = subprocess.Popen(
-        [sys.executable, "-m", "ecosight_daemon", "--config", str(project / "config.toml"), "retrain", "--json"],
+        # --force: on unchanged data the attempt would stop before training ('unchanged')
+        [sys.executable, "-m", "ecosight_daemon", "--config", str(project / "config.toml"), "retrain", "--json",
+         "--force"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env},
     )
     wait_for(lambda: parent.poll() is None and pause_file.exists() and pause_file.read_text(), 120,
