@@ -102,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="print a JSON list")
     predict.set_defaults(handler=cmd_predict)
 
+    detect = commands.add_parser("detect", help="find events (gun shots...) in long recordings with the current model")
+    detect.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                        help="recordings, or folders searched recursively")
+    detect.add_argument("--out", type=Path, default=Path("detections"), help="folder for detections.csv, Raven and "
+                        "Audacity tables and run.json (default: ./detections)")
+    detect.add_argument("--timezone", default="UTC", help="time zone of times in file names (an IANA name; "
+                        "AudioMoth names are UTC)")
+    detect.add_argument("--start-time", help="when a recording with no time of its own started (ISO 8601)")
+    detect.add_argument("--json", action="store_true", help="print run.json")
+    detect.set_defaults(handler=cmd_detect)
+
     history = commands.add_parser("history", help="list every retraining attempt")
     history.add_argument("--json", action="store_true", help="print retraining_log.json's entries")
     history.set_defaults(handler=cmd_history)
@@ -225,6 +236,22 @@ def cmd_retrain(settings: Settings, args: argparse.Namespace) -> int:
     if outcome.status is RetrainStatus.FAILED:
         return EXIT_RETRAIN_FAILED
     return EXIT_OK if outcome.promoted or outcome.status is RetrainStatus.UNCHANGED else EXIT_REJECTED
+
+
+def cmd_detect(settings: Settings, args: argparse.Namespace) -> int:
+    from ecosight_daemon.detection.cli_detect import detect_paths, parse_start_time, parse_zone
+
+    zone = parse_zone(args.timezone)
+    summary = detect_paths(settings, list(args.paths), args.out, zone, parse_start_time(args.start_time, zone))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        for recording in summary["recordings"]:
+            what = recording.get("error") or f"{recording['events']} event(s)"
+            print(f"{recording['file']}: {what}")
+        print(f"{summary['hours_analysed']:.3f} h analysed with model {summary['model_version']}; "
+              f"outputs in {args.out}")
+    return EXIT_OK if all("error" not in r for r in summary["recordings"]) else EXIT_FAILURE
 
 
 def cmd_predict(settings: Settings, args: argparse.Namespace) -> int:

@@ -177,6 +177,13 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class DetectionSettings:
+    background_class: str = setting("clips", "the class that is background: detection reports no events of it")
+    window_patches: int = setting(4, "patches per window the clip model scores in a long recording "
+                                  "(4 = 2.40 s), one 0.48 s hop apart", between(1, 64))
+
+
+@dataclass(frozen=True)
 class Settings:
     paths: PathSettings = field(default_factory=PathSettings)
     audio: AudioSettings = field(default_factory=AudioSettings)
@@ -186,6 +193,7 @@ class Settings:
     triggers: TriggerSettings = field(default_factory=TriggerSettings)
     watch: WatchSettings = field(default_factory=WatchSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    detection: DetectionSettings = field(default_factory=DetectionSettings)
     source: Path | None = None
 
     @property

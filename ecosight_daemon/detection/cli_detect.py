@@ -1,0 +1,131 @@
+"""`ecosight-daemon detect`: recordings (files or folders) through the current model, the
+events written into --out in every format, progress on a terminal."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, tzinfo
+from pathlib import Path
+from typing import Any
+
+from ecosight_daemon.config import Settings
+from ecosight_daemon.detection.clock import UTC
+from ecosight_daemon.detection.outputs import (
+    RUN_JSON,
+    Detection,
+    run_summary,
+    write_audacity_labels,
+    write_detections_csv,
+    write_raven_table,
+)
+from ecosight_daemon.detection.recording_run import RecordingResult, detect_recording
+from ecosight_daemon.detection.window_scorer import WindowScorer
+from ecosight_daemon.errors import EcosightError
+from ecosight_daemon.pooling import needs_audioset_head
+from ecosight_daemon.util.durable import write_json
+from ecosight_daemon.util.progress import ProgressReporter
+
+logger = logging.getLogger(__name__)
+RECORDING_EXTENSIONS = (".wav", ".flac", ".ogg")
+
+
+def parse_zone(name: str) -> tzinfo:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if name.upper() == "UTC":
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise EcosightError(f"--timezone {name!r}: not a time zone name (try Africa/Libreville or UTC)") from exc
+
+
+def parse_start_time(text: str | None, zone: tzinfo) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise EcosightError(f"--start-time {text!r}: expected ISO 8601, like 2026-05-01T06:00:00") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=zone)
+
+
+def recordings_in(paths: list[Path]) -> list[Path]:
+    """Files as given, folders searched recursively for WAV/FLAC/OGG (hidden names skipped)."""
+    from ecosight_daemon.audio import is_audio_name
+
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*")
+                                if p.is_file() and is_audio_name(p.name, RECORDING_EXTENSIONS)))
+        elif path.exists():
+            found.append(path)
+        else:
+            raise EcosightError(f"{path}: no such file or folder")
+    return found
+
+
+def detect_paths(settings: Settings, paths: list[Path], out_dir: Path, zone: tzinfo = UTC,
+                 start_time: datetime | None = None) -> dict[str, Any]:
+    """Detect in every recording under `paths`, write the outputs into `out_dir`, return run.json's content."""
+    from ecosight_daemon.embedding.loader import load_embedder
+    from ecosight_daemon.models.registry import ModelRegistry
+    from ecosight_daemon.models.retrain import recover_at_start
+
+    recordings = recordings_in(paths)
+    registry = ModelRegistry(settings.paths.models_dir)
+    recover_at_start(registry)
+    model = registry.current_model()
+    if model is None:
+        raise EcosightError(f"no trained model in {settings.paths.models_dir}; run `ecosight-daemon retrain` first")
+    embedder = load_embedder(settings.embedding.yamnet_handle, settings.paths.models_dir, settings.embedding.runtime,
+                             settings.embedding.yamnet_sha256)
+    head = embedder.audioset_head() if needs_audioset_head(model.pooling) else None
+    background = settings.detection.background_class
+    window_patches = settings.detection.window_patches
+    version = str(model.version)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(UTC)
+    results: list[RecordingResult] = []
+    detections: list[Detection] = []
+    total = sum(_header_seconds(p) for p in recordings)
+    progress = ProgressReporter("detecting (s of audio)")
+    done_before = 0.0
+    for path in recordings:
+        def make_scorer() -> WindowScorer:
+            return WindowScorer(model, head, window_patches)
+
+        def report(seconds: float, base: float = done_before) -> None:
+            progress(int(base + seconds), int(total))
+
+        result = detect_recording(path, embedder, make_scorer, model.classes, background, zone, start_time, report)
+        done_before += _header_seconds(path)
+        if result.error:
+            logger.warning("%s: skipped: %s", path, result.error)
+        elif result.truncated:
+            logger.warning("%s: %s", path, result.truncated)
+        found = [Detection(str(path), event, result.clock.start_utc, version) for event in result.events]
+        if found:
+            write_raven_table(out_dir, path, found)
+            write_audacity_labels(out_dir, path, found)
+        detections.extend(found)
+        results.append(result)
+    write_detections_csv(out_dir, detections)
+    parameters = {"scorer": "clip model over sliding windows", "window_patches": window_patches,
+                  "hop_s": 0.48, "background_class": background, "pooling": model.pooling,
+                  "priority_threshold": model.threshold}
+    summary = run_summary(version, parameters, [r.summary() for r in results], started,
+                          sum(r.seconds_analysed for r in results))
+    write_json(out_dir / RUN_JSON, summary)
+    return summary
+
+
+def _header_seconds(path: Path) -> float:
+    from ecosight_daemon.detection.stream import read_header
+    from ecosight_daemon.errors import AudioDecodeError
+
+    try:
+        return read_header(path).duration_s
+    except AudioDecodeError:
+        return 0.0

@@ -1,0 +1,87 @@
+"""One recording through the detector: header checked, clock found, streamed in chunks,
+embedded, scored window by window, merged into events. Memory stays that of one chunk."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from pathlib import Path
+
+import numpy as np
+
+from ecosight_daemon.detection.clock import UTC, RecordingClock, recording_clock
+from ecosight_daemon.detection.events import Event, merge_windows
+from ecosight_daemon.detection.stream import StreamEnd, read_header, stream_chunks
+from ecosight_daemon.detection.window_scorer import WindowScorer
+from ecosight_daemon.embedding.interface import Embedder
+from ecosight_daemon.errors import AudioDecodeError
+
+
+@dataclass
+class RecordingResult:
+    path: Path
+    clock: RecordingClock
+    events: list[Event] = field(default_factory=list)
+    seconds_analysed: float = 0.0
+    truncated: str | None = None
+    error: str | None = None
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "file": str(self.path),
+            "start_utc": _iso(self.clock.start_utc),
+            "clock_source": self.clock.source,
+            "seconds_analysed": round(self.seconds_analysed, 3),
+            "events": len(self.events),
+            **({"truncated": self.truncated} if self.truncated else {}),
+            **({"error": self.error} if self.error else {}),
+        }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def detect_recording(path: Path, embedder: Embedder, make_scorer: Callable[[], WindowScorer], classes: list[str],
+                     background: str, zone: tzinfo = UTC, start_time: datetime | None = None,
+                     progress: Callable[[float], None] = lambda seconds: None) -> RecordingResult:
+    """Events in one recording; a reason in `error` (nothing raised) when it cannot be read.
+
+    `progress` is called with the seconds of audio analysed so far.
+    """
+    try:
+        clock = recording_clock(path, zone, start_time)
+        header = read_header(path)
+    except AudioDecodeError as exc:
+        return RecordingResult(path, RecordingClock(None, "none"), error=str(exc))
+    result = RecordingResult(path, clock)
+    scorer = make_scorer()
+    end = StreamEnd()
+    try:
+        for chunk in stream_chunks(path, header, end):
+            patches = embedder.embed(chunk.waveform) if len(chunk.waveform) else np.zeros((0, embedder.dim), np.float32)
+            first, labels, scores = scorer.feed(patches, chunk.last)
+            if len(labels):
+                result.events.extend(merge_windows(labels, scores, classes, background, scorer.window_s, first))
+            progress(min(header.duration_s, (chunk.first_patch + len(patches)) * 0.48))
+    except OSError as exc:
+        result.error = f"cannot read file ({exc.strerror or exc})"
+    result.events = _joined_across_chunks(result.events)
+    result.seconds_analysed = end.seconds_read
+    result.truncated = end.truncated
+    return result
+
+
+def _joined_across_chunks(events: list[Event]) -> list[Event]:
+    """An event cut by a chunk boundary is one event: same class, overlapping or touching."""
+    joined: list[Event] = []
+    for event in sorted(events, key=lambda e: (e.label, e.start_s)):
+        previous = joined[-1] if joined else None
+        if previous is not None and previous.label == event.label and event.start_s <= previous.end_s:
+            best = previous if previous.score >= event.score else event
+            joined[-1] = Event(event.label, previous.start_s, max(previous.end_s, event.end_s), best.peak_s,
+                               best.score)
+        else:
+            joined.append(event)
+    return sorted(joined, key=lambda e: (e.start_s, e.label))
