@@ -108,7 +108,8 @@ def _stretch(backgrounds: list[np.ndarray], rng: np.random.Generator, samples: i
 
 
 def build_soundscape(backgrounds: list[np.ndarray], events: list[tuple[str, str, np.ndarray]], seconds: float,
-                     rng: np.random.Generator, min_gap_s: float = 6.0) -> Soundscape:
+                     rng: np.random.Generator, min_gap_s: float = 6.0,
+                     snr_db: tuple[float, float] = SNR_DB, lowpass_share: float = LOWPASS_SHARE) -> Soundscape:
     """A soundscape of `seconds` with `events` ((label, source, waveform)) at random times,
     at least `min_gap_s` apart, in random order."""
     bed = background_bed(backgrounds, seconds, rng)
@@ -118,13 +119,13 @@ def build_soundscape(backgrounds: list[np.ndarray], events: list[tuple[str, str,
     for slot, index in zip(slots, order, strict=True):
         label, source, clip = events[index]
         piece, peak_in_piece = loudest_stretch(clip, EVENT_SECONDS.get(label, 2.5))
-        lowpassed = label == "gun_shot" and rng.random() < LOWPASS_SHARE
+        lowpassed = label == "gun_shot" and rng.random() < lowpass_share
         if lowpassed:
             piece = lowpass(piece, rng.uniform(1000, 3000))
         start = int(slot * RATE)
         end = min(len(bed), start + len(piece))
         piece = piece[:end - start]
-        snr = float(rng.uniform(*SNR_DB))
+        snr = float(rng.uniform(*snr_db))
         gain = rms(bed[start:end]) * 10 ** (snr / 20) / active_rms(piece)
         bed[start:end] += piece * np.float32(gain)
         placed.append(PlacedEvent(label, start / RATE, end / RATE, start / RATE + peak_in_piece, snr, lowpassed,
