@@ -139,7 +139,7 @@ class ModelRegistry:
         metadata, path = self.current_metadata(), self.current_model_path()
         if metadata is None or path is None:
             return None
-        return PublishedModel.load(path, metadata)
+        return PublishedModel.load(path, metadata, path.parent / files.CLASSIFIER_ARRAYS)
 
     def intact(self, version: str) -> bool:
         """A finished version whose model file still has the sha256 its metadata names."""

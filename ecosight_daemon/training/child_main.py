@@ -134,6 +134,8 @@ def run_job(job: FitJob, should_stop: Callable[[], bool],
     incumbent_labels = incumbent_predictions(job.incumbent, features[test], classes)
 
     save_classifier(fitted.model, folder / files.MODEL)
+    if fitted.arrays is not None:
+        fitted.arrays.save(folder / files.CLASSIFIER_ARRAYS)
     if fitted.holdout_model is not fitted.model:
         save_classifier(fitted.holdout_model, folder / files.HOLDOUT_MODEL)
     (folder / files.HISTORY_JSON).write_text(json.dumps(fitted.history, indent=2))

@@ -16,7 +16,7 @@ import numpy as np
 
 from ecosight_daemon.training.evaluation import choose_priority_threshold
 from ecosight_daemon.training.job_data import TEST, TRAIN, VALIDATION
-from ecosight_daemon.training.logistic_head import fit_logistic, out_of_fold_probabilities
+from ecosight_daemon.training.logistic_head import LogisticFit, fit_logistic, out_of_fold_probabilities
 from ecosight_daemon.training.protocol import Progress
 from ecosight_daemon.training.recipe import TrainingRecipe
 
@@ -37,6 +37,7 @@ class FittedHead:
     test_probabilities: np.ndarray
     history: dict[str, list[float]]
     epochs_run: int
+    arrays: LogisticFit | None = None  # the shipped model as NumPy arrays (logistic heads)
 
 
 def fit_logistic_head(features: np.ndarray, labels: np.ndarray, splits: np.ndarray, groups: np.ndarray,
@@ -66,7 +67,8 @@ def fit_logistic_head(features: np.ndarray, labels: np.ndarray, splits: np.ndarr
     holdout_model = keras_from_logistic(twin)
     model = keras_from_logistic(shipped) if shipped is not twin else holdout_model
     history = _one_fit_history(shipped.probabilities(features), labels, scores, labels[learn])
-    return FittedHead(model, holdout_model, threshold, threshold_info, twin.probabilities(features[test]), history, 1)
+    return FittedHead(model, holdout_model, threshold, threshold_info, twin.probabilities(features[test]), history, 1,
+                      shipped)
 
 
 def _one_fit_history(fitted: np.ndarray, labels: np.ndarray, out_of_fold: np.ndarray | None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -29,6 +30,15 @@ class LogisticFit:
     std: np.ndarray  # (d,)
     kernel: np.ndarray  # (d, classes) on standardized features
     bias: np.ndarray  # (classes,)
+
+    def save(self, path: Path) -> None:
+        with path.open("wb") as handle:
+            np.savez(handle, mean=self.mean, std=self.std, kernel=self.kernel, bias=self.bias)
+
+    @classmethod
+    def load(cls, path: Path) -> LogisticFit:
+        with np.load(path) as arrays:
+            return cls(arrays["mean"], arrays["std"], arrays["kernel"], arrays["bias"])
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         logits = ((features - self.mean) / self.std) @ self.kernel + self.bias

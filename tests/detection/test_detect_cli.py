@@ -101,3 +101,25 @@ def test_bad_recordings_get_reasons_and_the_rest_are_still_analysed(trained: tup
     assert "error" not in cut and "150.0 s" in cut["truncated"]
     assert cut["seconds_analysed"] == pytest.approx(soundfile.info(str(truncated)).duration, abs=0.01)
     assert "AM02_20260501_070000.WAV: skipped: " in result.stderr
+
+
+def test_the_current_model_runs_in_numpy_exactly_as_its_keras_file(trained: tuple[Path, Path]) -> None:
+    """detect and predict label with classifier.npz: no TensorFlow in the process, same probabilities."""
+    import numpy as np
+
+    from ecosight_daemon.models.registry import ModelRegistry
+    from ecosight_daemon.training.keras_head import load_classifier, predict_probabilities
+
+    root, _ = trained
+    probe = ("import sys; from pathlib import Path; from ecosight_daemon.models.registry import ModelRegistry; "
+             f"m = ModelRegistry(Path({str(root / 'models')!r})).current_model(); "
+             "print(type(m.classifier).__name__, 'tensorflow' in sys.modules)")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert loaded.stdout.split() == ["LogisticFit", "False"], loaded.stderr[-2000:]
+
+    registry = ModelRegistry(root / "models")
+    model = registry.current_model()
+    assert model is not None
+    features = np.random.default_rng(0).normal(size=(64, model.classifier.mean.shape[0])).astype(np.float32)
+    keras_model = load_classifier(registry.current_model_path())
+    np.testing.assert_allclose(model.probabilities(features), predict_probabilities(keras_model, features), atol=1e-5)
