@@ -25,8 +25,8 @@ from benchmarks.common import Figure, dev_corpus, process_tree_usage, save_repor
 from ecosight_daemon.audio import decode_audio
 from ecosight_daemon.embedding.frontend import patch_count
 from ecosight_daemon.embedding.onnx_runtime import OnnxEmbedder
+from ecosight_daemon.training.event_mixing import background_bed
 from testkit.field_recordings import manifest, training_workspace
-from testkit.soundscapes import background_bed
 
 logger = logging.getLogger(__name__)
 HOURS = 6.0

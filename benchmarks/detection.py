@@ -41,9 +41,9 @@ from ecosight_daemon.detection.events import HOP_S, merge_windows
 from ecosight_daemon.embedding.frontend import PATCH_FRAMES, PATCH_HOP_FRAMES, log_mel, pad_to_whole_patches
 from ecosight_daemon.embedding.onnx_runtime import OnnxEmbedder
 from ecosight_daemon.pooling import AudiosetHead, pool_clips
+from ecosight_daemon.training.event_mixing import PlacedEvent, Soundscape, build_soundscape
 from ecosight_daemon.training.logistic_head import LogisticFit, fit_logistic
 from testkit.field_recordings import manifest
-from testkit.soundscapes import PlacedEvent, Soundscape, build_soundscape
 
 logger = logging.getLogger(__name__)
 SEEDS = (42, 1, 2)

@@ -180,7 +180,12 @@ class HttpSettings:
 class DetectionSettings:
     background_class: str = setting("clips", "the class that is background: detection reports no events of it")
     window_patches: int = setting(4, "patches per window the clip model scores in a long recording "
-                                  "(4 = 2.40 s), one 0.48 s hop apart", between(1, 64))
+                                  "(4 = 2.40 s), one 0.48 s hop apart; used when a version has no event "
+                                  "detector", between(1, 64))
+    train_detector: bool = setting(True, "each retrain also trains the event detector for long recordings "
+                                   "(soundscapes built from the training split; ~15 s for 250 clips)")
+    false_alarms_per_hour: float = setting(1.0, "the event detector's gun-shot threshold is calibrated, out of "
+                                           "fold, for at most this many false alarms per hour", at_least(0.01))
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ import numpy as np
 import soundfile
 
 from ecosight_daemon.audio import decode_audio
+from ecosight_daemon.training.event_mixing import Soundscape, build_soundscape
 from testkit.daemon_process import seed_onnx_body
-from testkit.soundscapes import Soundscape, build_soundscape
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import numpy as np
 
 from ecosight_daemon.detection.clock import UTC, RecordingClock, recording_clock
 from ecosight_daemon.detection.events import Event, merge_windows
+from ecosight_daemon.detection.patch_scorer import PatchScorer
 from ecosight_daemon.detection.stream import StreamEnd, read_header, stream_chunks
 from ecosight_daemon.detection.window_scorer import WindowScorer
 from ecosight_daemon.embedding.interface import Embedder
@@ -43,7 +44,10 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def detect_recording(path: Path, embedder: Embedder, make_scorer: Callable[[], WindowScorer], classes: list[str],
+Scorer = WindowScorer | PatchScorer
+
+
+def detect_recording(path: Path, embedder: Embedder, make_scorer: Callable[[], Scorer], classes: list[str],
                      background: str, zone: tzinfo = UTC, start_time: datetime | None = None,
                      progress: Callable[[float], None] = lambda seconds: None) -> RecordingResult:
     """Events in one recording; a reason in `error` (nothing raised) when it cannot be read.
@@ -61,7 +65,7 @@ def detect_recording(path: Path, embedder: Embedder, make_scorer: Callable[[], W
     try:
         for chunk in stream_chunks(path, header, end):
             patches = embedder.embed(chunk.waveform) if len(chunk.waveform) else np.zeros((0, embedder.dim), np.float32)
-            first, labels, scores = scorer.feed(patches, chunk.last)
+            first, labels, scores = scorer.feed(patches, chunk.waveform, chunk.last)
             if len(labels):
                 result.events.extend(merge_windows(labels, scores, classes, background, scorer.window_s, first))
             progress(min(header.duration_s, (chunk.first_patch + len(patches)) * 0.48))

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -244,6 +245,7 @@ def _attempt(
     if result.incumbent_predictions is not None:
         paired = PairedPredictions(*(np.array(values, dtype=np.int64) for values in
                                      (result.test_labels, result.candidate_predictions, result.incumbent_predictions)))
+    outcome.event_detector = _event_detector(settings, snapshot, staging, on_progress)
     decision = gate(result.candidate_metrics, result.incumbent_metrics, gate_policy(settings), paired)
     if force and not decision.promote:
         decision = GateDecision(True, f"forced by operator (gate said: {decision.reason})", "forced by operator",
@@ -258,6 +260,20 @@ def _attempt(
     if decision.promote:
         registry.promote(version)
     return outcome
+
+
+def _event_detector(settings: Settings, snapshot: Snapshot, staging: Path,
+                    on_progress: Callable[[Progress], None] | None) -> dict[str, Any]:
+    """The version's event detector (models/detector_training.py); its failure costs the
+    version only its detector, never the version."""
+    from ecosight_daemon.models.detector_training import train_detector_into
+
+    try:
+        return train_detector_into(settings, snapshot, staging,
+                                   lambda what: on_progress(Progress(what)) if on_progress else None)
+    except Exception as exc:  # recorded in the metadata; the clip model stands
+        logger.exception("event detector not trained")
+        return {"skipped": f"{type(exc).__name__}: {exc}"}
 
 
 def _same_as_newest(registry: ModelRegistry, digest: str) -> str | None:
@@ -348,6 +364,7 @@ def _write_version_files(
         "model_sha256": sha256_of(folder / files.MODEL),
         "incumbent_metrics": outcome.incumbent_metrics,
         "training_input_sha256": outcome.input_digest,
+        "event_detector": outcome.event_detector,
     }
     (folder / files.JOB_DATA).unlink(missing_ok=True)
     write_json(folder / files.METADATA, metadata)  # last: a version folder with metadata is complete

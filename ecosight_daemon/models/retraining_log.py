@@ -46,6 +46,7 @@ class RetrainOutcome:
     status: RetrainStatus = RetrainStatus.FAILED
     gate: dict[str, Any] | None = None  # the rule that decided and its statistics
     input_digest: str | None = None  # of everything the result depends on (training/input_digest.py)
+    event_detector: dict[str, Any] | None = None  # its out-of-fold figures, or why there is none
 
     def log_entry(self) -> dict[str, Any]:
         summary = None if not self.metrics else metrics_summary(self.metrics)

@@ -5,6 +5,7 @@ publishes them and the HTTP server that shows them."""
 from __future__ import annotations
 
 MODEL = "model.keras"
+EVENT_DETECTOR = "event_detector.npz"  # the per-patch detector for long recordings (training/event_detector.py)
 CLASSIFIER_ARRAYS = "classifier.npz"  # a logistic head's arrays: the same model without TensorFlow
 METADATA = "metadata.json"  # written last: a version folder with metadata is complete
 CLASS_NAMES = "class_names.json"

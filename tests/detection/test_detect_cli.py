@@ -11,6 +11,7 @@ import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import soundfile
@@ -20,8 +21,8 @@ from ecosight_daemon.detection.outputs import (
     read_detections_csv,
     read_raven_table,
 )
+from ecosight_daemon.training.event_mixing import PlacedEvent, Soundscape
 from testkit.field_recordings import soundscape_from, split_by_recording, training_workspace, write_recording
-from testkit.soundscapes import Soundscape
 
 START = datetime(2026, 5, 1, 6, 0, 0, tzinfo=timezone.utc)
 COLLAR_S = 0.5
@@ -47,29 +48,45 @@ def trained(tmp_path_factory: pytest.TempPathFactory, yamnet_handle: str, dev_co
 
 
 def _truth(root: Path) -> Soundscape:
-    from testkit.soundscapes import PlacedEvent
-
     events = [PlacedEvent(**e) for e in json.loads((root / "truth.json").read_text())]
     return Soundscape(waveform=None, events=events)  # type: ignore[arg-type]
 
 
-def test_detect_finds_gun_shots_at_their_clock_times(trained: tuple[Path, Path]) -> None:
-    root, recording = trained
-    out = root / "out"
+def _found_and_false_alarms(rows: list[dict[str, str]], root: Path) -> tuple[int, int, int]:
+    shots = [e for e in _truth(root).events if e.label == "gun_shot"]
+    guns = [r for r in rows if r["class"] == "gun_shot"]
+
+    def overlaps(row: dict[str, str], shot: PlacedEvent) -> bool:
+        return float(row["start_s"]) < shot.end_s + COLLAR_S and float(row["end_s"]) > shot.start_s - COLLAR_S
+
+    found = sum(any(overlaps(r, s) for r in guns) for s in shots)
+    false_alarms = sum(not any(overlaps(r, s) for s in shots) for r in guns)
+    return found, false_alarms, len(shots)
+
+
+def _detect(root: Path, recording: Path, out: Path) -> tuple[dict[str, Any], list[dict[str, str]]]:
     result = run_cli(root, "detect", str(recording.parent), "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)
     assert summary == json.loads((out / "run.json").read_text())
+    return summary, read_detections_csv(out / "detections.csv")
+
+
+def test_detect_finds_gun_shots_at_their_clock_times(trained: tuple[Path, Path]) -> None:
+    root, recording = trained
+    metadata = json.loads((root / "models" / "model_metadata.json").read_text())
+    assert metadata["event_detector"]["out_of_fold_false_alarms_per_hour"] <= 1.0, metadata["event_detector"]
+    out = root / "out"
+    summary, rows = _detect(root, recording, out)
+    assert summary["parameters"]["scorer"] == "event detector (per patch)"
     assert summary["recordings"][0]["clock_source"] == "file_name"
     assert summary["hours_analysed"] == pytest.approx(150 / 3600, abs=1e-4)
 
-    rows = read_detections_csv(out / "detections.csv")
-    shots = [e for e in _truth(root).events if e.label == "gun_shot"]
-    found = [s for s in shots if any(r["class"] == "gun_shot" and float(r["start_s"]) < s.end_s + COLLAR_S
-                                     and float(r["end_s"]) > s.start_s - COLLAR_S for r in rows)]
-    # The clip model over windows, on shots 15-25 dB above background it never heard: it found
-    # 10 of 15 when this test was written; far fewer means the windows or their times are wrong.
-    assert len(found) >= 0.5 * len(shots), (len(found), len(shots), rows)
+    found, false_alarms, shots = _found_and_false_alarms(rows, root)
+    # Calibrated for <= 1 false alarm an hour on background it never trained on, the detector
+    # is cautious: on these 15 shots (15-25 dB) it found 4 and raised no false alarm when this
+    # test was written (benchmarks/detection.py has the honest figures).
+    assert found >= 3 and false_alarms <= 1, (found, false_alarms, shots)
     for row in rows:
         assert datetime.fromisoformat(row["start_utc"].replace("Z", "+00:00")) == START + timedelta(
             seconds=float(row["start_s"]))
@@ -123,3 +140,15 @@ def test_the_current_model_runs_in_numpy_exactly_as_its_keras_file(trained: tupl
     features = np.random.default_rng(0).normal(size=(64, model.classifier.mean.shape[0])).astype(np.float32)
     keras_model = load_classifier(registry.current_model_path())
     np.testing.assert_allclose(model.probabilities(features), predict_probabilities(keras_model, features), atol=1e-5)
+
+
+def test_a_version_without_an_event_detector_runs_the_clip_model_over_windows(trained: tuple[Path, Path]) -> None:
+    """The fallback (and the benchmark's floor): last in this module, it removes the detector."""
+    root, recording = trained
+    metadata = json.loads((root / "models" / "model_metadata.json").read_text())
+    (root / "models" / "versions" / metadata["version"] / "event_detector.npz").unlink()
+    summary, rows = _detect(root, recording, root / "out-windows")
+    assert summary["parameters"]["scorer"].startswith("clip model over sliding windows")
+    found, false_alarms, shots = _found_and_false_alarms(rows, root)
+    # It found 10 of 15 (and raised more false alarms than the detector) when this test was written.
+    assert found >= 0.5 * shots, (found, false_alarms, shots)

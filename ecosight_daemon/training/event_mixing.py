@@ -4,8 +4,9 @@ A soundscape is background audio (clips of one or two recordings of outdoor soun
 end to end at random offsets and gains) with event clips (gun shots, dog barks, engines)
 mixed in at random times and signal-to-noise ratios, some low-passed like a distant shot.
 Each event clip is cut to its loudest stretch so the truth times mean what a listener
-would mark. Used by the detection tests and `benchmarks/detection.py`; which clips and
-backgrounds may appear is the caller's choice (grouped by source recording there).
+would mark. A retrain trains the event detector on soundscapes of its training split; the
+detection tests and `benchmarks/detection.py` build theirs from recordings a model never
+heard (which clips and backgrounds may appear is always the caller's choice).
 """
 
 from __future__ import annotations
@@ -103,8 +104,8 @@ def _stretch(backgrounds: list[np.ndarray], rng: np.random.Generator, samples: i
     source = backgrounds[int(rng.integers(len(backgrounds)))]
     if len(source) >= samples:
         start = int(rng.integers(0, len(source) - samples + 1))
-        return source[start:start + samples].astype(np.float32).copy()
-    return np.resize(source, samples).astype(np.float32)
+        return np.array(source[start:start + samples], dtype=np.float32)
+    return np.asarray(np.resize(source, samples), dtype=np.float32)
 
 
 def build_soundscape(backgrounds: list[np.ndarray], events: list[tuple[str, str, np.ndarray]], seconds: float,
