@@ -42,6 +42,7 @@ ONSET_FEATURES = 4
 ONSET_CONTEXT_S = 15.0  # the background level is the median over about twice this
 PARTS = 3
 SECONDS_PER_EVENT = 8.0  # of soundscape per event mixed in (events are >= 6 s apart)
+PRIORITY_COPIES = 1  # each priority-class clip is mixed in this many times per soundscape
 MIN_PART_SECONDS = 60.0
 REGULARIZATION_C = 0.01  # strong: a few thousand patches, 525 features, sites it never heard
 COLLAR_S = 0.5
@@ -169,7 +170,8 @@ def calibrated_threshold(parts: list[PartScores], budget_per_hour: float, priori
 
 def train_event_detector(clips: list[LabeledAudio], embed: Callable[[np.ndarray], np.ndarray], head: AudiosetHead,
                          classes: list[str], background: str, priority: str, budget_per_hour: float,
-                         seed: int = 0, progress: Callable[[str], None] = lambda what: None) -> EventDetector:
+                         seed: int = 0, progress: Callable[[str], None] = lambda what: None,
+                         priority_copies: int = PRIORITY_COPIES) -> EventDetector:
     """Soundscapes in PARTS parts from disjoint source recordings, a threshold out of fold,
     then the detector fitted on every part."""
     rng = np.random.default_rng(seed)
@@ -180,7 +182,8 @@ def train_event_detector(clips: list[LabeledAudio], embed: Callable[[np.ndarray]
         members = set(groups[k::PARTS])
         chosen = [c for c in clips if c.group in members]
         backgrounds = [c.waveform for c in chosen if c.label == background]
-        events = [(c.label, c.group, c.waveform) for c in chosen if c.label != background]
+        events = [(c.label, c.group, c.waveform) for c in chosen if c.label != background
+                  for _ in range(priority_copies if c.label == priority else 1)]
         if not backgrounds:
             backgrounds = [c.waveform for c in clips if c.label == background]
         progress(f"event detector: soundscape {k + 1} of {PARTS} ({len(events)} events)")
