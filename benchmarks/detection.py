@@ -26,7 +26,6 @@ gains, so false alarms per hour are measured on repeated material (said beside t
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,8 +137,7 @@ class Bench:
         """What a retrain on these clips ships (training/event_detector.py), on the test soundscape."""
         clips = [LabeledAudio(c.label, c.group, c.waveform) for c in train]
         detector = train_event_detector(clips, self.embedder.embed, self.head, CLASSES, "clips", "gun_shot",
-                                        BUDGET_PER_HOUR, seed=seed,
-                                        priority_copies=int(os.environ.get("DETECTOR_PRIORITY_COPIES", "1")))
+                                        BUDGET_PER_HOUR, seed=seed)
         scape, patches, onsets = test
         margins = detector.margins(patch_features(patches, onsets, self.head))
         return Scored(scape.events, scape.hours, margins[:, GUN], PATCH_S, detector.threshold)
