@@ -25,6 +25,8 @@ from ecosight_daemon.config_checks import (
     valid_host,
     valid_split,
     valid_units,
+    valid_webhook,
+    valid_zone,
 )
 from ecosight_daemon.pooling import POOLINGS
 
@@ -186,6 +188,24 @@ class DetectionSettings:
                                    "(soundscapes built from the training split; ~15 s for 250 clips)")
     false_alarms_per_hour: float = setting(1.0, "the event detector's gun-shot threshold is calibrated, out of "
                                            "fold, for at most this many false alarms per hour", at_least(0.01))
+    recordings_dir: Path = setting(Path("recordings"), "long field recordings the daemon detects in (files copied "
+                                   "in, any depth; outside audio_dir); empty: off")
+    incomplete_settle_s: float = setting(60.0, "a WAV holding less audio than its header says is taken only once "
+                                         "it has not changed for this long: it may still be being copied (a "
+                                         "recorder that lost power wrote it: it is analysed after the wait)",
+                                         between(0.0, 86_400.0))
+    scan_interval_s: float = setting(5.0, "how often recordings_dir is looked at for new or changed files",
+                                     between(0.1, 3600.0))
+    timezone: str = setting("UTC", "time zone of times in recordings' file names (AudioMoth: UTC)", valid_zone)
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    webhook_url: str = setting("", "POST each gun-shot detection as JSON here (retried with back-off on its own "
+                               "thread); empty: none", valid_webhook)
+    webhook_timeout_s: float = setting(5.0, "seconds to wait for the webhook to answer", between(0.1, 120.0))
+    webhook_attempts: int = setting(6, "tries per alert (waits 1, 2, 4 ... s between them) before it is dropped "
+                                    "with a log line", between(1, 20))
 
 
 @dataclass(frozen=True)
@@ -199,6 +219,7 @@ class Settings:
     watch: WatchSettings = field(default_factory=WatchSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     detection: DetectionSettings = field(default_factory=DetectionSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
     source: Path | None = None
 
     @property

@@ -101,3 +101,21 @@ def valid_host(value: str) -> str | None:
     except ValueError:
         return "an IP address or host name, such as \"127.0.0.1\""
     return None
+
+
+def valid_zone(value: str) -> str | None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if value.upper() == "UTC":
+        return None
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        return "a time zone name, such as \"UTC\" or \"Africa/Libreville\""
+    return None
+
+
+def valid_webhook(value: str) -> str | None:
+    if value == "" or re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        return None
+    return "empty (no webhook) or an http:// or https:// URL"

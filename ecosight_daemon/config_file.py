@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 CONFIG_ENV = "ECOSIGHT_CONFIG"
 DEFAULT_CONFIG_NAME = "config.toml"
 
-RESTART_ONLY_SECTIONS = ("paths", "embedding", "audio", "watch", "http")  # a running daemon keeps these
+RESTART_ONLY_SECTIONS = ("paths", "embedding", "audio", "watch", "http", "alerts")  # a running daemon keeps these
 
 
 def reload_settings(current: Settings) -> Settings | None:
@@ -113,6 +113,13 @@ def check_paths(settings: Settings) -> None:
                 f"{key} = {str(path)!r} is inside paths.audio_dir ({audio}); the daemon never writes "
                 "into the audio folder: put it elsewhere, e.g. /var/lib/ecosight/models"
             )
+    recordings = settings.detection.recordings_dir
+    if recordings != Path(""):
+        resolved = recordings.resolve()
+        if resolved == audio or audio in resolved.parents or resolved in audio.parents:
+            raise ConfigError(
+                f"detection.recordings_dir = {str(recordings)!r} overlaps paths.audio_dir ({audio}): hour-long "
+                "recordings are not training clips; give them their own folder, e.g. /var/lib/ecosight/recordings")
     if settings.cache_path.is_dir():
         raise ConfigError(f"paths.cache_path = {str(settings.cache_path)!r} is a folder; name a file in it")
     check_handle(settings.embedding.yamnet_handle, "embedding.yamnet_handle")

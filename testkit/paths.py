@@ -18,3 +18,5 @@ def yamnet_handle() -> str:
 def dev_corpus() -> Path:
     """The labeled dev clips: ECOSIGHT_DEV_DATA, else the shared copy."""
     return Path(os.environ.get("ECOSIGHT_DEV_DATA") or SHARED / "data" / "dev")
+CHROMIUM = Path(os.environ.get("ECOSIGHT_CHROMIUM", "/usr/bin/chromium"))  # Debian's; never `playwright install`
+BROWSER_TIMEOUT_MS = 240_000

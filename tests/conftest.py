@@ -6,6 +6,7 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import soundfile
 
 from testkit.audio_files import WavWriter, synthetic_signal
 from testkit.daemon_process import ONNX_BODY_ENV
-from testkit.paths import IN_CI, SHARED
+from testkit.paths import BROWSER_TIMEOUT_MS, CHROMIUM, IN_CI, SHARED
 
 
 def _required_resource(env_var: str, default: Path, what: str) -> Path:
@@ -116,3 +117,19 @@ def onnx_body(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path | None]
     yield folder
     os.environ.pop(ONNX_BODY_ENV, None)
 
+
+@pytest.fixture
+def browser_page() -> Iterator[Any]:
+    """A page in Debian's Chromium, driven by Playwright (never `playwright install`)."""
+    if not CHROMIUM.exists():
+        message = f"no Chromium at {CHROMIUM}: `apt-get install chromium` (never `playwright install`)"
+        pytest.fail(message) if IN_CI else pytest.skip(message)
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(BROWSER_TIMEOUT_MS)
+        try:
+            yield page
+        finally:
+            browser.close()

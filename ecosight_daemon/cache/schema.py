@@ -78,6 +78,48 @@ CREATE TABLE IF NOT EXISTS decode_attempts (
     last_at REAL NOT NULL
 );
 """),
+    # Long field recordings (the detection room): one row per recording file, the patch
+    # embeddings and onset features of its chunks keyed by content and embedding model (a
+    # new classifier re-scores from them), and the events the current version found.
+    (5, """
+CREATE TABLE IF NOT EXISTS recordings (
+    path TEXT PRIMARY KEY,
+    sha256 TEXT,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'detecting', 'done', 'failed')),
+    reason TEXT,
+    truncated TEXT,
+    start_utc TEXT,
+    clock_source TEXT,
+    seconds REAL NOT NULL DEFAULT 0,
+    model_version TEXT,
+    first_seen REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS recording_chunks (
+    sha256 TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    first_patch INTEGER NOT NULL CHECK (first_patch >= 0),
+    patches INTEGER NOT NULL CHECK (patches >= 0),
+    dtype TEXT NOT NULL CHECK (dtype IN ('float16', 'float32')),
+    embeddings BLOB NOT NULL,
+    onsets BLOB NOT NULL,
+    PRIMARY KEY (sha256, model_id, first_patch)
+);
+CREATE TABLE IF NOT EXISTS detections (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL REFERENCES recordings(path) ON DELETE CASCADE,
+    label TEXT NOT NULL,
+    start_s REAL NOT NULL,
+    end_s REAL NOT NULL,
+    peak_s REAL NOT NULL,
+    score REAL NOT NULL,
+    model_version TEXT NOT NULL,
+    found_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS detections_by_path ON detections(path);
+"""),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ecosight_daemon.cache.attempts import DecodeAttempts, forget_attempts
+from ecosight_daemon.cache.recordings import RecordingLedger
 from ecosight_daemon.cache.schema import connect
 from ecosight_daemon.pooling import AudiosetHead
 
@@ -69,6 +70,7 @@ class EmbeddingStore:
         self._dtype = storage_dtype
         self.model_id: str | None = self._meta("current_model_id")
         self.attempts = DecodeAttempts(self._transaction)
+        self.recordings = RecordingLedger(connection, self._transaction)
 
     @classmethod
     def open(cls, path: Path | str, storage_dtype: str = "float16") -> EmbeddingStore:

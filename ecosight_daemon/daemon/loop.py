@@ -17,12 +17,14 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from pathlib import Path
 from typing import IO, Any, Protocol
 
 from ecosight_daemon.cache.reports import CacheReports
 from ecosight_daemon.cache.store import EmbeddingStore
 from ecosight_daemon.config import Settings
 from ecosight_daemon.config_file import reload_settings
+from ecosight_daemon.daemon.alerts import Alerts
 from ecosight_daemon.daemon.client_requests import answer_rollback
 from ecosight_daemon.daemon.events import EventLog, EventLogHandler
 from ecosight_daemon.daemon.inbox import (
@@ -39,6 +41,7 @@ from ecosight_daemon.daemon.inbox import (
 from ecosight_daemon.daemon.indexer import Indexer
 from ecosight_daemon.daemon.predictions import PredictionWorker
 from ecosight_daemon.daemon.prometheus import DaemonMetrics
+from ecosight_daemon.daemon.recordings import Recordings
 from ecosight_daemon.daemon.retraining import Retraining
 from ecosight_daemon.daemon.schedule import ScheduledRetrains
 from ecosight_daemon.daemon.signals import SignalsToInbox
@@ -96,6 +99,8 @@ class Daemon:
         self.store: EmbeddingStore | None = None
         self._reports: CacheReports | None = None
         self._indexer: Indexer | None = None
+        self.recordings: Recordings | None = None
+        self._alerts = Alerts(settings.alerts, self.events, self.metrics, settings.training.priority_class)
         self._watcher: SupervisedWatcher | None = None
         self._schedule = ScheduledRetrains(lambda: self.inbox.put(RetrainRequested("schedule")))
         self._next_watchdog = 0.0
@@ -153,6 +158,8 @@ class Daemon:
         self._indexer = Indexer(settings, self.store, embedder, self._clock, self.metrics)
         self.predictions.ready(self._registry, embedder, IngestLimits.from_settings(settings))
         self._runtime = getattr(embedder, "runtime", "tensorflow")
+        if settings.detection.recordings_dir != Path(""):
+            self.recordings = Recordings(settings, self.store, embedder, self._registry, self._alerts, self._clock)
         self._watcher = SupervisedWatcher(settings.paths.audio_dir, self.inbox.put_file_event,
                                           settings.watch.polling, settings.watch.poll_interval_s, self._clock)
         self._watcher.start()
@@ -173,7 +180,7 @@ class Daemon:
         """Handle one inbox batch, then housekeeping. Waits up to `timeout` for the inbox
         only when there is nothing to embed and nothing settling."""
         assert self._indexer is not None, "start() first"
-        if self._indexer.more_to_embed:
+        if self._indexer.more_to_embed or (self.recordings is not None and self.recordings.more_work):
             timeout = 0.0
         elif len(self._indexer.tracker):
             timeout = min(timeout, SETTLE_POLL_S)
@@ -240,6 +247,8 @@ class Daemon:
         if indexer.embed_batch(starting=lambda: self._states.set_busy(DaemonState.EMBEDDING),
                                wake=lambda: not self.inbox.empty()):
             self._retraining.corpus_changed()
+        if self.recordings is not None:
+            self.recordings.step(now)
         self._retraining.check(now, self.settings, self.store, embedding_burst=indexer.busy())
         if self._retraining.running:
             self._states.set(DaemonState.TRAINING)
@@ -277,7 +286,7 @@ class Daemon:
             registry=self._registry, inbox=self.inbox, indexer=self._indexer, policy=self._retraining.policy,
             retrain_running=self._retraining.running, last_retrain=self._retraining.last_entry, schedule=self._schedule,
             watcher=self._watcher, storage_error=self._storage.error, embedding_runtime=self._runtime,
-            http_url=self._http.url if self._http else None,
+            http_url=self._http.url if self._http else None, recordings=self.recordings,
         ))
 
     def _write_status(self) -> None:
@@ -294,6 +303,7 @@ class Daemon:
             self._http.stop()
         self._retraining.stop()
         self.predictions.close()
+        self._alerts.close()
         if self._watcher is not None:
             self._watcher.stop()
         if self._indexer is not None:

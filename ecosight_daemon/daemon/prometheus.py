@@ -53,6 +53,8 @@ class DaemonMetrics:
                                          registry=self.registry)
         self.gate = Counter("ecosight_gate_decisions", "The promotion gate's decisions",
                             ["decision"], registry=self.registry)
+        self.detections = Counter("ecosight_detections", "Events found in long recordings, by class "
+                                  "(counted when a recording is first scored)", ["class"], registry=self.registry)
         self.registry.register(_SnapshotCollector(snapshot))
 
     def retrain_finished(self, log_entry: dict[str, Any]) -> None:
@@ -95,6 +97,17 @@ class _SnapshotCollector(Collector):
         yield _gauge("ecosight_watcher_up", "1 while the file watcher runs (0: rescans stand in)",
                      1 if status.get("watcher") == "watching" else 0)
         yield from _model_metrics(status)
+        yield from _recording_metrics(status)
+
+
+def _recording_metrics(status: dict[str, Any]) -> Iterator[GaugeMetricFamily]:
+    recordings = status.get("recordings") or {}
+    by_state = GaugeMetricFamily("ecosight_recordings", "Long recordings by state", labels=["state"])
+    for name, count in (recordings.get("by_state") or {}).items():
+        by_state.add_metric([name], float(count))
+    yield by_state
+    yield _gauge("ecosight_recording_hours_analysed", "Hours of long recordings analysed",
+                 recordings.get("hours_analysed", 0.0))
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

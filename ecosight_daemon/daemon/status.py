@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ecosight_daemon.config import Settings
     from ecosight_daemon.daemon.inbox import Inbox
     from ecosight_daemon.daemon.indexer import Indexer
+    from ecosight_daemon.daemon.recordings import Recordings
     from ecosight_daemon.daemon.schedule import ScheduledRetrains
     from ecosight_daemon.daemon.trigger_policy import TriggerPolicy
     from ecosight_daemon.daemon.watcher import SupervisedWatcher
@@ -54,6 +55,7 @@ class StatusInputs:
     storage_error: str | None
     http_url: str | None = None
     embedding_runtime: str | None = None
+    recordings: Recordings | None = None
 
 
 def build_status(parts: StatusInputs) -> dict[str, Any]:
@@ -93,6 +95,7 @@ def build_status(parts: StatusInputs) -> dict[str, Any]:
         "last_embed_at": parts.indexer.last_embed_at if parts.indexer is not None else None,
         "http": parts.http_url,
         "embedding_runtime": parts.embedding_runtime,
+        "recordings": parts.recordings.status() if parts.recordings is not None else None,
         "tensorflow_loaded": "tensorflow" in sys.modules,  # false with the ONNX runtime until a Keras model loads
     }
 

@@ -18,13 +18,9 @@ from ecosight_daemon.detection.outputs import (
     write_detections_csv,
     write_raven_table,
 )
-from ecosight_daemon.detection.patch_scorer import PatchScorer
 from ecosight_daemon.detection.recording_run import RecordingResult, detect_recording
-from ecosight_daemon.detection.window_scorer import WindowScorer
+from ecosight_daemon.detection.scoring import current_scoring
 from ecosight_daemon.errors import EcosightError
-from ecosight_daemon.pooling import needs_audioset_head
-from ecosight_daemon.training import version_files as files
-from ecosight_daemon.training.event_detector import EventDetector
 from ecosight_daemon.util.durable import write_json
 from ecosight_daemon.util.progress import ProgressReporter
 
@@ -79,17 +75,12 @@ def detect_paths(settings: Settings, paths: list[Path], out_dir: Path, zone: tzi
     recordings = recordings_in(paths)
     registry = ModelRegistry(settings.paths.models_dir)
     recover_at_start(registry)
-    model = registry.current_model()
-    if model is None:
-        raise EcosightError(f"no trained model in {settings.paths.models_dir}; run `ecosight-daemon retrain` first")
     embedder = load_embedder(settings.embedding.yamnet_handle, settings.paths.models_dir, settings.embedding.runtime,
                              settings.embedding.yamnet_sha256)
-    detector_file = registry.version_dir(str(model.version)) / files.EVENT_DETECTOR
-    detector = EventDetector.load(detector_file) if detector_file.is_file() else None
-    head = embedder.audioset_head() if detector is not None or needs_audioset_head(model.pooling) else None
-    background = settings.detection.background_class
-    window_patches = settings.detection.window_patches
-    version = str(model.version)
+    scoring = current_scoring(registry, embedder, settings.detection.background_class,
+                              settings.detection.window_patches)
+    if scoring is None:
+        raise EcosightError(f"no trained model in {settings.paths.models_dir}; run `ecosight-daemon retrain` first")
     out_dir.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
     results: list[RecordingResult] = []
@@ -98,36 +89,24 @@ def detect_paths(settings: Settings, paths: list[Path], out_dir: Path, zone: tzi
     progress = ProgressReporter("detecting (s of audio)")
     done_before = 0.0
     for path in recordings:
-        def make_scorer() -> WindowScorer | PatchScorer:
-            if detector is not None and head is not None:
-                return PatchScorer(detector, head)
-            return WindowScorer(model, head, window_patches)
-
         def report(seconds: float, base: float = done_before) -> None:
             progress(int(base + seconds), int(total))
 
-        result = detect_recording(path, embedder, make_scorer, model.classes, background, zone, start_time, report)
+        result = detect_recording(path, embedder, scoring.scorer, scoring.classes, scoring.background, zone,
+                                  start_time, report)
         done_before += _header_seconds(path)
         if result.error:
             logger.warning("%s: skipped: %s", path, result.error)
         elif result.truncated:
             logger.warning("%s: %s", path, result.truncated)
-        found = [Detection(str(path), event, result.clock.start_utc, version) for event in result.events]
+        found = [Detection(str(path), event, result.clock.start_utc, scoring.version) for event in result.events]
         if found:
             write_raven_table(out_dir, path, found)
             write_audacity_labels(out_dir, path, found)
         detections.extend(found)
         results.append(result)
     write_detections_csv(out_dir, detections)
-    if detector is not None:
-        parameters: dict[str, Any] = {
-            "scorer": "event detector (per patch)", "window_s": 0.96, "hop_s": 0.48, "background_class": background,
-            "priority_class": detector.priority_class, "threshold_log_odds": detector.threshold}
-    else:
-        parameters = {"scorer": "clip model over sliding windows (this version has no event detector)",
-                      "window_patches": window_patches, "hop_s": 0.48, "background_class": background,
-                      "pooling": model.pooling, "priority_threshold": model.threshold}
-    summary = run_summary(version, parameters, [r.summary() for r in results], started,
+    summary = run_summary(scoring.version, scoring.parameters, [r.summary() for r in results], started,
                           sum(r.seconds_analysed for r in results))
     write_json(out_dir / RUN_JSON, summary)
     return summary

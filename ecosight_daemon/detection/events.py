@@ -47,3 +47,17 @@ def merge_windows(labels: np.ndarray, scores: np.ndarray, classes: list[str], ba
                 score=round(float(scores[best, index]), 4),
             ))
     return sorted(events, key=lambda e: (e.start_s, e.label))
+
+
+def join_across_chunks(events: list[Event]) -> list[Event]:
+    """An event cut by a chunk boundary is one event: same class, overlapping or touching."""
+    joined: list[Event] = []
+    for event in sorted(events, key=lambda e: (e.label, e.start_s)):
+        previous = joined[-1] if joined else None
+        if previous is not None and previous.label == event.label and event.start_s <= previous.end_s:
+            best = previous if previous.score >= event.score else event
+            joined[-1] = Event(event.label, previous.start_s, max(previous.end_s, event.end_s), best.peak_s,
+                               best.score)
+        else:
+            joined.append(event)
+    return sorted(joined, key=lambda e: (e.start_s, e.label))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ecosight_daemon.detection.clock import UTC, RecordingClock, recording_clock
-from ecosight_daemon.detection.events import Event, merge_windows
+from ecosight_daemon.detection.events import Event, join_across_chunks, merge_windows
 from ecosight_daemon.detection.patch_scorer import PatchScorer
 from ecosight_daemon.detection.stream import StreamEnd, read_header, stream_chunks
 from ecosight_daemon.detection.window_scorer import WindowScorer
@@ -71,21 +71,8 @@ def detect_recording(path: Path, embedder: Embedder, make_scorer: Callable[[], S
             progress(min(header.duration_s, (chunk.first_patch + len(patches)) * 0.48))
     except OSError as exc:
         result.error = f"cannot read file ({exc.strerror or exc})"
-    result.events = _joined_across_chunks(result.events)
+    result.events = join_across_chunks(result.events)
     result.seconds_analysed = end.seconds_read
     result.truncated = end.truncated
     return result
 
-
-def _joined_across_chunks(events: list[Event]) -> list[Event]:
-    """An event cut by a chunk boundary is one event: same class, overlapping or touching."""
-    joined: list[Event] = []
-    for event in sorted(events, key=lambda e: (e.label, e.start_s)):
-        previous = joined[-1] if joined else None
-        if previous is not None and previous.label == event.label and event.start_s <= previous.end_s:
-            best = previous if previous.score >= event.score else event
-            joined[-1] = Event(event.label, previous.start_s, max(previous.end_s, event.end_s), best.peak_s,
-                               best.score)
-        else:
-            joined.append(event)
-    return sorted(joined, key=lambda e: (e.start_s, e.label))

@@ -28,7 +28,8 @@ class HttpFrontEnd:
         self.url = f"http://{http.host}:{self.port}/"
         self._api = ApiSettings(http.host, self.port, token, settings.paths.models_dir,
                                 min(MAX_UPLOAD_BYTES, int(settings.audio.max_file_mb * 1_000_000)),
-                                http.body_timeout_s)
+                                http.body_timeout_s, settings.detection.recordings_dir
+                                if settings.detection.recordings_dir != Path("") else None)
         self._protocol = limited_protocol(http.max_connections, http.request_timeout_s)
         self._server: HttpServer | None = None
 

@@ -22,6 +22,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any, Protocol
 
 from fastapi import FastAPI, Request, Response
@@ -32,6 +33,7 @@ from ecosight_daemon.daemon.inbox import Message, RetrainRequested, Rollback
 from ecosight_daemon.daemon.prometheus import CONTENT_TYPE, DaemonMetrics
 from ecosight_daemon.daemon.status import HEARTBEAT_S
 from ecosight_daemon.daemon.trigger_policy import HTTP_REASON_PREFIX
+from ecosight_daemon.http import snippets
 from ecosight_daemon.http.bodies import (
     MAX_JSON_BYTES,
     BodyTooLarge,
@@ -41,6 +43,8 @@ from ecosight_daemon.http.bodies import (
     spooled_upload,
 )
 from ecosight_daemon.http.dashboard import (
+    detections_fragment,
+    detections_page,
     gate_fragment,
     history_fragment,
     history_page,
@@ -64,7 +68,7 @@ SSE_KEEP_ALIVE_S = 15.0
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 # The pages load nothing from elsewhere and run only their own script.
 PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
-               "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+               "img-src 'self'; media-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -86,6 +90,7 @@ class ApiSettings:
     models_dir: Any  # Path
     max_upload_bytes: int
     body_timeout_s: float = 30.0
+    recordings_dir: Path | None = None  # where detections' snippets are cut from
 
 
 def health_problem(status: dict[str, Any], now: float) -> str | None:
@@ -183,7 +188,37 @@ def build_app(daemon: DaemonPort, settings: ApiSettings, events: EventLog, metri
             return HTMLResponse(gate_fragment(last_entry()))
         if name == "history":
             return HTMLResponse(history_fragment(registry.retraining_log(), registry.current_version()))
+        if name == "detections":
+            return HTMLResponse(detections_fragment(snapshot))
         return HTMLResponse("", 404)
+
+    @app.get("/detections", response_class=HTMLResponse)
+    def detections_view(request: Request) -> Response:
+        snapshot = daemon.snapshot()
+        if "text/html" not in request.headers.get("accept", ""):
+            return JSONResponse((snapshot.get("recordings") or {}).get("recent") or [])
+        return page("detections", detections_page(snapshot))
+
+    @app.get("/detections/{detection_id}/{name}")
+    def detection_snippet(detection_id: int, name: str) -> Response:
+        """A few seconds around a recent detection (one of those the status lists), cut on demand."""
+        recordings = daemon.snapshot().get("recordings") or {}
+        found = next((d for d in recordings.get("recent") or [] if d["detection_id"] == detection_id), None)
+        if found is None or name not in ("audio.wav", "spectrogram.png") or settings.recordings_dir is None:
+            return JSONResponse({"error": "no such recent detection"}, 404)
+        root = settings.recordings_dir.resolve()
+        path = (root / found["recording"]).resolve()
+        if root not in path.parents:
+            return JSONResponse({"error": "no such recent detection"}, 404)
+        try:
+            samples, rate = snippets.cut(path, float(found["peak_s"]))
+        except (OSError, RuntimeError, ValueError) as exc:
+            return JSONResponse({"error": f"the recording cannot be read now ({exc})"}, 410)
+        if name == "audio.wav":
+            return Response(snippets.wav_bytes(samples, rate), media_type="audio/wav",
+                            headers={"Cache-Control": "max-age=3600"})
+        return Response(snippets.spectrogram_png(samples, rate), media_type="image/png",
+                        headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/status")
     def status() -> dict[str, Any]:

@@ -5,9 +5,7 @@ screenshot of each page is saved under the test's output folder."""
 
 from __future__ import annotations
 
-import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,28 +13,11 @@ import pytest
 
 from testkit.audio_files import WavWriter
 from testkit.daemon_process import DaemonProcess, idle_daemon
-from testkit.paths import IN_CI, REPO_ROOT
+from testkit.paths import BROWSER_TIMEOUT_MS, REPO_ROOT
 
 pytestmark = pytest.mark.slow
-CHROMIUM = Path(os.environ.get("ECOSIGHT_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = REPO_ROOT / "test-output" / "dashboard"
-TIMEOUT_MS = 240_000
-
-
-@pytest.fixture
-def browser_page() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        message = f"no Chromium at {CHROMIUM}: `apt-get install chromium` (never `playwright install`)"
-        pytest.fail(message) if IN_CI else pytest.skip(message)
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(TIMEOUT_MS)
-        try:
-            yield page
-        finally:
-            browser.close()
+TIMEOUT_MS = BROWSER_TIMEOUT_MS
 
 
 def screenshot(page: Any, tmp_path: Path, name: str) -> None:

@@ -1,0 +1,214 @@
+"""The cache's record of long field recordings: each file's state, its chunks' patch
+embeddings and onset features (keyed by content and embedding model, so a new classifier
+re-scores without decoding), and the events the current version found in it."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Transaction = Callable[[], AbstractContextManager[sqlite3.Connection]]
+ONSET_COLUMNS = 4
+
+
+@dataclass(frozen=True)
+class RecordingRow:
+    path: str
+    sha256: str | None
+    size: int
+    mtime_ns: int
+    state: str  # pending, detecting, done, failed
+    reason: str | None
+    truncated: str | None
+    start_utc: str | None
+    clock_source: str | None
+    seconds: float
+    model_version: str | None  # the version whose events are stored; None: not scored yet
+
+
+@dataclass(frozen=True)
+class StoredDetection:
+    id: int
+    path: str
+    label: str
+    start_s: float
+    end_s: float
+    peak_s: float
+    score: float
+    model_version: str
+    recording_start_utc: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class CachedChunk:
+    first_patch: int
+    embeddings: np.ndarray  # (patches, dim) float32
+    onsets: np.ndarray  # (patches, 4) float32
+
+
+_COLUMNS = "path, sha256, size, mtime_ns, state, reason, truncated, start_utc, clock_source, seconds, model_version"
+_DETECTION_COLUMNS = ("d.id, d.path, d.label, d.start_s, d.end_s, d.peak_s, d.score, d.model_version, r.start_utc")
+
+
+class RecordingLedger:
+    def __init__(self, db: sqlite3.Connection, transaction: Transaction) -> None:
+        self._db = db
+        self._transaction = transaction
+
+    # --- recordings ------------------------------------------------------------------
+
+    def all(self) -> dict[str, RecordingRow]:
+        return {row[0]: RecordingRow(*row) for row in self._db.execute(f"SELECT {_COLUMNS} FROM recordings")}
+
+    def get(self, path: str) -> RecordingRow | None:
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM recordings WHERE path = ?", (path,)).fetchone()
+        return None if row is None else RecordingRow(*row)
+
+    def note(self, path: str, size: int, mtime_ns: int) -> None:
+        """A settled file: new, or changed since it was recorded (then it starts again)."""
+        now = time.time()
+        with self._transaction() as db:
+            db.execute("DELETE FROM detections WHERE path = ?", (path,))
+            db.execute(
+                "INSERT INTO recordings (path, size, mtime_ns, state, first_seen, updated_at) "
+                "VALUES (?, ?, ?, 'pending', ?, ?) ON CONFLICT(path) DO UPDATE SET size = excluded.size, "
+                "mtime_ns = excluded.mtime_ns, state = 'pending', sha256 = NULL, reason = NULL, truncated = NULL, "
+                "seconds = 0, model_version = NULL, updated_at = excluded.updated_at",
+                (path, size, mtime_ns, now, now))
+
+    def started(self, path: str, sha256: str, start_utc: str | None, clock_source: str) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE recordings SET state = 'detecting', sha256 = ?, start_utc = ?, clock_source = ?, "
+                       "updated_at = ? WHERE path = ?", (sha256, start_utc, clock_source, time.time(), path))
+
+    def progressed(self, path: str, seconds: float) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE recordings SET seconds = ?, updated_at = ? WHERE path = ?", (seconds, time.time(), path))
+
+    def copy_of(self, sha256: str, path: str) -> RecordingRow | None:
+        """Another recording with this content whose chunks are all cached (a copy under a new name)."""
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM recordings WHERE sha256 = ? AND state = 'done' AND path != ? "
+                               "LIMIT 1", (sha256, path)).fetchone()
+        return None if row is None else RecordingRow(*row)
+
+    def same_as(self, path: str, original: RecordingRow) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE recordings SET state = 'done', seconds = ?, truncated = ?, updated_at = ? "
+                       "WHERE path = ?", (original.seconds, original.truncated, time.time(), path))
+
+    def failed(self, path: str, reason: str) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE recordings SET state = 'failed', reason = ?, updated_at = ? WHERE path = ?",
+                       (reason, time.time(), path))
+
+    def unsettled(self, path: str, reason: str) -> None:
+        """It changed while it was read: analysed again once it settles (the next scan sees a new size)."""
+        with self._transaction() as db:
+            db.execute("UPDATE recordings SET state = 'failed', reason = ?, size = -1, mtime_ns = -1, updated_at = ? "
+                       "WHERE path = ?", (reason, time.time(), path))
+
+    def forget(self, path: str) -> None:
+        """The file is gone: its row and events go; its chunks once no recording has that content."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM detections WHERE path = ?", (path,))
+            db.execute("DELETE FROM recordings WHERE path = ?", (path,))
+            db.execute("DELETE FROM recording_chunks WHERE sha256 NOT IN "
+                       "(SELECT sha256 FROM recordings WHERE sha256 IS NOT NULL)")
+
+    def counts_by_state(self) -> dict[str, int]:
+        counts = {state: 0 for state in ("pending", "detecting", "done", "failed")}
+        counts.update(dict(self._db.execute("SELECT state, COUNT(*) FROM recordings GROUP BY state")))
+        return counts
+
+    def seconds_analysed(self) -> float:
+        return float(self._db.execute("SELECT COALESCE(SUM(seconds), 0) FROM recordings WHERE state = 'done'")
+                     .fetchone()[0])
+
+    def scored_by_other_than(self, version: str) -> list[str]:
+        """Done recordings whose events are not the given version's (to re-score)."""
+        return [row[0] for row in self._db.execute(
+            "SELECT path FROM recordings WHERE state = 'done' AND model_version IS NOT ? ORDER BY path", (version,))]
+
+    # --- cached chunks ---------------------------------------------------------------
+
+    def add_chunk(self, sha256: str, model_id: str, first_patch: int, embeddings: np.ndarray,
+                  onsets: np.ndarray, dtype: str, seconds: float, path: str, last: bool = False,
+                  truncated: str | None = None) -> None:
+        """A chunk's features and the recording's progress, committed together; the last
+        chunk marks the recording done (not scored yet: model_version stays empty)."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO recording_chunks (sha256, model_id, first_patch, patches, dtype, embeddings, "
+                "onsets) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (sha256, model_id, first_patch, len(embeddings), dtype,
+                 np.ascontiguousarray(embeddings, dtype=dtype).tobytes(),
+                 np.ascontiguousarray(onsets, dtype=np.float32).tobytes()))
+            db.execute("UPDATE recordings SET seconds = ?, truncated = ?, state = ?, updated_at = ? WHERE path = ?",
+                       (seconds, truncated, "done" if last else "detecting", time.time(), path))
+
+    def cached_patches(self, sha256: str, model_id: str) -> int:
+        """Where a run over this content stopped: patches cached from the start without a gap."""
+        next_patch = 0
+        for first, count in self._db.execute(
+                "SELECT first_patch, patches FROM recording_chunks WHERE sha256 = ? AND model_id = ? "
+                "ORDER BY first_patch", (sha256, model_id)):
+            if first != next_patch:
+                break
+            next_patch = first + count
+        return next_patch
+
+    def chunks(self, sha256: str, model_id: str) -> Iterator[CachedChunk]:
+        """The cached chunks in order, one query each (a 24 h recording is ~370 MB of them,
+        and no read stays open between the loop's steps)."""
+        firsts = [row[0] for row in self._db.execute(
+            "SELECT first_patch FROM recording_chunks WHERE sha256 = ? AND model_id = ? ORDER BY first_patch",
+            (sha256, model_id))]
+        for first in firsts:
+            row = self._db.execute(
+                "SELECT patches, dtype, embeddings, onsets FROM recording_chunks "
+                "WHERE sha256 = ? AND model_id = ? AND first_patch = ?", (sha256, model_id, first)).fetchone()
+            if row is None or row[0] == 0:  # an empty last chunk holds no patch
+                continue
+            count, dtype, embeddings, onsets = row
+            yield CachedChunk(first, np.frombuffer(embeddings, dtype=dtype).reshape(count, -1).astype(np.float32),
+                              np.frombuffer(onsets, dtype=np.float32).reshape(count, ONSET_COLUMNS))
+
+    def chunk_rows(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM recording_chunks").fetchone()[0])
+
+    # --- detections ------------------------------------------------------------------
+
+    def replace_detections(self, path: str, version: str,
+                           events: list[tuple[str, float, float, float, float]]) -> list[int]:
+        """The recording's events are now these (label, start, end, peak, score) of `version`; their ids."""
+        now = time.time()
+        with self._transaction() as db:
+            db.execute("DELETE FROM detections WHERE path = ?", (path,))
+            ids = [int(db.execute(
+                "INSERT INTO detections (path, label, start_s, end_s, peak_s, score, model_version, found_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id", (path, *event, version, now)).fetchone()[0])
+                for event in events]
+            db.execute("UPDATE recordings SET model_version = ?, updated_at = ? WHERE path = ?", (version, now, path))
+        return ids
+
+    def detections(self, limit: int = 100, label: str | None = None) -> list[StoredDetection]:
+        """Newest first: by the recording's clock time, then the offset in it."""
+        where, parameters = ("WHERE d.label = ?", (label,)) if label else ("", ())
+        rows = self._db.execute(
+            f"SELECT {_DETECTION_COLUMNS} FROM detections d JOIN recordings r ON r.path = d.path {where} "
+            "ORDER BY r.start_utc DESC, d.path DESC, d.start_s DESC LIMIT ?", (*parameters, limit))
+        return [StoredDetection(*row) for row in rows]
+
+    def detection(self, detection_id: int) -> StoredDetection | None:
+        row = self._db.execute(f"SELECT {_DETECTION_COLUMNS} FROM detections d JOIN recordings r ON r.path = d.path "
+                               "WHERE d.id = ?", (detection_id,)).fetchone()
+        return None if row is None else StoredDetection(*row)

@@ -1,0 +1,26 @@
+"""A recording's events from its cached patch embeddings and onset features: the same
+scorers as a streamed run, fed chunk by chunk from the cache (no decoding, no YAMNet)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from ecosight_daemon.cache.recordings import CachedChunk
+from ecosight_daemon.detection.events import Event, join_across_chunks, merge_windows
+from ecosight_daemon.detection.scoring import Scoring
+
+
+def score_cached(chunks: Iterator[CachedChunk], scoring: Scoring, found: list[Event]) -> Iterator[None]:
+    """Appends the events to `found`, chunk by chunk (yields after each, so a 24 h re-score
+    never holds the loop for long); the last step joins events cut by chunk boundaries."""
+    scorer = scoring.scorer()
+    pieces: list[Event] = []
+    chunk = next(chunks, None)
+    while chunk is not None:
+        following = next(chunks, None)
+        first, labels, scores = scorer.feed_cached(chunk.embeddings, chunk.onsets, following is None)
+        if len(labels):
+            pieces.extend(merge_windows(labels, scores, scoring.classes, scoring.background, scorer.window_s, first))
+        chunk = following
+        yield
+    found.extend(join_across_chunks(pieces))

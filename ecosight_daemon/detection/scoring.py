@@ -1,0 +1,54 @@
+"""What scores a recording: the current version's event detector when it has one, the clip
+model over sliding windows otherwise. Shared by `detect` and the daemon's recordings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ecosight_daemon.detection.patch_scorer import PatchScorer
+from ecosight_daemon.detection.window_scorer import WindowScorer
+from ecosight_daemon.embedding.interface import Embedder
+from ecosight_daemon.models.registry import ModelRegistry
+from ecosight_daemon.pooling import needs_audioset_head
+from ecosight_daemon.training import version_files as files
+from ecosight_daemon.training.event_detector import EventDetector
+
+
+@dataclass(frozen=True)
+class Scoring:
+    version: str
+    classes: list[str]
+    background: str
+    parameters: dict[str, Any]  # for run.json: which scorer, at which operating point
+    _model: Any
+    _detector: EventDetector | None
+    _head: Any
+    _window_patches: int
+
+    def scorer(self) -> WindowScorer | PatchScorer:
+        """A fresh scorer for one recording (scorers carry state from chunk to chunk)."""
+        if self._detector is not None and self._head is not None:
+            return PatchScorer(self._detector, self._head)
+        return WindowScorer(self._model, self._head, self._window_patches)
+
+
+def current_scoring(registry: ModelRegistry, embedder: Embedder, background: str,
+                    window_patches: int) -> Scoring | None:
+    """The published version's scoring; None while there is no model."""
+    model = registry.current_model()
+    if model is None:
+        return None
+    version = str(model.version)
+    detector_file = registry.version_dir(version) / files.EVENT_DETECTOR
+    detector = EventDetector.load(detector_file) if detector_file.is_file() else None
+    head = embedder.audioset_head() if detector is not None or needs_audioset_head(model.pooling) else None
+    if detector is not None:
+        parameters: dict[str, Any] = {
+            "scorer": "event detector (per patch)", "window_s": 0.96, "hop_s": 0.48, "background_class": background,
+            "priority_class": detector.priority_class, "threshold_log_odds": detector.threshold}
+    else:
+        parameters = {"scorer": "clip model over sliding windows (this version has no event detector)",
+                      "window_patches": window_patches, "hop_s": 0.48, "background_class": background,
+                      "pooling": model.pooling, "priority_threshold": model.threshold}
+    return Scoring(version, list(model.classes), background, parameters, model, detector, head, window_patches)

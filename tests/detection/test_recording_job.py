@@ -1,0 +1,87 @@
+"""One recording through the daemon's step-by-step run, on real files with the real ONNX
+YAMNet and a real cache: a run stopped part-way and resumed caches exactly what an
+uninterrupted run caches; a file that changes under the run stops it with the reason."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from ecosight_daemon.cache.store import EmbeddingStore
+from ecosight_daemon.detection.recording_job import RecordingChanged, run_recording
+from ecosight_daemon.embedding.onnx_runtime import OnnxEmbedder
+
+pytestmark = pytest.mark.slow
+SECONDS = 200
+
+
+@pytest.fixture(scope="module")
+def embedder(tmp_path_factory: pytest.TempPathFactory, yamnet_handle: str, onnx_body: Path | None) -> OnnxEmbedder:
+    assert onnx_body is not None
+    models = tmp_path_factory.mktemp("models")
+    shutil.copytree(onnx_body, models / "onnx" / onnx_body.name)
+    return OnnxEmbedder.load(yamnet_handle, models)
+
+
+def field_like(path: Path, seconds: int = SECONDS) -> Path:
+    """Noise with a clap every 7 s (so the onset features have something to see)."""
+    rng = np.random.default_rng(3)
+    audio = 0.01 * rng.standard_normal(seconds * 16_000).astype(np.float32)
+    for start in range(16_000, len(audio) - 800, 7 * 16_000):
+        audio[start:start + 800] += 0.5 * np.exp(-np.arange(800) / 120.0) * rng.standard_normal(800)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, audio, 16_000, subtype="PCM_16")
+    return path
+
+
+def cached(store: EmbeddingStore, embedder: OnnxEmbedder, name: str) -> tuple[np.ndarray, np.ndarray]:
+    row = store.recordings.get(name)
+    assert row is not None and row.sha256 is not None
+    chunks = list(store.recordings.chunks(row.sha256, embedder.model_id))
+    return np.concatenate([c.embeddings for c in chunks]), np.concatenate([c.onsets for c in chunks])
+
+
+def test_a_resumed_run_caches_what_an_uninterrupted_one_does(tmp_path: Path, embedder: OnnxEmbedder) -> None:
+    root = tmp_path / "recordings"
+    field_like(root / "a.wav")
+    whole = EmbeddingStore.open(tmp_path / "whole.sqlite3")
+    whole.recordings.note("a.wav", 0, 0)
+    list(run_recording(root, "a.wav", whole.recordings, embedder, "float32"))
+    assert whole.recordings.get("a.wav").state == "done"  # type: ignore[union-attr]
+
+    parted = EmbeddingStore.open(tmp_path / "parted.sqlite3")
+    parted.recordings.note("a.wav", 0, 0)
+    steps = run_recording(root, "a.wav", parted.recordings, embedder, "float32")
+    progress = [next(steps) for _ in range(3)]  # hashed (one step), then two chunks
+    steps.close()  # as a kill would: nothing after the last committed chunk
+    assert progress[-1] == pytest.approx(256 * 0.48)
+    row = parted.recordings.get("a.wav")
+    assert row is not None and row.state == "detecting" and row.sha256 is not None
+    assert parted.recordings.cached_patches(row.sha256, embedder.model_id) == 256
+    list(run_recording(root, "a.wav", parted.recordings, embedder, "float32"))
+
+    expected, resumed = cached(whole, embedder, "a.wav"), cached(parted, embedder, "a.wav")
+    assert len(resumed[0]) == len(expected[0]) == 1 + (SECONDS * 16_000 - 15_600) // 7_680 + 1
+    np.testing.assert_allclose(resumed[0], expected[0], atol=1e-5)
+    np.testing.assert_allclose(resumed[1], expected[1], atol=1e-4)  # onsets primed with the audio before
+    assert parted.recordings.get("a.wav").state == "done"  # type: ignore[union-attr]
+    whole.close()
+    parted.close()
+
+
+def test_a_file_changed_under_the_run_stops_it(tmp_path: Path, embedder: OnnxEmbedder) -> None:
+    root = tmp_path / "recordings"
+    path = field_like(root / "b.wav")
+    store = EmbeddingStore.open(tmp_path / "cache.sqlite3")
+    store.recordings.note("b.wav", 0, 0)
+    steps = run_recording(root, "b.wav", store.recordings, embedder, "float16")
+    next(steps)
+    next(steps)
+    field_like(path, seconds=SECONDS + 60)  # replaced with another recording
+    with pytest.raises(RecordingChanged, match="changed while it was read"):
+        list(steps)
+    store.close()
