@@ -1,10 +1,18 @@
-"""`detect` on a 6-hour recording: its speed against the model alone, and its memory.
+"""A 6-hour recording: `detect`'s speed against the model alone and its memory; the
+daemon's memory while it detects in one; the daemon's re-scoring of it after a version change.
 
-A model is trained on the dev corpus; a 6 h, 16 kHz mono recording is written block by
-block from the dev corpus's background clips (random stretches, gains and overlaps); then
-`ecosight-daemon detect` runs on it as a separate process, its process tree's RSS sampled
-every 0.2 s. The baseline, in the same run: YAMNet alone (ONNX Runtime, the daemon's thread
-count) on 10 minutes of the same audio already in memory, in patches per second.
+Two versions are trained on the dev corpus (the second forced); a 6 h, 16 kHz mono
+recording is written block by block from the dev corpus's background clips (random
+stretches, gains and overlaps). Then:
+
+1. `ecosight-daemon detect` on it as a separate process, its process tree's RSS sampled
+   every 0.2 s. The baseline, in the same run: YAMNet alone (ONNX Runtime, the daemon's
+   thread count) on 10 minutes of the same audio already in memory, in patches per second.
+2. A daemon (a real process) with the recording moved into its recordings_dir: its tree's
+   RSS sampled every 0.2 s until the recording is analysed and scored.
+3. `POST /rollback` to the first version: the time until every event in the cache is
+   that version's (re-scored from cached embeddings: the cached chunks are counted before
+   and after, and must not change).
 """
 
 from __future__ import annotations
@@ -12,13 +20,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import requests
 import soundfile
 
 from benchmarks.common import Figure, dev_corpus, process_tree_usage, save_report, yamnet_handle
@@ -26,6 +37,7 @@ from ecosight_daemon.audio import decode_audio
 from ecosight_daemon.embedding.frontend import patch_count
 from ecosight_daemon.embedding.onnx_runtime import OnnxEmbedder
 from ecosight_daemon.training.event_mixing import background_bed
+from testkit.daemon_process import DaemonProcess, wait_for
 from testkit.field_recordings import manifest, training_workspace
 
 logger = logging.getLogger(__name__)
@@ -67,8 +79,9 @@ def run() -> list[Figure]:
     with tempfile.TemporaryDirectory(prefix="ecosight-detect-long-") as tmp:
         root = Path(tmp)
         training_workspace(root, yamnet_handle(), corpus, rows)
-        subprocess.run([sys.executable, "-m", "ecosight_daemon", "--config", str(root / "config.toml"),
-                        "--log-level", "WARNING", "retrain"], check=True, capture_output=True)
+        for force in ([], ["--force"]):  # v0001, then v0002 (the same data: forced)
+            subprocess.run([sys.executable, "-m", "ecosight_daemon", "--config", str(root / "config.toml"),
+                            "--log-level", "WARNING", "retrain", *force], check=True, capture_output=True)
         backgrounds = [decode_audio((corpus / r["file"]).read_bytes(), 600).waveform for r in rows
                        if r["class"] == "clips"]
         recording = root / "AM01_20260501_000000.WAV"
@@ -82,17 +95,59 @@ def run() -> list[Figure]:
         model_rate = patch_count(len(sample)) / (time.monotonic() - started)
 
         seconds, peak_mib, summary = run_detect(root, recording, root / "out")
+        daemon = daemon_figures(root, recording)
     detect_rate = patch_count(int(HOURS * 3600 * 16_000)) / seconds
     ratio = detect_rate / model_rate
     details = {"hours": HOURS, "detect_seconds": seconds, "detect_patches_per_s": detect_rate,
                "model_only_patches_per_s": model_rate, "peak_rss_mib": peak_mib,
-               "events": summary["recordings"][0]["events"], "hours_analysed": summary["hours_analysed"]}
+               "events": summary["recordings"][0]["events"], "hours_analysed": summary["hours_analysed"], **daemon}
     save_report("detect_long", [], details)
     return [
         Figure("detect 6 h: speed over the model alone", ratio, "x", ">= 0.8", ratio >= 0.8),
         Figure("detect 6 h: times real time", HOURS * 3600 / seconds, "x"),
         Figure("detect 6 h: peak RSS of the process tree", peak_mib, "MiB", "<= 1024", peak_mib <= 1024),
+        Figure("daemon detecting 6 h: peak RSS of the process tree", daemon["daemon_peak_rss_mib"], "MiB"),
+        Figure("daemon detecting 6 h: times real time", HOURS * 3600 / daemon["daemon_detect_seconds"], "x"),
+        Figure("daemon re-scoring 6 h after a version change", daemon["rescore_seconds"], "s", "<= 5",
+               daemon["rescore_seconds"] <= 5),
     ]
+
+
+def cache_rows(root: Path, sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(root / "models" / "embedding_cache.sqlite3", timeout=30) as db:
+        return db.execute(sql).fetchall()
+
+
+def daemon_figures(root: Path, recording: Path) -> dict[str, float]:
+    """Peak RSS and time of a daemon detecting in `recording`, then its re-scoring time."""
+    with (root / "config.toml").open("a") as config:
+        config.write('[detection]\nrecordings_dir = "recordings"\nscan_interval_s = 0.2\n'
+                     '[watch]\nsettle_s = 0.2\n[http]\nport = 0\n')
+    daemon = DaemonProcess(root, log_level="WARNING").start()
+    try:
+        daemon.wait_idle(300)
+        (root / "recordings").mkdir(exist_ok=True)
+        started = time.monotonic()
+        os.rename(recording, root / "recordings" / recording.name)
+        peak = 0.0
+        done = "SELECT COUNT(*) FROM recordings WHERE state = 'done' AND model_version = '{}'"
+        while not cache_rows(root, done.format("v0002"))[0][0]:
+            peak = max(peak, process_tree_usage(daemon.pid)["rss_mib"])
+            if daemon.proc is not None and daemon.proc.poll() is not None:
+                raise RuntimeError(f"the daemon exited: {daemon.log_text()[-2000:]}")
+            time.sleep(0.2)
+        detect_seconds = time.monotonic() - started
+        chunks = cache_rows(root, "SELECT COUNT(*), SUM(patches) FROM recording_chunks")
+        started = time.monotonic()
+        requests.post(daemon.http_url + "rollback", json={"version": "v0001"}, timeout=30).raise_for_status()
+        wait_for(lambda: cache_rows(root, done.format("v0001"))[0][0] == 1, 300, "the re-score", interval=0.05)
+        rescore_seconds = time.monotonic() - started
+        if cache_rows(root, "SELECT COUNT(*), SUM(patches) FROM recording_chunks") != chunks:
+            raise RuntimeError("re-scoring changed the cached chunks")
+    finally:
+        daemon.kill()
+    return {"daemon_detect_seconds": detect_seconds, "daemon_peak_rss_mib": peak, "rescore_seconds": rescore_seconds,
+            "cached_patches": float(chunks[0][1])}
 
 
 if __name__ == "__main__":

@@ -194,7 +194,7 @@ def write_extras(registry: ModelRegistry, version: str, process: TrainingProcess
     partial = folder / files.EXPORT_PARTIAL
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        process.export(partial, time_limit_s, should_stop)
+        process.export(partial, time_limit_s, should_stop, version)
         fsync_tree(partial)
         os.rename(partial, folder / files.EXPORT_DIR)
         fsync_path(folder)
@@ -234,7 +234,8 @@ def _attempt(
     write_job_data(staging, snapshot.features, snapshot.labels(), [s.split.value for s in snapshot.samples],
                    [s.group for s in snapshot.samples], head)
     job = FitJob(str(staging), snapshot.classes, snapshot.pooling, TrainingRecipe.from_settings(settings.training),
-                 incumbent, settings.embedding.yamnet_handle, converted_body(settings, store.model_id))
+                 incumbent, settings.embedding.yamnet_handle, converted_body(settings, store.model_id),
+                 settings.detection.window_patches)
     result = process.train(job, settings.training.time_limit_s, should_stop, on_progress)
     if not result.ok:
         shutil.rmtree(staging, ignore_errors=True)

@@ -42,7 +42,7 @@ from ecosight_daemon.util import pause
 
 logger = logging.getLogger(__name__)
 
-Export = Callable[[Path], None]
+Export = Callable[[Path, str], None]  # (target folder, version)
 
 
 def worker_main(connection: Connection, log_level: str) -> None:
@@ -89,7 +89,7 @@ def _serve_exports(connection: Connection, export: Export | None) -> None:
         try:
             if export is None:
                 raise RuntimeError("no trained model to export")
-            export(Path(request.target))
+            export(Path(request.target), request.version)
             connection.send(Exported())
         except Exception as exc:
             logger.exception("export failed")
@@ -142,7 +142,7 @@ def run_job(job: FitJob, should_stop: Callable[[], bool],
     # Written for tools that expect the old file; this program never loads a pickle.
     (folder / files.HISTORY_PICKLE).write_bytes(pickle.dumps(fitted.history))
 
-    def export(target: Path) -> None:
+    def export(target: Path, version: str) -> None:
         export_end_to_end(job.export_handle, fitted.model, classes, job.pooling, priority_index,
                           fitted.threshold, target, head)
         if not job.onnx_body:
@@ -150,7 +150,7 @@ def run_job(job: FitJob, should_stop: Callable[[], bool],
             return
         try:
             worst = export_patches_model(Path(job.onnx_body), fitted.model, classes, job.pooling, priority_index,
-                                         fitted.threshold, target, head)
+                                         fitted.threshold, target, head, version, job.window_patches)
             logger.info("exported %s (largest probability difference in its check: %.1e)", PATCHES_MODEL, worst)
         except Exception:  # the SavedModel stands on its own
             logger.exception("no ONNX export of the patches -> probabilities model")

@@ -19,6 +19,7 @@ import numpy as np
 from ecosight_daemon.embedding import frontend as front
 from ecosight_daemon.embedding.interface import YAMNET_DIM
 from ecosight_daemon.pooling import AudiosetHead
+from ecosight_daemon.training.device_files import sliding_windows_note, write_device_files
 from ecosight_daemon.training.priority_rule import describe_rule, priority_label_tensor
 
 PATCHES_MODEL = "patches_to_probabilities.onnx"
@@ -36,25 +37,15 @@ def front_end_description(classes: list[str], pooling: str, priority_index: int 
         "classes": classes,
         "pooling": pooling,
         "label_rule": describe_rule(classes, priority_index, threshold),
-        "front_end": {
-            "audio": f"mono float32 in [-1, 1] at {front.SAMPLE_RATE} Hz; shorter than one patch: zero-padded",
-            "padding": "zeros at the end up to a whole number of patches (yamnet_frontend.pad_to_whole_patches)",
-            "stft": {"window": "periodic Hann", "window_samples": front.WINDOW, "hop_samples": front.HOP,
-                     "fft_length": front.FFT_LENGTH, "magnitude": "abs"},
-            "mel": {"bands": front.MEL_BANDS, "min_hz": front.MEL_MIN_HZ, "max_hz": front.MEL_MAX_HZ,
-                    "matrix": "TensorFlow's linear_to_mel_weight_matrix (HTK mel scale)"},
-            "log": f"log(mel + {front.LOG_OFFSET})",
-            "patches": {"frames": front.PATCH_FRAMES, "hop_frames": front.PATCH_HOP_FRAMES},
-            "reference": "ecosight_daemon/embedding/frontend.py: log_mel_patches(waveform)",
-        },
     }
 
 
 def export_patches_model(body_file: Path, classifier: Any, classes: list[str], pooling: str,
                          priority_index: int | None, threshold: float | None, target: Path,
-                         head: AudiosetHead | None = None) -> float:
-    """Write PATCHES_MODEL and FRONT_END_FILE into `target`; returns the largest probability
-    difference found in the check (raises if it is over MAX_PROBABILITY_DIFF)."""
+                         head: AudiosetHead | None = None, version: str = "", window_patches: int = 4) -> float:
+    """Write PATCHES_MODEL, the device files (device_files.py) and FRONT_END_FILE into
+    `target`; returns the largest probability difference found in the check (raises if it
+    is over MAX_PROBABILITY_DIFF)."""
     import onnx
     import tensorflow as tf
     import tf2onnx
@@ -82,6 +73,8 @@ def export_patches_model(body_file: Path, classifier: Any, classes: list[str], p
         output_names=[t.name for t in frozen.outputs], opset=opset)
     classifier_model.ir_version = body.ir_version
     classifier_input = classifier_model.graph.input[0].name
+    window_model = _named_copy(classifier_model, "embeddings", ["probabilities", "label_index"])
+    embeddings_model = _named_copy(body, "patches", ["embeddings"])
     classifier_model = onnx.compose.add_prefix(classifier_model, "classifier/")
     merged = onnx.compose.merge_models(
         body, classifier_model, io_map=[(body.graph.output[0].name, "classifier/" + classifier_input)])
@@ -93,10 +86,25 @@ def export_patches_model(body_file: Path, classifier: Any, classes: list[str], p
     if worst > MAX_PROBABILITY_DIFF:
         raise ValueError(f"the ONNX model's probabilities differ from the classifier's by {worst:.2e}")
     target.mkdir(parents=True, exist_ok=True)
-    onnx.save(merged, str(target / PATCHES_MODEL))
-    description = front_end_description(classes, pooling, priority_index, threshold)
-    (target / FRONT_END_FILE).write_text(json.dumps({**description, "checked_max_diff": worst}, indent=2))
+    description = {**front_end_description(classes, pooling, priority_index, threshold), "checked_max_diff": worst,
+                   "sliding_windows": sliding_windows_note(window_patches)}
+    description = write_device_files(target, embeddings_model, window_model, merged, version, body_file.parent.name,
+                                     description)
+    (target / FRONT_END_FILE).write_text(json.dumps(description, indent=2))
     return worst
+
+
+def _named_copy(model: Any, input_name: str, output_names: list[str]) -> Any:
+    """A copy of an ONNX model with its (first) input and its outputs given plain names."""
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    _rename(copy, copy.graph.input[0], input_name)
+    for output, name in zip(copy.graph.output, output_names, strict=True):
+        _rename(copy, output, name)
+    onnx.checker.check_model(copy)
+    return copy
 
 
 def _rename(model: Any, value_info: Any, name: str) -> None:

@@ -65,10 +65,10 @@ class TrainingProcess:
             return TrainingResult.failed(f"training process answered {answer!r}")
         return answer.result
 
-    def export(self, target: Path, time_limit_s: float, should_stop: Callable[[], bool]) -> None:
+    def export(self, target: Path, time_limit_s: float, should_stop: Callable[[], bool], version: str = "") -> None:
         """Have the process save the end-to-end SavedModel of the model it just trained."""
         try:
-            self._connection.send(ExportRequest(str(target)))
+            self._connection.send(ExportRequest(str(target), version))
             answer = self._await(time_limit_s, should_stop)
         except OSError as exc:
             raise TrainingProcessFailed(f"training process gone: {exc}") from exc

@@ -35,11 +35,13 @@ class FitJob:
     incumbent: IncumbentModel | None
     export_handle: str  # the YAMNet handle the end-to-end SavedModel wraps
     onnx_body: str = ""  # the verified ONNX body, for the patches -> probabilities export ("": none)
+    window_patches: int = 4  # [detection] window_patches, for the device files' note on sliding windows
 
 
 @dataclass(frozen=True)
 class ExportRequest:
     target: str  # folder for the end-to-end SavedModel
+    version: str = ""  # the version it belongs to (written into the device files)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -286,6 +287,76 @@ def test_predict_agrees_with_the_model_and_both_exports_match(project: Path, yam
         probabilities, label_index = patches_model.run(None, {"patches": log_mel_patches(waveform)})
         np.testing.assert_allclose(probabilities, expected, atol=1e-4)
         assert int(label_index) == label
+    check_device_files(export, metadata["version"])
+
+
+def port_of_the_front_end(waveform: np.ndarray, spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """YAMNet's front end written from front_end.json's words and numbers alone (not from
+    frontend.py), as a device developer would: (mel matrix, patches)."""
+    pad, frames, fft, mel = spec["padding"], spec["frames"], spec["fft"], spec["mel"]
+    count = 1 + int(np.ceil(max(0, len(waveform) - pad["patch_samples"]) / pad["patch_hop_samples"]))
+    padded = np.zeros(pad["patch_samples"] + pad["patch_hop_samples"] * (count - 1), np.float32)
+    padded[:len(waveform)] = waveform
+    size, hop = frames["window_samples"], frames["hop_samples"]
+    assert frames["centred"] is False
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(size) / size)
+    starts = range(0, len(padded) - size + 1, hop)
+    framed = np.stack([padded[k:k + size] * window for k in starts])
+    magnitude = np.abs(np.fft.rfft(framed, n=fft["length"], axis=1))
+
+    def to_mel(hertz: np.ndarray) -> np.ndarray:
+        return 1127.0 * np.log(1.0 + hertz / 700.0)
+
+    bins = fft["length"] // 2 + 1
+    edges = np.linspace(to_mel(np.float64(mel["min_hz"])), to_mel(np.float64(mel["max_hz"])), mel["bands"] + 2)
+    bin_mel = to_mel(8000.0 * np.arange(bins) / (bins - 1))[:, None]
+    rising = (bin_mel - edges[:-2]) / (edges[1:-1] - edges[:-2])
+    falling = (edges[2:] - bin_mel) / (edges[2:] - edges[1:-1])
+    matrix = np.maximum(0.0, np.minimum(rising, falling))
+    matrix[0] = 0.0
+    offset = float(re.search(r"\+ ([0-9.]+)\)", spec["log"]["formula"]).group(1))  # type: ignore[union-attr]
+    log_mel = np.log(magnitude @ matrix + offset)
+    step, length = spec["patches"]["hop_frames"], spec["patches"]["frames"]
+    patches = np.stack([log_mel[i * step:i * step + length] for i in range(count)])
+    return matrix, patches.astype(np.float32)
+
+
+def check_device_files(export: Path, version: str) -> None:
+    """The device files: versioned and checksummed; a port written from the spec matches the
+    test vector; the embeddings model once per patch plus the window model over K of them
+    gives what the whole-clip model gives on those K patches."""
+    import onnx
+    import onnxruntime
+
+    from ecosight_daemon.training.device_files import EMBEDDINGS_MODEL, TEST_VECTOR, WINDOW_MODEL
+    from ecosight_daemon.training.onnx_export import FRONT_END_FILE, PATCHES_MODEL
+
+    description = json.loads((export / FRONT_END_FILE).read_text())
+    assert description["version"] == version
+    for name, sha256 in description["files_sha256"].items():
+        assert hashlib.sha256((export / name).read_bytes()).hexdigest() == sha256, name
+    for name in (PATCHES_MODEL, EMBEDDINGS_MODEL, WINDOW_MODEL):
+        props = {p.key: p.value for p in onnx.load(str(export / name)).metadata_props}
+        assert props["ecosight_version"] == version
+        assert props["yamnet_model_id"] == description["yamnet_model_id"].strip() != ""
+
+    vector = np.load(export / TEST_VECTOR)
+    matrix, patches = port_of_the_front_end(vector["waveform"], description["front_end"])
+    np.testing.assert_allclose(matrix, vector["mel_matrix"], atol=5e-5)  # float64 here, float32 there
+    np.testing.assert_allclose(patches, vector["patches"], atol=1e-3)
+
+    def session(name: str) -> Any:
+        return onnxruntime.InferenceSession(str(export / name), providers=["CPUExecutionProvider"])
+
+    embeddings = session(EMBEDDINGS_MODEL).run(["embeddings"], {"patches": vector["patches"]})[0]
+    np.testing.assert_allclose(embeddings, vector["embeddings"], atol=1e-4)
+    window, whole = session(WINDOW_MODEL), session(PATCHES_MODEL)
+    probabilities = window.run(["probabilities"], {"embeddings": embeddings})[0]
+    np.testing.assert_allclose(probabilities, vector["probabilities"], atol=1e-4)
+    for start in range(len(embeddings) - 3):
+        one_window = window.run(["probabilities"], {"embeddings": embeddings[start:start + 4]})[0]
+        same = whole.run(["probabilities"], {"patches": vector["patches"][start:start + 4]})[0]
+        np.testing.assert_allclose(one_window, same, atol=1e-4)
 
 
 def test_rollback_restores_the_previous_version(project: Path) -> None:
