@@ -215,10 +215,8 @@ def check_detections_page(page: Any, url: str, shown: int) -> None:
     items = page.locator("li.detection")
     expect(items).to_have_count(shown)
     expect(items.first.locator("time")).to_contain_text("2026-05-01T06:")
-    image = items.first.locator("img")
-    image.scroll_into_view_if_needed()
-    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
-    assert image.evaluate("img => img.naturalHeight") == 128
+    page.wait_for_function("""() => [...document.querySelectorAll("li.detection img")].slice(0, 3)
+                                    .every(img => img.complete && img.naturalHeight === 128)""")
     duration = items.first.locator("audio").evaluate(
         """audio => new Promise((done, failed) => {
                audio.addEventListener("loadedmetadata", () => done(audio.duration));
