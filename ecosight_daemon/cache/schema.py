@@ -7,11 +7,11 @@ of an old one.
 from __future__ import annotations
 
 import logging
-import shutil
 import sqlite3
 from pathlib import Path
 
 from ecosight_daemon.errors import CacheError
+from ecosight_daemon.util.durable import free_space
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def connect(path: Path | str) -> sqlite3.Connection:
         version = ensure_schema(connection)
     except sqlite3.OperationalError as exc:  # disk full, I/O error, permissions: not the file's fault
         raise CacheError(
-            f"cannot open embedding cache {path}: {exc} ({_free_space(Path(path).parent)} free on its "
+            f"cannot open embedding cache {path}: {exc} ({free_space(Path(path).parent)} free on its "
             "disk); check free space and permissions, then retry. The cache file is left as it is"
         ) from exc
     except sqlite3.DatabaseError as exc:  # not a database, malformed
@@ -193,10 +193,3 @@ def connect(path: Path | str) -> sqlite3.Connection:
             f"program's {SCHEMA_VERSION}; upgrade ecosight-daemon or use another cache_path"
         )
     return connection
-
-
-def _free_space(folder: Path) -> str:
-    try:
-        return f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB"
-    except OSError:
-        return "unknown space"

@@ -40,7 +40,7 @@ from ecosight_daemon.training.process_handle import TrainingProcess, TrainingPro
 from ecosight_daemon.training.protocol import FitJob, IncumbentModel, Progress, TrainingResult
 from ecosight_daemon.training.recipe import TrainingRecipe
 from ecosight_daemon.util.digest import sha256_of
-from ecosight_daemon.util.durable import fsync_path, fsync_tree, read_json, write_json
+from ecosight_daemon.util.durable import free_space, fsync_path, fsync_tree, read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -55,17 +55,23 @@ class RetrainBusy(EcosightError):
 def retrain_lock(models_dir: Path) -> Iterator[None]:
     """An exclusive flock on models_dir/.retrain.lock; the kernel drops it if we die."""
     models_dir.mkdir(parents=True, exist_ok=True)
-    with open(models_dir / LOCK_FILE, "a+") as handle:
+    lock_path = models_dir / LOCK_FILE
+    with open(lock_path, "a+b", buffering=0) as handle:  # unbuffered: a full disk fails here, not at close
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            holder = handle.read().decode(errors="replace").strip() or "another process"
             raise RetrainBusy(f"Retraining already in progress (pid {holder}); wait for it to finish") from exc
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()).encode())
+        except OSError as exc:
+            raise EcosightError(
+                f"cannot write {lock_path}: {exc} ({free_space(models_dir)} free on its disk); "
+                f"free some space under {models_dir}, then retry"
+            ) from exc
         try:
             yield
         finally:

@@ -20,6 +20,14 @@ logger = logging.getLogger(__name__)
 TEMP_NAME = re.compile(r"\..+\.(\d+)\.[0-9a-f]{8}\.tmp.*")
 
 
+def free_space(folder: Path) -> str:
+    """Free space on folder's disk, for error messages ("unknown space" when it cannot be read)."""
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB"
+    except OSError:
+        return "unknown space"
+
+
 def fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
