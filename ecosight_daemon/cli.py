@@ -15,6 +15,7 @@ from ecosight_daemon.cache.store import EmbeddingStore, FileState
 from ecosight_daemon.cli_output import (
     embed_summary,
     format_retrain,
+    format_review,
     format_scan,
     format_status,
     metrics_summary_or_none,
@@ -111,7 +112,27 @@ def build_parser() -> argparse.ArgumentParser:
                         "AudioMoth names are UTC)")
     detect.add_argument("--start-time", help="when a recording with no time of its own started (ISO 8601)")
     detect.add_argument("--json", action="store_true", help="print run.json")
+    detect.add_argument("--review", type=int, default=0, metavar="N",
+                        help="queue up to N items from this run for review ([review] per_round waiting at most)")
     detect.set_defaults(handler=cmd_detect)
+
+    review = commands.add_parser("review", help="the review queue: list items, decide, undo")
+    actions = review.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="the round's progress, pending items and disagreements")
+    listing.add_argument("--all", action="store_true", help="every item, decided ones included")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    decide = actions.add_parser("decide", help="say what an item really is (a clip is written once reviewers agree)")
+    decide.add_argument("item", type=int, metavar="ID")
+    verdict = decide.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--label", metavar="CLASS", help="the class it is (the background class: not an event)")
+    verdict.add_argument("--uncertain", action="store_true", help="cannot tell: never becomes a clip")
+    verdict.add_argument("--skip", action="store_true", help="leave it to someone else")
+    undo = actions.add_parser("undo", help="take back a decision (its clip goes)")
+    undo.add_argument("item", type=int, metavar="ID")
+    for action in (decide, undo):
+        action.add_argument("--reviewer", default=os.environ.get("USER") or "cli", help="who decides (default: $USER)")
+        action.add_argument("--json", action="store_true", help="print JSON")
+    review.set_defaults(handler=cmd_review)
 
     history = commands.add_parser("history", help="list every retraining attempt")
     history.add_argument("--json", action="store_true", help="print retraining_log.json's entries")
@@ -242,7 +263,19 @@ def cmd_detect(settings: Settings, args: argparse.Namespace) -> int:
     from ecosight_daemon.detection.cli_detect import detect_paths, parse_start_time, parse_zone
 
     zone = parse_zone(args.timezone)
-    summary = detect_paths(settings, list(args.paths), args.out, zone, parse_start_time(args.start_time, zone))
+    reviewer = None
+    if args.review > 0:
+        from ecosight_daemon.review.commands import RunReviewer
+
+        reviewer = RunReviewer(settings, args.review)
+    try:
+        summary = detect_paths(settings, list(args.paths), args.out, zone, parse_start_time(args.start_time, zone),
+                               reviewer)
+    finally:
+        if reviewer is not None:
+            reviewer.close()
+    if reviewer is not None:
+        summary["review_items_queued"] = reviewer.queued
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -252,6 +285,22 @@ def cmd_detect(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{summary['hours_analysed']:.3f} h analysed with model {summary['model_version']}; "
               f"outputs in {args.out}")
     return EXIT_OK if all("error" not in r for r in summary["recordings"]) else EXIT_FAILURE
+
+
+def cmd_review(settings: Settings, args: argparse.Namespace) -> int:
+    from ecosight_daemon.review.commands import decide, queue_listing
+
+    if args.action == "list":
+        result = queue_listing(settings, args.all)
+        print(json.dumps(result, indent=2) if args.json else format_review(result))
+        return EXIT_OK
+    verdict = "undo" if args.action == "undo" else "label" if args.label else "uncertain" if args.uncertain else "skip"
+    result = decide(settings, args.item, args.reviewer, verdict, getattr(args, "label", None))
+    item = result["item"]
+    print(json.dumps(result, indent=2) if args.json else
+          f"item {item['id']}: {item['outcome']}{' as ' + item['agreed_label'] if item['agreed_label'] else ''}"
+          f"{'; clip ' + item['clip'] if item['clip'] else ''}")
+    return EXIT_OK
 
 
 def cmd_predict(settings: Settings, args: argparse.Namespace) -> int:

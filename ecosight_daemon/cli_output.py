@@ -102,3 +102,18 @@ def format_retrain(result: dict[str, Any]) -> str:
     if result.get("gate"):
         lines.append(f"gate rule: {result['gate']['rule']}")
     return "\n".join(lines)
+
+
+def format_review(queue: dict[str, Any]) -> str:
+    """The round's progress, then one line per pending item and per disagreement."""
+    p = queue["progress"]
+    lines = [f"round {p['round']}: {p['round_decided']} of {p['round_items']} decided; {p['pending']} pending, "
+             f"{p['agreed']} agreed ({p['clips']} clips), {p['uncertain']} uncertain, {p['disagreed']} disagreed"]
+    for item in queue["pending"]:
+        lines.append(f"{item['id']:>6}  {item['clock_utc'] or '-':24}  {item['label']:12} {item['score']:.3f}  "
+                     f"{item['reason']:16} {item['recording']} at {item['centre_s']:.2f} s")
+    for item in queue["disagreed"]:
+        views = "; ".join(f"{d['reviewer']}: {d['label'] or d['verdict']}" for d in item["decisions"]
+                          if d["undone_at"] is None and d["verdict"] != "skip")
+        lines.append(f"{item['id']:>6}  disagreed: {views}")
+    return "\n".join(lines)

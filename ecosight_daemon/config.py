@@ -82,6 +82,7 @@ class EmbeddingSettings:
 # its `group`: strip augmentation suffixes (x_aug3, x-pitch+2), then reduce UrbanSound8K's
 # <fsID>-<classID>-<occurrence>-<slice> to the Freesound recording id.
 DEFAULT_GROUP_PATTERNS = (
+    r"(?P<group>.+?)__review_\d+ms",  # clips cut from one recording by review (review/clips.py)
     r"(?P<group>.+?)(?:[_-](?:aug|augmented|copy|noise|noisy|reverb)\d*"
     r"|[_-](?:pitch|speed|gain|shift|stretch|timestretch|tempo|vol|volume)[+-]?\d+(?:\.\d+)?(?:db)?)+",
     r"(?P<group>\d+)-\d+-\d+-\d+",
@@ -209,6 +210,14 @@ class AlertSettings:
 
 
 @dataclass(frozen=True)
+class ReviewSettings:
+    per_round: int = setting(50, "review items waiting at most at a time; detection runs queue more once "
+                             "some are decided", between(1, 1000))
+    clip_s: float = setting(4.0, "seconds of a training clip cut around a reviewed item (the dev corpus's median "
+                            "clip length)", between(0.96, 30.0))
+
+
+@dataclass(frozen=True)
 class Settings:
     paths: PathSettings = field(default_factory=PathSettings)
     audio: AudioSettings = field(default_factory=AudioSettings)
@@ -220,6 +229,7 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     detection: DetectionSettings = field(default_factory=DetectionSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    review: ReviewSettings = field(default_factory=ReviewSettings)
     source: Path | None = None
 
     @property

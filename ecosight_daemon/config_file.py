@@ -25,7 +25,8 @@ logger = logging.getLogger(__name__)
 CONFIG_ENV = "ECOSIGHT_CONFIG"
 DEFAULT_CONFIG_NAME = "config.toml"
 
-RESTART_ONLY_SECTIONS = ("paths", "embedding", "audio", "watch", "http", "alerts")  # a running daemon keeps these
+# A running daemon keeps these sections as they were at its start.
+RESTART_ONLY_SECTIONS = ("paths", "embedding", "audio", "watch", "http", "alerts", "review")
 
 
 def reload_settings(current: Settings) -> Settings | None:

@@ -20,8 +20,8 @@ MAX_README_BYTES = 12_000
 
 # The rooms, lowest first: a room may import itself and the rooms before it, never those after.
 # "base" is the package root's shared modules; "cli" is the root's composer, which nothing imports.
-ROOM_ORDER = ("base", "util", "cache", "embedding", "ingest", "training", "models", "detection", "daemon", "http",
-              "cli")
+ROOM_ORDER = ("base", "util", "cache", "embedding", "ingest", "training", "models", "detection", "review", "daemon",
+              "http", "cli")
 COMPOSER_MODULES = {"ecosight_daemon.cli", "ecosight_daemon.cli_output", "ecosight_daemon.__main__"}
 # Pairs forbidden although the order allows them.
 NEVER = {

@@ -120,6 +120,41 @@ CREATE TABLE IF NOT EXISTS detections (
 );
 CREATE INDEX IF NOT EXISTS detections_by_path ON detections(path);
 """),
+    # The review queue: stretches of recordings chosen for a person to label, each
+    # person's decisions (undone ones kept), and the training clip an agreed item became.
+    (6, """
+CREATE TABLE IF NOT EXISTS review_items (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL,
+    recording TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    centre_s REAL NOT NULL,
+    start_s REAL NOT NULL,
+    end_s REAL NOT NULL,
+    clock_utc TEXT,
+    label TEXT NOT NULL,
+    score REAL NOT NULL,
+    model_version TEXT NOT NULL,
+    reason TEXT NOT NULL CHECK (reason IN ('top', 'near_threshold', 'below_threshold')),
+    minute INTEGER NOT NULL,
+    round INTEGER NOT NULL,
+    outcome TEXT NOT NULL DEFAULT 'pending' CHECK (outcome IN ('pending', 'agreed', 'uncertain', 'disagreed')),
+    agreed_label TEXT,
+    clip TEXT,
+    created_at REAL NOT NULL,
+    UNIQUE (sha256, label, minute)
+);
+CREATE TABLE IF NOT EXISTS review_decisions (
+    id INTEGER PRIMARY KEY,
+    item_id INTEGER NOT NULL REFERENCES review_items(id) ON DELETE CASCADE,
+    reviewer TEXT NOT NULL,
+    verdict TEXT NOT NULL CHECK (verdict IN ('label', 'uncertain', 'skip')),
+    label TEXT,
+    decided_at REAL NOT NULL,
+    undone_at REAL
+);
+CREATE INDEX IF NOT EXISTS review_decisions_by_item ON review_decisions(item_id);
+"""),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

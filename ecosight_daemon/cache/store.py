@@ -22,6 +22,7 @@ import numpy as np
 
 from ecosight_daemon.cache.attempts import DecodeAttempts, forget_attempts
 from ecosight_daemon.cache.recordings import RecordingLedger
+from ecosight_daemon.cache.review import ReviewLedger
 from ecosight_daemon.cache.schema import connect
 from ecosight_daemon.pooling import AudiosetHead
 
@@ -71,6 +72,7 @@ class EmbeddingStore:
         self.model_id: str | None = self._meta("current_model_id")
         self.attempts = DecodeAttempts(self._transaction)
         self.recordings = RecordingLedger(connection, self._transaction)
+        self.review = ReviewLedger(connection, self._transaction)
 
     @classmethod
     def open(cls, path: Path | str, storage_dtype: str = "float16") -> EmbeddingStore:

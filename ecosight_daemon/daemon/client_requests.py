@@ -1,19 +1,22 @@
 """Answers to what a client asked through the HTTP server: every outcome, an error included,
-becomes the reply, and a reply for a client that has gone is dropped. `/rollback` is
-answered on the loop (it changes what the loop serves); `/predict` on its own worker
+becomes the reply, and a reply for a client that has gone is dropped. `/rollback` and
+`/review/{id}` are answered on the loop (they change what the loop serves, and the cache
+has one writer); `/predict` on its own worker
 (predictions.py)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from ecosight_daemon.daemon.inbox import Rollback
+from ecosight_daemon.daemon.inbox import ReviewDecision, Rollback
 from ecosight_daemon.errors import EcosightError
 from ecosight_daemon.models.registry import ModelRegistry
 from ecosight_daemon.models.retrain import RetrainBusy
 from ecosight_daemon.models.rollback import UnknownVersion, roll_back
+from ecosight_daemon.review.queue import BadDecision, ReviewQueue, UnknownItem
 
 logger = logging.getLogger(__name__)
 
@@ -37,4 +40,23 @@ def answer_rollback(message: Rollback, registry: ModelRegistry) -> None:
         result = {"http_status": 409, "error": str(exc)}
     except OSError as exc:
         result = {"http_status": 500, "error": f"cannot write under models_dir: {exc}"}
+    deliver(message.reply, result)
+
+
+def answer_review(message: ReviewDecision, queue: ReviewQueue | None, publish: Callable[[], None]) -> None:
+    """Decided (the clip written or removed), the status published (so the page's next GET
+    sees it), then answered with the item, the reviewer's next item and the round's progress."""
+    if queue is None:
+        deliver(message.reply, {"http_status": 503, "error": "the review queue is not open yet; try again"})
+        return
+    try:
+        if message.verdict == "undo":
+            result = queue.undo(message.item_id, message.reviewer)
+        else:
+            result = queue.decide(message.item_id, message.reviewer, message.verdict, message.label)
+        result["next"] = queue.next_for(message.reviewer)
+        result["progress"] = queue.progress()
+        publish()
+    except (UnknownItem, BadDecision) as exc:
+        result = {"http_status": exc.http_status, "error": str(exc)}
     deliver(message.reply, result)

@@ -59,7 +59,18 @@ class Rollback:
     reply: Future[dict[str, Any]]
 
 
-Message = FileChanged | Rescan | RetrainRequested | ReloadConfig | Stop | RetrainFinished | Rollback
+@dataclass(frozen=True)
+class ReviewDecision:
+    """A reviewer's decision on a review item (verdict "undo": their latest one undone)."""
+
+    item_id: int
+    reviewer: str
+    verdict: str
+    label: str | None
+    reply: Future[dict[str, Any]]
+
+
+Message = FileChanged | Rescan | RetrainRequested | ReloadConfig | Stop | RetrainFinished | Rollback | ReviewDecision
 
 
 class Inbox:

@@ -25,7 +25,7 @@ from ecosight_daemon.cache.store import EmbeddingStore
 from ecosight_daemon.config import Settings
 from ecosight_daemon.config_file import reload_settings
 from ecosight_daemon.daemon.alerts import Alerts
-from ecosight_daemon.daemon.client_requests import answer_rollback
+from ecosight_daemon.daemon.client_requests import answer_review, answer_rollback
 from ecosight_daemon.daemon.events import EventLog, EventLogHandler
 from ecosight_daemon.daemon.inbox import (
     FileChanged,
@@ -35,6 +35,7 @@ from ecosight_daemon.daemon.inbox import (
     Rescan,
     RetrainFinished,
     RetrainRequested,
+    ReviewDecision,
     Rollback,
     Stop,
 )
@@ -55,6 +56,7 @@ from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.models.registry import ModelRegistry
 from ecosight_daemon.models.retrain import finish_interrupted_promotion, recover_at_start
 from ecosight_daemon.pooling import needs_audioset_head
+from ecosight_daemon.review.queue import ReviewQueue, class_folders
 from ecosight_daemon.util import pause
 from ecosight_daemon.util.systemd import SystemdNotifier
 
@@ -100,6 +102,7 @@ class Daemon:
         self._reports: CacheReports | None = None
         self._indexer: Indexer | None = None
         self.recordings: Recordings | None = None
+        self.review: ReviewQueue | None = None
         self._alerts = Alerts(settings.alerts, self.events, self.metrics, settings.training.priority_class)
         self._watcher: SupervisedWatcher | None = None
         self._schedule = ScheduledRetrains(lambda: self.inbox.put(RetrainRequested("schedule")))
@@ -158,8 +161,11 @@ class Daemon:
         self._indexer = Indexer(settings, self.store, embedder, self._clock, self.metrics)
         self.predictions.ready(self._registry, embedder, IngestLimits.from_settings(settings))
         self._runtime = getattr(embedder, "runtime", "tensorflow")
+        self.review = ReviewQueue(settings, self.store.review, lambda: class_folders(settings.paths.audio_dir))
+        self.review.recover()
         if settings.detection.recordings_dir != Path(""):
-            self.recordings = Recordings(settings, self.store, embedder, self._registry, self._alerts, self._clock)
+            self.recordings = Recordings(settings, self.store, embedder, self._registry, self._alerts, self._clock,
+                                         self.review)
         self._watcher = SupervisedWatcher(settings.paths.audio_dir, self.inbox.put_file_event,
                                           settings.watch.polling, settings.watch.poll_interval_s, self._clock)
         self._watcher.start()
@@ -233,6 +239,8 @@ class Daemon:
             self._retraining.request("SIGHUP")
         elif isinstance(message, Rollback):
             answer_rollback(message, self._registry)
+        elif isinstance(message, ReviewDecision):
+            answer_review(message, self.review, self._write_status)
 
     # --- housekeeping -----------------------------------------------------------------------
 
@@ -286,7 +294,7 @@ class Daemon:
             registry=self._registry, inbox=self.inbox, indexer=self._indexer, policy=self._retraining.policy,
             retrain_running=self._retraining.running, last_retrain=self._retraining.last_entry, schedule=self._schedule,
             watcher=self._watcher, storage_error=self._storage.error, embedding_runtime=self._runtime,
-            http_url=self._http.url if self._http else None, recordings=self.recordings,
+            http_url=self._http.url if self._http else None, recordings=self.recordings, review=self.review,
         ))
 
     def _write_status(self) -> None:

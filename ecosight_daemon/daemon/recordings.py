@@ -27,9 +27,11 @@ from ecosight_daemon.detection.events import Event
 from ecosight_daemon.detection.recording_job import RecordingChanged, run_recording
 from ecosight_daemon.detection.scoring import Scoring, current_scoring
 from ecosight_daemon.detection.stream import read_header
+from ecosight_daemon.detection.window_trace import WindowTrace
 from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.errors import AudioDecodeError
 from ecosight_daemon.models.registry import ModelRegistry
+from ecosight_daemon.review.queue import ReviewQueue, ScoredRun
 
 logger = logging.getLogger(__name__)
 MAX_SCAN_FILES = 10_000  # files looked at per scan; a larger tree is logged, and the rest waits
@@ -40,7 +42,7 @@ RECENT_SHOWN = 50  # detections in the status document (the Detections page, GET
 
 class Recordings:
     def __init__(self, settings: Settings, store: EmbeddingStore, embedder: Embedder, registry: ModelRegistry,
-                 alerts: Alerts, clock: Callable[[], float]) -> None:
+                 alerts: Alerts, clock: Callable[[], float], review: ReviewQueue | None = None) -> None:
         self.root = settings.detection.recordings_dir
         self._settle_s = settings.watch.settle_s
         self._incomplete_settle_s = settings.detection.incomplete_settle_s
@@ -53,6 +55,7 @@ class Recordings:
         self._embedder = embedder
         self._registry = registry
         self._alerts = alerts
+        self._review = review
         self._clock = clock
         self._settling: dict[str, tuple[int, int, float]] = {}
         self._next_scan = 0.0
@@ -211,11 +214,15 @@ class Recordings:
         self.current = {"recording": relpath, "doing": f"scoring with {scoring.version}"}
         first_time = row.model_version is None
         found: list[Event] = []
-        yield from score_cached(self._ledger.chunks(row.sha256, self._embedder.model_id), scoring, found)
+        trace = WindowTrace(scoring.classes, scoring.background, scoring.scorer().window_s)
+        yield from score_cached(self._ledger.chunks(row.sha256, self._embedder.model_id), scoring, found, trace)
         ids = self._ledger.replace_detections(relpath, scoring.version, [
             (e.label, e.start_s, e.end_s, e.peak_s, e.score) for e in found])
         logger.info("recording %s: %d events (model %s%s)", relpath, len(found), scoring.version,
                     "" if first_time else ", re-scored from cached embeddings")
+        if self._review is not None:
+            self._review.fill(ScoredRun((self.root / relpath).resolve(), relpath, row.sha256, row.start_utc, found,
+                                        trace, scoring.version))
         if first_time:
             for detection_id in ids:
                 stored = self._ledger.detection(detection_id)

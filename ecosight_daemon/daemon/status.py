@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ecosight_daemon.daemon.schedule import ScheduledRetrains
     from ecosight_daemon.daemon.trigger_policy import TriggerPolicy
     from ecosight_daemon.daemon.watcher import SupervisedWatcher
+    from ecosight_daemon.review.queue import ReviewQueue
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class StatusInputs:
     http_url: str | None = None
     embedding_runtime: str | None = None
     recordings: Recordings | None = None
+    review: ReviewQueue | None = None
 
 
 def build_status(parts: StatusInputs) -> dict[str, Any]:
@@ -96,6 +98,7 @@ def build_status(parts: StatusInputs) -> dict[str, Any]:
         "http": parts.http_url,
         "embedding_runtime": parts.embedding_runtime,
         "recordings": parts.recordings.status() if parts.recordings is not None else None,
+        "review": parts.review.status() if parts.review is not None else None,
         "tensorflow_loaded": "tensorflow" in sys.modules,  # false with the ONNX runtime until a Keras model loads
     }
 

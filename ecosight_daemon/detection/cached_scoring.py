@@ -8,17 +8,22 @@ from collections.abc import Iterator
 from ecosight_daemon.cache.recordings import CachedChunk
 from ecosight_daemon.detection.events import Event, join_across_chunks, merge_windows
 from ecosight_daemon.detection.scoring import Scoring
+from ecosight_daemon.detection.window_trace import WindowTrace
 
 
-def score_cached(chunks: Iterator[CachedChunk], scoring: Scoring, found: list[Event]) -> Iterator[None]:
+def score_cached(chunks: Iterator[CachedChunk], scoring: Scoring, found: list[Event],
+                 trace: WindowTrace | None = None) -> Iterator[None]:
     """Appends the events to `found`, chunk by chunk (yields after each, so a 24 h re-score
-    never holds the loop for long); the last step joins events cut by chunk boundaries."""
+    never holds the loop for long); the last step joins events cut by chunk boundaries.
+    `trace`, if given, keeps every window's summary (for review)."""
     scorer = scoring.scorer()
     pieces: list[Event] = []
     chunk = next(chunks, None)
     while chunk is not None:
         following = next(chunks, None)
         first, labels, scores = scorer.feed_cached(chunk.embeddings, chunk.onsets, following is None)
+        if trace is not None:
+            trace.add(first, labels, scores)
         if len(labels):
             pieces.extend(merge_windows(labels, scores, scoring.classes, scoring.background, scorer.window_s, first))
         chunk = following

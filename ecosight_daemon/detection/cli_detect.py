@@ -4,6 +4,7 @@ events written into --out in every format, progress on a terminal."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ from ecosight_daemon.detection.outputs import (
     write_raven_table,
 )
 from ecosight_daemon.detection.recording_run import RecordingResult, detect_recording
-from ecosight_daemon.detection.scoring import current_scoring
+from ecosight_daemon.detection.scoring import Scoring, current_scoring
+from ecosight_daemon.detection.window_trace import WindowTrace
 from ecosight_daemon.errors import EcosightError
 from ecosight_daemon.util.durable import write_json
 from ecosight_daemon.util.progress import ProgressReporter
@@ -65,9 +67,14 @@ def recordings_in(paths: list[Path]) -> list[Path]:
     return found
 
 
+RecordingDone = Callable[[RecordingResult, WindowTrace, Scoring], None]
+
+
 def detect_paths(settings: Settings, paths: list[Path], out_dir: Path, zone: tzinfo = UTC,
-                 start_time: datetime | None = None) -> dict[str, Any]:
-    """Detect in every recording under `paths`, write the outputs into `out_dir`, return run.json's content."""
+                 start_time: datetime | None = None, on_recording: RecordingDone | None = None) -> dict[str, Any]:
+    """Detect in every recording under `paths`, write the outputs into `out_dir`, return run.json's content.
+
+    `on_recording`, if given, gets each readable recording's result and window trace (to queue review items)."""
     from ecosight_daemon.embedding.loader import load_embedder
     from ecosight_daemon.models.registry import ModelRegistry
     from ecosight_daemon.models.retrain import recover_at_start
@@ -92,8 +99,11 @@ def detect_paths(settings: Settings, paths: list[Path], out_dir: Path, zone: tzi
         def report(seconds: float, base: float = done_before) -> None:
             progress(int(base + seconds), int(total))
 
+        trace = WindowTrace(scoring.classes, scoring.background, scoring.scorer().window_s)
         result = detect_recording(path, embedder, scoring.scorer, scoring.classes, scoring.background, zone,
-                                  start_time, report)
+                                  start_time, report, trace if on_recording else None)
+        if on_recording is not None and not result.error:
+            on_recording(result, trace, scoring)
         done_before += _header_seconds(path)
         if result.error:
             logger.warning("%s: skipped: %s", path, result.error)

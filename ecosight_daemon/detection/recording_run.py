@@ -15,6 +15,7 @@ from ecosight_daemon.detection.events import Event, join_across_chunks, merge_wi
 from ecosight_daemon.detection.patch_scorer import PatchScorer
 from ecosight_daemon.detection.stream import StreamEnd, read_header, stream_chunks
 from ecosight_daemon.detection.window_scorer import WindowScorer
+from ecosight_daemon.detection.window_trace import WindowTrace
 from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.errors import AudioDecodeError
 
@@ -31,7 +32,7 @@ class RecordingResult:
     def summary(self) -> dict[str, object]:
         return {
             "file": str(self.path),
-            "start_utc": _iso(self.clock.start_utc),
+            "start_utc": iso_utc(self.clock.start_utc),
             "clock_source": self.clock.source,
             "seconds_analysed": round(self.seconds_analysed, 3),
             "events": len(self.events),
@@ -40,7 +41,7 @@ class RecordingResult:
         }
 
 
-def _iso(moment: datetime | None) -> str | None:
+def iso_utc(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -49,10 +50,12 @@ Scorer = WindowScorer | PatchScorer
 
 def detect_recording(path: Path, embedder: Embedder, make_scorer: Callable[[], Scorer], classes: list[str],
                      background: str, zone: tzinfo = UTC, start_time: datetime | None = None,
-                     progress: Callable[[float], None] = lambda seconds: None) -> RecordingResult:
+                     progress: Callable[[float], None] = lambda seconds: None,
+                     trace: WindowTrace | None = None) -> RecordingResult:
     """Events in one recording; a reason in `error` (nothing raised) when it cannot be read.
 
-    `progress` is called with the seconds of audio analysed so far.
+    `progress` is called with the seconds of audio analysed so far; `trace`, if given,
+    keeps every window's summary (for review).
     """
     try:
         clock = recording_clock(path, zone, start_time)
@@ -66,6 +69,8 @@ def detect_recording(path: Path, embedder: Embedder, make_scorer: Callable[[], S
         for chunk in stream_chunks(path, header, end):
             patches = embedder.embed(chunk.waveform) if len(chunk.waveform) else np.zeros((0, embedder.dim), np.float32)
             first, labels, scores = scorer.feed(patches, chunk.waveform, chunk.last)
+            if trace is not None:
+                trace.add(first, labels, scores)
             if len(labels):
                 result.events.extend(merge_windows(labels, scores, classes, background, scorer.window_s, first))
             progress(min(header.duration_s, (chunk.first_patch + len(patches)) * 0.48))

@@ -1,4 +1,5 @@
-"""The dashboard: four server-rendered pages (Status, Training, History, Detections) and the HTML
+"""The dashboard: server-rendered pages (Status, Training, History, Detections; Review in
+review_page.py) and the HTML
 fragments their bit of JavaScript fetches to stay current. Everything is escaped here;
 nothing is loaded from outside (it works offline)."""
 
@@ -9,7 +10,8 @@ from datetime import datetime, timezone
 from importlib import resources
 from typing import Any
 
-PAGES = {"status": "Status", "training": "Training", "history": "History", "detections": "Detections"}
+PAGES = {"status": "Status", "training": "Training", "history": "History", "detections": "Detections",
+         "review": "Review"}
 
 
 def esc(value: Any) -> str:

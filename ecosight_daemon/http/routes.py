@@ -33,7 +33,6 @@ from ecosight_daemon.daemon.inbox import Message, RetrainRequested, Rollback
 from ecosight_daemon.daemon.prometheus import CONTENT_TYPE, DaemonMetrics
 from ecosight_daemon.daemon.status import HEARTBEAT_S
 from ecosight_daemon.daemon.trigger_policy import HTTP_REASON_PREFIX
-from ecosight_daemon.http import snippets
 from ecosight_daemon.http.bodies import (
     MAX_JSON_BYTES,
     BodyTooLarge,
@@ -53,6 +52,8 @@ from ecosight_daemon.http.dashboard import (
     status_page,
     training_page,
 )
+from ecosight_daemon.http.review_routes import add_review_routes
+from ecosight_daemon.http.snippet_responses import SNIPPET_NAMES, snippet_response
 from ecosight_daemon.models.registry import VERSION_PATTERN, ModelRegistry
 from ecosight_daemon.training import version_files as files
 
@@ -204,21 +205,15 @@ def build_app(daemon: DaemonPort, settings: ApiSettings, events: EventLog, metri
         """A few seconds around a recent detection (one of those the status lists), cut on demand."""
         recordings = daemon.snapshot().get("recordings") or {}
         found = next((d for d in recordings.get("recent") or [] if d["detection_id"] == detection_id), None)
-        if found is None or name not in ("audio.wav", "spectrogram.png") or settings.recordings_dir is None:
+        if found is None or name not in SNIPPET_NAMES or settings.recordings_dir is None:
             return JSONResponse({"error": "no such recent detection"}, 404)
         root = settings.recordings_dir.resolve()
         path = (root / found["recording"]).resolve()
         if root not in path.parents:
             return JSONResponse({"error": "no such recent detection"}, 404)
-        try:
-            samples, rate = snippets.cut(path, float(found["peak_s"]))
-        except (OSError, RuntimeError, ValueError) as exc:
-            return JSONResponse({"error": f"the recording cannot be read now ({exc})"}, 410)
-        if name == "audio.wav":
-            return Response(snippets.wav_bytes(samples, rate), media_type="audio/wav",
-                            headers={"Cache-Control": "max-age=3600"})
-        return Response(snippets.spectrogram_png(samples, rate), media_type="image/png",
-                        headers={"Cache-Control": "max-age=3600"})
+        return snippet_response(path, float(found["peak_s"]), name)
+
+    add_review_routes(app, daemon, page, json_write, _answer)
 
     @app.get("/status")
     def status() -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -152,3 +153,25 @@ def test_a_version_without_an_event_detector_runs_the_clip_model_over_windows(tr
     found, false_alarms, shots = _found_and_false_alarms(rows, root)
     # It found 10 of 15 (and raised more false alarms than the detector) when this test was written.
     assert found >= 0.5 * shots, (found, false_alarms, shots)
+
+
+def test_detect_review_queues_items_from_the_run(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    from ecosight_daemon.config_file import load_settings
+    from ecosight_daemon.review.queue import ReviewQueue
+
+    root, recording = trained
+    queue = ReviewQueue(load_settings(root / "config.toml"), None, lambda: [])  # type: ignore[arg-type]
+    name = next(f"AM06_20260501_{hour:02d}0000.WAV" for hour in range(24)
+                if not queue.reserved_for_evaluation(f"AM06_20260501_{hour:02d}0000.WAV"))
+    shutil.copyfile(recording, tmp_path / name)
+    result = run_cli(root, "detect", str(tmp_path / name), "--out", str(tmp_path / "out"), "--review", "4", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    queued = json.loads(result.stdout)["review_items_queued"]
+    assert 0 < len(queued) <= 4
+    listed = run_cli(root, "review", "list", "--json")
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    items = {i["id"]: i for i in json.loads(listed.stdout)["pending"]}
+    assert sorted(items) == sorted(queued)
+    for item in items.values():
+        assert item["recording"] == name and item["path"] == str((tmp_path / name).resolve())
+        assert item["clock_utc"].startswith(f"2026-05-01T{name[14:16]}:0")

@@ -110,8 +110,9 @@ def test_the_unit_runs_unprivileged() -> None:
     assert service["User"] not in ("", "root", "0") and service["Group"] not in ("", "root", "0")
     assert service["NoNewPrivileges"] == "yes" and service["ProtectSystem"] == "strict"
     assert service["CapabilityBoundingSet"] == "" and service["AmbientCapabilities"] == ""
-    assert service["ReadWritePaths"].split() == ["/var/lib/ecosight"]
-    assert "augmented_audio" in service["ReadOnlyPaths"]
+    # models and the cache; the class folders (review writes its clips there), nothing else
+    assert service["ReadWritePaths"].split() == ["/var/lib/ecosight", "/srv/ecosight/augmented_audio"]
+    assert service["ReadOnlyPaths"].split() == ["-/srv/ecosight/recordings"]
 
 
 @pytest.mark.slow

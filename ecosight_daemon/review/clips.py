@@ -1,0 +1,73 @@
+"""An agreed review item becomes a training clip in audio_dir/<class>/: cut from its
+recording by seeking, centred on the item, resampled to 16 kHz mono, written under a
+hidden temporary name and renamed in (the watcher sees one finished file, once).
+
+The name carries the recording (`<recording>__review_<ms>ms.wav`), so every clip cut from
+one recording falls in one split group (config.py's default group patterns)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import soundfile
+
+from ecosight_daemon.cache.review import ReviewItem
+from ecosight_daemon.detection.snippets import cut
+from ecosight_daemon.util import pause
+from ecosight_daemon.util.durable import TEMP_NAME, fsync_path, replace_atomically
+
+logger = logging.getLogger(__name__)
+CLIP_MARK = "__review_"
+CLIP_RATE = 16_000
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def recording_stem(recording: str) -> str:
+    """A recording as one file-name-safe word: its path without the extension, folders joined by '--'."""
+    return _UNSAFE.sub("-", PurePosixPath(recording).with_suffix("").as_posix().replace("/", "--")).strip("-.")
+
+
+def clip_relpath(item: ReviewItem, label: str) -> str:
+    return f"{label}/{recording_stem(item.recording)}{CLIP_MARK}{round(item.centre_s * 1000)}ms.wav"
+
+
+def write_clip(item: ReviewItem, label: str, audio_dir: Path, clip_s: float) -> str:
+    """The clip written (durably, atomically); its path relative to audio_dir."""
+    samples, rate = cut(Path(item.path), item.centre_s, clip_s)
+    if len(samples) == 0:
+        raise OSError(f"nothing to cut at {item.centre_s:.2f} s of {item.path}")
+    if rate != CLIP_RATE:
+        import soxr
+
+        samples = soxr.resample(samples, rate, CLIP_RATE).astype(np.float32)
+    relpath = clip_relpath(item, label)
+    target = audio_dir / relpath
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp: Path) -> None:
+        soundfile.write(str(tmp), np.clip(samples, -1.0, 1.0), CLIP_RATE, subtype="PCM_16", format="WAV")
+        pause.point("review_export")  # tests kill the daemon here: a temp file, no clip yet
+
+    replace_atomically(target, write)
+    return relpath
+
+
+def remove_clip(relpath: str, audio_dir: Path) -> None:
+    target = audio_dir / relpath
+    target.unlink(missing_ok=True)
+    if target.parent.is_dir():
+        fsync_path(target.parent)
+
+
+def remove_stale_temporaries(audio_dir: Path) -> int:
+    """Temporary clips a killed export left behind (hidden: never ingested); how many."""
+    removed = 0
+    for folder in (p for p in audio_dir.iterdir() if p.is_dir()) if audio_dir.is_dir() else ():
+        for path in folder.glob(f".*{CLIP_MARK}*"):
+            if TEMP_NAME.fullmatch(path.name):
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
