@@ -14,7 +14,7 @@ from benchmarks.common import Figure, format_table, save_report
 
 BENCHMARKS = [
     "embed_throughput", "daemon_footprint", "daemon_latency", "daemon_scale", "incremental_retrain",
-    "training_scale", "accuracy", "ray_throughput", "detect_long", "detection",
+    "training_scale", "accuracy", "ray_throughput", "detect_long", "detection", "review_loop",
 ]
 
 

@@ -109,6 +109,11 @@ def format_review(queue: dict[str, Any]) -> str:
     p = queue["progress"]
     lines = [f"round {p['round']}: {p['round_decided']} of {p['round_items']} decided; {p['pending']} pending, "
              f"{p['agreed']} agreed ({p['clips']} clips), {p['uncertain']} uncertain, {p['disagreed']} disagreed"]
+    for name, board in (("now", queue.get("scoreboard")), ("before", queue.get("scoreboard_before"))):
+        if board and board["model_versions"]:
+            lines.append(f"on reviewed items, {name}: model {'+'.join(board['model_versions'])} finds "
+                         f"{board['found']} of {board['confirmed_events']} confirmed events, still raises "
+                         f"{board['still_raised']} of {board['rejected_alarms']} rejected alarms")
     for item in queue["pending"]:
         lines.append(f"{item['id']:>6}  {item['clock_utc'] or '-':24}  {item['label']:12} {item['score']:.3f}  "
                      f"{item['reason']:16} {item['recording']} at {item['centre_s']:.2f} s")

@@ -158,6 +158,26 @@ class ReviewLedger:
             "OR (outcome = 'agreed' AND clip NOT LIKE agreed_label || '/%') ORDER BY id")
         return [ReviewItem(*row) for row in rows]
 
+    def scoreboard(self, background: str) -> dict[str, Any]:
+        """How the stored detections (the current version's, once re-scored) treat agreed items:
+        confirmed events found again, and rejected alarms (an event guess people called
+        background) still raised. Daemon items only: their recording's detections are kept."""
+        overlapping = ("EXISTS (SELECT 1 FROM detections d WHERE d.path = i.recording AND d.label = {} "
+                       "AND d.start_s <= i.end_s AND d.end_s >= i.start_s)")
+        confirmed, found = self._db.execute(
+            f"SELECT COUNT(*), COALESCE(SUM({overlapping.format('i.agreed_label')}), 0) FROM review_items i "
+            "WHERE outcome = 'agreed' AND agreed_label != ? AND recording IN (SELECT path FROM recordings)",
+            (background,)).fetchone()
+        rejected, raised = self._db.execute(
+            f"SELECT COUNT(*), COALESCE(SUM({overlapping.format('i.label')}), 0) FROM review_items i "
+            "WHERE outcome = 'agreed' AND agreed_label = ? AND label != ? "
+            "AND recording IN (SELECT path FROM recordings)", (background, background)).fetchone()
+        versions = sorted(row[0] for row in self._db.execute(
+            "SELECT DISTINCT r.model_version FROM recordings r JOIN review_items i ON i.recording = r.path "
+            "WHERE r.model_version IS NOT NULL"))
+        return {"model_versions": versions, "confirmed_events": int(confirmed), "found": int(found),
+                "rejected_alarms": int(rejected), "still_raised": int(raised)}
+
     def progress(self) -> dict[str, int]:
         """This round's items and how many are decided, and the queue's counts by outcome."""
         latest = self._db.execute("SELECT COALESCE(MAX(round), 0) FROM review_items").fetchone()[0]

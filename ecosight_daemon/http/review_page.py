@@ -9,6 +9,7 @@ from __future__ import annotations
 def review_page() -> str:
     return """
 <p id=review-progress>Loading the queue...</p>
+<p id=review-scoreboard></p>
 <p><label>Reviewer <input id=reviewer type=text maxlength=64 autocomplete=off></label>
  <small>each decision is recorded under this name</small></p>
 <div id=review-item hidden>

@@ -64,5 +64,8 @@ class RunReviewer:
         self._left -= len(added)
         self.queued.extend(added)
 
+    def reserved_for_evaluation(self, recording: str) -> bool:
+        return self._queue.reserved_for_evaluation(recording)
+
     def close(self) -> None:
         self._store.close()

@@ -65,6 +65,7 @@ class ReviewQueue:
         self._patterns = compile_group_patterns(settings.training.group_patterns)
         self._split = (settings.training.split[0], settings.training.split[1], settings.training.split[2])
         self._classes = classes
+        self._scoreboards: dict[str, dict[str, Any]] = {}  # by model version: what each did on reviewed items
 
     def reserved_for_evaluation(self, recording: str) -> bool:
         """Recordings whose clips would fall in the test split are never queued: they stay
@@ -152,7 +153,18 @@ class ReviewQueue:
             "recent": [self.shown(i, with_decisions=True) for i in self._ledger.recently_decided(RECENT_SHOWN)],
             "classes": self._classes(),
             "background_class": self._background,
+            **self._scoreboard(),
         }
+
+    def _scoreboard(self) -> dict[str, Any]:
+        """The scoreboard on reviewed items now, and the last one of another version (since this
+        process started): what the latest promotion or rollback changed."""
+        board = self._ledger.scoreboard(self._background)
+        if len(board["model_versions"]) == 1:  # every reviewed recording scored by one version
+            self._scoreboards.pop(board["model_versions"][0], None)
+            self._scoreboards[board["model_versions"][0]] = board  # the latest version last
+        history = list(self._scoreboards.values())
+        return {"scoreboard": board, "scoreboard_before": history[-2] if len(history) > 1 else None}
 
     def _settle(self, item_id: int) -> dict[str, Any]:
         outcome, agreed = outcome_of(self._ledger.decisions(item_id))

@@ -138,6 +138,15 @@ def test_reviewed_items_become_clips_the_daemon_learns_from(field: dict[str, Any
         wait_for(lambda: daemon.status()["review"]["progress"]["round_decided"] == 1, 30, "the status to catch up")
         check_review_page(browser_page, url, audio)
 
+        # An alarm rejected: the scoreboard on reviewed items counts it as still raised by v0001.
+        alarm = next(i for i in items[4:] if i["reason"] == "top")
+        requests.post(url + f"review/{alarm['id']}", json={"label": "clips", "reviewer": "ana"},
+                      timeout=30).raise_for_status()
+        wait_for(lambda: daemon.status()["review"]["scoreboard"]["rejected_alarms"] == 1, 30, "the scoreboard")
+        board = daemon.status()["review"]["scoreboard"]
+        assert board == {"model_versions": ["v0001"], "confirmed_events": 1, "found": board["found"],
+                         "rejected_alarms": 1, "still_raised": 1}
+
         # A retrain takes the reviewed clips (the watcher embedded them like any drop).
         daemon.wait_idle(60)
         requests.post(url + "retrain", json={"trigger_reason": "reviewed"}, timeout=10).raise_for_status()
@@ -148,6 +157,9 @@ def test_reviewed_items_become_clips_the_daemon_learns_from(field: dict[str, Any
         if entry["status"] == "promoted":  # the gate may keep v0001; a promotion re-scores from the cache
             wait_for(lambda: cache_rows(root, "SELECT model_version FROM recordings WHERE path = ?", name)[0][0]
                      == entry["version"], 60, "the recording re-scored")
+            review = wait_for(lambda: (r := daemon.status()["review"])["scoreboard"]["model_versions"] == [
+                entry["version"]] and r, 30, "the scoreboard of the new version")
+            assert review["scoreboard_before"]["model_versions"] == ["v0001"]
         assert daemon.stop() == 0
 
         # kill -9 between writing a clip and renaming it in: no half clip, the decision kept, the export finished.
