@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy.ndimage import median_filter, uniform_filter1d
 
 from ecosight_daemon.embedding.frontend import (
@@ -58,12 +59,12 @@ def onset_features(waveform: np.ndarray) -> np.ndarray:
     earlier = uniform_filter1d(energy, 5, origin=2, mode="nearest")
     rise = energy - np.concatenate([energy[:3], earlier[:-3]])
     broadband = np.concatenate([np.zeros(3), np.mean(decibels[3:] - decibels[:-3] > 6, axis=1)])
-    count = 1 + (len(frames) - PATCH_FRAMES) // PATCH_HOP_FRAMES
-    out = np.zeros((count, ONSET_FEATURES), np.float32)
-    for k in range(count):
-        span = slice(k * PATCH_HOP_FRAMES, k * PATCH_HOP_FRAMES + PATCH_FRAMES)
-        out[k] = [contrast[span].max(), rise[span].max(), broadband[span].max(), np.percentile(contrast[span], 90)]
-    return out
+    def per_patch(values: np.ndarray) -> np.ndarray:  # (patches, PATCH_FRAMES): each patch's frames
+        return sliding_window_view(values, PATCH_FRAMES)[::PATCH_HOP_FRAMES]
+
+    spans = per_patch(contrast)
+    return np.stack([spans.max(axis=1), per_patch(rise).max(axis=1), per_patch(broadband).max(axis=1),
+                     np.percentile(spans, 90, axis=1)], axis=1).astype(np.float32)
 
 
 def patch_features(patches: np.ndarray, onsets: np.ndarray, head: AudiosetHead) -> np.ndarray:
