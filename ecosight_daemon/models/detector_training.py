@@ -20,8 +20,19 @@ from ecosight_daemon.config import Settings
 from ecosight_daemon.errors import AudioDecodeError
 from ecosight_daemon.training import version_files as files
 from ecosight_daemon.training.dataset import Snapshot, Split
-from ecosight_daemon.training.event_detector import PARTS, LabeledAudio, train_event_detector
-from ecosight_daemon.training.event_mixing import loudest_stretch
+from ecosight_daemon.training.event_detector import (
+    MIN_PART_SECONDS,
+    PARTS,
+    SECONDS_PER_EVENT,
+    EventDetector,
+    LabeledAudio,
+    PartScores,
+    false_alarms_and_hits,
+    onset_features,
+    patch_features,
+    train_event_detector,
+)
+from ecosight_daemon.training.event_mixing import build_soundscape, loudest_stretch
 from ecosight_daemon.util.digest import sha256_of_bytes
 
 logger = logging.getLogger(__name__)
@@ -31,8 +42,12 @@ MAX_EVENT_S = 6.0
 
 
 def train_detector_into(settings: Settings, snapshot: Snapshot, staging: Path,
-                        progress: Callable[[str], None] = lambda what: None) -> dict[str, Any]:
-    """Train and save the detector into `staging`; returns its figures or {"skipped": reason}."""
+                        progress: Callable[[str], None] = lambda what: None,
+                        incumbent_dir: Path | None = None) -> dict[str, Any]:
+    """Train and save the detector into `staging`; returns its figures or {"skipped": reason}.
+
+    The figures include `test_split`: the new detector and the current version's (in
+    `incumbent_dir`) on one soundscape built from the gate's test split, side by side."""
     d = settings.detection
     background, priority = d.background_class, settings.training.priority_class
     if not d.train_detector:
@@ -62,7 +77,53 @@ def train_detector_into(settings: Settings, snapshot: Snapshot, staging: Path,
     detector.save(staging / files.EVENT_DETECTOR)
     logger.info("event detector: threshold %.3f for <= %g false alarms/hour out of fold (%s)", detector.threshold,
                 d.false_alarms_per_hour, detector.figures)
-    return detector.figures
+    progress("event detector: candidate and current model on the test split's soundscape")
+    detectors = {"candidate": detector}
+    if incumbent_dir is not None and (incumbent_dir / files.EVENT_DETECTOR).is_file():
+        detectors["incumbent"] = EventDetector.load(incumbent_dir / files.EVENT_DETECTOR)
+    test = [s for s in snapshot.samples if s.split is Split.TEST]
+    return {**detector.figures, "test_split": _on_test_split(
+        _read_clips(settings.paths.audio_dir, test, background, seed=len(test)), embedder, background, priority,
+        detectors)}
+
+
+def _on_test_split(clips: list[LabeledAudio], embedder: Any, background: str, priority: str,
+                   detectors: dict[str, EventDetector]) -> dict[str, Any]:
+    """Each detector at its own threshold on one soundscape of the test split's clips (short:
+    the test split is small, so these figures are coarse; hours and shots say how coarse)."""
+    backgrounds = [c.waveform for c in clips if c.label == background]
+    events = [(c.label, c.group, c.waveform) for c in clips if c.label != background]
+    shots = sum(label == priority for label, _, _ in events)
+    if not backgrounds or not shots:
+        return {"skipped": f"the test split holds no {background!r} clip or no {priority!r} clip"}
+    rng = np.random.default_rng(len(clips))
+    scape = build_soundscape(backgrounds, events, max(MIN_PART_SECONDS, SECONDS_PER_EVENT * len(events) + 7), rng)
+    features = patch_features(embedder.embed(scape.waveform), onset_features(scape.waveform), embedder.audioset_head())
+    figures: dict[str, Any] = {"hours": round(scape.hours, 4), "shots": shots}
+    for name, detector in detectors.items():
+        if priority not in detector.classes:
+            continue
+        margins = detector.margins(features)[:, detector.classes.index(priority)]
+        false_alarms, found = false_alarms_and_hits(PartScores(scape.events, scape.hours, margins),
+                                                    detector.threshold, priority)
+        figures[name] = {"recall": round(found / shots, 4),
+                         "false_alarms_per_hour": round(false_alarms / scape.hours, 2)}
+    return figures
+
+
+def test_split_summary(figures: dict[str, Any] | None) -> str:
+    """The gate's detection figures in words, for its reason ("" when there are none)."""
+    test = (figures or {}).get("test_split") or {}
+    if "candidate" not in test:
+        return ""
+    before = test.get("incumbent")
+
+    def pair(key: str) -> str:
+        now = f"{test['candidate'][key]:.2f}"
+        return f"{before[key]:.2f} -> {now}" if before else now
+
+    return (f"; detection on a {test['hours'] * 60:.0f}-minute soundscape of the test split ({test['shots']} shots):"
+            f" gun-shot recall {pair('recall')}, false alarms per hour {pair('false_alarms_per_hour')}")
 
 
 def _read_clips(audio_dir: Path, samples: list[Any], background: str, seed: int) -> list[LabeledAudio]:

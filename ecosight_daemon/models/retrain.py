@@ -26,6 +26,7 @@ from ecosight_daemon.cache.store import EmbeddingStore
 from ecosight_daemon.config import Settings
 from ecosight_daemon.embedding.onnx_conversion import BODY_FILE, body_folder, intact
 from ecosight_daemon.errors import EXIT_TEMPFAIL, EcosightError
+from ecosight_daemon.models.detector_training import test_split_summary
 from ecosight_daemon.models.registry import ModelRegistry
 from ecosight_daemon.models.retention import prune_versions
 from ecosight_daemon.models.retraining_log import LOG_FILE as LOG_FILE_NAME
@@ -252,7 +253,8 @@ def _attempt(
     if result.incumbent_predictions is not None:
         paired = PairedPredictions(*(np.array(values, dtype=np.int64) for values in
                                      (result.test_labels, result.candidate_predictions, result.incumbent_predictions)))
-    outcome.event_detector = _event_detector(settings, snapshot, staging, on_progress)
+    outcome.event_detector = _event_detector(settings, snapshot, staging, on_progress,
+                                             registry.version_dir(incumbent.version) if incumbent else None)
     decision = gate(result.candidate_metrics, result.incumbent_metrics, gate_policy(settings), paired)
     if force and not decision.promote:
         decision = GateDecision(True, f"forced by operator (gate said: {decision.reason})", "forced by operator",
@@ -260,7 +262,7 @@ def _attempt(
     outcome.gate = decision.as_dict()
     outcome.version, outcome.metrics = version, result.candidate_metrics
     outcome.incumbent_metrics = result.incumbent_metrics
-    outcome.promoted, outcome.reason = decision.promote, decision.reason
+    outcome.promoted, outcome.reason = decision.promote, decision.reason + test_split_summary(outcome.event_detector)
     outcome.status = RetrainStatus.PROMOTED if decision.promote else RetrainStatus.REJECTED
     _write_version_files(staging, version, snapshot, settings, store, result, outcome)
     registry.finalize(version)
@@ -270,14 +272,14 @@ def _attempt(
 
 
 def _event_detector(settings: Settings, snapshot: Snapshot, staging: Path,
-                    on_progress: Callable[[Progress], None] | None) -> dict[str, Any]:
+                    on_progress: Callable[[Progress], None] | None, incumbent_dir: Path | None) -> dict[str, Any]:
     """The version's event detector (models/detector_training.py); its failure costs the
     version only its detector, never the version."""
     from ecosight_daemon.models.detector_training import train_detector_into
 
     try:
         return train_detector_into(settings, snapshot, staging,
-                                   lambda what: on_progress(Progress(what)) if on_progress else None)
+                                   lambda what: on_progress(Progress(what)) if on_progress else None, incumbent_dir)
     except Exception as exc:  # recorded in the metadata; the clip model stands
         logger.exception("event detector not trained")
         return {"skipped": f"{type(exc).__name__}: {exc}"}
