@@ -215,6 +215,9 @@ class ReviewSettings:
                              "some are decided", between(1, 1000))
     clip_s: float = setting(4.0, "seconds of a training clip cut around a reviewed item (the dev corpus's median "
                             "clip length)", between(0.96, 30.0))
+    retrain_after: int = setting(0, "a retrain once this many review clips were written since the last retrain "
+                                 "began (0: review clips only count toward [triggers] min_new_samples)",
+                                 between(0, 100_000))
 
 
 @dataclass(frozen=True)

@@ -149,7 +149,13 @@ class ReviewLedger:
 
     def set_clip(self, item_id: int, clip: str | None) -> None:
         with self._transaction() as db:
-            db.execute("UPDATE review_items SET clip = ? WHERE id = ?", (clip, item_id))
+            db.execute("UPDATE review_items SET clip = ?, exported_at = ? WHERE id = ?",
+                       (clip, None if clip is None else time.time(), item_id))
+
+    def clips_since(self, moment: float) -> int:
+        """Review clips in audio_dir written after `moment` (a wall-clock time)."""
+        return int(self._db.execute("SELECT COUNT(*) FROM review_items WHERE clip IS NOT NULL AND exported_at > ?",
+                                    (moment,)).fetchone()[0])
 
     def unexported(self) -> list[ReviewItem]:
         """Items whose clip is not what their outcome asks for (to export or to remove)."""

@@ -141,6 +141,7 @@ CREATE TABLE IF NOT EXISTS review_items (
     outcome TEXT NOT NULL DEFAULT 'pending' CHECK (outcome IN ('pending', 'agreed', 'uncertain', 'disagreed')),
     agreed_label TEXT,
     clip TEXT,
+    exported_at REAL,
     created_at REAL NOT NULL,
     UNIQUE (sha256, label, minute)
 );

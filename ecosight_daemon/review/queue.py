@@ -141,6 +141,9 @@ class ReviewQueue:
             logger.info("review: %d unfinished clips from an interrupted export removed", removed)
         self.sync_clips()
 
+    def clips_since(self, moment: float) -> int:
+        return self._ledger.clips_since(moment)
+
     def progress(self) -> dict[str, int]:
         return self._ledger.progress()
 

@@ -32,6 +32,7 @@ from tests.detection.test_detect_cli import run_cli
 
 pytestmark = pytest.mark.slow
 PER_ROUND = 12
+RETRAIN_AFTER = 4  # review clips since the last retrain began; the test reaches it only at its end
 
 
 def reserved(settings: Any, name: str) -> bool:
@@ -49,7 +50,7 @@ def field(tmp_path_factory: pytest.TempPathFactory, yamnet_handle: str, dev_corp
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(dev_corpus / row["file"], target)
     write_config(root, yamnet_handle, detection='recordings_dir = "recordings"\nscan_interval_s = 0.3',
-                 review=f"per_round = {PER_ROUND}")
+                 review=f"per_round = {PER_ROUND}\nretrain_after = {RETRAIN_AFTER}")
     result = run_cli(root, "retrain")
     assert result.returncode == 0, result.stderr[-3000:]
     settings = load_settings(root / "config.toml")
@@ -189,6 +190,16 @@ def test_reviewed_items_become_clips_the_daemon_learns_from(field: dict[str, Any
         assert not [p for p in (audio / "gun_shot").iterdir() if p.name.startswith(".")]
         assert "unfinished clips from an interrupted export removed" in daemon.log_text()
         assert fourth["id"] in [i["id"] for i in review_list(root)["pending"]]
+
+        # [review] retrain_after: the fourth review clip since the last retrain began asks for one, once.
+        attempts = len(daemon.retrain_log())
+        for item in [i for i in review_list(root)["pending"] if i["id"] != third["id"]][:RETRAIN_AFTER - 1]:
+            result = run_cli(root, "review", "decide", str(item["id"]), "--label", item["label"])
+            assert result.returncode == 0, result.stderr[-3000:]
+        wait_for(lambda: len(daemon.retrain_log()) > attempts, 300, "the retrain review asked for")
+        assert daemon.retrain_log()[-1]["trigger_reason"] == f"review: {RETRAIN_AFTER} clips since the last retrain"
+        daemon.wait_idle(60)
+        assert len(daemon.retrain_log()) == attempts + 1
         assert daemon.stop() == 0
     finally:
         daemon.kill()
