@@ -161,7 +161,7 @@ class ReviewLedger:
         """Items whose clip is not what their outcome asks for (to export or to remove)."""
         rows = self._db.execute(
             f"SELECT {_ITEM} FROM review_items WHERE (outcome = 'agreed') != (clip IS NOT NULL) "
-            "OR (outcome = 'agreed' AND clip NOT LIKE agreed_label || '/%') ORDER BY id")
+            "OR (outcome = 'agreed' AND substr(clip, 1, length(agreed_label) + 1) != agreed_label || '/') ORDER BY id")
         return [ReviewItem(*row) for row in rows]
 
     def scoreboard(self, background: str) -> dict[str, Any]:
