@@ -44,7 +44,6 @@ from ecosight_daemon.daemon.predictions import PredictionWorker
 from ecosight_daemon.daemon.prometheus import DaemonMetrics
 from ecosight_daemon.daemon.recordings import Recordings
 from ecosight_daemon.daemon.retraining import Retraining
-from ecosight_daemon.daemon.review_trigger import ReviewTrigger
 from ecosight_daemon.daemon.schedule import ScheduledRetrains
 from ecosight_daemon.daemon.signals import SignalsToInbox
 from ecosight_daemon.daemon.states import DaemonState, StateChanges
@@ -104,7 +103,6 @@ class Daemon:
         self._indexer: Indexer | None = None
         self.recordings: Recordings | None = None
         self.review: ReviewQueue | None = None
-        self._review_trigger = ReviewTrigger(settings.review.retrain_after)
         self._alerts = Alerts(settings.alerts, self.events, self.metrics, settings.training.priority_class)
         self._watcher: SupervisedWatcher | None = None
         self._schedule = ScheduledRetrains(lambda: self.inbox.put(RetrainRequested("schedule")))
@@ -259,24 +257,12 @@ class Daemon:
             self._retraining.corpus_changed()
         if self.recordings is not None:
             self.recordings.step(now)
-        if self.review is not None:
-            why = self._review_trigger.check(now, time.time(), self.review, self._last_retrain_started,
-                                             self._retraining.running)
-            if why is not None:
-                self._retraining.request(why)
-        self._retraining.check(now, self.settings, self.store, embedding_burst=indexer.busy())
+        self._retraining.check(now, self.settings, self.store, embedding_burst=indexer.busy(), review=self.review)
         if self._retraining.running:
             self._states.set(DaemonState.TRAINING)
         elif self.state is not DaemonState.IDLE and not indexer.pending():
             self._states.set(DaemonState.IDLE)
         self._keep_alive(now)
-
-    def _last_retrain_started(self) -> float:
-        last = self._retraining.last_entry
-        if last is None:
-            history = self._registry.retraining_log()
-            last = history[-1] if history else {}
-        return float(last.get("started_at") or 0.0)
 
     def _rescan(self, why: str) -> None:
         assert self._indexer is not None

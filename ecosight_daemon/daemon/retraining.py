@@ -1,8 +1,10 @@
-"""Retraining as the loop sees it: the trigger policy (when), the retrain thread (how, one
-at a time), the drift check between them, and the last outcome for the status."""
+"""Retraining as the loop sees it: the trigger policy and the review trigger (when), the
+retrain thread (how, one at a time), the drift check between them, and the last outcome for
+the status."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ecosight_daemon.cache.store import EmbeddingStore
@@ -11,10 +13,12 @@ from ecosight_daemon.daemon.events import EventLog
 from ecosight_daemon.daemon.inbox import Inbox, RetrainFinished
 from ecosight_daemon.daemon.prometheus import DaemonMetrics
 from ecosight_daemon.daemon.retrain_thread import RetrainRunner
+from ecosight_daemon.daemon.review_trigger import ReviewTrigger
 from ecosight_daemon.daemon.trigger_policy import TriggerPolicy
 from ecosight_daemon.models.drift import current_model_accuracy
 from ecosight_daemon.models.registry import ModelRegistry
 from ecosight_daemon.models.retrain import finish_interrupted_promotion, trained_hashes
+from ecosight_daemon.review.queue import ReviewQueue
 
 
 class Retraining:
@@ -28,10 +32,19 @@ class Retraining:
         self._inbox = inbox
         self._events = events
         self._metrics = metrics
+        self._review_trigger = ReviewTrigger(settings.review.retrain_after)
 
     @property
     def running(self) -> bool:
         return self.runner.running
+
+    def last_started(self) -> float:
+        """When the last retrain began (wall clock), from this run or the log; 0 if none did."""
+        last = self.last_entry
+        if last is None:
+            history = self._registry.retraining_log()
+            last = history[-1] if history else {}
+        return float(last.get("started_at") or 0.0)
 
     def start_up(self, settings: Settings) -> None:
         self.policy.baseline = trained_hashes(self._registry)
@@ -43,8 +56,14 @@ class Retraining:
     def request(self, reason: str) -> None:
         self.policy.request(reason, self.runner.running)
 
-    def check(self, now: float, settings: Settings, store: EmbeddingStore, embedding_burst: bool) -> None:
-        """Count new samples (and measure drift on them) when due; start a run when a trigger fired."""
+    def check(self, now: float, settings: Settings, store: EmbeddingStore, embedding_burst: bool,
+              review: ReviewQueue | None) -> None:
+        """Count new samples (and measure drift on them) when due, and review clips; start a
+        run when a trigger fired."""
+        if review is not None:
+            why = self._review_trigger.check(now, time.time(), review, self.last_started, self.runner.running)
+            if why is not None:
+                self.request(why)
         if self.policy.count_due(now, embedding_burst=embedding_burst):
             new = self.policy.count(now, store.training_hashes(), self.runner.running)
             if new is not None:
