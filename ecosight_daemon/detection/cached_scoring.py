@@ -21,7 +21,7 @@ def score_cached(chunks: Iterator[CachedChunk], scoring: Scoring, found: list[Ev
     chunk = next(chunks, None)
     while chunk is not None:
         following = next(chunks, None)
-        first, labels, scores = scorer.feed_cached(chunk.embeddings, chunk.onsets, following is None)
+        first, labels, scores = scorer.feed(chunk.embeddings, chunk.onsets, following is None)
         if trace is not None:
             trace.add(first, labels, scores)
         if len(labels):

@@ -1,9 +1,11 @@
-"""Onset features over a stream of chunks: each chunk's patches compared with the audio
-before them as they would be in the whole recording.
+"""The front end over a stream of chunks, run once per chunk: its log-mel frames give both
+the patches the CNN reads and the onset features, each patch compared with the audio before
+it as it would be in the whole recording (detect had computed a second log-mel for onsets).
 
-The last ONSET_CONTEXT_S of a chunk's audio (a whole number of hops) is kept and put in
-front of the next chunk; a patch near a chunk's end sees less of its future than in a
-whole-file run. A run resumed part-way is `prime`d with the audio just before its first patch.
+The frames of the last ONSET_CONTEXT_S before the next chunk (a whole number of hops) are
+kept and put in front of that chunk's frames; a patch near a chunk's end sees less of its
+future than in a whole-file run. A run resumed part-way is `prime`d with the audio just
+before its first patch.
 """
 
 from __future__ import annotations
@@ -12,28 +14,54 @@ import math
 
 import numpy as np
 
-from ecosight_daemon.embedding.frontend import PATCH_HOP_SAMPLES
-from ecosight_daemon.training.event_detector import ONSET_CONTEXT_S, onset_features
+from ecosight_daemon.embedding.frontend import (
+    HOP,
+    MEL_BANDS,
+    PATCH_HOP_FRAMES,
+    PATCH_HOP_SAMPLES,
+    log_mel,
+    pad_to_whole_patches,
+    patch_count,
+    patches_from_frames,
+)
+from ecosight_daemon.embedding.interface import Embedder
+from ecosight_daemon.training.event_detector import ONSET_CONTEXT_S, ONSET_FEATURES, onset_features_from_frames
 
 CONTEXT_HOPS = math.ceil(ONSET_CONTEXT_S * 16_000 / PATCH_HOP_SAMPLES)
 
 
-class OnsetStream:
-    def __init__(self) -> None:
-        self._context = np.zeros(0, dtype=np.float32)  # a whole number of hops of audio before the next chunk
+class ChunkFrontEnd:
+    def __init__(self, embedder: Embedder) -> None:
+        self._embedder = embedder
+        self._context = np.zeros((0, MEL_BANDS), np.float32)  # the frames of whole hops before the next chunk
+        self._primed = np.zeros(0, np.float32)  # the audio before a resumed run's first chunk
 
     def prime(self, before: np.ndarray) -> None:
         """The audio just before the next chunk's first patch (what a resumed run lost)."""
-        keep = (len(before) // PATCH_HOP_SAMPLES) * PATCH_HOP_SAMPLES
-        self._context = np.asarray(before[len(before) - keep:][-CONTEXT_HOPS * PATCH_HOP_SAMPLES:], np.float32)
+        keep = min(len(before) // PATCH_HOP_SAMPLES, CONTEXT_HOPS) * PATCH_HOP_SAMPLES
+        self._primed = np.asarray(before[len(before) - keep:], np.float32)
 
-    def feed(self, waveform: np.ndarray, patches: int) -> np.ndarray:
-        """(patches, 4) onset features for a chunk of `patches` patches read from `waveform`."""
-        if patches == 0:
-            return np.zeros((0, 4), np.float32)
-        context_patches = len(self._context) // PATCH_HOP_SAMPLES
-        joined = np.concatenate([self._context, waveform])
-        onsets = onset_features(joined)[context_patches:context_patches + patches]
-        next_start = len(self._context) + patches * PATCH_HOP_SAMPLES
-        self._context = joined[max(0, next_start - CONTEXT_HOPS * PATCH_HOP_SAMPLES):next_start]
-        return onsets
+    def feed(self, waveform: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(patches, dim) embeddings and (patches, 4) onset features of one chunk's audio."""
+        if len(waveform) == 0:
+            return np.zeros((0, self._embedder.dim), np.float32), np.zeros((0, ONSET_FEATURES), np.float32)
+        if len(self._primed):  # the frames at the seam need the audio on both sides
+            frames = log_mel(pad_to_whole_patches(np.concatenate([self._primed, waveform])))
+            context_frames = len(self._primed) // HOP
+            self._primed = np.zeros(0, np.float32)
+        else:
+            frames = np.concatenate([self._context, log_mel(pad_to_whole_patches(waveform))])
+            context_frames = len(self._context)
+        count = patch_count(len(waveform))
+        embeddings = self._embed(waveform, frames[context_frames:])
+        first = context_frames // PATCH_HOP_FRAMES
+        onsets = onset_features_from_frames(frames)[first:first + count]
+        next_start = context_frames + count * PATCH_HOP_FRAMES
+        self._context = frames[max(0, next_start - CONTEXT_HOPS * PATCH_HOP_FRAMES):next_start]
+        return embeddings, onsets
+
+    def _embed(self, waveform: np.ndarray, frames: np.ndarray) -> np.ndarray:
+        embed_features = getattr(self._embedder, "embed_features", None)
+        if embed_features is None:  # TensorFlow's YAMNet reads the waveform, not patches
+            return self._embedder.embed(waveform)
+        return np.asarray(embed_features(patches_from_frames(frames)), np.float32)

@@ -1,31 +1,25 @@
 """Scores over a stream of patches with a version's event detector: every 0.96 s patch
-scored on its own (AudioSet logits and onset features, see onsets.py), one hop apart."""
+scored on its own (AudioSet logits and onset features, see chunk_front_end.py), one hop apart."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ecosight_daemon.detection.onsets import OnsetStream
 from ecosight_daemon.pooling import AudiosetHead
 from ecosight_daemon.training.event_detector import PATCH_S, EventDetector, patch_features
 
 
 class PatchScorer:
-    """feed(patches, waveform) -> (first patch index, labels, per-class probabilities);
-    feed_cached does the same from onset features computed before (a re-score)."""
+    """feed(patches, onsets) -> (first patch index, labels, per-class probabilities)."""
 
     window_s = PATCH_S
 
     def __init__(self, detector: EventDetector, head: AudiosetHead) -> None:
         self._detector = detector
         self._head = head
-        self._onsets = OnsetStream()
         self._next_patch = 0
 
-    def feed(self, patches: np.ndarray, waveform: np.ndarray, last: bool) -> tuple[int, np.ndarray, np.ndarray]:
-        return self.feed_cached(patches, self._onsets.feed(waveform, len(patches)), last)
-
-    def feed_cached(self, patches: np.ndarray, onsets: np.ndarray, last: bool) -> tuple[int, np.ndarray, np.ndarray]:
+    def feed(self, patches: np.ndarray, onsets: np.ndarray, last: bool) -> tuple[int, np.ndarray, np.ndarray]:
         first = self._next_patch
         if len(patches) == 0:
             return first, np.zeros(0, dtype=np.int64), np.zeros((0, len(self._detector.classes)), np.float32)

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ecosight_daemon.cache.recordings import RecordingLedger
+from ecosight_daemon.detection.chunk_front_end import CONTEXT_HOPS, ChunkFrontEnd
 from ecosight_daemon.detection.clock import UTC, recording_clock
-from ecosight_daemon.detection.onsets import CONTEXT_HOPS, OnsetStream
 from ecosight_daemon.detection.stream import RecordingHeader, StreamEnd, read_header, stream_chunks
 from ecosight_daemon.embedding.frontend import PATCH_HOP_SAMPLES
 from ecosight_daemon.embedding.interface import Embedder
@@ -68,14 +68,13 @@ def run_recording(root: Path, relpath: str, ledger: RecordingLedger, embedder: E
         return
     model_id = embedder.model_id
     start_patch = ledger.cached_patches(sha256, model_id)
-    onsets = OnsetStream()
+    front_end = ChunkFrontEnd(embedder)
     if start_patch:
         logger.info("%s: resuming at %.1f s (%d patches already cached)", relpath, start_patch * HOP_S, start_patch)
-        onsets.prime(_audio_before(path, header, start_patch))
+        front_end.prime(_audio_before(path, header, start_patch))
     end = StreamEnd()
     for chunk in stream_chunks(path, header, end, start_patch):
-        patches = embedder.embed(chunk.waveform) if len(chunk.waveform) else np.zeros((0, embedder.dim), np.float32)
-        chunk_onsets = onsets.feed(chunk.waveform, len(patches))
+        patches, chunk_onsets = front_end.feed(chunk.waveform)
         _still_the_same(path, identity)
         seconds = min(header.duration_s, (chunk.first_patch + len(patches)) * HOP_S)
         if chunk.last:

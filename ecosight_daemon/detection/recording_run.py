@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
 
-import numpy as np
-
+from ecosight_daemon.detection.chunk_front_end import ChunkFrontEnd
 from ecosight_daemon.detection.clock import UTC, RecordingClock, recording_clock
 from ecosight_daemon.detection.events import Event, join_across_chunks, merge_windows
 from ecosight_daemon.detection.patch_scorer import PatchScorer
@@ -64,11 +63,12 @@ def detect_recording(path: Path, embedder: Embedder, make_scorer: Callable[[], S
         return RecordingResult(path, RecordingClock(None, "none"), error=str(exc))
     result = RecordingResult(path, clock)
     scorer = make_scorer()
+    front_end = ChunkFrontEnd(embedder)
     end = StreamEnd()
     try:
         for chunk in stream_chunks(path, header, end):
-            patches = embedder.embed(chunk.waveform) if len(chunk.waveform) else np.zeros((0, embedder.dim), np.float32)
-            first, labels, scores = scorer.feed(patches, chunk.waveform, chunk.last)
+            patches, onsets = front_end.feed(chunk.waveform)
+            first, labels, scores = scorer.feed(patches, onsets, chunk.last)
             if trace is not None:
                 trace.add(first, labels, scores)
             if len(labels):

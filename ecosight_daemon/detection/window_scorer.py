@@ -13,8 +13,8 @@ from ecosight_daemon.pooling import AudiosetHead, pool_clips
 
 
 class WindowScorer:
-    """feed(patches, waveform) -> (first window index, labels, scores) for the windows now
-    complete (the waveform, or the onsets of feed_cached, are not needed: the same interface as PatchScorer)."""
+    """feed(patches, onsets) -> (first window index, labels, scores) for the windows now
+    complete (the onsets are not needed: the same interface as PatchScorer)."""
 
     def __init__(self, model: Any, head: AudiosetHead | None, window_patches: int) -> None:
         self._model = model  # a PublishedModel: .pooling, .probabilities, .labels
@@ -27,10 +27,7 @@ class WindowScorer:
     def window_s(self) -> float:
         return (self.window_patches - 1) * HOP_S + PATCH_SAMPLES / SAMPLE_RATE
 
-    def feed_cached(self, patches: np.ndarray, onsets: np.ndarray, last: bool) -> tuple[int, np.ndarray, np.ndarray]:
-        return self.feed(patches, onsets, last)
-
-    def feed(self, patches: np.ndarray, waveform: np.ndarray, last: bool) -> tuple[int, np.ndarray, np.ndarray]:
+    def feed(self, patches: np.ndarray, onsets: np.ndarray, last: bool) -> tuple[int, np.ndarray, np.ndarray]:
         size = self.window_patches
         joined = patches if self._carry.size == 0 else np.concatenate([self._carry, patches])
         count = max(0, len(joined) - size + 1)

@@ -82,6 +82,10 @@ def log_mel(waveform: np.ndarray) -> np.ndarray:
 
 def log_mel_patches(waveform: np.ndarray) -> np.ndarray:
     """(N, 96, 64) float32: what YAMNet's CNN reads for this 16 kHz mono waveform."""
-    spectrogram = log_mel(pad_to_whole_patches(waveform))
+    return patches_from_frames(log_mel(pad_to_whole_patches(waveform)))
+
+
+def patches_from_frames(spectrogram: np.ndarray) -> np.ndarray:
+    """(N, 96, 64) float32 patches of a padded waveform's log-mel frames."""
     windows = sliding_window_view(spectrogram, PATCH_FRAMES, axis=0)[::PATCH_HOP_FRAMES]  # (N, 64, 96)
     return np.ascontiguousarray(windows.transpose(0, 2, 1))

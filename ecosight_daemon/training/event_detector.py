@@ -51,7 +51,11 @@ COLLAR_S = 0.5
 
 def onset_features(waveform: np.ndarray) -> np.ndarray:
     """(patches, 4) float32 for a 16 kHz waveform, one row per patch as the front end cuts them."""
-    frames = log_mel(pad_to_whole_patches(waveform))
+    return onset_features_from_frames(log_mel(pad_to_whole_patches(waveform)))
+
+
+def onset_features_from_frames(frames: np.ndarray) -> np.ndarray:
+    """(patches, 4) float32 from the log-mel frames of a waveform padded to whole patches."""
     decibels = frames * np.float32(20 / np.log(10))
     energy = 10 * np.log10(np.mean(np.exp(2 * frames.astype(np.float64)), axis=1) + 1e-10)
     coarse = median_filter(energy[::10], size=int(2 * ONSET_CONTEXT_S * 10) + 1, mode="nearest")

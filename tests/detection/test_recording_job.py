@@ -85,3 +85,28 @@ def test_a_file_changed_under_the_run_stops_it(tmp_path: Path, embedder: OnnxEmb
     with pytest.raises(RecordingChanged, match="changed while it was read"):
         list(steps)
     store.close()
+
+
+def test_one_front_end_per_chunk_gives_what_embedding_and_onsets_apart_gave(tmp_path: Path,
+                                                                            embedder: OnnxEmbedder) -> None:
+    """The chunk's log-mel feeds both the CNN and the onset features: the same embeddings as
+    the embedder's own front end, the same onsets as computed on the carried audio."""
+    from ecosight_daemon.detection.chunk_front_end import CONTEXT_HOPS, ChunkFrontEnd
+    from ecosight_daemon.detection.stream import StreamEnd, read_header, stream_chunks
+    from ecosight_daemon.training.event_detector import onset_features
+
+    path = field_like(tmp_path / "c.wav", seconds=150)
+    header = read_header(path)
+    front_end, context = ChunkFrontEnd(embedder), np.zeros(0, np.float32)
+    chunks = 0
+    for chunk in stream_chunks(path, header, StreamEnd()):
+        patches, onsets = front_end.feed(chunk.waveform)
+        assert len(patches) == len(onsets) > 0
+        np.testing.assert_allclose(patches, embedder.embed(chunk.waveform), atol=1e-5)
+        before = len(context) // 7_680
+        np.testing.assert_allclose(onsets, onset_features(np.concatenate([context, chunk.waveform]))
+                                   [before:before + len(patches)], atol=1e-4)
+        next_start = len(context) + len(patches) * 7_680
+        context = np.concatenate([context, chunk.waveform])[max(0, next_start - CONTEXT_HOPS * 7_680):next_start]
+        chunks += 1
+    assert chunks == 3 and before == CONTEXT_HOPS  # the carried context was full by the last chunk
