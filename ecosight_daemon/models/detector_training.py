@@ -27,7 +27,7 @@ from ecosight_daemon.training.event_detector import (
     EventDetector,
     LabeledAudio,
     PartScores,
-    false_alarms_and_hits,
+    false_alarms_and_found,
     onset_features,
     patch_features,
     train_event_detector,
@@ -104,10 +104,10 @@ def _on_test_split(clips: list[LabeledAudio], embedder: Any, background: str, pr
         if priority not in detector.classes:
             continue
         margins = detector.margins(features)[:, detector.classes.index(priority)]
-        false_alarms, found = false_alarms_and_hits(PartScores(scape.events, scape.hours, margins),
-                                                    detector.threshold, priority)
-        figures[name] = {"recall": round(found / shots, 4),
-                         "false_alarms_per_hour": round(false_alarms / scape.hours, 2)}
+        false_alarms, found = false_alarms_and_found(PartScores(scape.events, scape.hours, margins),
+                                                     detector.threshold, priority)
+        figures[name] = {"recall": round(len(found) / shots, 4), "false_alarms": false_alarms,
+                         "false_alarms_per_hour": round(false_alarms / scape.hours, 2), "found": sorted(found)}
     return figures
 
 

@@ -34,6 +34,7 @@ from ecosight_daemon.models.retraining_log import RetrainOutcome, RetrainStatus,
 from ecosight_daemon.pooling import AudiosetHead, needs_audioset_head
 from ecosight_daemon.training import version_files as files
 from ecosight_daemon.training.dataset import Snapshot, SnapshotOptions, Split, take_snapshot
+from ecosight_daemon.training.detection_gate import judge_detection
 from ecosight_daemon.training.evaluation import GateDecision, GatePolicy, PairedPredictions, class_recall, gate
 from ecosight_daemon.training.input_digest import training_input_digest
 from ecosight_daemon.training.job_data import write_job_data
@@ -255,7 +256,10 @@ def _attempt(
                                      (result.test_labels, result.candidate_predictions, result.incumbent_predictions)))
     outcome.event_detector = _event_detector(settings, snapshot, staging, on_progress,
                                              registry.version_dir(incumbent.version) if incumbent else None)
-    decision = gate(result.candidate_metrics, result.incumbent_metrics, gate_policy(settings), paired)
+    policy = gate_policy(settings)
+    decision = judge_detection(gate(result.candidate_metrics, result.incumbent_metrics, policy, paired),
+                               outcome.event_detector.get("test_split"), policy.priority_class,
+                               settings.detection.false_alarms_per_hour, policy.significance)
     if force and not decision.promote:
         decision = GateDecision(True, f"forced by operator (gate said: {decision.reason})", "forced by operator",
                                 decision.statistics)

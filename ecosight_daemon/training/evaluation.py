@@ -200,9 +200,14 @@ def mcnemar_worse(truth: np.ndarray, candidate: np.ndarray, incumbent: np.ndarra
     candidate_right, incumbent_right = candidate == truth, incumbent == truth
     lost = int(np.sum(incumbent_right & ~candidate_right))
     gained = int(np.sum(candidate_right & ~incumbent_right))
-    n = lost + gained
-    p = 1.0 if n == 0 else float(sum(comb(n, k) for k in range(lost, n + 1)) / 2**n)
-    return {"clips": int(len(truth)), "lost": lost, "gained": gained, "p_value": round(p, 6)}
+    return {"clips": int(len(truth)), "lost": lost, "gained": gained, "p_value": round(sign_test_p(lost, gained), 6)}
+
+
+def sign_test_p(worse: int, better: int) -> float:
+    """P(X >= worse) for X ~ Binomial(worse + better, 1/2): how often chance alone would tip
+    this many of the discordant cases against the candidate."""
+    n = worse + better
+    return 1.0 if n == 0 else float(sum(comb(n, k) for k in range(worse, n + 1)) / 2**n)
 
 
 def gate(candidate: dict[str, Any], incumbent: dict[str, Any] | None, policy: GatePolicy,

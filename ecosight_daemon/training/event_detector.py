@@ -150,6 +150,12 @@ class PartScores:
 
 def false_alarms_and_hits(part: PartScores, threshold: float, priority: str) -> tuple[int, int]:
     """(detected priority-class events overlapping no such event, such events found)."""
+    false_alarms, found = false_alarms_and_found(part, threshold, priority)
+    return false_alarms, len(found)
+
+
+def false_alarms_and_found(part: PartScores, threshold: float, priority: str) -> tuple[int, set[int]]:
+    """(false alarms, the indices among the part's priority-class events of those found)."""
     shots = [e for e in part.events if e.label == priority]
     above = np.flatnonzero(part.scores >= threshold)
     runs = np.split(above, np.flatnonzero(np.diff(above) > 2) + 1) if len(above) else []
@@ -160,7 +166,7 @@ def false_alarms_and_hits(part: PartScores, threshold: float, priority: str) -> 
         hits = [i for i, s in enumerate(shots) if start < s.end_s + COLLAR_S and end > s.start_s - COLLAR_S]
         found.update(hits)
         false_alarms += not hits
-    return false_alarms, len(found)
+    return false_alarms, found
 
 
 def calibrated_threshold(parts: list[PartScores], budget_per_hour: float, priority: str) -> float:

@@ -157,9 +157,13 @@ def test_reviewed_items_become_clips_the_daemon_learns_from(field: dict[str, Any
         assert clip in manifest
         # The gate reports detection beside the clip figures: both detectors on the test split's soundscape.
         assert "detection on a " in entry["reason"] and "gun-shot recall" in entry["reason"], entry["reason"]
-        test_split = json.loads((root / "models" / "versions" / entry["version"] / "metadata.json").read_text())[
-            "event_detector"]["test_split"]
+        metadata = json.loads((root / "models" / "versions" / entry["version"] / "metadata.json").read_text())
+        test_split = metadata["event_detector"]["test_split"]
         assert {"candidate", "incumbent"} <= set(test_split) and test_split["shots"] > 0, test_split
+        # ... and judges it: the paired comparison of the two detectors is in the gate's statistics.
+        judged = metadata["gate"]["statistics"]["detection"]
+        assert judged["shots"] == test_split["shots"] and judged["false_alarms"] == [
+            test_split["incumbent"]["false_alarms"], test_split["candidate"]["false_alarms"]], judged
         if entry["status"] == "promoted":  # the gate may keep v0001; a promotion re-scores from the cache
             wait_for(lambda: cache_rows(root, "SELECT model_version FROM recordings WHERE path = ?", name)[0][0]
                      == entry["version"], 60, "the recording re-scored")
