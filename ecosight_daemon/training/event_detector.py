@@ -45,7 +45,7 @@ PARTS = 3
 SECONDS_PER_EVENT = 8.0  # of soundscape per event mixed in (events are >= 6 s apart)
 PRIORITY_COPIES = 1  # each priority-class clip is mixed in this many times per soundscape
 MIN_PART_SECONDS = 60.0
-REGULARIZATION_C = 0.01  # strong: a few thousand patches, 525 features, sites it never heard
+REGULARIZATION_C = 0.001  # strong: a few thousand patches, 525 features, sites it never heard (docs/detection.md)
 COLLAR_S = 0.5
 
 
