@@ -135,7 +135,8 @@ class PromotionSettings:
         0.5, "priority-class recall floor the first model must clear", between(0.0, 1.0)
     )
     significance: float = setting(
-        0.05, "a drop rejects a candidate only when a paired McNemar test gives p below this", between(1e-6, 0.5)
+        0.05, "a drop (clips, or detection on the test split) rejects a candidate only when its paired test "
+        "gives p below this", between(1e-6, 0.5)
     )
     keep_versions: int = setting(
         20, "version folders kept under models_dir/versions (the current and previous always)", at_least(3)
