@@ -153,8 +153,9 @@ def test_recordings_are_detected_alerted_shown_rescored_and_resumed(field: dict[
         shots = [e for e in events if e[0] == "gun_shot"]
         assert shots, events  # the detector finds some of the 15-25 dB shots (test_detect_cli.py counts them)
 
-        status = daemon.status()["recordings"]
-        assert status["by_state"]["done"] == 1
+        # The status file is published every few seconds: it may not show the cache's "done" yet.
+        status = wait_for(lambda: (s := daemon.status().get("recordings") or {}).get("by_state", {}).get("done") == 1
+                          and s, 30, "the status showing the recording done")
         assert status["hours_analysed"] == pytest.approx(150 / 3600, abs=1e-3)
         for item in status["recent"]:
             clock = datetime.fromisoformat(item["clock_time"].replace("Z", "+00:00"))
