@@ -36,6 +36,7 @@ PATCH_FRAMES = 96  # 0.96 s
 PATCH_HOP_FRAMES = 48  # 0.48 s
 PATCH_SAMPLES = (PATCH_FRAMES - 1) * HOP + WINDOW  # 15,600: the samples one patch needs
 PATCH_HOP_SAMPLES = PATCH_HOP_FRAMES * HOP  # 7,680
+BLOCK_FRAMES = 6_000  # 60 s of frames per STFT in log_mel_in_blocks
 
 
 def patch_count(samples: int) -> int:
@@ -78,6 +79,15 @@ def log_mel(waveform: np.ndarray) -> np.ndarray:
     # SciPy's FFT: 8 ms for a minute of audio where NumPy's took 22 (both in float32).
     magnitude = np.abs(scipy.fft.rfft(frames, n=FFT_LENGTH, workers=1)).astype(np.float32)
     return np.asarray(np.log(magnitude @ mel_matrix() + np.float32(LOG_OFFSET)), dtype=np.float32)
+
+
+def log_mel_in_blocks(waveform: np.ndarray, block_frames: int = BLOCK_FRAMES) -> np.ndarray:
+    """log_mel of a long padded waveform, `block_frames` frames at a time: the same frames,
+    with the STFT's working memory that of one block (a whole 14-minute soundscape at once
+    held ~0.5 GiB)."""
+    total = 1 + (len(waveform) - WINDOW) // HOP
+    return np.concatenate([log_mel(waveform[first * HOP:(min(total, first + block_frames) - 1) * HOP + WINDOW])
+                           for first in range(0, total, block_frames)])
 
 
 def log_mel_patches(waveform: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ from ecosight_daemon.embedding.frontend import (
     PATCH_HOP_FRAMES,
     PATCH_HOP_SAMPLES,
     SAMPLE_RATE,
-    log_mel,
+    log_mel_in_blocks,
     pad_to_whole_patches,
 )
 from ecosight_daemon.pooling import AudiosetHead
@@ -51,7 +51,7 @@ COLLAR_S = 0.5
 
 def onset_features(waveform: np.ndarray) -> np.ndarray:
     """(patches, 4) float32 for a 16 kHz waveform, one row per patch as the front end cuts them."""
-    return onset_features_from_frames(log_mel(pad_to_whole_patches(waveform)))
+    return onset_features_from_frames(log_mel_in_blocks(pad_to_whole_patches(waveform)))
 
 
 def onset_features_from_frames(frames: np.ndarray) -> np.ndarray:

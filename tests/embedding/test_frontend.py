@@ -53,3 +53,13 @@ def test_log_mel_frames_and_patches_match_the_saved_model(yamnet: Any) -> None:
 
 def test_silence_is_the_log_offset() -> None:
     assert np.allclose(frontend.log_mel_patches(np.zeros(16_000, np.float32)), np.log(frontend.LOG_OFFSET))
+
+
+@pytest.mark.parametrize("block_frames", [997, frontend.BLOCK_FRAMES])
+def test_log_mel_in_blocks_gives_the_frames_of_one_stft(block_frames: int) -> None:
+    rng = np.random.default_rng(3)
+    waveform = frontend.pad_to_whole_patches((0.1 * rng.standard_normal(16_000 * 75 + 123)).astype(np.float32))
+    whole = frontend.log_mel(waveform)
+    blocks = frontend.log_mel_in_blocks(waveform, block_frames)
+    assert blocks.shape == whole.shape and blocks.dtype == np.float32
+    np.testing.assert_allclose(blocks, whole, rtol=0, atol=1e-5)
