@@ -20,3 +20,13 @@ def dev_corpus() -> Path:
     return Path(os.environ.get("ECOSIGHT_DEV_DATA") or SHARED / "data" / "dev")
 CHROMIUM = Path(os.environ.get("ECOSIGHT_CHROMIUM", "/usr/bin/chromium"))  # Debian's; never `playwright install`
 BROWSER_TIMEOUT_MS = 240_000
+
+
+def specimens() -> Path:
+    """Files that break audio libraries (../shared/data/specimens): used by path, never copied in."""
+    return Path(os.environ.get("ECOSIGHT_SPECIMENS") or SHARED / "data" / "specimens")
+
+
+def hanging_wav() -> Path:
+    """3 KB on which libsndfile 1.2.2's info and read never return."""
+    return specimens() / "list_info_hang.wav"

@@ -30,6 +30,7 @@ class RecordingRow:
     clock_source: str | None
     seconds: float
     model_version: str | None  # the version whose events are stored; None: not scored yet
+    clock_note: str | None = None  # clocks dropped as implausible, or sources that disagree
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ class CachedChunk:
     onsets: np.ndarray  # (patches, 4) float32
 
 
-_COLUMNS = "path, sha256, size, mtime_ns, state, reason, truncated, start_utc, clock_source, seconds, model_version"
+_COLUMNS = ("path, sha256, size, mtime_ns, state, reason, truncated, start_utc, clock_source, seconds, model_version, "
+            "clock_note")
 _DETECTION_COLUMNS = ("d.id, d.path, d.label, d.start_s, d.end_s, d.peak_s, d.score, d.model_version, r.start_utc")
 
 
@@ -82,13 +84,30 @@ class RecordingLedger:
                 "INSERT INTO recordings (path, size, mtime_ns, state, first_seen, updated_at) "
                 "VALUES (?, ?, ?, 'pending', ?, ?) ON CONFLICT(path) DO UPDATE SET size = excluded.size, "
                 "mtime_ns = excluded.mtime_ns, state = 'pending', sha256 = NULL, reason = NULL, truncated = NULL, "
-                "seconds = 0, model_version = NULL, updated_at = excluded.updated_at",
+                "seconds = 0, model_version = NULL, clock_note = NULL, attempts = 0, updated_at = excluded.updated_at",
                 (path, size, mtime_ns, now, now))
 
-    def started(self, path: str, sha256: str, start_utc: str | None, clock_source: str) -> None:
+    def started(self, path: str, sha256: str, start_utc: str | None, clock_source: str,
+                clock_note: str | None = None) -> None:
         with self._transaction() as db:
             db.execute("UPDATE recordings SET state = 'detecting', sha256 = ?, start_utc = ?, clock_source = ?, "
-                       "updated_at = ? WHERE path = ?", (sha256, start_utc, clock_source, time.time(), path))
+                       "clock_note = ?, updated_at = ? WHERE path = ?",
+                       (sha256, start_utc, clock_source, clock_note, time.time(), path))
+
+    def turn_begins(self, path: str) -> int:
+        """One more turn begun on this recording; how many began without ending (this one included)."""
+        with self._transaction() as db:
+            row = db.execute("UPDATE recordings SET attempts = attempts + 1 WHERE path = ? RETURNING attempts",
+                             (path,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def turn_ended(self, path: str, count_it: bool = False) -> None:
+        """The turn ended (its step finished, or it failed with a reason); `count_it`: it was
+        interrupted by something that may be the file's doing, so the count stays."""
+        if count_it:
+            return
+        with self._transaction() as db:
+            db.execute("UPDATE recordings SET attempts = 0 WHERE path = ?", (path,))
 
     def progressed(self, path: str, seconds: float) -> None:
         with self._transaction() as db:
@@ -107,8 +126,8 @@ class RecordingLedger:
 
     def failed(self, path: str, reason: str) -> None:
         with self._transaction() as db:
-            db.execute("UPDATE recordings SET state = 'failed', reason = ?, updated_at = ? WHERE path = ?",
-                       (reason, time.time(), path))
+            db.execute("UPDATE recordings SET state = 'failed', reason = ?, attempts = 0, updated_at = ? "
+                       "WHERE path = ?", (reason, time.time(), path))
 
     def unsettled(self, path: str, reason: str) -> None:
         """It changed while it was read: analysed again once it settles (the next scan sees a new size)."""
@@ -117,12 +136,31 @@ class RecordingLedger:
                        "WHERE path = ?", (reason, time.time(), path))
 
     def forget(self, path: str) -> None:
-        """The file is gone: its row and events go; its chunks once no recording has that content."""
+        """The file is gone: its row and events go. Its chunks stay until `drop_orphan_chunks`
+        (a file moved inside the folder is found again under its new name, with its chunks)."""
         with self._transaction() as db:
             db.execute("DELETE FROM detections WHERE path = ?", (path,))
             db.execute("DELETE FROM recordings WHERE path = ?", (path,))
-            db.execute("DELETE FROM recording_chunks WHERE sha256 NOT IN "
-                       "(SELECT sha256 FROM recordings WHERE sha256 IS NOT NULL)")
+
+    def drop_orphan_chunks(self) -> int:
+        """Chunks of content no recording holds any more; how many went."""
+        with self._transaction() as db:
+            return db.execute("DELETE FROM recording_chunks WHERE sha256 NOT IN "
+                              "(SELECT sha256 FROM recordings WHERE sha256 IS NOT NULL)").rowcount
+
+    def clock_notes(self, limit: int) -> list[dict[str, str]]:
+        """Recordings whose clock had a problem (dropped or disagreeing sources), newest first."""
+        return [{"recording": path, "clock_source": source or "none", "note": note} for path, source, note in
+                self._db.execute("SELECT path, clock_source, clock_note FROM recordings WHERE clock_note IS NOT NULL "
+                                 "ORDER BY updated_at DESC LIMIT ?", (limit,))]
+
+    def first_alert(self, sha256: str, detection: StoredDetection) -> bool:
+        """True the first time this content's event (class, start) is alerted, whatever the path."""
+        key = (sha256, detection.label, round(detection.start_s * 1000), time.time())
+        with self._transaction() as db:
+            inserted = db.execute("INSERT OR IGNORE INTO alerts_sent (sha256, label, start_ms, sent_at) "
+                                  "VALUES (?, ?, ?, ?)", key).rowcount
+        return bool(inserted == 1)
 
     def counts_by_state(self) -> dict[str, int]:
         counts = {state: 0 for state in ("pending", "detecting", "done", "failed")}

@@ -156,6 +156,20 @@ CREATE TABLE IF NOT EXISTS review_decisions (
 );
 CREATE INDEX IF NOT EXISTS review_decisions_by_item ON review_decisions(item_id);
 """),
+    # A recording's clock problems (implausible or disagreeing sources), how many of its
+    # turns began without ending (the daemon killed while reading it), and the alerts sent,
+    # by content: a recording moved or copied under another name is not alerted again.
+    (7, """
+ALTER TABLE recordings ADD COLUMN clock_note TEXT;
+ALTER TABLE recordings ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS alerts_sent (
+    sha256 TEXT NOT NULL,
+    label TEXT NOT NULL,
+    start_ms INTEGER NOT NULL,
+    sent_at REAL NOT NULL,
+    PRIMARY KEY (sha256, label, start_ms)
+);
+"""),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -190,7 +204,7 @@ def ensure_schema(connection: sqlite3.Connection) -> int:
             if number <= version:
                 continue
             for statement in filter(str.strip, statements.split(";")):
-                connection.execute(statement)
+                _run_statement(connection, statement)
             connection.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
                                "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(number),))
             version = number
@@ -201,6 +215,16 @@ def ensure_schema(connection: sqlite3.Connection) -> int:
     if 0 < before < version:
         logger.info("embedding cache schema upgraded from version %d to %d", before, version)
     return version
+
+
+def _run_statement(connection: sqlite3.Connection, statement: str) -> None:
+    """One migration statement; like CREATE ... IF NOT EXISTS, an added column that is already
+    there is no error (SQLite has no ADD COLUMN IF NOT EXISTS), so every migration can re-run."""
+    try:
+        connection.execute(statement)
+    except sqlite3.OperationalError as exc:
+        if not ("ADD COLUMN" in statement.upper() and "duplicate column name" in str(exc)):
+            raise
 
 
 def connect(path: Path | str) -> sqlite3.Connection:

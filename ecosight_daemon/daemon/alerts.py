@@ -12,13 +12,14 @@ import queue
 import threading
 import urllib.error
 import urllib.request
-from datetime import datetime, timedelta
 from typing import Any
 
 from ecosight_daemon.cache.recordings import StoredDetection
 from ecosight_daemon.config import AlertSettings
 from ecosight_daemon.daemon.events import EventLog
 from ecosight_daemon.daemon.prometheus import DaemonMetrics
+from ecosight_daemon.detection.clock import iso_utc_at
+from ecosight_daemon.util.printable import printable
 
 logger = logging.getLogger(__name__)
 WEBHOOK_QUEUE = 1000  # alerts waiting for the webhook; past it the oldest is dropped (and logged)
@@ -27,10 +28,7 @@ WEBHOOK_QUEUE = 1000  # alerts waiting for the webhook; past it the oldest is dr
 def alert_payload(detection: StoredDetection) -> dict[str, Any]:
     """The JSON a webhook receives (and the SSE event carries)."""
     def clock(offset_s: float) -> str | None:
-        if detection.recording_start_utc is None:
-            return None
-        moment = datetime.fromisoformat(detection.recording_start_utc) + timedelta(seconds=offset_s)
-        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return iso_utc_at(detection.recording_start_utc, offset_s)
 
     return {"detection_id": detection.id, "class": detection.label, "score": round(detection.score, 4),
             "clock_time": clock(detection.peak_s), "start_utc": clock(detection.start_s),
@@ -52,7 +50,7 @@ class Alerts:
             return
         payload = alert_payload(detection)
         logger.warning("DETECTION %s at %s in %s (%.2f-%.2f s, score %.2f, model %s)", detection.label,
-                       payload["clock_time"] or "unknown clock time", detection.path, detection.start_s,
+                       payload["clock_time"] or "unknown clock time", printable(detection.path), detection.start_s,
                        detection.end_s, detection.score, detection.model_version)
         self._events.add("detection", **payload)
         if self._webhook is not None:

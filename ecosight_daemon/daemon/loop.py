@@ -314,8 +314,9 @@ class Daemon:
         self._alerts.close()
         if self._watcher is not None:
             self._watcher.stop()
-        if self._indexer is not None:
-            self._indexer.close()
+        for part in (self._indexer, self.recordings):  # their reader processes stopped
+            if part is not None:
+                part.close()
         self._schedule.stop()
         self._states.set(DaemonState.STOPPED)
         if self.store is not None:

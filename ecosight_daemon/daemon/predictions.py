@@ -6,6 +6,7 @@ files (on disk when large), read when their turn comes."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 WORKERS = 1  # labeling shares the CPUs with embedding; more would only queue inside ONNX Runtime
 MAX_WAITING = 4  # requests queued behind the running ones; each holds its upload (<= the upload cap)
+# An upload is a clip (a 600 s one decodes in about a second): a client waits at most this
+# long for a file that hangs the decoder, whatever [audio] max_decode_s allows the watcher.
+UPLOAD_DECODE_S = 10.0
 
 
 def label_upload(predictor: Predictor | None, data: bytes) -> dict[str, Any]:
@@ -52,7 +56,8 @@ class PredictionWorker:
         self.refused = 0
 
     def ready(self, registry: ModelRegistry, embedder: Embedder, limits: IngestLimits) -> None:
-        self._decoder = IsolatedDecoder(limits)  # its process starts with the first upload
+        upload_limits = dataclasses.replace(limits, max_decode_s=min(limits.max_decode_s, UPLOAD_DECODE_S))
+        self._decoder = IsolatedDecoder(upload_limits)  # its process starts with the first upload
         self._predictor = Predictor(registry, embedder, limits, self._decoder.decode)
         self._pool.submit(lambda: None).result()  # its thread made now, with the daemon's others
 

@@ -2,7 +2,12 @@
 taken once its size and mtime held still for settle_s, then analysed a step at a time on
 the loop (recording_job.py), scored from the cache, and re-scored from the cache whenever
 the current version changes (a promotion, a rollback). One step is one chunk (~61 s of
-audio) or one cached chunk re-scored, so signals and status are answered between steps.
+audio), one poll of the recording reader, or one cached chunk re-scored, so signals and
+status are answered between steps. Recordings take turns of `turn_minutes` of audio.
+
+Whatever a recording does (an absurd clock, a file that hangs the reader, a bug), it ends
+as that recording `failed` with the reason; the loop goes on. A recording whose turns keep
+being cut short by the reader dying is failed after MAX_ATTEMPTS.
 
 Alerts go out when a recording is scored for the first time; a re-score replaces its
 events quietly (they were alerted on already, or are the new model's second opinion).
@@ -10,8 +15,10 @@ events quietly (they were alerted on already, or are the new model's second opin
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,22 +29,27 @@ from ecosight_daemon.cache.store import EmbeddingStore
 from ecosight_daemon.config import Settings
 from ecosight_daemon.daemon.alerts import Alerts, alert_payload
 from ecosight_daemon.detection.cached_scoring import score_cached
-from ecosight_daemon.detection.cli_detect import RECORDING_EXTENSIONS, parse_zone
+from ecosight_daemon.detection.cli_detect import RECORDING_EXTENSIONS, header_limits, parse_zone
 from ecosight_daemon.detection.events import Event
-from ecosight_daemon.detection.recording_job import RecordingChanged, run_recording
+from ecosight_daemon.detection.recording_job import JobSettings, RecordingChanged, run_recording
+from ecosight_daemon.detection.recording_reader import ReaderInterrupted, RecordingReader, close_shared_cutter
 from ecosight_daemon.detection.scoring import Scoring, current_scoring
-from ecosight_daemon.detection.stream import read_header
+from ecosight_daemon.detection.stream import CHUNK_PATCHES
+from ecosight_daemon.detection.wav_header import is_wav, wav_data_missing
 from ecosight_daemon.detection.window_trace import WindowTrace
+from ecosight_daemon.embedding.frontend import PATCH_HOP_SECONDS
 from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.errors import AudioDecodeError
 from ecosight_daemon.models.registry import ModelRegistry
 from ecosight_daemon.review.queue import ReviewQueue, ScoredRun
+from ecosight_daemon.util.printable import printable
 
 logger = logging.getLogger(__name__)
-MAX_SCAN_FILES = 10_000  # files looked at per scan; a larger tree is logged, and the rest waits
+MAX_SCAN_FILES = 10_000  # files looked at per scan; a larger tree is walked across several
 MAX_SCAN_DEPTH = 8
 VERSION_CHECK_S = 1.0
 RECENT_SHOWN = 50  # detections in the status document (the Detections page, GET /detections)
+MAX_ATTEMPTS = 3  # turns on one recording cut short by the reader dying (or the daemon killed) before it fails
 
 
 class Recordings:
@@ -50,7 +62,11 @@ class Recordings:
         self._zone = parse_zone(settings.detection.timezone)
         self._background = settings.detection.background_class
         self._window_patches = settings.detection.window_patches
-        self._dtype = settings.embedding.storage_dtype
+        self._job_settings = JobSettings(settings.embedding.storage_dtype, self._zone, header_limits(settings),
+                                         max(1, round(settings.detection.turn_minutes * 60
+                                                      / (CHUNK_PATCHES * PATCH_HOP_SECONDS))))
+        self._reader = RecordingReader(settings.audio.max_decode_s)
+        self._turns: dict[str, float] = {}  # when each recording last had a turn
         self._ledger = store.recordings
         self._embedder = embedder
         self._registry = registry
@@ -58,6 +74,8 @@ class Recordings:
         self._review = review
         self._clock = clock
         self._settling: dict[str, tuple[int, int, float]] = {}
+        self._walker: Iterator[tuple[str, int, int]] | None = None
+        self._seen: set[str] = set()  # what the walk under way has seen so far
         self._next_scan = 0.0
         self._next_version_check = 0.0
         self._scoring: Scoring | None = None
@@ -89,20 +107,43 @@ class Recordings:
                 next(self._job)
             except StopIteration:
                 self._job, self.current = None, None
+            except Exception as exc:  # one recording, whatever it holds, never stops the loop
+                self._job_broke(exc)
+
+    def close(self) -> None:
+        """At shutdown: the readers stopped (this one's and the pages' cutter); a turn under way
+        ends without counting against its recording."""
+        self._reader.kill()
+        self._reader.close()
+        close_shared_cutter()
+        if self.current is not None and self.current.get("doing") == "analysing":
+            self._ledger.turn_ended(self.current["recording"])
+
+    def _job_broke(self, exc: Exception) -> None:
+        relpath = (self.current or {}).get("recording")
+        self._job, self.current = None, None
+        logger.exception("recording %s: analysis failed; the other recordings go on", printable(relpath))
+        if relpath is not None:
+            self._ledger.failed(relpath, f"analysis failed ({type(exc).__name__}: {exc})")
 
     def status(self) -> dict[str, Any]:
         return {"folder": str(self.root), "by_state": self._ledger.counts_by_state(),
                 "hours_analysed": round(self._ledger.seconds_analysed() / 3600, 4), "settling": len(self._settling),
-                "current": self.current,
+                "current": self.current, "clock_problems": self._ledger.clock_notes(RECENT_SHOWN),
                 "recent": [alert_payload(d) for d in self._ledger.detections(RECENT_SHOWN)]}
 
     # --- finding recordings ----------------------------------------------------------
 
     def _scan(self, now: float) -> None:
+        """Up to MAX_SCAN_FILES files a scan; a larger tree is walked across scans, and what is
+        missing is forgotten only once a whole walk has not seen it and lstat agrees."""
         known = self._ledger.all()
-        seen: set[str] = set()
-        for relpath, size, mtime_ns in self._files():
-            seen.add(relpath)
+        if self._walker is None:
+            self._walker, self._seen = self._files(), set()
+        batch = list(itertools.islice(self._walker, MAX_SCAN_FILES))
+        walk_complete = len(batch) < MAX_SCAN_FILES
+        for relpath, size, mtime_ns in batch:
+            self._seen.add(relpath)
             row = known.get(relpath)
             if row is not None and (row.size, row.mtime_ns) == (size, mtime_ns):
                 self._settling.pop(relpath, None)
@@ -116,28 +157,40 @@ class Recordings:
                 del self._settling[relpath]
                 if row is not None and self.current and self.current.get("recording") == relpath:
                     self._job = None  # it changed under the run: that run is void
-                logger.info("recording %s: %s (%.1f MB)", relpath, "changed, analysed again" if row else "new",
-                            size / 1e6)
+                logger.info("recording %s: %s (%.1f MB)", printable(relpath),
+                            "changed, analysed again" if row else "new", size / 1e6)
                 self._ledger.note(relpath, size, mtime_ns)
                 self._look_for_work = True
+        if not walk_complete:
+            return
+        seen, self._walker = self._seen, None
         if self.root.is_dir():
             for relpath in set(known) - seen:
-                logger.info("recording %s: gone; its events are forgotten", relpath)
+                if not self._gone(relpath):
+                    continue
+                logger.info("recording %s: gone; its events are forgotten", printable(relpath))
                 self._ledger.forget(relpath)
         for relpath in set(self._settling) - seen:
             del self._settling[relpath]
 
     def _maybe_still_copied(self, relpath: str, unchanged_s: float) -> bool:
-        """A WAV with less audio than its header says, unchanged for less than incomplete_settle_s."""
+        """Unchanged for less than incomplete_settle_s, and either a WAV with less data than its
+        header says or a format whose header does not tell (FLAC, OGG: they always wait)."""
         if unchanged_s >= self._incomplete_settle_s:
             return False
+        path = self.root / relpath
+        return wav_data_missing(path) or not is_wav(path)
+
+    def _gone(self, relpath: str) -> bool:
+        """Only what lstat says is not there (or is no longer a file) is forgotten."""
         try:
-            return read_header(self.root / relpath).declared_s is not None
-        except (AudioDecodeError, OSError):
-            return False  # analysing it will give the reason
+            return not stat.S_ISREG((self.root / relpath).lstat().st_mode)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False  # a mount that does not answer now: nothing is forgotten for it
 
     def _files(self) -> Iterator[tuple[str, int, int]]:
-        count = 0
         for folder, subfolders, names in os.walk(self.root):
             depth = Path(folder).relative_to(self.root).parts
             subfolders[:] = [] if len(depth) >= MAX_SCAN_DEPTH else sorted(
@@ -145,11 +198,6 @@ class Recordings:
             for name in sorted(names):
                 if not is_audio_name(name, RECORDING_EXTENSIONS):
                     continue
-                count += 1
-                if count > MAX_SCAN_FILES:
-                    logger.warning("%s holds more than %d recordings; the rest are looked at once some are moved "
-                                   "out", self.root, MAX_SCAN_FILES)
-                    return
                 path = Path(folder) / name
                 try:
                     info = path.lstat()
@@ -173,10 +221,14 @@ class Recordings:
                                 self._scoring.version, len(stale))
 
     def _next_job(self) -> Iterator[Any] | None:
-        rows = sorted(self._ledger.all().values(), key=lambda r: (r.state != "detecting", r.path))
-        for row in rows:
-            if row.state in ("pending", "detecting"):
-                return self._analyse(row.path)
+        """The waiting recording whose last turn is oldest (new ones first); else a re-score."""
+        waiting = [row.path for row in self._ledger.all().values() if row.state in ("pending", "detecting")]
+        if waiting:
+            relpath = min(waiting, key=lambda path: (self._turns.get(path, 0.0), path))
+            self._turns[relpath] = time.monotonic()
+            return self._analyse(relpath)
+        self._turns.clear()
+        self._ledger.drop_orphan_chunks()  # nothing waits that could still reuse them (a moved file)
         if self._scoring is not None:
             for path in self._ledger.scored_by_other_than(self._scoring.version):
                 return self._score(path, self._scoring)
@@ -185,25 +237,41 @@ class Recordings:
     def _analyse(self, relpath: str) -> Iterator[None]:
         self.current = {"recording": relpath, "doing": "analysing", "seconds": 0.0}
         started = time.monotonic()
+        shown = printable(relpath)
+        attempts = self._ledger.turn_begins(relpath)
+        if attempts > MAX_ATTEMPTS:
+            reason = (f"reading it was interrupted {attempts - 1} times (the reader or the daemon was killed while "
+                      "reading it); replace the file to try again")
+            logger.warning("recording %s: %s", shown, reason)
+            self._ledger.failed(relpath, reason)
+            return
         try:
-            for seconds in run_recording(self.root, relpath, self._ledger, self._embedder, self._dtype, self._zone):
-                self.current["seconds"] = round(seconds, 1)
+            for seconds in run_recording(self.root, relpath, self._ledger, self._embedder, self._reader,
+                                         self._job_settings):
+                if seconds is not None:
+                    self.current["seconds"] = round(seconds, 1)
                 yield
         except RecordingChanged as exc:
-            logger.warning("recording %s: %s; it is analysed again once it has settled", relpath, exc)
+            logger.warning("recording %s: %s; it is analysed again once it has settled", shown, exc)
             self._ledger.unsettled(relpath, f"{exc}; analysed again once it has settled")
             return
         except AudioDecodeError as exc:
-            logger.warning("recording %s: cannot be analysed: %s", relpath, exc)
+            logger.warning("recording %s: cannot be analysed: %s", shown, exc)
             self._ledger.failed(relpath, str(exc))
             return
+        except ReaderInterrupted as exc:
+            logger.warning("recording %s: %s; tried again (attempt %d of %d)", shown, exc, attempts, MAX_ATTEMPTS)
+            self._ledger.turn_ended(relpath, count_it=True)
+            return
         except OSError as exc:
-            logger.warning("recording %s: cannot be read: %s", relpath, exc)
+            logger.warning("recording %s: cannot be read: %s", shown, exc)
             self._ledger.failed(relpath, f"cannot be read ({exc.strerror or exc})")
             return
+        self._ledger.turn_ended(relpath)
         row = self._ledger.get(relpath)
-        logger.info("recording %s: %.1f s analysed in %.1f s", relpath, row.seconds if row else 0.0,
-                    time.monotonic() - started)
+        if row is None or row.state != "done":
+            return  # its turn is over; the others go first
+        logger.info("recording %s: %.1f s analysed in %.1f s", shown, row.seconds, time.monotonic() - started)
         if self._scoring is not None:
             yield from self._score(relpath, self._scoring)
 
@@ -218,7 +286,7 @@ class Recordings:
         yield from score_cached(self._ledger.chunks(row.sha256, self._embedder.model_id), scoring, found, trace)
         ids = self._ledger.replace_detections(relpath, scoring.version, [
             (e.label, e.start_s, e.end_s, e.peak_s, e.score) for e in found])
-        logger.info("recording %s: %d events (model %s%s)", relpath, len(found), scoring.version,
+        logger.info("recording %s: %d events (model %s%s)", printable(relpath), len(found), scoring.version,
                     "" if first_time else ", re-scored from cached embeddings")
         if self._review is not None:
             self._review.fill(ScoredRun((self.root / relpath).resolve(), relpath, row.sha256, row.start_utc, found,
@@ -226,5 +294,5 @@ class Recordings:
         if first_time:
             for detection_id in ids:
                 stored = self._ledger.detection(detection_id)
-                if stored is not None:
+                if stored is not None and self._ledger.first_alert(row.sha256, stored):
                     self._alerts.detected(stored)

@@ -10,20 +10,25 @@ from pathlib import Path
 from typing import Any
 
 from ecosight_daemon.config import Settings
-from ecosight_daemon.detection.clock import UTC
+from ecosight_daemon.detection.clock import UTC, RecordingClock
 from ecosight_daemon.detection.outputs import (
     RUN_JSON,
     Detection,
     run_summary,
+    unique_table_names,
     write_audacity_labels,
     write_detections_csv,
     write_raven_table,
 )
+from ecosight_daemon.detection.recording_reader import ReaderInterrupted, RecordingReader, finish
 from ecosight_daemon.detection.recording_run import RecordingResult, detect_recording
 from ecosight_daemon.detection.scoring import Scoring, current_scoring
+from ecosight_daemon.detection.stream import HeaderLimits, read_header
 from ecosight_daemon.detection.window_trace import WindowTrace
-from ecosight_daemon.errors import EcosightError
+from ecosight_daemon.embedding.interface import Embedder
+from ecosight_daemon.errors import AudioDecodeError, EcosightError
 from ecosight_daemon.util.durable import write_json
+from ecosight_daemon.util.printable import printable
 from ecosight_daemon.util.progress import ProgressReporter
 
 logger = logging.getLogger(__name__)
@@ -74,7 +79,10 @@ def detect_paths(settings: Settings, paths: list[Path], out_dir: Path, zone: tzi
                  start_time: datetime | None = None, on_recording: RecordingDone | None = None) -> dict[str, Any]:
     """Detect in every recording under `paths`, write the outputs into `out_dir`, return run.json's content.
 
-    `on_recording`, if given, gets each readable recording's result and window trace (to queue review items)."""
+    detections.csv and run.json are rewritten (atomically) after each recording, so a run
+    stopped part-way keeps what it finished; a recording that fails is recorded with its
+    reason and the run goes on. `on_recording`, if given, gets each readable recording's
+    result and window trace (to queue review items)."""
     from ecosight_daemon.embedding.loader import load_embedder
     from ecosight_daemon.models.registry import ModelRegistry
     from ecosight_daemon.models.retrain import recover_at_start
@@ -89,10 +97,24 @@ def detect_paths(settings: Settings, paths: list[Path], out_dir: Path, zone: tzi
     if scoring is None:
         raise EcosightError(f"no trained model in {settings.paths.models_dir}; run `ecosight-daemon retrain` first")
     out_dir.mkdir(parents=True, exist_ok=True)
+    reader = RecordingReader(settings.audio.max_decode_s)
+    limits = header_limits(settings)
+    try:
+        return _detect_all(settings, recordings, out_dir, zone, start_time, on_recording, scoring, embedder, reader,
+                           limits)
+    finally:
+        reader.close()
+
+
+def _detect_all(settings: Settings, recordings: list[Path], out_dir: Path, zone: tzinfo, start_time: datetime | None,
+                on_recording: RecordingDone | None, scoring: Scoring, embedder: Embedder, reader: RecordingReader,
+                limits: HeaderLimits) -> dict[str, Any]:
     started = datetime.now(UTC)
     results: list[RecordingResult] = []
     detections: list[Detection] = []
-    total = sum(_header_seconds(p) for p in recordings)
+    lengths = {path: _header_seconds(reader, path, limits) for path in recordings}
+    total = sum(seconds for seconds in lengths.values() if isinstance(seconds, float))
+    table_names = unique_table_names(recordings)
     progress = ProgressReporter("detecting (s of audio)")
     done_before = 0.0
     for path in recordings:
@@ -100,21 +122,48 @@ def detect_paths(settings: Settings, paths: list[Path], out_dir: Path, zone: tzi
             progress(int(base + seconds), int(total))
 
         trace = WindowTrace(scoring.classes, scoring.background, scoring.scorer().window_s)
-        result = detect_recording(path, embedder, scoring.scorer, scoring.classes, scoring.background, zone,
-                                  start_time, report, trace if on_recording else None)
+        known = lengths[path]
+        if isinstance(known, str):
+            result = RecordingResult(path, RecordingClock(None, "none"), error=known)
+        else:
+            result = _one_recording(path, embedder, scoring, reader, zone, start_time, report,
+                                    trace if on_recording else None, limits)
+            done_before += known
         if on_recording is not None and not result.error:
             on_recording(result, trace, scoring)
-        done_before += _header_seconds(path)
         if result.error:
-            logger.warning("%s: skipped: %s", path, result.error)
+            logger.warning("%s: skipped: %s", printable(path), result.error)
         elif result.truncated:
-            logger.warning("%s: %s", path, result.truncated)
+            logger.warning("%s: %s", printable(path), result.truncated)
+        if result.clock.note:
+            logger.warning("%s: clock: %s", printable(path), result.clock.note)
         found = [Detection(str(path), event, result.clock.start_utc, scoring.version) for event in result.events]
         if found:
-            write_raven_table(out_dir, path, found)
-            write_audacity_labels(out_dir, path, found)
+            write_raven_table(out_dir, path, found, table_names[path])
+            write_audacity_labels(out_dir, path, found, table_names[path])
         detections.extend(found)
         results.append(result)
+        summary = _write_run(out_dir, scoring, results, detections, started)
+    if not recordings:
+        summary = _write_run(out_dir, scoring, results, detections, started)
+    return summary
+
+
+def _one_recording(path: Path, embedder: Embedder, scoring: Scoring, reader: RecordingReader, zone: tzinfo,
+                   start_time: datetime | None, report: Callable[[float], None], trace: WindowTrace | None,
+                   limits: HeaderLimits) -> RecordingResult:
+    """One recording's result; whatever goes wrong inside is its error, never the run's end."""
+    try:
+        return detect_recording(path, embedder, scoring.scorer, scoring.classes, scoring.background, reader, zone,
+                                start_time, report, trace, limits)
+    except Exception as exc:  # one recording, whatever it holds, never stops the run
+        logger.exception("%s: detection failed", printable(path))
+        return RecordingResult(path, RecordingClock(None, "none"), error=f"detection failed ({type(exc).__name__}: "
+                                                                         f"{exc}); the other recordings go on")
+
+
+def _write_run(out_dir: Path, scoring: Scoring, results: list[RecordingResult], detections: list[Detection],
+               started: datetime) -> dict[str, Any]:
     write_detections_csv(out_dir, detections)
     summary = run_summary(scoring.version, scoring.parameters, [r.summary() for r in results], started,
                           sum(r.seconds_analysed for r in results))
@@ -122,11 +171,14 @@ def detect_paths(settings: Settings, paths: list[Path], out_dir: Path, zone: tzi
     return summary
 
 
-def _header_seconds(path: Path) -> float:
-    from ecosight_daemon.detection.stream import read_header
-    from ecosight_daemon.errors import AudioDecodeError
+def header_limits(settings: Settings) -> HeaderLimits:
+    return HeaderLimits(settings.detection.min_sample_rate, settings.detection.max_hours)
 
+
+def _header_seconds(reader: RecordingReader, path: Path, limits: HeaderLimits) -> float | str:
+    """The recording's length, or why it cannot be analysed."""
     try:
-        return read_header(path).duration_s
-    except AudioDecodeError:
-        return 0.0
+        header, _ = finish(read_header(reader, path, limits))
+    except (AudioDecodeError, ReaderInterrupted) as exc:
+        return str(exc)
+    return header.duration_s

@@ -9,11 +9,11 @@ import hashlib
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ecosight_daemon.detection.clock import UTC
+from ecosight_daemon.detection.clock import UTC, clock_at, iso_utc
 from ecosight_daemon.detection.events import Event
 from ecosight_daemon.util.durable import replace_atomically
 
@@ -48,10 +48,7 @@ class Detection:
         return hashlib.sha1(key.encode()).hexdigest()[:12]
 
     def clock(self, offset_s: float) -> str:
-        if self.start_utc is None:
-            return ""
-        moment = self.start_utc + timedelta(seconds=offset_s)
-        return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return iso_utc(clock_at(self.start_utc, offset_s)) or ""
 
     def csv_row(self) -> dict[str, str]:
         e = self.event
@@ -83,11 +80,17 @@ def read_detections_csv(path: Path) -> list[dict[str, str]]:
         return list(reader)
 
 
-def recording_file_name(recording: Path, suffix: str) -> str:
-    return recording.stem + suffix
+def unique_table_names(recordings: list[Path]) -> dict[Path, str]:
+    """Each recording's stem for its tables; recordings that share a stem (two sites' cards
+    with the same AudioMoth name) get a short hash of their full path after it."""
+    stems: dict[str, int] = {}
+    for path in recordings:
+        stems[path.stem] = stems.get(path.stem, 0) + 1
+    return {path: path.stem if stems[path.stem] == 1 else
+            f"{path.stem}.{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}" for path in recordings}
 
 
-def write_raven_table(out_dir: Path, recording: Path, detections: list[Detection]) -> Path:
+def write_raven_table(out_dir: Path, recording: Path, detections: list[Detection], stem: str | None = None) -> Path:
     """A Raven Pro selection table: Begin Path and File Offset let Raven open the audio."""
     rows = []
     for number, d in enumerate(detections, start=1):
@@ -99,7 +102,7 @@ def write_raven_table(out_dir: Path, recording: Path, detections: list[Detection
                      "Class": e.label, "Score": f"{e.score:.4f}", "Peak Time (s)": f"{e.peak_s:.3f}",
                      "Begin Clock (UTC)": d.clock(e.start_s), "Model Version": d.model_version,
                      "Detection ID": d.detection_id})
-    path = out_dir / recording_file_name(recording, RAVEN_SUFFIX)
+    path = out_dir / ((stem or recording.stem) + RAVEN_SUFFIX)
     write_bytes_atomic(path, _text(rows, RAVEN_COLUMNS, "\t"))
     return path
 
@@ -112,10 +115,11 @@ def read_raven_table(path: Path) -> list[dict[str, str]]:
         return list(reader)
 
 
-def write_audacity_labels(out_dir: Path, recording: Path, detections: list[Detection]) -> Path:
+def write_audacity_labels(out_dir: Path, recording: Path, detections: list[Detection],
+                          stem: str | None = None) -> Path:
     """Audacity's label track: start<TAB>end<TAB>label, no header."""
     lines = [f"{d.event.start_s:.6f}\t{d.event.end_s:.6f}\t{d.event.label} {d.event.score:.2f}\n" for d in detections]
-    path = out_dir / recording_file_name(recording, AUDACITY_SUFFIX)
+    path = out_dir / ((stem or recording.stem) + AUDACITY_SUFFIX)
     write_bytes_atomic(path, "".join(lines).encode())
     return path
 

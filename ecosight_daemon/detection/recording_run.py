@@ -9,12 +9,14 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 
 from ecosight_daemon.detection.chunk_front_end import ChunkFrontEnd
-from ecosight_daemon.detection.clock import UTC, RecordingClock, recording_clock
+from ecosight_daemon.detection.clock import UTC, RecordingClock, iso_utc, recording_clock
 from ecosight_daemon.detection.events import Event, join_across_chunks, merge_windows
 from ecosight_daemon.detection.patch_scorer import PatchScorer
-from ecosight_daemon.detection.stream import StreamEnd, read_header, stream_chunks
+from ecosight_daemon.detection.recording_reader import ReaderInterrupted, RecordingReader, finish
+from ecosight_daemon.detection.stream import DEFAULT_LIMITS, HeaderLimits, StreamEnd, read_header, stream_chunks
 from ecosight_daemon.detection.window_scorer import WindowScorer
 from ecosight_daemon.detection.window_trace import WindowTrace
+from ecosight_daemon.embedding.frontend import PATCH_HOP_SECONDS
 from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.errors import AudioDecodeError
 
@@ -33,6 +35,7 @@ class RecordingResult:
             "file": str(self.path),
             "start_utc": iso_utc(self.clock.start_utc),
             "clock_source": self.clock.source,
+            **({"clock_note": self.clock.note} if self.clock.note else {}),
             "seconds_analysed": round(self.seconds_analysed, 3),
             "events": len(self.events),
             **({"truncated": self.truncated} if self.truncated else {}),
@@ -40,42 +43,42 @@ class RecordingResult:
         }
 
 
-def iso_utc(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 Scorer = WindowScorer | PatchScorer
 
 
 def detect_recording(path: Path, embedder: Embedder, make_scorer: Callable[[], Scorer], classes: list[str],
-                     background: str, zone: tzinfo = UTC, start_time: datetime | None = None,
-                     progress: Callable[[float], None] = lambda seconds: None,
-                     trace: WindowTrace | None = None) -> RecordingResult:
+                     background: str, reader: RecordingReader, zone: tzinfo = UTC,
+                     start_time: datetime | None = None, progress: Callable[[float], None] = lambda seconds: None,
+                     trace: WindowTrace | None = None, limits: HeaderLimits = DEFAULT_LIMITS) -> RecordingResult:
     """Events in one recording; a reason in `error` (nothing raised) when it cannot be read.
 
     `progress` is called with the seconds of audio analysed so far; `trace`, if given,
     keeps every window's summary (for review).
     """
     try:
-        clock = recording_clock(path, zone, start_time)
-        header = read_header(path)
-    except AudioDecodeError as exc:
+        header, evidence = finish(read_header(reader, path, limits))
+        clock = recording_clock(path, evidence, zone, start_time)
+    except (AudioDecodeError, ReaderInterrupted) as exc:
         return RecordingResult(path, RecordingClock(None, "none"), error=str(exc))
     result = RecordingResult(path, clock)
     scorer = make_scorer()
     front_end = ChunkFrontEnd(embedder)
     end = StreamEnd()
     try:
-        for chunk in stream_chunks(path, header, end):
+        for chunk in stream_chunks(reader, path, header, end):
+            if chunk is None:
+                continue
             patches, onsets = front_end.feed(chunk.waveform)
             first, labels, scores = scorer.feed(patches, onsets, chunk.last)
             if trace is not None:
                 trace.add(first, labels, scores)
             if len(labels):
                 result.events.extend(merge_windows(labels, scores, classes, background, scorer.window_s, first))
-            progress(min(header.duration_s, (chunk.first_patch + len(patches)) * 0.48))
+            progress(min(header.duration_s, (chunk.first_patch + len(patches)) * PATCH_HOP_SECONDS))
     except OSError as exc:
         result.error = f"cannot read file ({exc.strerror or exc})"
+    except (AudioDecodeError, ReaderInterrupted) as exc:
+        result.error = str(exc)
     result.events = join_across_chunks(result.events)
     result.seconds_analysed = end.seconds_read
     result.truncated = end.truncated

@@ -1,6 +1,7 @@
 """A few seconds around a detection, cut from its recording by seeking (a 24 h file is
-never loaded): as a 16-bit WAV for the player, and as a spectrogram PNG (NumPy and zlib;
-nothing to install, nothing loaded from elsewhere)."""
+never loaded) in the recording reader's process, within a wall-clock budget: as a 16 kHz
+16-bit WAV for the player (what the model hears), and as a spectrogram PNG (NumPy and
+zlib; nothing to install, nothing loaded from elsewhere)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from ecosight_daemon.detection.recording_reader import shared_cutter
+
 SNIPPET_S = 6.0
 SPECTROGRAM_RATE = 16_000
 SPECTROGRAM_HEIGHT = 128  # frequency rows, 0-8 kHz
@@ -20,13 +23,13 @@ HOP = 128
 
 
 def cut(path: Path, centre_s: float, seconds: float = SNIPPET_S) -> tuple[np.ndarray, int]:
-    """Mono float32 samples of `seconds` around `centre_s` (clipped to the file) and the file's rate."""
-    with soundfile.SoundFile(str(path)) as sound:
-        rate = sound.samplerate
-        start = max(0, int((centre_s - seconds / 2) * rate))
-        sound.seek(min(start, sound.frames))
-        block = sound.read(int(seconds * rate), dtype="float32", always_2d=True)
-    return block.mean(axis=1).astype(np.float32), rate
+    """16 kHz mono float32 samples of `seconds` around `centre_s` (clipped to the file) and their rate.
+
+    Raises:
+        AudioDecodeError: the file cannot be read (or took longer than the budget).
+        TimeoutError, ReaderInterrupted: the reader is busy or was stopped; try again.
+    """
+    return shared_cutter().cut(path, centre_s, seconds), SPECTROGRAM_RATE
 
 
 def wav_bytes(samples: np.ndarray, rate: int) -> bytes:

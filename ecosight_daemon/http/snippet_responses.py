@@ -9,6 +9,8 @@ from fastapi import Response
 from fastapi.responses import JSONResponse
 
 from ecosight_daemon.detection import snippets
+from ecosight_daemon.detection.recording_reader import ReaderInterrupted
+from ecosight_daemon.errors import AudioDecodeError
 
 SNIPPET_NAMES = ("audio.wav", "spectrogram.png")
 
@@ -16,7 +18,9 @@ SNIPPET_NAMES = ("audio.wav", "spectrogram.png")
 def snippet_response(path: Path, centre_s: float, name: str) -> Response:
     try:
         samples, rate = snippets.cut(path, centre_s)
-    except (OSError, RuntimeError, ValueError) as exc:
+    except (TimeoutError, ReaderInterrupted) as exc:
+        return JSONResponse({"error": f"{exc}; try again in a moment"}, 503, headers={"Retry-After": "5"})
+    except (AudioDecodeError, OSError, RuntimeError, ValueError) as exc:
         return JSONResponse({"error": f"the recording cannot be read now ({exc})"}, 410)
     if name == "audio.wav":
         return Response(snippets.wav_bytes(samples, rate), media_type="audio/wav",

@@ -15,7 +15,9 @@ import numpy as np
 import soundfile
 
 from ecosight_daemon.cache.review import ReviewItem
+from ecosight_daemon.detection.recording_reader import ReaderInterrupted
 from ecosight_daemon.detection.snippets import cut
+from ecosight_daemon.errors import AudioDecodeError
 from ecosight_daemon.util import pause
 from ecosight_daemon.util.durable import TEMP_NAME, fsync_path, replace_atomically
 
@@ -36,7 +38,10 @@ def clip_relpath(item: ReviewItem, label: str) -> str:
 
 def write_clip(item: ReviewItem, label: str, audio_dir: Path, clip_s: float) -> str:
     """The clip written (durably, atomically); its path relative to audio_dir."""
-    samples, rate = cut(Path(item.path), item.centre_s, clip_s)
+    try:
+        samples, rate = cut(Path(item.path), item.centre_s, clip_s)
+    except (AudioDecodeError, TimeoutError, ReaderInterrupted) as exc:
+        raise OSError(f"cannot cut the clip from {item.path}: {exc}") from exc
     if len(samples) == 0:
         raise OSError(f"nothing to cut at {item.centre_s:.2f} s of {item.path}")
     if rate != CLIP_RATE:

@@ -12,7 +12,8 @@ from typing import Any
 
 from ecosight_daemon.cache.store import EmbeddingStore
 from ecosight_daemon.config import Settings
-from ecosight_daemon.detection.recording_run import RecordingResult, iso_utc
+from ecosight_daemon.detection.clock import iso_utc
+from ecosight_daemon.detection.recording_run import RecordingResult
 from ecosight_daemon.detection.scoring import Scoring
 from ecosight_daemon.detection.window_trace import WindowTrace
 from ecosight_daemon.review.queue import ReviewQueue, ScoredRun, class_folders

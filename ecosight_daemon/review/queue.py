@@ -13,14 +13,13 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from ecosight_daemon.cache.review import NewReviewItem, ReviewItem, ReviewLedger
 from ecosight_daemon.config import Settings
+from ecosight_daemon.detection.clock import iso_utc_at
 from ecosight_daemon.detection.events import Event
-from ecosight_daemon.detection.recording_run import iso_utc
 from ecosight_daemon.detection.window_trace import WindowTrace
 from ecosight_daemon.errors import EcosightError
 from ecosight_daemon.ingest.naming import label_problem
@@ -80,10 +79,9 @@ class ReviewQueue:
             return []
         wanted = self._per_round if budget is None else min(budget, self._per_round)
         chosen = select(run.events, run.trace, wanted, seed=int(run.sha256[:8], 16))
-        start = _parse_utc(run.start_utc)
         items = [NewReviewItem(
             str(run.path), run.recording, run.sha256, c.centre_s, c.start_s, c.end_s,
-            None if start is None else iso_utc(start + timedelta(seconds=c.centre_s)),
+            iso_utc_at(run.start_utc, c.centre_s),
             c.label, c.score, run.model_version, c.reason) for c in chosen]
         added = self._ledger.add(items, self._per_round)
         if added:
@@ -210,6 +208,3 @@ def _checked_reviewer(reviewer: str | None) -> str:
         raise BadDecision(f"reviewer must be a name of 1 to {MAX_REVIEWER_CHARS} printable characters")
     return reviewer
 
-
-def _parse_utc(text: str | None) -> datetime | None:
-    return None if not text else datetime.fromisoformat(text.replace("Z", "+00:00"))

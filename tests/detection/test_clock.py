@@ -1,9 +1,10 @@
-"""A recording's clock: GUANO first, then the AudioMoth comment, then the name, then --start-time."""
+"""A recording's clock: GUANO first, then the AudioMoth comment, then the name, then --start-time;
+an absurd clock is dropped with its reason and never raises."""
 
 from __future__ import annotations
 
 import struct
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -11,10 +12,12 @@ import numpy as np
 import pytest
 import soundfile
 
-from ecosight_daemon.detection.clock import recording_clock
+from ecosight_daemon.detection.clock import RecordingClock, iso_utc_at, read_clock_evidence
+from ecosight_daemon.detection.clock import recording_clock as judged_clock
 from ecosight_daemon.errors import AudioDecodeError
 
 UTC = timezone.utc
+NOW = datetime(2026, 12, 4, 12, 0, 0, tzinfo=UTC)
 
 
 def _wav(path: Path, comment: str | None = None) -> Path:
@@ -36,11 +39,17 @@ def _with_guano(path: Path, text: str) -> Path:
     return path
 
 
-def test_guano_timestamp_comes_first(tmp_path: Path) -> None:
+def recording_clock(path: Path, zone: tzinfo = UTC, start_time: datetime | None = None) -> RecordingClock:
+    return judged_clock(path, read_clock_evidence(path), zone, start_time, now=NOW)
+
+
+def test_guano_timestamp_comes_first_and_disagreeing_sources_are_noted(tmp_path: Path) -> None:
     path = _with_guano(_wav(tmp_path / "20200101_000000.wav", "Recorded at 10:00:00 02/03/2021 (UTC)"),
                        "GUANO|Version: 1.0\nTimestamp: 2024-06-07T05:04:03+02:00\n")
     clock = recording_clock(path)
     assert (clock.source, clock.start_utc) == ("guano", datetime(2024, 6, 7, 3, 4, 3, tzinfo=UTC))
+    assert clock.note is not None
+    assert "AudioMoth comment says 2021-03-02T10:00:00.000Z" in clock.note and "file name says 2020" in clock.note
 
 
 def test_audiomoth_comment_with_its_offset(tmp_path: Path) -> None:
@@ -69,3 +78,51 @@ def test_an_amplitude_triggered_file_is_refused(tmp_path: Path) -> None:
     path = _wav(tmp_path / "20260501_060000T.WAV")
     with pytest.raises(AudioDecodeError, match="triggered"):
         recording_clock(path)
+
+
+@pytest.mark.parametrize("name,comment,guano,zone", [
+    ("rec.wav", None, "Timestamp: 9999-12-31T23:59:59-05:00\n", UTC),  # overflows when read in UTC
+    ("rec.wav", None, "Timestamp: 0001-01-01T00:00:00+05:00\n", UTC),
+    ("rec.wav", None, "Timestamp: 9999-12-31T23:59:59\n", ZoneInfo("America/New_York")),
+    ("rec.wav", "Recorded at 23:59:59 31/12/9999 (UTC-5)", None, UTC),
+    ("rec.wav", "Recorded at 00:00:00 01/01/0001 (UTC+1)", None, UTC),
+    ("AM01_99991231_235959.WAV", None, None, ZoneInfo("America/New_York")),
+    ("AM01_00010101_000000.WAV", None, None, ZoneInfo("Asia/Tokyo")),
+    ("AM01_99991231_235959.WAV", None, None, UTC),  # in the calendar, but 8,000 years ahead
+    ("AM01_19700101_000000.WAV", None, None, UTC),  # before 1990
+    ("AM01_20261206_000000.WAV", None, None, UTC),  # two days ahead of the machine
+    ("rec.wav", None, "Timestamp: not a date at all\n", UTC),
+])
+def test_an_absurd_clock_is_dropped_with_its_reason_and_never_raises(
+        tmp_path: Path, name: str, comment: str | None, guano: str | None, zone: tzinfo) -> None:
+    path = _wav(tmp_path / name, comment)
+    if guano is not None:
+        _with_guano(path, "GUANO|Version: 1.0\n" + guano)
+    clock = recording_clock(path, zone)
+    assert (clock.start_utc, clock.source) == (None, "invalid"), clock
+    assert clock.note and ("implausible" in clock.note or "not " in clock.note or "cannot" in clock.note), clock.note
+    assert clock.at(86_400.0) is None
+
+
+def test_a_plausible_clock_is_kept_when_another_source_is_absurd(tmp_path: Path) -> None:
+    path = _with_guano(_wav(tmp_path / "AM01_20260501_060000.WAV"),
+                       "GUANO|Version: 1.0\nTimestamp: 9999-01-01T00:00:00Z\n")
+    clock = recording_clock(path)
+    assert (clock.source, clock.start_utc) == ("file_name", datetime(2026, 5, 1, 6, 0, 0, tzinfo=UTC))
+    assert clock.note and "GUANO Timestamp 9999-01-01" in clock.note
+
+
+def test_stored_times_plus_offsets_are_total() -> None:
+    assert iso_utc_at("2026-05-01T06:00:00+00:00", 90.5) == "2026-05-01T06:01:30.500Z"
+    assert iso_utc_at("9999-12-31T23:59:59+00:00", 5.0) is None  # a row written before clocks were checked
+    assert iso_utc_at("0001-01-01T00:00:00+00:00", -5.0) is None
+    assert iso_utc_at("garbage", 1.0) is None and iso_utc_at(None, 1.0) is None
+
+
+def test_a_broken_guano_chunk_is_a_reason_not_an_exception(tmp_path: Path) -> None:
+    path = _wav(tmp_path / "rec.wav")
+    data = bytearray(path.read_bytes()) + b"guan" + struct.pack("<I", 0xFFFFFFF0) + b"Timestamp: 2026"
+    data[4:8] = struct.pack("<I", len(data) - 8)
+    path.write_bytes(bytes(data))
+    clock = recording_clock(path)
+    assert clock.start_utc is None and clock.source in ("invalid", "none")

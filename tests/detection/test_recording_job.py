@@ -5,14 +5,18 @@ uninterrupted run caches; a file that changes under the run stops it with the re
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 
+from ecosight_daemon.cache.recordings import RecordingLedger
 from ecosight_daemon.cache.store import EmbeddingStore
-from ecosight_daemon.detection.recording_job import RecordingChanged, run_recording
+from ecosight_daemon.detection.recording_job import JobSettings, RecordingChanged
+from ecosight_daemon.detection.recording_job import run_recording as run_with
+from ecosight_daemon.detection.recording_reader import RecordingReader
 from ecosight_daemon.embedding.onnx_runtime import OnnxEmbedder
 
 pytestmark = pytest.mark.slow
@@ -25,6 +29,21 @@ def embedder(tmp_path_factory: pytest.TempPathFactory, yamnet_handle: str, onnx_
     models = tmp_path_factory.mktemp("models")
     shutil.copytree(onnx_body, models / "onnx" / onnx_body.name)
     return OnnxEmbedder.load(yamnet_handle, models)
+
+
+@pytest.fixture(scope="module")
+def reader() -> Iterator[RecordingReader]:
+    reading = RecordingReader(budget_s=60.0)
+    yield reading
+    reading.close()
+
+
+def run_recording(root: Path, relpath: str, ledger: RecordingLedger, embedder: OnnxEmbedder, reader: RecordingReader,
+                  dtype: str, turn_chunks: int = 0) -> Iterator[float]:
+    """The run's progress, the reader's waits left out."""
+    for seconds in run_with(root, relpath, ledger, embedder, reader, JobSettings(dtype, turn_chunks=turn_chunks)):
+        if seconds is not None:
+            yield seconds
 
 
 def field_like(path: Path, seconds: int = SECONDS) -> Path:
@@ -45,24 +64,28 @@ def cached(store: EmbeddingStore, embedder: OnnxEmbedder, name: str) -> tuple[np
     return np.concatenate([c.embeddings for c in chunks]), np.concatenate([c.onsets for c in chunks])
 
 
-def test_a_resumed_run_caches_what_an_uninterrupted_one_does(tmp_path: Path, embedder: OnnxEmbedder) -> None:
+def test_a_resumed_run_caches_what_an_uninterrupted_one_does(tmp_path: Path, embedder: OnnxEmbedder,
+                                                             reader: RecordingReader) -> None:
     root = tmp_path / "recordings"
     field_like(root / "a.wav")
     whole = EmbeddingStore.open(tmp_path / "whole.sqlite3")
     whole.recordings.note("a.wav", 0, 0)
-    list(run_recording(root, "a.wav", whole.recordings, embedder, "float32"))
+    list(run_recording(root, "a.wav", whole.recordings, embedder, reader, "float32"))
     assert whole.recordings.get("a.wav").state == "done"  # type: ignore[union-attr]
 
     parted = EmbeddingStore.open(tmp_path / "parted.sqlite3")
     parted.recordings.note("a.wav", 0, 0)
-    steps = run_recording(root, "a.wav", parted.recordings, embedder, "float32")
-    progress = [next(steps) for _ in range(3)]  # hashed (one step), then two chunks
+    steps = run_recording(root, "a.wav", parted.recordings, embedder, reader, "float32")
+    progress = [next(steps) for _ in range(2)]  # two chunks
     steps.close()  # as a kill would: nothing after the last committed chunk
     assert progress[-1] == pytest.approx(256 * 0.48)
     row = parted.recordings.get("a.wav")
     assert row is not None and row.state == "detecting" and row.sha256 is not None
     assert parted.recordings.cached_patches(row.sha256, embedder.model_id) == 256
-    list(run_recording(root, "a.wav", parted.recordings, embedder, "float32"))
+    turn = list(run_recording(root, "a.wav", parted.recordings, embedder, reader, "float32", turn_chunks=1))
+    assert turn == [pytest.approx(384 * 0.48)]  # one chunk a turn: the recording waits for its next
+    assert parted.recordings.get("a.wav").state == "detecting"  # type: ignore[union-attr]
+    list(run_recording(root, "a.wav", parted.recordings, embedder, reader, "float32"))
 
     expected, resumed = cached(whole, embedder, "a.wav"), cached(parted, embedder, "a.wav")
     assert len(resumed[0]) == len(expected[0]) == 1 + (SECONDS * 16_000 - 15_600) // 7_680 + 1
@@ -73,12 +96,13 @@ def test_a_resumed_run_caches_what_an_uninterrupted_one_does(tmp_path: Path, emb
     parted.close()
 
 
-def test_a_file_changed_under_the_run_stops_it(tmp_path: Path, embedder: OnnxEmbedder) -> None:
+def test_a_file_changed_under_the_run_stops_it(tmp_path: Path, embedder: OnnxEmbedder,
+                                               reader: RecordingReader) -> None:
     root = tmp_path / "recordings"
     path = field_like(root / "b.wav")
     store = EmbeddingStore.open(tmp_path / "cache.sqlite3")
     store.recordings.note("b.wav", 0, 0)
-    steps = run_recording(root, "b.wav", store.recordings, embedder, "float16")
+    steps = run_recording(root, "b.wav", store.recordings, embedder, reader, "float16")
     next(steps)
     next(steps)
     field_like(path, seconds=SECONDS + 60)  # replaced with another recording
@@ -87,19 +111,22 @@ def test_a_file_changed_under_the_run_stops_it(tmp_path: Path, embedder: OnnxEmb
     store.close()
 
 
-def test_one_front_end_per_chunk_gives_what_embedding_and_onsets_apart_gave(tmp_path: Path,
-                                                                            embedder: OnnxEmbedder) -> None:
+def test_one_front_end_per_chunk_gives_what_embedding_and_onsets_apart_gave(tmp_path: Path, embedder: OnnxEmbedder,
+                                                                            reader: RecordingReader) -> None:
     """The chunk's log-mel feeds both the CNN and the onset features: the same embeddings as
     the embedder's own front end, the same onsets as computed on the carried audio."""
     from ecosight_daemon.detection.chunk_front_end import CONTEXT_HOPS, ChunkFrontEnd
+    from ecosight_daemon.detection.recording_reader import finish
     from ecosight_daemon.detection.stream import StreamEnd, read_header, stream_chunks
     from ecosight_daemon.training.event_detector import onset_features
 
     path = field_like(tmp_path / "c.wav", seconds=150)
-    header = read_header(path)
+    header, _ = finish(read_header(reader, path))
     front_end, context = ChunkFrontEnd(embedder), np.zeros(0, np.float32)
     chunks = 0
-    for chunk in stream_chunks(path, header, StreamEnd()):
+    for chunk in stream_chunks(reader, path, header, StreamEnd()):
+        if chunk is None:
+            continue
         patches, onsets = front_end.feed(chunk.waveform)
         assert len(patches) == len(onsets) > 0
         np.testing.assert_allclose(patches, embedder.embed(chunk.waveform), atol=1e-5)

@@ -11,6 +11,7 @@ stands in for it where a budget must be exceeded.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -30,6 +31,7 @@ from ecosight_daemon.ingest.isolated_decode import DecoderInterrupted, IsolatedD
 from ecosight_daemon.ingest.limits import IngestLimits
 from testkit.audio_files import WavWriter
 from testkit.daemon_process import wait_for
+from testkit.paths import hanging_wav
 
 LIMITS = IngestLimits((".wav",), max_duration_s=600, max_file_bytes=500_000_000, min_duration_s=0.05,
                       min_peak_dbfs=-60.0, max_decode_s=30.0)
@@ -147,5 +149,23 @@ def test_an_idle_decoder_is_stopped_and_started_again_when_needed(tmp_path: Path
         decoder.stop_if_idle(0.1)
         assert decoder.pid is None and not is_alive(first)
         assert len(decoder.decode(clip).waveform) == 16_000 and decoder.started == 2
+    finally:
+        decoder.close()
+
+
+def test_the_wav_that_hangs_libsndfile_fails_after_its_budget_and_the_next_file_decodes(write_wav: WavWriter,
+                                                                                          tmp_path: Path) -> None:
+    """The real specimen (../shared/data/specimens/list_info_hang.wav): libsndfile 1.2.2 never
+    returns on it, in-process or here; only the budget ends it."""
+    specimen = hanging_wav()
+    assert specimen.is_file(), f"{specimen} missing (../shared/data/specimens)"
+    decoder = IsolatedDecoder(dataclasses.replace(LIMITS, max_decode_s=3.0))
+    try:
+        started = time.monotonic()
+        with pytest.raises(AudioDecodeError, match="longer than max_decode_s"):
+            decoder.decode(specimen.read_bytes())
+        assert time.monotonic() - started < 6
+        clip = write_wav(tmp_path / "after.wav", "noise", seconds=1.0, seed=5)
+        assert len(decoder.decode(clip.read_bytes()).waveform) == 16_000
     finally:
         decoder.close()

@@ -45,13 +45,13 @@ def test_no_pickle_loads_no_shell_no_eval_in_the_package() -> None:
     # The training process reads back the job arrays its parent wrote (job_data.py), the ONNX runtime
     # the AudioSet layer its own conversion wrote, and a version's classifier and event detector
     # are read back from the arrays a retrain wrote: plain arrays, never pickles (checked below).
-    # The two child processes started by command line (the ONNX conversion, the decoders)
+    # The child processes started by command line (the ONNX conversion, the decoders and readers)
     # get an argument list, never a shell (checked below).
     allowed = [(name, func) for name, func, _ in found
                if (name, func) in (("training/job_data.py", "np.load"), ("embedding/onnx_runtime.py", "np.load"),
                                    ("training/logistic_head.py", "np.load"), ("training/event_detector.py", "np.load"),
                                    ("embedding/onnx_conversion.py", "subprocess.Popen"),
-                                   ("ingest/isolated_decode.py", "subprocess.Popen"))]
+                                   ("util/child_channel.py", "subprocess.Popen"))]
     assert [(n, f, line) for n, f, line in found if (n, f) not in allowed] == []
     for name, call in package_calls():
         if dotted(call.func) == "np.load":
