@@ -1,28 +1,24 @@
 """What a detection sets off: every class counted in Prometheus; a priority-class event
 (a gun shot) also a log line, an SSE `detection` event and, when configured, a webhook
-POST. The webhook has its own thread and a bounded queue: a slow or dead receiver delays
-nothing else, and each alert is retried with back-off before it is dropped with a log line.
+POST (daemon/webhook.py: its own thread, a deadline per attempt, optional signature).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import queue
-import threading
-import urllib.error
-import urllib.request
+from pathlib import Path
 from typing import Any
 
 from ecosight_daemon.cache.recordings import StoredDetection
 from ecosight_daemon.config import AlertSettings
 from ecosight_daemon.daemon.events import EventLog
 from ecosight_daemon.daemon.prometheus import DaemonMetrics
+from ecosight_daemon.daemon.webhook import Webhook
 from ecosight_daemon.detection.clock import iso_utc_at
 from ecosight_daemon.util.printable import printable
+from ecosight_daemon.util.secret_file import read_secret
 
 logger = logging.getLogger(__name__)
-WEBHOOK_QUEUE = 1000  # alerts waiting for the webhook; past it the oldest is dropped (and logged)
 
 
 def alert_payload(detection: StoredDetection) -> dict[str, Any]:
@@ -42,7 +38,7 @@ class Alerts:
         self._events = events
         self._metrics = metrics
         self._priority = priority_class
-        self._webhook = Webhook(settings) if settings.webhook_url else None
+        self._webhook = webhook_for(settings)
 
     def detected(self, detection: StoredDetection) -> None:
         self._metrics.detections.labels(detection.label).inc()
@@ -61,57 +57,9 @@ class Alerts:
             self._webhook.close()
 
 
-class Webhook:
-    def __init__(self, settings: AlertSettings) -> None:
-        self._url = settings.webhook_url
-        self._timeout_s = settings.webhook_timeout_s
-        self._attempts = settings.webhook_attempts
-        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(WEBHOOK_QUEUE)
-        self._stopping = threading.Event()
-        self.delivered = 0
-        self._thread = threading.Thread(target=self._run, name="ecosight-webhook", daemon=True)
-        self._thread.start()
-
-    def send(self, payload: dict[str, Any]) -> None:
-        while True:
-            try:
-                self._queue.put_nowait(payload)
-                return
-            except queue.Full:
-                try:
-                    dropped = self._queue.get_nowait()
-                    logger.error("webhook queue full (%d): alert %s dropped", WEBHOOK_QUEUE, dropped["detection_id"])
-                except queue.Empty:
-                    pass
-
-    def close(self) -> None:
-        self._stopping.set()
-        self._thread.join(timeout=2.0)
-        if self._queue.qsize():
-            logger.warning("%d webhook alerts not delivered at shutdown (they are in the cache's detections)",
-                           self._queue.qsize())
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                payload = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            self._deliver(payload)
-
-    def _deliver(self, payload: dict[str, Any]) -> None:
-        body = json.dumps(payload).encode()
-        for attempt in range(1, self._attempts + 1):
-            request = urllib.request.Request(self._url, data=body, method="POST",
-                                             headers={"Content-Type": "application/json"})
-            try:
-                with urllib.request.urlopen(request, timeout=self._timeout_s) as answer:
-                    answer.read(1024)
-                self.delivered += 1
-                return
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                why = exc
-            if attempt == self._attempts or self._stopping.wait(min(60.0, 2.0 ** (attempt - 1))):
-                break
-        logger.error("webhook %s: alert %s not delivered after %d attempts (%s)", self._url,
-                     payload["detection_id"], attempt, why)
+def webhook_for(settings: AlertSettings) -> Webhook | None:
+    if not settings.webhook_url:
+        return None
+    secret = (read_secret(settings.webhook_secret_file, "alerts.webhook_secret_file")
+              if settings.webhook_secret_file != Path("") else None)
+    return Webhook(settings.webhook_url, settings.webhook_timeout_s, settings.webhook_attempts, secret)

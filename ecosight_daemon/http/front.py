@@ -12,7 +12,8 @@ from ecosight_daemon.daemon.events import EventLog
 from ecosight_daemon.daemon.prometheus import DaemonMetrics
 from ecosight_daemon.http.connections import limited_protocol
 from ecosight_daemon.http.routes import ApiSettings, DaemonPort, build_app
-from ecosight_daemon.http.server import HttpServer, bind, read_token
+from ecosight_daemon.http.server import HttpServer, bind
+from ecosight_daemon.util.secret_file import read_secret
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ MAX_UPLOAD_BYTES = 50_000_000  # /predict: at most this, and never more than [au
 class HttpFrontEnd:
     def __init__(self, settings: Settings) -> None:
         http = settings.http
-        token = read_token(http.token_file) if http.token_file != Path("") else None
+        token = read_secret(http.token_file, "http.token_file") if http.token_file != Path("") else None
         self._socket = bind(http.host, http.port)
         self.port = int(self._socket.getsockname()[1])
         self.url = f"http://{http.host}:{self.port}/"

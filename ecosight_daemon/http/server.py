@@ -8,7 +8,6 @@ import logging
 import socket
 import threading
 import time
-from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
@@ -19,24 +18,6 @@ logger = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
-
-
-def read_token(token_file: Path) -> str:
-    """The bearer token; refused unless only its owner can read the file (mode 0600 or stricter)."""
-    try:
-        mode = token_file.stat().st_mode & 0o777
-        token = token_file.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"http.token_file = {str(token_file)!r} cannot be read ({exc.strerror or exc}); "
-                          "create it with a long random token, e.g. "
-                          f"`umask 077; openssl rand -hex 32 > {token_file}`") from exc
-    if mode & 0o077:
-        raise ConfigError(f"http.token_file {token_file} is readable by others (mode {mode:o}); "
-                          f"run `chmod 600 {token_file}`")
-    if len(token) < 16:
-        raise ConfigError(f"http.token_file {token_file} holds a token of {len(token)} characters; "
-                          "use at least 16 (e.g. `openssl rand -hex 32`)")
-    return token
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -7,6 +7,8 @@ where the cache stops."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -35,17 +37,30 @@ FIRST = "AM01_20260501_060000.WAV"
 SECOND = "AM02_20260502_043000.WAV"
 
 
+WEBHOOK_KEY = "a webhook signing key, 32 chars.."
+
+
 class WebhookReceiver:
-    """A local HTTP server that answers the first POST 500 (so the daemon must retry), then 200."""
+    """A local HTTP server that answers the first POST 500 (so the daemon must retry), then 200;
+    it verifies each POST's signature as a receiver would (an unsigned or forged one: 401)."""
 
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
         self.refused = 0
+        self.forged = 0
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                raw = self.rfile.read(int(self.headers["Content-Length"]))
+                signed = (self.headers.get("X-EcoSight-Timestamp", "") + ".").encode() + raw
+                expected = "sha256=" + hmac.new(WEBHOOK_KEY.encode(), signed, hashlib.sha256).hexdigest()
+                if not hmac.compare_digest(self.headers.get("X-EcoSight-Signature", ""), expected):
+                    receiver.forged += 1
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                body = json.loads(raw)
                 if receiver.refused == 0:
                     receiver.refused += 1
                     self.send_response(500)
@@ -75,9 +90,12 @@ def field(tmp_path_factory: pytest.TempPathFactory, yamnet_handle: str, dev_corp
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(dev_corpus / row["file"], folder / Path(row["file"]).name)
     hook = WebhookReceiver()
+    key = root / "webhook.key"
+    key.write_text(WEBHOOK_KEY)
+    key.chmod(0o600)
     write_config(root, yamnet_handle, detection=(
         'recordings_dir = "recordings"\nscan_interval_s = 0.3\nincomplete_settle_s = 20.0'),
-        alerts=f'webhook_url = "{hook.url}"\nwebhook_timeout_s = 2.0',
+        alerts=f'webhook_url = "{hook.url}"\nwebhook_timeout_s = 2.0\nwebhook_secret_file = "{key}"',
         # The subject here is re-scoring after a promotion, not the gate: at this significance no
         # test split this small can refuse v0002 (the gate is tested in tests/training and tests/review).
         promotion="significance = 0.000001")
@@ -164,7 +182,7 @@ def test_recordings_are_detected_alerted_shown_rescored_and_resumed(field: dict[
         # Alerts: a log line and a webhook POST per gun shot (the first POST refused, then retried).
         assert daemon.log_text().count("DETECTION gun_shot at 2026-05-01T06:") == len(shots)
         wait_for(lambda: len(hook.received) == len(shots), 60, "every gun shot at the webhook")
-        assert hook.refused == 1
+        assert hook.refused == 1 and hook.forged == 0
         assert sorted(h["peak_s"] for h in hook.received) == sorted(s[3] for s in shots)
         assert {h["model_version"] for h in hook.received} == {"v0001"}
         metrics = requests.get(url + "metrics", timeout=10).text
