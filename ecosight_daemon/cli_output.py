@@ -118,7 +118,7 @@ def format_review(queue: dict[str, Any]) -> str:
         lines.append(f"{item['id']:>6}  {item['clock_utc'] or '-':24}  {item['label']:12} {item['score']:.3f}  "
                      f"{item['reason']:16} {item['recording']} at {item['centre_s']:.2f} s")
     for item in queue["disagreed"]:
-        views = "; ".join(f"{d['reviewer']}: {d['label'] or d['verdict']}" for d in item["decisions"]
-                          if d["undone_at"] is None and d["verdict"] != "skip")
+        views = "; ".join(f"{d['reviewer']}: {d['label'] or d['verdict']}" for d in item["standing"]
+                          if d["verdict"] != "skip")
         lines.append(f"{item['id']:>6}  disagreed: {views}")
     return "\n".join(lines)

@@ -82,7 +82,7 @@ class EmbeddingSettings:
 # its `group`: strip augmentation suffixes (x_aug3, x-pitch+2), then reduce UrbanSound8K's
 # <fsID>-<classID>-<occurrence>-<slice> to the Freesound recording id.
 DEFAULT_GROUP_PATTERNS = (
-    r"(?P<group>.+?)__review_\d+ms",  # clips cut from one recording by review (review/clips.py)
+    r"(?P<group>.+?)__review_\d+ms(?:-i\d+)?",  # clips cut from one recording by review (review/clips.py)
     r"(?P<group>.+?)(?:[_-](?:aug|augmented|copy|noise|noisy|reverb)\d*"
     r"|[_-](?:pitch|speed|gain|shift|stretch|timestretch|tempo|vol|volume)[+-]?\d+(?:\.\d+)?(?:db)?)+",
     r"(?P<group>\d+)-\d+-\d+-\d+",
@@ -229,6 +229,11 @@ class ReviewSettings:
     retrain_after: int = setting(0, "a retrain once this many review clips were written since the last retrain "
                                  "began (0: review clips only count toward [triggers] min_new_samples)",
                                  between(0, 100_000))
+    reviewers_file: Path = setting(Path(""), "file (mode 0600) of `name token` lines, one per reviewer: a review "
+                                   "decision needs its reviewer's token (or [http] token_file's); empty and no "
+                                   "token_file: review decisions only from the command line")
+    decisions_per_minute: int = setting(60, "review decisions one reviewer may send a minute (bursts of 10); "
+                                        "past it: 429 with Retry-After", between(1, 10_000))
 
 
 @dataclass(frozen=True)

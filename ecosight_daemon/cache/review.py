@@ -1,6 +1,6 @@
-"""The cache's review queue: stretches of recordings chosen for a person to label, every
-decision each reviewer made (an undone one is kept, marked), the outcome the decisions
-agree on, and the training clip an agreed item became."""
+"""The cache's review queue: stretches of recordings chosen for a person to label, each
+reviewer's one decision per item (changing it replaces it; an undone one is kept, marked),
+the outcome the decisions agree on, and the training clip an agreed item became."""
 
 from __future__ import annotations
 
@@ -121,14 +121,18 @@ class ReviewLedger:
             f"SELECT {_DECISION} FROM review_decisions WHERE item_id = ? ORDER BY id", (item_id,))]
 
     def record(self, item_id: int, reviewer: str, verdict: str, label: str | None) -> Decision:
-        """The reviewer's decision; it replaces their earlier one on this item (kept, undone)."""
-        now = time.time()
+        """The reviewer's one decision on this item, replacing their earlier one in place; the
+        same decision again changes nothing (a client repeating itself adds no row)."""
         with self._transaction() as db:
-            db.execute("UPDATE review_decisions SET undone_at = ? WHERE item_id = ? AND reviewer = ? "
-                       "AND undone_at IS NULL", (now, item_id, reviewer))
+            row = db.execute(f"SELECT {_DECISION} FROM review_decisions WHERE item_id = ? AND reviewer = ?",
+                             (item_id, reviewer)).fetchone()
+            if row is not None and row[3:5] == (verdict, label) and row[6] is None:
+                return Decision(*row)
             row = db.execute(
-                f"INSERT INTO review_decisions (item_id, reviewer, verdict, label, decided_at) VALUES (?, ?, ?, ?, ?) "
-                f"RETURNING {_DECISION}", (item_id, reviewer, verdict, label, now)).fetchone()
+                "INSERT INTO review_decisions (item_id, reviewer, verdict, label, decided_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (item_id, reviewer) DO UPDATE SET verdict = excluded.verdict, label = excluded.label, "
+                f"decided_at = excluded.decided_at, undone_at = NULL RETURNING {_DECISION}",
+                (item_id, reviewer, verdict, label, time.time())).fetchone()
         return Decision(*row)
 
     def undo(self, item_id: int, reviewer: str | None) -> Decision | None:

@@ -170,6 +170,12 @@ CREATE TABLE IF NOT EXISTS alerts_sent (
     PRIMARY KEY (sha256, label, start_ms)
 );
 """),
+    # One decision per reviewer and item, replaced in place: a reviewer repeating or changing
+    # a decision no longer adds a row (the latest of their earlier rows is the one kept).
+    (8, """
+DELETE FROM review_decisions WHERE id NOT IN (SELECT MAX(id) FROM review_decisions GROUP BY item_id, reviewer);
+CREATE UNIQUE INDEX IF NOT EXISTS review_decisions_one_per_reviewer ON review_decisions(item_id, reviewer);
+"""),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -12,6 +12,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from ecosight_daemon.daemon.inbox import ReviewDecision, Rollback
+from ecosight_daemon.daemon.storage_trouble import STORAGE_ERRORS
 from ecosight_daemon.errors import EcosightError
 from ecosight_daemon.models.registry import ModelRegistry
 from ecosight_daemon.models.retrain import RetrainBusy
@@ -59,4 +60,11 @@ def answer_review(message: ReviewDecision, queue: ReviewQueue | None, publish: C
         publish()
     except (UnknownItem, BadDecision) as exc:
         result = {"http_status": exc.http_status, "error": str(exc)}
+    except Exception as exc:  # every request is answered
+        logger.exception("review: the decision on item %s failed", message.item_id)
+        deliver(message.reply, {"http_status": 500, "error": f"the decision could not be recorded ({exc}); see "
+                                                              "the daemon's log"})
+        if isinstance(exc, STORAGE_ERRORS):
+            raise  # a full or failing disk: the loop's storage trouble handling takes it from here
+        return
     deliver(message.reply, result)

@@ -11,6 +11,7 @@ from ecosight_daemon.config import Settings
 from ecosight_daemon.daemon.events import EventLog
 from ecosight_daemon.daemon.prometheus import DaemonMetrics
 from ecosight_daemon.http.connections import limited_protocol
+from ecosight_daemon.http.reviewer_credentials import read_reviewer_tokens
 from ecosight_daemon.http.routes import ApiSettings, DaemonPort, build_app
 from ecosight_daemon.http.server import HttpServer, bind
 from ecosight_daemon.util.secret_file import read_secret
@@ -30,7 +31,10 @@ class HttpFrontEnd:
         self._api = ApiSettings(http.host, self.port, token, settings.paths.models_dir,
                                 min(MAX_UPLOAD_BYTES, int(settings.audio.max_file_mb * 1_000_000)),
                                 http.body_timeout_s, settings.detection.recordings_dir
-                                if settings.detection.recordings_dir != Path("") else None)
+                                if settings.detection.recordings_dir != Path("") else None,
+                                read_reviewer_tokens(settings.review.reviewers_file)
+                                if settings.review.reviewers_file != Path("") else {},
+                                settings.review.decisions_per_minute)
         self._protocol = limited_protocol(http.max_connections, http.request_timeout_s)
         self._server: HttpServer | None = None
 

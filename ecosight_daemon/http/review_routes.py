@@ -1,10 +1,15 @@
 """The review queue over HTTP: `GET /review` (the Review page, or the queue as JSON with the
 next item for `?reviewer=`), `GET /review/{id}/audio.wav|spectrogram.png` (the item's
 snippet, cut on demand) and `POST /review/{id}` (a decision: the loop records it, writes or
-removes the clip, and answers with the item's outcome and the reviewer's next item)."""
+removes the clip, and answers with the item's outcome and the reviewer's next item).
+
+A decision needs a reviewer's credential (http/reviewer_credentials.py) and is rate-limited
+per reviewer; an id outside SQLite's range is simply not an item."""
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -14,11 +19,16 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from ecosight_daemon.daemon.inbox import ReviewDecision
+from ecosight_daemon.http.rate_limit import RateLimit
 from ecosight_daemon.http.review_page import review_page
+from ecosight_daemon.http.reviewer_credentials import Refused, ReviewerCredentials
 from ecosight_daemon.http.snippet_responses import SNIPPET_NAMES, snippet_response
 
+logger = logging.getLogger(__name__)
 VERDICTS = ("label", "uncertain", "skip", "undo")
 DEFAULT_REVIEWER = "dashboard"
+MAX_ITEM_ID = 2**62  # ids are SQLite integers; a larger number names no item
+DECISION_BURST = 10
 
 
 def items_shown(review: dict[str, Any]) -> list[dict[str, Any]]:
@@ -28,14 +38,17 @@ def items_shown(review: dict[str, Any]) -> list[dict[str, Any]]:
 def next_for(review: dict[str, Any], reviewer: str) -> dict[str, Any] | None:
     """The oldest pending item on which this reviewer has no standing decision (a skip included)."""
     for item in review.get("pending", []):
-        if not any(d["reviewer"] == reviewer and d["undone_at"] is None for d in item.get("decisions", [])):
+        if not any(d["reviewer"] == reviewer for d in item.get("standing", [])):
             return dict(item)
     return None
 
 
 def add_review_routes(app: FastAPI, daemon: Any, page: Callable[[str, str], HTMLResponse],
                       json_write: Callable[[Request], Awaitable[dict[str, Any] | None | JSONResponse]],
-                      answer: Callable[[Future[dict[str, Any]]], Awaitable[JSONResponse]]) -> None:
+                      answer: Callable[[Future[dict[str, Any]]], Awaitable[JSONResponse]],
+                      credentials: ReviewerCredentials, decisions_per_minute: int) -> None:
+    limit = RateLimit(decisions_per_minute / 60.0, DECISION_BURST)
+
     @app.get("/review", response_class=HTMLResponse)
     def review_view(request: Request, reviewer: str = DEFAULT_REVIEWER) -> Response:
         review = daemon.snapshot().get("review")
@@ -60,13 +73,27 @@ def add_review_routes(app: FastAPI, daemon: Any, page: Callable[[str, str], HTML
             return body
         body = body or {}
         verdict = body.get("verdict", "label" if "label" in body else None)
-        reviewer = body.get("reviewer", DEFAULT_REVIEWER)
+        claimed = body.get("reviewer")
         label = body.get("label")
         label_ok = label is None or isinstance(label, str)
-        if verdict not in VERDICTS or not isinstance(reviewer, str) or not label_ok:
+        if verdict not in VERDICTS or not isinstance(claimed, (str, type(None))) or not label_ok:
             return JSONResponse({"error": 'send {"label": "gun_shot", "reviewer": "ana"} (the class it really is, '
                                           'the background class included), or {"verdict": "uncertain" | "skip" | '
                                           '"undo", "reviewer": "ana"}'}, 422)
+        reviewer = credentials.reviewer(request.headers.get("authorization", ""), claimed, DEFAULT_REVIEWER)
+        if isinstance(reviewer, Refused):
+            client = request.client.host if request.client else "an unknown address"
+            logger.warning("refused a review decision on item %s from %s: %s", str(item_id)[:20], client,
+                           reviewer.error)
+            return JSONResponse({"error": reviewer.error}, reviewer.status, headers={"WWW-Authenticate": "Bearer"}
+                                if reviewer.status == 401 else None)
+        wait_s = limit.wait_s(reviewer)
+        if wait_s > 0:
+            return JSONResponse({"error": f"{reviewer} sent more than {decisions_per_minute} decisions a minute; "
+                                          f"wait {wait_s:.0f} s"}, 429,
+                                headers={"Retry-After": str(max(1, math.ceil(wait_s)))})
+        if not 0 < item_id <= MAX_ITEM_ID:
+            return JSONResponse({"error": f"no review item {str(item_id)[:24]}; GET /review lists the queue"}, 404)
         reply: Future[dict[str, Any]] = Future()
         daemon.post(ReviewDecision(item_id, reviewer, verdict, label, reply))
         return await answer(reply)

@@ -21,7 +21,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -53,6 +53,7 @@ from ecosight_daemon.http.dashboard import (
     training_page,
 )
 from ecosight_daemon.http.review_routes import add_review_routes
+from ecosight_daemon.http.reviewer_credentials import ReviewerCredentials
 from ecosight_daemon.http.snippet_responses import SNIPPET_NAMES, snippet_response
 from ecosight_daemon.models.registry import VERSION_PATTERN, ModelRegistry
 from ecosight_daemon.training import version_files as files
@@ -92,6 +93,8 @@ class ApiSettings:
     max_upload_bytes: int
     body_timeout_s: float = 30.0
     recordings_dir: Path | None = None  # where detections' snippets are cut from
+    reviewer_tokens: dict[str, str] = field(default_factory=dict)  # token -> reviewer ([review] reviewers_file)
+    decisions_per_minute: int = 60  # per reviewer
 
 
 def health_problem(status: dict[str, Any], now: float) -> str | None:
@@ -150,6 +153,15 @@ def build_app(daemon: DaemonPort, settings: ApiSettings, events: EventLog, metri
         refused = refusal(request, json_body=True)
         if refused is not None:
             return refused
+        return await json_body(request)
+
+    async def review_write(request: Request) -> dict[str, Any] | None | JSONResponse:
+        """As json_write, but the credential is the reviewer's (review_routes checks it)."""
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            return JSONResponse({"error": "send the body as application/json"}, 415)
+        return await json_body(request)
+
+    async def json_body(request: Request) -> dict[str, Any] | None | JSONResponse:
         try:
             return await json_object(request, settings.body_timeout_s)
         except BodyTooLarge:
@@ -213,7 +225,8 @@ def build_app(daemon: DaemonPort, settings: ApiSettings, events: EventLog, metri
             return JSONResponse({"error": "no such recent detection"}, 404)
         return snippet_response(path, float(found["peak_s"]), name)
 
-    add_review_routes(app, daemon, page, json_write, _answer)
+    add_review_routes(app, daemon, page, review_write, _answer,
+                      ReviewerCredentials(settings.token, settings.reviewer_tokens), settings.decisions_per_minute)
 
     @app.get("/status")
     def status() -> dict[str, Any]:

@@ -2,11 +2,14 @@
 recording by seeking, centred on the item, resampled to 16 kHz mono, written under a
 hidden temporary name and renamed in (the watcher sees one finished file, once).
 
-The name carries the recording (`<recording>__review_<ms>ms.wav`), so every clip cut from
-one recording falls in one split group (config.py's default group patterns)."""
+The name carries the recording and the item (`<recording>__review_<ms>ms-i<id>.wav`): every
+clip cut from one recording falls in one split group (config.py's default group patterns),
+and no two items share a clip, so an item writes and removes only its own. A long recording
+path is shortened (its start and a hash of the whole) to keep the name under 255 bytes."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from pathlib import Path, PurePosixPath
@@ -27,13 +30,20 @@ CLIP_RATE = 16_000
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+MAX_STEM_CHARS = 150  # with the mark, offset, id and a writer's temporary suffix: under 255 bytes
+
+
 def recording_stem(recording: str) -> str:
-    """A recording as one file-name-safe word: its path without the extension, folders joined by '--'."""
-    return _UNSAFE.sub("-", PurePosixPath(recording).with_suffix("").as_posix().replace("/", "--")).strip("-.")
+    """A recording as one file-name-safe ASCII word: its path without the extension, folders
+    joined by '--'; a long one cut short and told apart by a hash of the whole."""
+    stem = _UNSAFE.sub("-", PurePosixPath(recording).with_suffix("").as_posix().replace("/", "--")).strip("-.")
+    if len(stem) <= MAX_STEM_CHARS:
+        return stem
+    return f"{stem[:MAX_STEM_CHARS - 11]}-{hashlib.sha256(stem.encode()).hexdigest()[:10]}"
 
 
 def clip_relpath(item: ReviewItem, label: str) -> str:
-    return f"{label}/{recording_stem(item.recording)}{CLIP_MARK}{round(item.centre_s * 1000)}ms.wav"
+    return f"{label}/{recording_stem(item.recording)}{CLIP_MARK}{round(item.centre_s * 1000)}ms-i{item.id}.wav"
 
 
 def write_clip(item: ReviewItem, label: str, audio_dir: Path, clip_s: float) -> str:

@@ -33,6 +33,7 @@ VERDICTS = ("label", "uncertain", "skip")
 MAX_REVIEWER_CHARS = 64
 MAX_CLASS_FOLDERS = 1000
 RECENT_SHOWN = 20  # decided items in the status document (the page can undo and replay them)
+STANDING_SHOWN = 20  # reviewers' standing decisions shown per item (the votes count them all)
 
 
 class UnknownItem(EcosightError):
@@ -188,9 +189,18 @@ class ReviewQueue:
         return label
 
     def shown(self, item: ReviewItem, with_decisions: bool = False) -> dict[str, Any]:
+        """The item; with_decisions: its standing decisions (one per reviewer, skips included,
+        at most STANDING_SHOWN) and their counts, never a history of changes."""
         shown = item.as_dict()
         if with_decisions:
-            shown["decisions"] = [d.as_dict() for d in self._ledger.decisions(item.id)]
+            standing = [d for d in self._ledger.decisions(item.id) if d.undone_at is None]
+            votes: dict[str, int] = {}
+            for decision in standing:
+                key = decision.label if decision.verdict == "label" and decision.label else decision.verdict
+                votes[key] = votes.get(key, 0) + 1
+            shown["votes"] = votes
+            shown["standing"] = [{"reviewer": d.reviewer, "verdict": d.verdict, "label": d.label,
+                                  "decided_at": d.decided_at} for d in standing[-STANDING_SHOWN:]]
         return shown
 
 

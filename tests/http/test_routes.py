@@ -17,11 +17,12 @@ import pytest
 
 from ecosight_daemon.config_file import settings_from_mapping
 from ecosight_daemon.daemon.loop import Daemon
+from ecosight_daemon.daemon.predictions import UPLOAD_DECODE_S
 from ecosight_daemon.http.routes import ApiSettings, build_app
 from ecosight_daemon.models.registry import ModelRegistry
 from testkit.audio_files import WavWriter
 from testkit.daemon_process import wait_for
-from testkit.paths import REPO_ROOT
+from testkit.paths import REPO_ROOT, hanging_wav
 
 fastapi_testclient = pytest.importorskip("fastapi.testclient")
 PORT = 8765  # only named in Host headers: TestClient opens no socket
@@ -302,6 +303,29 @@ def test_cross_site_posts_fail_and_no_cors_headers_are_sent(trained: LoopThread)
     assert "access-control-allow-origin" not in {k.lower() for k in preflight.headers}
     assert "access-control-allow-origin" not in {k.lower() for k in client.get("/status", headers=site).headers}
     assert last_attempt(trained.daemon) == before
+
+
+def test_an_upload_that_hangs_libsndfile_is_stopped_at_the_decode_budget(trained: LoopThread, write_wav: WavWriter,
+                                                                         tmp_path: Path) -> None:
+    """On be16e0d the 3 KB WAV on which libsndfile never returns, uploaded to /predict, had no
+    answer within 30 s: uploads were decoded without the isolated decoder's limit."""
+    client = client_for(trained.daemon)
+    asked = time.monotonic()
+    answer = client.post("/predict", content=hanging_wav().read_bytes(), headers={"Content-Type": "audio/wav"})
+    took = time.monotonic() - asked
+    assert answer.status_code == 422 and "took longer than" in answer.json()["error"], answer.text
+    assert took < UPLOAD_DECODE_S + 10, took
+    clip = write_wav(tmp_path / "shot.wav", "clicks", seed=4).read_bytes()
+    fine = client.post("/predict", content=clip, headers={"Content-Type": "audio/wav"})
+    assert fine.status_code == 200, fine.text  # a fresh decoder takes the next upload
+
+
+def test_review_decisions_need_a_credential_even_on_loopback(trained: LoopThread) -> None:
+    answer = client_for(trained.daemon).post("/review/1", json={"label": "gun_shot", "reviewer": "ana"})
+    assert answer.status_code == 401 and "reviewers_file" in answer.json()["error"], answer.text
+    operator = client_for(trained.daemon, token=TOKEN).post(
+        f"/review/{2**63}", json={"verdict": "skip", "reviewer": "ana"}, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert operator.status_code == 404  # the daemon's token decides; an id past SQLite's range is no item
 
 
 def test_with_a_token_configured_state_changing_routes_need_it(trained: LoopThread,

@@ -4,6 +4,7 @@ the clips that follow them (name, length, group, written atomically, removed on 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from ecosight_daemon.config_file import load_settings
 from ecosight_daemon.detection.events import HOP_S, Event
 from ecosight_daemon.detection.window_trace import WindowTrace
 from ecosight_daemon.errors import EcosightError
-from ecosight_daemon.review.clips import clip_relpath
+from ecosight_daemon.review.clips import clip_relpath, recording_stem
 from ecosight_daemon.review.queue import ReviewQueue, ScoredRun, class_folders
 from ecosight_daemon.review.selection import select
 from ecosight_daemon.training.dataset import compile_group_patterns, group_key
@@ -105,7 +106,7 @@ def test_decisions_become_clips_that_follow_agreement_and_undo(
 
     answer = queue.decide(top.id, "ana", "label", "gun_shot")
     clip = settings.paths.audio_dir / answer["item"]["clip"]
-    assert answer["item"]["clip"] == "gun_shot/site-a--AM07_20260501_060000__review_5280ms.wav"
+    assert answer["item"]["clip"] == f"gun_shot/site-a--AM07_20260501_060000__review_5280ms-i{top.id}.wav"
     info = soundfile.info(clip)
     assert (info.samplerate, info.channels, info.frames) == (16_000, 1, 4 * 16_000)
     patterns = compile_group_patterns(DEFAULT_GROUP_PATTERNS)
@@ -157,3 +158,37 @@ def test_a_recording_reserved_for_evaluation_queues_nothing(workspace: tuple[Set
                     if queue.reserved_for_evaluation(f"AM09_20260501_{n:06d}.WAV"))
     assert queue.fill(scored_run(recording, reserved)) == []
     assert ReviewSettings().per_round == 50
+
+
+def test_items_never_share_a_clip_and_a_reviewer_has_one_decision_per_item(
+        workspace: tuple[Settings, EmbeddingStore, Path]) -> None:
+    """On be16e0d two sites' cards with the same AudioMoth name made two agreed items share one
+    clip name (the second overwrote the first; an undo of one deleted the other's), a clip name
+    over 255 bytes was retried forever, and each repeated decision was a new row."""
+    settings, store, recording = workspace
+    queue = queue_for(settings, store)
+    same_name = "site-a/AM07_20260501_060000.WAV"  # the same name on both cards (detect names a file so)
+    first = queue.fill(scored_run(recording, same_name))[0]
+    store.review.add([replace(store.review.item(first), sha256="cd" * 32)], 100)  # type: ignore[type-var]
+    second = max(i.id for i in store.review.items())
+    a = queue.decide(first, "ana", "label", "gun_shot")["item"]["clip"]
+    b = queue.decide(second, "ana", "label", "gun_shot")["item"]["clip"]
+    assert a != b and (settings.paths.audio_dir / a).exists() and (settings.paths.audio_dir / b).exists()
+    queue.undo(first, "ana")
+    assert not (settings.paths.audio_dir / a).exists() and (settings.paths.audio_dir / b).exists()
+
+    for _ in range(20):
+        queue.decide(second, "ben", "skip")
+    queue.decide(second, "ben", "label", "gun_shot")
+    shown = queue.shown(store.review.item(second), with_decisions=True)  # type: ignore[arg-type]
+    assert len(store.review.decisions(second)) == 2 and shown["votes"] == {"gun_shot": 2}
+    assert [d["reviewer"] for d in shown["standing"]] == ["ana", "ben"]
+
+    deep = "site-a" + "/a-very-long-folder-name" * 20 + "/" + same_name
+    store.review.add([replace(store.review.item(first), sha256="ef" * 32, recording=deep)], 100)  # type: ignore[type-var]
+    long_item = max(i.id for i in store.review.items())
+    clip = queue.decide(long_item, "ana", "label", "gun_shot")["item"]["clip"]
+    assert len(Path(clip).name.encode()) < 200 and (settings.paths.audio_dir / clip).exists()
+    stem = recording_stem(deep)
+    assert len(stem) <= 150 and stem != recording_stem(deep.replace("site-a", "site-b"))
+    assert group_key(clip, compile_group_patterns(DEFAULT_GROUP_PATTERNS)) == stem

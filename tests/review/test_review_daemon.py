@@ -13,6 +13,7 @@ import shutil
 import signal
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,11 @@ from tests.detection.test_detect_cli import run_cli
 pytestmark = pytest.mark.slow
 PER_ROUND = 12
 RETRAIN_AFTER = 4  # review clips since the last retrain began; the test reaches it only at its end
+TOKENS = {name: f"{name}-token-{'x' * 16}" for name in ("ana", "ben", "chloe", "dan")}
+
+
+def auth(reviewer: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKENS[reviewer]}"}
 
 
 def reserved(settings: Any, name: str) -> bool:
@@ -49,8 +55,11 @@ def field(tmp_path_factory: pytest.TempPathFactory, yamnet_handle: str, dev_corp
         target = root / "audio" / row["class"] / Path(row["file"]).name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(dev_corpus / row["file"], target)
+    reviewers = root / "reviewers"
+    reviewers.write_text("# name token\n" + "".join(f"{name} {token}\n" for name, token in TOKENS.items()))
+    reviewers.chmod(0o600)
     write_config(root, yamnet_handle, detection='recordings_dir = "recordings"\nscan_interval_s = 0.3',
-                 review=f"per_round = {PER_ROUND}\nretrain_after = {RETRAIN_AFTER}")
+                 review=f'per_round = {PER_ROUND}\nretrain_after = {RETRAIN_AFTER}\nreviewers_file = "{reviewers}"')
     result = run_cli(root, "retrain")
     assert result.returncode == 0, result.stderr[-3000:]
     settings = load_settings(root / "config.toml")
@@ -109,7 +118,7 @@ def test_reviewed_items_become_clips_the_daemon_learns_from(field: dict[str, Any
                          "--json")
         assert result.returncode == 0, result.stderr[-3000:]
         clip = json.loads(result.stdout)["item"]["clip"]
-        assert clip == f"gun_shot/{stem}__review_{round(first['centre_s'] * 1000)}ms.wav"
+        assert clip == f"gun_shot/{stem}__review_{round(first['centre_s'] * 1000)}ms-i{first['id']}.wav"
         assert group_key(clip, compile_group_patterns(DEFAULT_GROUP_PATTERNS)) == stem
         info = soundfile.info(audio / clip)
         assert (info.samplerate, info.channels, info.duration) == (16_000, 1, 4.0)
@@ -117,9 +126,19 @@ def test_reviewed_items_become_clips_the_daemon_learns_from(field: dict[str, Any
         refused = run_cli(root, "review", "decide", str(first["id"]), "--label", "elephant")
         assert refused.returncode != 0 and "label must be one of the classes" in refused.stderr
 
-        # HTTP: a rejection goes to the background class; token and content-type rules as for other writes.
-        assert requests.post(url + f"review/{second['id']}", data="label=clips", timeout=10).status_code == 415
-        answer = requests.post(url + f"review/{second['id']}", json={"label": "clips", "reviewer": "ben"}, timeout=30)
+        # HTTP: a rejection goes to the background class; a decision needs the reviewer's token, even on
+        # loopback (on be16e0d anyone there could relabel gun shots as background), and JSON.
+        assert requests.post(url + f"review/{second['id']}", data="label=clips", headers=auth("ben"),
+                             timeout=10).status_code == 415
+        anonymous = requests.post(url + f"review/{second['id']}", json={"label": "clips", "reviewer": "ben"},
+                                  timeout=10)
+        assert anonymous.status_code == 401 and "reviewer token" in anonymous.json()["error"]
+        posing = requests.post(url + f"review/{second['id']}", json={"label": "clips", "reviewer": "ana"},
+                               headers=auth("ben"), timeout=10)  # one credential cannot speak for two people
+        assert posing.status_code == 403 and "ben's" in posing.json()["error"]
+        assert cache_rows(root, "SELECT COUNT(*) FROM review_decisions WHERE item_id = ?", second["id"]) == [(0,)]
+        answer = requests.post(url + f"review/{second['id']}", json={"label": "clips", "reviewer": "ben"},
+                               headers=auth("ben"), timeout=30)
         assert answer.status_code == 200, answer.text
         rejected = answer.json()["item"]["clip"]
         assert rejected.startswith(f"clips/{stem}__review_") and answer.json()["next"]["id"] != second["id"]
@@ -127,11 +146,12 @@ def test_reviewed_items_become_clips_the_daemon_learns_from(field: dict[str, Any
 
         # Two reviewers disagree: the item no longer counts and its clip goes; undo settles it again.
         answer = requests.post(url + f"review/{first['id']}", json={"label": "dog_bark", "reviewer": "ben"},
-                               timeout=30).json()
+                               headers=auth("ben"), timeout=30).json()
         assert answer["item"]["outcome"] == "disagreed" and answer["item"]["clip"] is None
         assert not (audio / clip).exists()
         wait_for(lambda: clip not in daemon.embedded_paths(), 30, "the cache to forget the withdrawn clip")
-        requests.post(url + f"review/{first['id']}", json={"verdict": "undo", "reviewer": "ben"}, timeout=30)
+        requests.post(url + f"review/{first['id']}", json={"verdict": "undo", "reviewer": "ben"}, headers=auth("ben"),
+                      timeout=30)
         assert (audio / clip).exists()
         undone = run_cli(root, "review", "undo", str(second["id"]), "--reviewer", "ben")
         assert undone.returncode == 0 and not (audio / rejected).exists()
@@ -139,9 +159,28 @@ def test_reviewed_items_become_clips_the_daemon_learns_from(field: dict[str, Any
         wait_for(lambda: daemon.status()["review"]["progress"]["round_decided"] == 1, 30, "the status to catch up")
         check_review_page(browser_page, url, audio)
 
+        # One client repeating a decision: one standing row, the flood refused past its burst (429), the
+        # status carrying counts, not histories; an id past SQLite's range answered at once (on be16e0d
+        # a new row each time, published every 2 s with all its history, and a 120 s hang).
+        answers = [requests.post(url + f"review/{fourth['id']}", json={"verdict": "skip", "reviewer": "dan"},
+                                 headers=auth("dan"), timeout=10) for _ in range(25)]
+        assert {a.status_code for a in answers} == {200, 429}
+        assert sum(a.status_code == 200 for a in answers) <= 12
+        assert int(next(a for a in answers if a.status_code == 429).headers["Retry-After"]) >= 1
+        assert cache_rows(root, "SELECT COUNT(*) FROM review_decisions WHERE item_id = ? AND reviewer = 'dan'",
+                          fourth["id"]) == [(1,)]
+        shown = wait_for(lambda: next((i for i in daemon.status()["review"]["pending"] if i["id"] == fourth["id"]
+                                       and i["votes"]), None), 30, "dan's skip in the status")
+        assert shown["votes"] == {"skip": 1} and "decisions" not in shown
+        for item_id in (2**63, 2**62, -1):
+            asked = time.monotonic()
+            answer = requests.post(url + f"review/{item_id}", json={"verdict": "skip", "reviewer": "ana"},
+                                   headers=auth("ana"), timeout=30)
+            assert answer.status_code in (404, 422) and time.monotonic() - asked < 5, (item_id, answer.text)
+
         # An alarm rejected: the scoreboard on reviewed items counts it as still raised by v0001.
         alarm = next(i for i in items[4:] if i["reason"] == "top")
-        requests.post(url + f"review/{alarm['id']}", json={"label": "clips", "reviewer": "ana"},
+        requests.post(url + f"review/{alarm['id']}", json={"label": "clips", "reviewer": "ana"}, headers=auth("ana"),
                       timeout=30).raise_for_status()
         wait_for(lambda: daemon.status()["review"]["scoreboard"]["rejected_alarms"] == 1, 30, "the scoreboard")
         board = daemon.status()["review"]["scoreboard"]
@@ -185,11 +224,11 @@ def test_reviewed_items_become_clips_the_daemon_learns_from(field: dict[str, Any
         third_ms = round(third["centre_s"] * 1000)
         names = sorted(p.name for p in (audio / "gun_shot").iterdir() if "__review_" in p.name)
         assert [n for n in names if not n.startswith(".")] == [Path(clip).name]  # the third clip is not in
-        assert [n for n in names if n.startswith(f".{stem}__review_{third_ms}ms.")] != []  # only its temporary
+        assert [n for n in names if n.startswith(f".{stem}__review_{third_ms}ms-i{third['id']}.")] != []  # only its temporary
         assert cache_rows(root, "SELECT verdict, label FROM review_decisions WHERE item_id = ? AND undone_at IS NULL",
                           third["id"]) == [("label", "gun_shot")]
         daemon = DaemonProcess(root).start()
-        third_clip = f"gun_shot/{stem}__review_{third_ms}ms.wav"
+        third_clip = f"gun_shot/{stem}__review_{third_ms}ms-i{third['id']}.wav"
         embedded_once(daemon, third_clip)
         assert not [p for p in (audio / "gun_shot").iterdir() if p.name.startswith(".")]
         assert "unfinished clips from an interrupted export removed" in daemon.log_text()
@@ -211,7 +250,7 @@ def test_reviewed_items_become_clips_the_daemon_learns_from(field: dict[str, Any
 
 def _post_quietly(url: str, body: dict[str, Any]) -> None:
     try:
-        requests.post(url, json=body, timeout=30)
+        requests.post(url, json=body, headers=auth(body["reviewer"]), timeout=30)
     except requests.RequestException:
         pass  # the daemon is killed mid-request
 
@@ -222,6 +261,8 @@ def check_review_page(page: Any, url: str, audio: Path) -> None:
 
     expect.set_options(timeout=BROWSER_TIMEOUT_MS)
     page.goto(url + "review")
+    page.fill("#token", TOKENS["chloe"])
+    page.dispatch_event("#token", "change")
     page.fill("#reviewer", "chloe")
     page.dispatch_event("#reviewer", "change")
     item = page.locator("#review-item")
