@@ -224,7 +224,8 @@ def test_reviewed_items_become_clips_the_daemon_learns_from(field: dict[str, Any
         third_ms = round(third["centre_s"] * 1000)
         names = sorted(p.name for p in (audio / "gun_shot").iterdir() if "__review_" in p.name)
         assert [n for n in names if not n.startswith(".")] == [Path(clip).name]  # the third clip is not in
-        assert [n for n in names if n.startswith(f".{stem}__review_{third_ms}ms-i{third['id']}.")] != []  # only its temporary
+        temporary = f".{stem}__review_{third_ms}ms-i{third['id']}."
+        assert [n for n in names if n.startswith(temporary)] != []  # only its temporary
         assert cache_rows(root, "SELECT verdict, label FROM review_decisions WHERE item_id = ? AND undone_at IS NULL",
                           third["id"]) == [("label", "gun_shot")]
         daemon = DaemonProcess(root).start()
