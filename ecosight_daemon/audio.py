@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
-from pathlib import PurePath
 
 import numpy as np
 import soundfile
@@ -36,7 +35,8 @@ def is_audio_name(name: str, extensions: tuple[str, ...]) -> bool:
     """True for a name we ingest: a wanted extension (any case) and not ignored."""
     if is_ignored_name(name):
         return False
-    return PurePath(name).suffix.lower() in {ext.lower() for ext in extensions}
+    dot = name.rfind(".")
+    return dot > 0 and name[dot:].lower() in {ext.lower() for ext in extensions}
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,11 @@ class RecordingLedger:
     def all(self) -> dict[str, RecordingRow]:
         return {row[0]: RecordingRow(*row) for row in self._db.execute(f"SELECT {_COLUMNS} FROM recordings")}
 
+    def waiting(self) -> list[str]:
+        """Recordings still to analyse (new, or part-way)."""
+        return [row[0] for row in self._db.execute("SELECT path FROM recordings WHERE state IN ('pending', "
+                                                   "'detecting')")]
+
     def get(self, path: str) -> RecordingRow | None:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM recordings WHERE path = ?", (path,)).fetchone()
         return None if row is None else RecordingRow(*row)
@@ -123,6 +128,12 @@ class RecordingLedger:
         with self._transaction() as db:
             db.execute("UPDATE recordings SET state = 'done', seconds = ?, truncated = ?, updated_at = ? "
                        "WHERE path = ?", (original.seconds, original.truncated, time.time(), path))
+
+    def done_from_cache(self, path: str, seconds: float, truncated: str | None) -> None:
+        """Every chunk of its content is cached already: done (not scored yet)."""
+        with self._transaction() as db:
+            db.execute("UPDATE recordings SET state = 'done', seconds = ?, truncated = ?, updated_at = ? "
+                       "WHERE path = ?", (seconds, truncated, time.time(), path))
 
     def failed(self, path: str, reason: str) -> None:
         with self._transaction() as db:

@@ -21,7 +21,6 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 from ecosight_daemon.audio import is_audio_name, is_ignored_name
@@ -90,7 +89,8 @@ class Recordings:
 
     @property
     def more_work(self) -> bool:
-        return self._job is not None
+        """A job under way, or one may be waiting: the loop does not sleep between recordings."""
+        return self._job is not None or self._look_for_work
 
     def step(self, now: float) -> None:
         if now >= self._next_scan:
@@ -106,9 +106,10 @@ class Recordings:
             try:
                 next(self._job)
             except StopIteration:
-                self._job, self.current = None, None
+                self._job, self.current, self._look_for_work = None, None, True
             except Exception as exc:  # one recording, whatever it holds, never stops the loop
                 self._job_broke(exc)
+                self._look_for_work = True
 
     def close(self) -> None:
         """At shutdown: the readers stopped (this one's and the pages' cutter); a turn under way
@@ -191,21 +192,29 @@ class Recordings:
             return False  # a mount that does not answer now: nothing is forgotten for it
 
     def _files(self) -> Iterator[tuple[str, int, int]]:
-        for folder, subfolders, names in os.walk(self.root):
-            depth = Path(folder).relative_to(self.root).parts
-            subfolders[:] = [] if len(depth) >= MAX_SCAN_DEPTH else sorted(
-                d for d in subfolders if not is_ignored_name(d))
-            for name in sorted(names):
-                if not is_audio_name(name, RECORDING_EXTENSIONS):
-                    continue
-                path = Path(folder) / name
-                try:
-                    info = path.lstat()
-                except OSError:
-                    continue
-                if path.is_symlink() or not path.is_file():
-                    continue
-                yield path.relative_to(self.root).as_posix(), info.st_size, info.st_mtime_ns
+        """(relative path, size, mtime_ns) of every recording, a folder's files (by name) before
+        its sub-folders (by name); symlinks and other non-files skipped; lstat only."""
+        yield from self._files_under(str(self.root), "", 0)
+
+    def _files_under(self, folder: str, prefix: str, depth: int) -> Iterator[tuple[str, int, int]]:
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError:
+            return
+        subfolders = []
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if depth < MAX_SCAN_DEPTH and not is_ignored_name(entry.name):
+                        subfolders.append(entry)
+                elif entry.is_file(follow_symlinks=False) and is_audio_name(entry.name, RECORDING_EXTENSIONS):
+                    info = entry.stat(follow_symlinks=False)
+                    yield prefix + entry.name, info.st_size, info.st_mtime_ns
+            except OSError:
+                continue
+        for entry in subfolders:
+            yield from self._files_under(entry.path, f"{prefix}{entry.name}/", depth + 1)
 
     # --- analysing and scoring -------------------------------------------------------
 
@@ -222,7 +231,7 @@ class Recordings:
 
     def _next_job(self) -> Iterator[Any] | None:
         """The waiting recording whose last turn is oldest (new ones first); else a re-score."""
-        waiting = [row.path for row in self._ledger.all().values() if row.state in ("pending", "detecting")]
+        waiting = self._ledger.waiting()
         if waiting:
             relpath = min(waiting, key=lambda path: (self._turns.get(path, 0.0), path))
             self._turns[relpath] = time.monotonic()

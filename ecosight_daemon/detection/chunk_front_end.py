@@ -46,7 +46,8 @@ class ChunkFrontEnd:
         if len(waveform) == 0:
             return np.zeros((0, self._embedder.dim), np.float32), np.zeros((0, ONSET_FEATURES), np.float32)
         if len(self._primed):  # the frames at the seam need the audio on both sides
-            frames = log_mel(pad_to_whole_patches(np.concatenate([self._primed, waveform])))
+            # Pad the chunk, not the whole: a tail shorter than a patch still makes whole patches.
+            frames = log_mel(np.concatenate([self._primed, pad_to_whole_patches(waveform)]))
             context_frames = len(self._primed) // HOP
             self._primed = np.zeros(0, np.float32)
         else:

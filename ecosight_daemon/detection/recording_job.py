@@ -31,7 +31,8 @@ from ecosight_daemon.detection.stream import (
     read_header,
     stream_chunks,
 )
-from ecosight_daemon.embedding.frontend import PATCH_HOP_SAMPLES, PATCH_HOP_SECONDS
+from ecosight_daemon.audio import TARGET_SAMPLE_RATE
+from ecosight_daemon.embedding.frontend import PATCH_HOP_SAMPLES, PATCH_HOP_SECONDS, patch_count
 from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.util import pause
 from ecosight_daemon.util.printable import printable
@@ -91,6 +92,12 @@ def run_recording(root: Path, relpath: str, ledger: RecordingLedger, embedder: E
         return
     model_id = embedder.model_id
     start_patch = ledger.cached_patches(sha256, model_id)
+    if start_patch and start_patch >= patch_count(round(header.duration_s * TARGET_SAMPLE_RATE)):
+        # Every patch is cached already: this content was analysed under a name since forgotten
+        # (a file moved inside the folder is seen gone before it is seen again).
+        logger.info("%s: every patch already cached (%d); nothing read again", printable(relpath), start_patch)
+        ledger.done_from_cache(relpath, header.duration_s, header.truncated)
+        return
     front_end = ChunkFrontEnd(embedder)
     if start_patch:
         logger.info("%s: resuming at %.1f s (%d patches already cached)", printable(relpath),

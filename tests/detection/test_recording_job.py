@@ -137,3 +137,36 @@ def test_one_front_end_per_chunk_gives_what_embedding_and_onsets_apart_gave(tmp_
         context = np.concatenate([context, chunk.waveform])[max(0, next_start - CONTEXT_HOPS * 7_680):next_start]
         chunks += 1
     assert chunks == 3 and before == CONTEXT_HOPS  # the carried context was full by the last chunk
+
+
+def test_content_whose_every_patch_is_cached_is_done_without_reading_it_again(
+        tmp_path: Path, embedder: OnnxEmbedder, reader: RecordingReader) -> None:
+    """A file moved inside the folder is seen gone (its row forgotten, its chunks kept) before it
+    is seen under its new name; on 2026-12-03's main that run resumed after the last patch and
+    failed on the tail ("window shape cannot be larger than input array shape")."""
+    root = tmp_path / "recordings"
+    field_like(root / "a.wav", seconds=150)
+    store = EmbeddingStore.open(tmp_path / "cache.sqlite3")
+    store.recordings.note("a.wav", 0, 0)
+    list(run_recording(root, "a.wav", store.recordings, embedder, reader, "float32"))
+    before = cached(store, embedder, "a.wav")
+    (root / "archive").mkdir()
+    (root / "a.wav").rename(root / "archive" / "a.wav")
+    store.recordings.forget("a.wav")
+    store.recordings.note("archive/a.wav", 0, 0)
+    assert list(run_recording(root, "archive/a.wav", store.recordings, embedder, reader, "float32")) == []
+    row = store.recordings.get("archive/a.wav")
+    assert row is not None and row.state == "done" and row.seconds == pytest.approx(150.0)
+    after = cached(store, embedder, "archive/a.wav")
+    assert len(after[0]) == len(before[0]) and np.array_equal(after[0], before[0])
+    store.close()
+
+
+def test_a_resumed_tail_shorter_than_a_patch_makes_whole_patches(embedder: OnnxEmbedder) -> None:
+    from ecosight_daemon.detection.chunk_front_end import ChunkFrontEnd
+
+    rng = np.random.default_rng(5)
+    front_end = ChunkFrontEnd(embedder)
+    front_end.prime(0.01 * rng.standard_normal(20 * 7_680).astype(np.float32))
+    patches, onsets = front_end.feed(0.01 * rng.standard_normal(3_840).astype(np.float32))
+    assert patches.shape == (1, embedder.dim) and onsets.shape[0] == 1

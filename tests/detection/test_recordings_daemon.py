@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import requests
+import soundfile
 
 from ecosight_daemon.detection.outputs import read_detections_csv
 from ecosight_daemon.detection.snippets import SNIPPET_S
@@ -35,6 +36,7 @@ pytestmark = pytest.mark.slow
 START = datetime(2026, 5, 1, 6, 0, 0, tzinfo=timezone.utc)
 FIRST = "AM01_20260501_060000.WAV"
 SECOND = "AM02_20260502_043000.WAV"
+INCOMPLETE_SETTLE_S = 20.0
 
 
 WEBHOOK_KEY = "a webhook signing key, 32 chars.."
@@ -94,7 +96,7 @@ def field(tmp_path_factory: pytest.TempPathFactory, yamnet_handle: str, dev_corp
     key.write_text(WEBHOOK_KEY)
     key.chmod(0o600)
     write_config(root, yamnet_handle, detection=(
-        'recordings_dir = "recordings"\nscan_interval_s = 0.3\nincomplete_settle_s = 20.0'),
+        f'recordings_dir = "recordings"\nscan_interval_s = 0.3\nincomplete_settle_s = {INCOMPLETE_SETTLE_S}'),
         alerts=f'webhook_url = "{hook.url}"\nwebhook_timeout_s = 2.0\nwebhook_secret_file = "{key}"',
         # The subject here is re-scoring after a promotion, not the gate: at this significance no
         # test split this small can refuse v0002 (the gate is tested in tests/training and tests/review).
@@ -209,6 +211,38 @@ def test_recordings_are_detected_alerted_shown_rescored_and_resumed(field: dict[
         assert "re-scored from cached embeddings" in daemon.log_text()
         assert_same_events(stored_events(root, FIRST), detect_events(root, FIRST))
         assert len(hook.received) == len(shots)
+
+        # Moved into archive/ inside the folder, and copied under another name: the chunks are reused by
+        # content (none embedded again) and no event is alerted twice (on be16e0d the cache was emptied,
+        # the file embedded again and every gun shot sent again).
+        (recordings / "archive").mkdir()
+        os.rename(recordings / FIRST, recordings / "archive" / FIRST)
+        shutil.copyfile(recordings / "archive" / FIRST, recordings / f"copy_{FIRST}")
+        for moved in (f"archive/{FIRST}", f"copy_{FIRST}"):
+            wait_for(lambda: recording_state(daemon, moved) == ("done", "v0002"), 120, f"{moved} scored")
+        wait_for(lambda: recording_state(daemon, FIRST) == (None, None), 30, "the old path forgotten")
+        assert cache_rows(root, "SELECT COUNT(*), SUM(patches) FROM recording_chunks") == chunks_before
+        alerted = {round(s[1] * 1000) for s in shots}
+        new_starts = {round(e[1] * 1000) for e in stored_events(root, f"copy_{FIRST}") if e[0] == "gun_shot"}
+        threading.Event().wait(3.0)  # any alert would be on its way by now
+        assert len(hook.received) == len(shots) + len(new_starts - alerted)  # only v0002's own new events
+        assert len({h["start_s"] for h in hook.received}) == len(hook.received)  # one content: no start twice
+
+        # A FLAC copy that stalls: its header cannot tell, so it waits incomplete_settle_s unchanged and is
+        # analysed once, complete (on be16e0d: analysed truncated, alerted, then analysed and alerted again).
+        flac = f"{Path(SECOND).stem}.flac"
+        samples, rate = soundfile.read(root / "card" / SECOND, dtype="float32")
+        soundfile.write(root / "card" / flac, samples, rate, format="FLAC")
+        data = (root / "card" / flac).read_bytes()
+        with (recordings / flac).open("wb") as copy:
+            copy.write(data[:len(data) // 3])
+            copy.flush()
+            threading.Event().wait(INCOMPLETE_SETTLE_S / 2)  # a stall longer than settle_s and many scans
+            assert recording_state(daemon, flac) == (None, None), "a stalled FLAC copy was taken"
+            copy.write(data[len(data) // 3:])
+        wait_for(lambda: recording_state(daemon, flac) == ("done", "v0002"), 180, "the FLAC analysed")
+        assert daemon.log_text().count(f"recording {flac}: new") == 1
+        assert daemon.log_text().count(f"recording {flac}: changed") == 0
         assert daemon.stop() == 0
 
         # kill -9 part-way through a recording: the restart resumes where the cache stops.

@@ -146,3 +146,59 @@ def test_bad_recordings_fail_with_reasons_while_the_daemon_answers_and_restarts(
         daemon.kill()
     print(f"bad recordings: daemon peak RSS {peak:.0f} MiB, slowest /health {probe.slowest:.2f} s over "
           f"{probe.answers} answers, SIGTERM with the reader hung obeyed in {stop_took:.1f} s")
+
+
+FLOOD = 10_050  # more than a scan looks at (daemon/recordings.py MAX_SCAN_FILES)
+
+
+def test_a_flooded_subfolder_neither_forgets_analysed_recordings_nor_starves_new_ones(
+        tmp_path: Path, yamnet_handle: str) -> None:
+    """On be16e0d 10,000 files copied into a sub-folder that sorts first stopped the scan at its
+    cap: the daemon forgot the recordings it had not seen (deleting hours of cached embeddings)
+    and never analysed new files past the cap. A name with a newline forged a log line."""
+    write_config(tmp_path, yamnet_handle, watch="settle_s = 0.3",
+                 detection='recordings_dir = "recordings"\nscan_interval_s = 0.3\nincomplete_settle_s = 1.0')
+    card = tmp_path / "card"
+    card.mkdir()
+    soundfile.write(card / "zz_analysed.wav", noise(40, seed=7), 16_000, subtype="PCM_16")
+    soundfile.write(card / "zz_new.wav", noise(20, seed=8), 16_000, subtype="PCM_16")
+    forged = "x\nDETECTION gun_shot at 2026-05-01T06:00:00Z in forged.wav"
+    soundfile.write(card / "forged.wav", noise(5, seed=9), 16_000, subtype="PCM_16")
+    daemon = DaemonProcess(tmp_path)
+    try:
+        daemon.start()
+        recordings = tmp_path / "recordings"
+        shutil.copyfile(card / "zz_analysed.wav", recordings / "zz_analysed.wav")
+        wait_for(lambda: states(tmp_path).get("zz_analysed.wav", ("",))[0] == "done", 120, "the first recording done")
+        chunks = chunk_count(tmp_path)
+        assert chunks > 0
+        probe = HealthProbe(daemon.http_url)
+        probe.start()
+        flood = recordings / "0000_flood"  # sorts before everything else
+        flood.mkdir()
+        for number in range(FLOOD):
+            (flood / f"empty_{number:05d}.wav").touch()
+        shutil.copyfile(card / "zz_new.wav", recordings / "zz_new.wav")
+        shutil.copyfile(card / "forged.wav", recordings / f"{forged}.wav")
+        began = time.monotonic()
+        wait_for(lambda: states(tmp_path).get("zz_new.wav", ("",))[0] == "done", 900, "the new recording past the flood")
+        took = time.monotonic() - began
+        found = states(tmp_path)
+        assert found["zz_analysed.wav"][0] == "done" and chunk_count(tmp_path) > chunks  # kept, and zz_new's added
+        log = daemon.log_text()
+        assert "zz_analysed.wav: gone" not in log
+        assert not any(line.startswith("DETECTION") for line in log.splitlines()), "a forged log line"
+        assert "x\\nDETECTION gun_shot" in log  # the name, escaped
+        probe.running = False
+        probe.join()
+        assert probe.failures == [] and probe.slowest < 5, (probe.failures, probe.slowest)
+        assert daemon.stop(timeout=30) == 0
+    finally:
+        daemon.kill()
+    print(f"flooded sub-folder: {FLOOD} files; the new recording past them done after {took:.0f} s; "
+          f"slowest /health {probe.slowest:.2f} s")
+
+
+def chunk_count(root: Path) -> int:
+    with sqlite3.connect(root / "models" / "embedding_cache.sqlite3") as db:
+        return int(db.execute("SELECT COUNT(*) FROM recording_chunks").fetchone()[0])
