@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ecosight_daemon.audio import TARGET_SAMPLE_RATE
 from ecosight_daemon.cache.recordings import RecordingLedger
 from ecosight_daemon.detection.chunk_front_end import CONTEXT_HOPS, ChunkFrontEnd
 from ecosight_daemon.detection.clock import UTC, iso_utc, recording_clock
@@ -31,7 +32,6 @@ from ecosight_daemon.detection.stream import (
     read_header,
     stream_chunks,
 )
-from ecosight_daemon.audio import TARGET_SAMPLE_RATE
 from ecosight_daemon.embedding.frontend import PATCH_HOP_SAMPLES, PATCH_HOP_SECONDS, patch_count
 from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.util import pause
