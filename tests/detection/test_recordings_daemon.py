@@ -219,7 +219,7 @@ def test_recordings_are_detected_alerted_shown_rescored_and_resumed(field: dict[
         os.rename(recordings / FIRST, recordings / "archive" / FIRST)
         shutil.copyfile(recordings / "archive" / FIRST, recordings / f"copy_{FIRST}")
         for moved in (f"archive/{FIRST}", f"copy_{FIRST}"):
-            wait_for(lambda: recording_state(daemon, moved) == ("done", "v0002"), 120, f"{moved} scored")
+            wait_for(lambda name=moved: recording_state(daemon, name) == ("done", "v0002"), 120, f"{moved} scored")
         wait_for(lambda: recording_state(daemon, FIRST) == (None, None), 30, "the old path forgotten")
         assert cache_rows(root, "SELECT COUNT(*), SUM(patches) FROM recording_chunks") == chunks_before
         alerted = {round(s[1] * 1000) for s in shots}

@@ -181,7 +181,8 @@ def test_a_flooded_subfolder_neither_forgets_analysed_recordings_nor_starves_new
         shutil.copyfile(card / "zz_new.wav", recordings / "zz_new.wav")
         shutil.copyfile(card / "forged.wav", recordings / f"{forged}.wav")
         began = time.monotonic()
-        wait_for(lambda: states(tmp_path).get("zz_new.wav", ("",))[0] == "done", 900, "the new recording past the flood")
+        wait_for(lambda: states(tmp_path).get("zz_new.wav", ("",))[0] == "done", 900,
+                 "the new recording past the flood")
         took = time.monotonic() - began
         found = states(tmp_path)
         assert found["zz_analysed.wav"][0] == "done" and chunk_count(tmp_path) > chunks  # kept, and zz_new's added
