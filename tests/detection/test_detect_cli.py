@@ -24,6 +24,7 @@ from ecosight_daemon.detection.outputs import (
 )
 from ecosight_daemon.training.event_mixing import PlacedEvent, Soundscape
 from testkit.field_recordings import soundscape_from, split_by_recording, training_workspace, write_recording
+from testkit.paths import hanging_wav
 
 START = datetime(2026, 5, 1, 6, 0, 0, tzinfo=timezone.utc)
 COLLAR_S = 0.5
@@ -119,6 +120,34 @@ def test_bad_recordings_get_reasons_and_the_rest_are_still_analysed(trained: tup
     assert "error" not in cut and "150.0 s" in cut["truncated"]
     assert cut["seconds_analysed"] == pytest.approx(soundfile.info(str(truncated)).duration, abs=0.01)
     assert "AM02_20260501_070000.WAV: skipped: " in result.stderr
+
+
+def test_absurd_clocks_hanging_files_and_same_named_cards_never_stop_or_collide(
+        trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """On be16e0d a name in year 9999 (it overflows once an event's offset is added) killed
+    `detect` with a traceback and no outputs for the hours analysed; two sites' cards with one
+    AudioMoth name wrote one Raven and one Audacity table, the second over the first."""
+    root, recording = trained
+    folder = tmp_path / "cards"
+    for site in ("site-a", "site-b"):
+        (folder / site).mkdir(parents=True)
+        shutil.copyfile(recording, folder / site / "AM06_20260501_060000.WAV")
+    shutil.copyfile(recording, folder / "AM07_99991231_235959.WAV")
+    shutil.copyfile(hanging_wav(), folder / "hangs_libsndfile.wav")
+    out = tmp_path / "out"
+    result = run_cli(root, "detect", str(folder), "--out", str(out), "--json")
+    assert result.returncode == 1, result.stderr[-2000:]  # one recording could not be analysed
+    assert "Traceback" not in result.stderr
+    by_path = {r["file"]: r for r in json.loads(result.stdout)["recordings"]}
+    assert "took longer than" in by_path[str(folder / "hangs_libsndfile.wav")]["error"]
+    absurd = by_path[str(folder / "AM07_99991231_235959.WAV")]
+    assert "error" not in absurd and absurd["clock_source"] == "invalid", absurd
+    rows = read_detections_csv(out / "detections.csv")
+    assert str(folder / "AM07_99991231_235959.WAV") in {r["file"] for r in rows}
+    assert json.loads((out / "run.json").read_text())["recordings"]  # written, with every recording
+    for suffix in (".selections.txt", ".labels.txt"):
+        tables = sorted(p.name for p in out.iterdir() if p.name.startswith("AM06_") and p.name.endswith(suffix))
+        assert len(tables) == 2, tables  # one per card
 
 
 def test_the_current_model_runs_in_numpy_exactly_as_its_keras_file(trained: tuple[Path, Path]) -> None:
