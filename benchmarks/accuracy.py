@@ -31,16 +31,17 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import Figure, copy_corpus, dev_corpus, format_table, save_report, yamnet_handle
-from ecosight_daemon.cache.store import EmbeddingStore
+from ecosight_daemon.artifacts.priority_rule import apply_priority_threshold
+from ecosight_daemon.artifacts.split_rule import compile_group_patterns, group_key
 from ecosight_daemon.config import Settings
 from ecosight_daemon.embedding.tensorflow_runtime import YamnetEmbedder
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.one_shot import embed_pending
 from ecosight_daemon.ingest.reconcile import reconcile
 from ecosight_daemon.pooling import AudiosetHead, pool_patches
-from ecosight_daemon.training.dataset import assign_splits, compile_group_patterns, group_key
+from ecosight_daemon.store.store import EmbeddingStore
+from ecosight_daemon.training.dataset import assign_splits
 from ecosight_daemon.training.evaluation import classification_metrics
-from ecosight_daemon.training.priority_rule import apply_priority_threshold
 
 logger = logging.getLogger(__name__)
 FIELD_SOURCES = ("blegottesman/Gabon-Gunshot-Phase1-Code", "lydiakatsis/tropical_forest_gunshot_classifier")
@@ -118,8 +119,8 @@ def daemon_splits(settings: Settings, files: list[str], labels: list[str]) -> tu
 def shipped_fit_predict(settings: Settings, features: np.ndarray, y: np.ndarray, files: list[str],
                         test_x: np.ndarray, classes: list[str]) -> np.ndarray:
     """What `retrain` ships, trained on these files, labelling test_x (threshold applied)."""
+    from ecosight_daemon.artifacts.keras_model import predict_probabilities
     from ecosight_daemon.training.heads import fit_keras_head, fit_logistic_head
-    from ecosight_daemon.training.keras_head import predict_probabilities
     from ecosight_daemon.training.recipe import TrainingRecipe
 
     splits, groups = daemon_splits(settings, files, [classes[i] for i in y])

@@ -83,8 +83,8 @@ class Poller:
 
 def indexed_corpus(root: Path) -> None:
     """INDEXED_FILES tiny WAVs in audio/, each already embedded in models/' cache."""
-    from ecosight_daemon.cache.store import EmbeddingStore
     from ecosight_daemon.embedding.identity import identify_local
+    from ecosight_daemon.store.store import EmbeddingStore
     from ecosight_daemon.util.digest import sha256_of_bytes
 
     identity = identify_local(yamnet_handle())

@@ -33,17 +33,12 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import Figure, dev_corpus, save_report, yamnet_handle
+from ecosight_daemon.artifacts.event_detector import PATCH_S, onset_features, patch_features
 from ecosight_daemon.audio import decode_audio
 from ecosight_daemon.detection.events import HOP_S, merge_windows
 from ecosight_daemon.embedding.onnx_runtime import OnnxEmbedder
 from ecosight_daemon.pooling import AudiosetHead, pool_clips
-from ecosight_daemon.training.event_detector import (
-    PATCH_S,
-    LabeledAudio,
-    onset_features,
-    patch_features,
-    train_event_detector,
-)
+from ecosight_daemon.training.event_detector import LabeledAudio, train_event_detector
 from ecosight_daemon.training.event_mixing import PlacedEvent, Soundscape, build_soundscape
 from ecosight_daemon.training.logistic_head import fit_logistic
 from testkit.field_recordings import manifest

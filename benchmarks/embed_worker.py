@@ -16,12 +16,12 @@ from pathlib import Path
 
 from benchmarks.common import yamnet_handle
 from ecosight_daemon.audio import decode_audio
-from ecosight_daemon.cache.store import EmbeddingStore
 from ecosight_daemon.embedding.loader import load_embedder
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.naming import walk_audio_dir
 from ecosight_daemon.ingest.one_shot import embed_pending
 from ecosight_daemon.ingest.reconcile import reconcile
+from ecosight_daemon.store.store import EmbeddingStore
 
 LIMITS = IngestLimits(extensions=(".wav", ".flac", ".ogg"), max_duration_s=600, max_file_bytes=10**9)
 

@@ -33,11 +33,11 @@ from benchmarks.common import (
     wait_for,
     yamnet_handle,
 )
-from ecosight_daemon.cache.store import EmbeddingStore
 from ecosight_daemon.embedding.tensorflow_runtime import YamnetEmbedder
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.one_shot import embed_pending
 from ecosight_daemon.ingest.reconcile import reconcile
+from ecosight_daemon.store.store import EmbeddingStore
 
 CORPUS_CLIPS = 2000
 NEW_CLIPS = 100

@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 from benchmarks.common import Figure, copy_corpus, dev_corpus, format_table, save_report, yamnet_handle
-from ecosight_daemon.cache.store import EmbeddingStore, FileState
 from ecosight_daemon.embedding.interface import YAMNET_DIM
 from ecosight_daemon.embedding.tensorflow_runtime import YamnetEmbedder
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.one_shot import embed_pending
 from ecosight_daemon.ingest.reconcile import reconcile
+from ecosight_daemon.store.store import EmbeddingStore, FileState
 
 LIMITS = IngestLimits((".wav", ".flac", ".ogg"), 600, 10**9)
 

@@ -35,16 +35,16 @@ import numpy as np
 
 from benchmarks.common import Figure, dev_corpus, save_report, yamnet_handle
 from benchmarks.detection import Scored, best_recall_within, match
-from ecosight_daemon.cache.store import EmbeddingStore
 from ecosight_daemon.config_file import load_settings
 from ecosight_daemon.detection.cli_detect import detect_paths
 from ecosight_daemon.detection.outputs import read_detections_csv
 from ecosight_daemon.detection.scoring import Scoring
 from ecosight_daemon.detection.window_trace import WindowTrace
 from ecosight_daemon.ingest.cli_sync import sync_cache
-from ecosight_daemon.models.retrain import retrain
 from ecosight_daemon.review.commands import RunReviewer, decide, queue_listing
+from ecosight_daemon.store.store import EmbeddingStore
 from ecosight_daemon.training.event_mixing import PlacedEvent, Soundscape
+from ecosight_daemon.versions.retrain import retrain
 from testkit.field_recordings import manifest, soundscape_from, training_workspace, write_recording
 
 logger = logging.getLogger(__name__)

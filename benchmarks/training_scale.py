@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import Figure, dev_corpus, format_table, save_report, yamnet_handle
-from ecosight_daemon.cache.store import EmbeddingStore, FileState
 from ecosight_daemon.embedding.tensorflow_runtime import YamnetEmbedder
 from ecosight_daemon.ingest.audioset_layer import remember_audioset_head
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.one_shot import embed_pending
 from ecosight_daemon.ingest.reconcile import reconcile
+from ecosight_daemon.store.store import EmbeddingStore, FileState
 
 SIZES = (2_000, 10_000)
 LIMITS = IngestLimits((".wav",), 600, 10**9)
@@ -46,8 +46,8 @@ import json, resource, sys, time
 started = time.monotonic()
 from pathlib import Path
 from ecosight_daemon.config import load_settings
-from ecosight_daemon.models.retrain import retrain
-from ecosight_daemon.cache.store import EmbeddingStore
+from ecosight_daemon.versions.retrain import retrain
+from ecosight_daemon.store.store import EmbeddingStore
 settings = load_settings(Path(sys.argv[1]))
 outcome = retrain(settings, EmbeddingStore.open(settings.cache_path), "benchmark", force=True)
 print(json.dumps({"ok": outcome.promoted, "wall_s": time.monotonic() - started,

@@ -22,6 +22,7 @@ DOWNMIX = "mean"
 # Bump when anything above changes what the model sees, so old embeddings are not reused.
 FRONTEND_VERSION = 1
 
+READABLE_EXTENSIONS = (".wav", ".flac", ".ogg")  # what the decoders read; the one list
 TEMPORARY_SUFFIXES = (".part", ".tmp", ".swp", ".swx", ".crdownload", ".partial")
 
 

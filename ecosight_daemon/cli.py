@@ -11,7 +11,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ecosight_daemon.cache.store import EmbeddingStore, FileState
 from ecosight_daemon.cli_output import (
     embed_summary,
     format_retrain,
@@ -35,8 +34,9 @@ from ecosight_daemon.errors import (
 from ecosight_daemon.ingest.cli_sync import require_audio_dir, sync_cache
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.reconcile import reconcile
-from ecosight_daemon.models.retraining_log import RetrainStatus
+from ecosight_daemon.store.store import EmbeddingStore, FileState
 from ecosight_daemon.util.instance_lock import hold_daemon_lock, refuse_while_a_daemon_runs, running_daemon
+from ecosight_daemon.versions.retraining_log import RetrainStatus
 
 logger = logging.getLogger("ecosight_daemon")
 
@@ -223,7 +223,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_retrain(settings: Settings, args: argparse.Namespace) -> int:
-    from ecosight_daemon.models.retrain import retrain
+    from ecosight_daemon.versions.retrain import retrain
 
     pid = running_daemon(settings.paths.models_dir)  # only a pid whose lock is held: never a stranger
     if pid is not None:
@@ -260,7 +260,8 @@ def cmd_retrain(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_detect(settings: Settings, args: argparse.Namespace) -> int:
-    from ecosight_daemon.detection.cli_detect import detect_paths, parse_start_time, parse_zone
+    from ecosight_daemon.detection.cli_detect import detect_paths, parse_start_time
+    from ecosight_daemon.detection.clock import parse_zone
 
     zone = parse_zone(args.timezone)
     reviewer = None
@@ -304,7 +305,7 @@ def cmd_review(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_predict(settings: Settings, args: argparse.Namespace) -> int:
-    from ecosight_daemon.models.predict import predict_files
+    from ecosight_daemon.versions.predict import predict_files
 
     results = predict_files(settings, list(args.files))
     if args.json:
@@ -320,7 +321,7 @@ def cmd_predict(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
-    from ecosight_daemon.models.registry import ModelRegistry
+    from ecosight_daemon.versions.registry import ModelRegistry
 
     registry = ModelRegistry(settings.paths.models_dir)
     entries = registry.retraining_log()
@@ -340,8 +341,8 @@ def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
-    from ecosight_daemon.models.registry import ModelRegistry
-    from ecosight_daemon.models.rollback import roll_back
+    from ecosight_daemon.versions.registry import ModelRegistry
+    from ecosight_daemon.versions.rollback import roll_back
 
     refuse_while_a_daemon_runs(settings.paths.models_dir, "rollback",
                                "Stop the daemon and roll back, or roll back over its HTTP API (POST /rollback).")

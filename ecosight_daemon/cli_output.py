@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ecosight_daemon.cache.reports import CacheReports, ClassCounts
-from ecosight_daemon.cache.store import EmbeddingStore
 from ecosight_daemon.ingest.file_steps import EmbedReport
-from ecosight_daemon.models.retraining_log import metrics_summary
+from ecosight_daemon.store.reports import CacheReports, ClassCounts
+from ecosight_daemon.store.store import EmbeddingStore
 from ecosight_daemon.training.evaluation import format_interval
+from ecosight_daemon.versions.retraining_log import metrics_summary
 
 
 def scan_report(store: EmbeddingStore) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ecosight_daemon.audio import READABLE_EXTENSIONS
 from ecosight_daemon.config_checks import (
     at_least,
     between,
@@ -45,7 +46,7 @@ class PathSettings:
 @dataclass(frozen=True)
 class AudioSettings:
     extensions: tuple[str, ...] = setting(
-        (".wav", ".flac", ".ogg"), "file endings to ingest, compared case-insensitively", valid_extensions
+        READABLE_EXTENSIONS, "file endings to ingest, compared case-insensitively", valid_extensions
     )
     max_duration_s: float = setting(600.0, "longer files are refused with a reason", at_least(0.01))
     min_duration_s: float = setting(

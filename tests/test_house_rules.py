@@ -20,18 +20,24 @@ MAX_README_BYTES = 12_000
 
 # The rooms, lowest first: a room may import itself and the rooms before it, never those after.
 # "base" is the package root's shared modules; "cli" is the root's composer, which nothing imports.
-ROOM_ORDER = ("base", "util", "cache", "embedding", "ingest", "training", "models", "detection", "review", "daemon",
-              "http", "cli")
+ROOM_ORDER = ("base", "util", "store", "embedding", "ingest", "artifacts", "training", "versions", "detection",
+              "review", "daemon", "http", "cli")
 COMPOSER_MODULES = {"ecosight_daemon.cli", "ecosight_daemon.cli_output", "ecosight_daemon.__main__"}
 # Pairs forbidden although the order allows them.
 NEVER = {
     ("embedding", "cache"): "the model does not know where its output is kept",
     ("training", "ingest"): "the training process never reads audio folders",
+    ("artifacts", "store"): "a shipped model does not know where embeddings are kept",
 }
+# The rooms that run a model read it from artifacts/, never from training/. The one way in:
+# the daemon's handle on the training process (it starts the process and reads its progress).
+RUN_TIME_ROOMS = ("artifacts", "detection", "review", "daemon", "http")
+TRAINING_HANDLE = {"ecosight_daemon.training.process_handle", "ecosight_daemon.training.protocol"}
 # TensorFlow (and what is built on it) only where a model is trained, converted or run on it.
 TENSORFLOW_PACKAGES = {"tensorflow", "keras", "tensorflow_hub", "tf2onnx", "tf_keras"}
 TENSORFLOW_ALLOWED = ("ecosight_daemon.training.", "ecosight_daemon.embedding.tensorflow_runtime",
-                      "ecosight_daemon.embedding.onnx_conversion")
+                      "ecosight_daemon.embedding.onnx_conversion", "ecosight_daemon.artifacts.keras_model",
+                      "ecosight_daemon.artifacts.priority_rule")  # the rule's TensorFlow twin, imported lazily
 
 
 def module_name(path: Path) -> str:
@@ -134,6 +140,15 @@ def test_the_import_walk_sees_every_kind_of_import() -> None:
 
 def test_imports_go_one_way_between_rooms() -> None:
     assert wrong_way_imports() == []
+
+
+def test_run_time_rooms_never_import_training_but_for_the_daemons_handle_on_it() -> None:
+    reaching = {name: sorted(t for t in imported_modules(name) if room_of(t) == "training" and t not in TRAINING_HANDLE)
+                for name in modules() if room_of(name) in RUN_TIME_ROOMS}
+    assert {name: targets for name, targets in reaching.items() if targets} == {}
+    handle = {t for name in modules() if room_of(name) in RUN_TIME_ROOMS for t in imported_modules(name)
+              if room_of(t) == "training"}
+    assert handle == TRAINING_HANDLE  # the checker sees the handle: the rule is not empty
 
 
 def test_tensorflow_only_where_models_are_trained_converted_or_run_on_it() -> None:

@@ -9,12 +9,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ecosight_daemon.cache.recordings import StoredDetection
 from ecosight_daemon.config import AlertSettings
 from ecosight_daemon.daemon.events import EventLog
 from ecosight_daemon.daemon.prometheus import DaemonMetrics
 from ecosight_daemon.daemon.webhook import Webhook
 from ecosight_daemon.detection.clock import iso_utc_at
+from ecosight_daemon.store.recordings import StoredDetection
 from ecosight_daemon.util.printable import printable
 from ecosight_daemon.util.secret_file import read_secret
 

@@ -14,10 +14,10 @@ from typing import Any
 from ecosight_daemon.daemon.inbox import ReviewDecision, Rollback
 from ecosight_daemon.daemon.storage_trouble import STORAGE_ERRORS
 from ecosight_daemon.errors import EcosightError
-from ecosight_daemon.models.registry import ModelRegistry
-from ecosight_daemon.models.retrain import RetrainBusy
-from ecosight_daemon.models.rollback import UnknownVersion, roll_back
 from ecosight_daemon.review.queue import BadDecision, ReviewQueue, UnknownItem
+from ecosight_daemon.versions.registry import ModelRegistry
+from ecosight_daemon.versions.retrain import RetrainBusy
+from ecosight_daemon.versions.rollback import UnknownVersion, roll_back
 
 logger = logging.getLogger(__name__)
 

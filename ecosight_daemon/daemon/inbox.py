@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ecosight_daemon.daemon.watcher import FileEvent
-from ecosight_daemon.models.retraining_log import RetrainOutcome
+from ecosight_daemon.versions.retraining_log import RetrainOutcome
 
 FILE_EVENT_LIMIT = 10_000  # file events waiting in the inbox at most
 

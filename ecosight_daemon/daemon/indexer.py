@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ecosight_daemon.cache.store import EmbeddingStore, FileState
 from ecosight_daemon.config import Settings
 from ecosight_daemon.daemon.prometheus import DaemonMetrics
 from ecosight_daemon.daemon.watcher import FileEvent, SettleTracker
@@ -22,6 +21,7 @@ from ecosight_daemon.ingest.daemon_stream import EmbedStream
 from ecosight_daemon.ingest.file_steps import EmbedReport
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.reconcile import reconcile, refresh_path
+from ecosight_daemon.store.store import EmbeddingStore, FileState
 from ecosight_daemon.util.progress import ProgressReporter
 
 logger = logging.getLogger(__name__)

@@ -20,8 +20,6 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from ecosight_daemon.cache.reports import CacheReports
-from ecosight_daemon.cache.store import EmbeddingStore
 from ecosight_daemon.config import Settings
 from ecosight_daemon.config_file import reload_settings
 from ecosight_daemon.daemon.alerts import Alerts
@@ -53,12 +51,14 @@ from ecosight_daemon.daemon.watcher import SupervisedWatcher
 from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.ingest.audioset_layer import remember_audioset_head
 from ecosight_daemon.ingest.limits import IngestLimits
-from ecosight_daemon.models.registry import ModelRegistry
-from ecosight_daemon.models.retrain import finish_interrupted_promotion, recover_at_start
 from ecosight_daemon.pooling import needs_audioset_head
 from ecosight_daemon.review.queue import ReviewQueue, class_folders
+from ecosight_daemon.store.reports import CacheReports
+from ecosight_daemon.store.store import EmbeddingStore
 from ecosight_daemon.util import pause
 from ecosight_daemon.util.systemd import SystemdNotifier
+from ecosight_daemon.versions.registry import ModelRegistry
+from ecosight_daemon.versions.retrain import finish_interrupted_promotion, recover_at_start
 
 logger = logging.getLogger(__name__)
 

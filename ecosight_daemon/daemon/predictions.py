@@ -17,8 +17,8 @@ from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.errors import AudioDecodeError, EcosightError
 from ecosight_daemon.ingest.isolated_decode import DecoderInterrupted, IsolatedDecoder
 from ecosight_daemon.ingest.limits import IngestLimits
-from ecosight_daemon.models.predict import Predictor
-from ecosight_daemon.models.registry import ModelRegistry
+from ecosight_daemon.versions.predict import Predictor
+from ecosight_daemon.versions.registry import ModelRegistry
 
 logger = logging.getLogger(__name__)
 

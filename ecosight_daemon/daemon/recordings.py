@@ -15,37 +15,31 @@ events quietly (they were alerted on already, or are the new model's second opin
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
-import stat
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ecosight_daemon.audio import is_audio_name, is_ignored_name
-from ecosight_daemon.cache.store import EmbeddingStore
 from ecosight_daemon.config import Settings
 from ecosight_daemon.daemon.alerts import Alerts, alert_payload
+from ecosight_daemon.daemon.recordings_folder import RecordingsFolder
 from ecosight_daemon.detection.cached_scoring import score_cached
-from ecosight_daemon.detection.cli_detect import RECORDING_EXTENSIONS, header_limits, parse_zone
+from ecosight_daemon.detection.clock import parse_zone
 from ecosight_daemon.detection.events import Event
 from ecosight_daemon.detection.recording_job import JobSettings, RecordingChanged, run_recording
 from ecosight_daemon.detection.recording_reader import ReaderInterrupted, RecordingReader, close_shared_cutter
 from ecosight_daemon.detection.scoring import Scoring, current_scoring
-from ecosight_daemon.detection.stream import CHUNK_PATCHES
-from ecosight_daemon.detection.wav_header import is_wav, wav_data_missing
+from ecosight_daemon.detection.stream import CHUNK_PATCHES, HeaderLimits
 from ecosight_daemon.detection.window_trace import WindowTrace
 from ecosight_daemon.embedding.frontend import PATCH_HOP_SECONDS
 from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.errors import AudioDecodeError
-from ecosight_daemon.models.registry import ModelRegistry
 from ecosight_daemon.review.queue import ReviewQueue, ScoredRun
+from ecosight_daemon.store.store import EmbeddingStore
 from ecosight_daemon.util.printable import printable
+from ecosight_daemon.versions.registry import ModelRegistry
 
 logger = logging.getLogger(__name__)
-MAX_SCAN_FILES = 10_000  # files looked at per scan; a larger tree is walked across several
-MAX_SCAN_DEPTH = 8
 VERSION_CHECK_S = 1.0
 RECENT_SHOWN = 50  # detections in the status document (the Detections page, GET /detections)
 MAX_ATTEMPTS = 3  # turns on one recording cut short by the reader dying (or the daemon killed) before it fails
@@ -55,13 +49,14 @@ class Recordings:
     def __init__(self, settings: Settings, store: EmbeddingStore, embedder: Embedder, registry: ModelRegistry,
                  alerts: Alerts, clock: Callable[[], float], review: ReviewQueue | None = None) -> None:
         self.root = settings.detection.recordings_dir
-        self._settle_s = settings.watch.settle_s
-        self._incomplete_settle_s = settings.detection.incomplete_settle_s
+        self._folder = RecordingsFolder(self.root, store.recordings, settings.watch.settle_s,
+                                        settings.detection.incomplete_settle_s)
         self._scan_every = settings.detection.scan_interval_s
         self._zone = parse_zone(settings.detection.timezone)
         self._background = settings.detection.background_class
         self._window_patches = settings.detection.window_patches
-        self._job_settings = JobSettings(settings.embedding.storage_dtype, self._zone, header_limits(settings),
+        self._job_settings = JobSettings(settings.embedding.storage_dtype, self._zone,
+                                         HeaderLimits(settings.detection.min_sample_rate, settings.detection.max_hours),
                                          max(1, round(settings.detection.turn_minutes * 60
                                                       / (CHUNK_PATCHES * PATCH_HOP_SECONDS))))
         self._reader = RecordingReader(settings.audio.max_decode_s)
@@ -72,9 +67,6 @@ class Recordings:
         self._alerts = alerts
         self._review = review
         self._clock = clock
-        self._settling: dict[str, tuple[int, int, float]] = {}
-        self._walker: Iterator[tuple[str, int, int]] | None = None
-        self._seen: set[str] = set()  # what the walk under way has seen so far
         self._next_scan = 0.0
         self._next_version_check = 0.0
         self._scoring: Scoring | None = None
@@ -95,7 +87,11 @@ class Recordings:
     def step(self, now: float) -> None:
         if now >= self._next_scan:
             self._next_scan = now + self._scan_every
-            self._scan(now)
+            noted = self._folder.scan(now)
+            if noted:
+                self._look_for_work = True
+                if self.current and self.current.get("recording") in noted:
+                    self._job = None  # it changed under the run: that run is void
         if now >= self._next_version_check:
             self._next_version_check = now + VERSION_CHECK_S
             self._refresh_scoring()
@@ -129,92 +125,9 @@ class Recordings:
 
     def status(self) -> dict[str, Any]:
         return {"folder": str(self.root), "by_state": self._ledger.counts_by_state(),
-                "hours_analysed": round(self._ledger.seconds_analysed() / 3600, 4), "settling": len(self._settling),
+                "hours_analysed": round(self._ledger.seconds_analysed() / 3600, 4), "settling": self._folder.settling,
                 "current": self.current, "clock_problems": self._ledger.clock_notes(RECENT_SHOWN),
                 "recent": [alert_payload(d) for d in self._ledger.detections(RECENT_SHOWN)]}
-
-    # --- finding recordings ----------------------------------------------------------
-
-    def _scan(self, now: float) -> None:
-        """Up to MAX_SCAN_FILES files a scan; a larger tree is walked across scans, and what is
-        missing is forgotten only once a whole walk has not seen it and lstat agrees."""
-        known = self._ledger.all()
-        if self._walker is None:
-            self._walker, self._seen = self._files(), set()
-        batch = list(itertools.islice(self._walker, MAX_SCAN_FILES))
-        walk_complete = len(batch) < MAX_SCAN_FILES
-        for relpath, size, mtime_ns in batch:
-            self._seen.add(relpath)
-            row = known.get(relpath)
-            if row is not None and (row.size, row.mtime_ns) == (size, mtime_ns):
-                self._settling.pop(relpath, None)
-                continue
-            previous = self._settling.get(relpath)
-            if previous is None or previous[:2] != (size, mtime_ns):
-                self._settling[relpath] = (size, mtime_ns, now)
-            elif now - previous[2] >= self._settle_s and time.time() - mtime_ns / 1e9 >= self._settle_s:
-                if self._maybe_still_copied(relpath, now - previous[2]):
-                    continue
-                del self._settling[relpath]
-                if row is not None and self.current and self.current.get("recording") == relpath:
-                    self._job = None  # it changed under the run: that run is void
-                logger.info("recording %s: %s (%.1f MB)", printable(relpath),
-                            "changed, analysed again" if row else "new", size / 1e6)
-                self._ledger.note(relpath, size, mtime_ns)
-                self._look_for_work = True
-        if not walk_complete:
-            return
-        seen, self._walker = self._seen, None
-        if self.root.is_dir():
-            for relpath in set(known) - seen:
-                if not self._gone(relpath):
-                    continue
-                logger.info("recording %s: gone; its events are forgotten", printable(relpath))
-                self._ledger.forget(relpath)
-        for relpath in set(self._settling) - seen:
-            del self._settling[relpath]
-
-    def _maybe_still_copied(self, relpath: str, unchanged_s: float) -> bool:
-        """Unchanged for less than incomplete_settle_s, and either a WAV with less data than its
-        header says or a format whose header does not tell (FLAC, OGG: they always wait)."""
-        if unchanged_s >= self._incomplete_settle_s:
-            return False
-        path = self.root / relpath
-        return wav_data_missing(path) or not is_wav(path)
-
-    def _gone(self, relpath: str) -> bool:
-        """Only what lstat says is not there (or is no longer a file) is forgotten."""
-        try:
-            return not stat.S_ISREG((self.root / relpath).lstat().st_mode)
-        except FileNotFoundError:
-            return True
-        except OSError:
-            return False  # a mount that does not answer now: nothing is forgotten for it
-
-    def _files(self) -> Iterator[tuple[str, int, int]]:
-        """(relative path, size, mtime_ns) of every recording, a folder's files (by name) before
-        its sub-folders (by name); symlinks and other non-files skipped; lstat only."""
-        yield from self._files_under(str(self.root), "", 0)
-
-    def _files_under(self, folder: str, prefix: str, depth: int) -> Iterator[tuple[str, int, int]]:
-        try:
-            with os.scandir(folder) as listing:
-                entries = sorted(listing, key=lambda entry: entry.name)
-        except OSError:
-            return
-        subfolders = []
-        for entry in entries:
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    if depth < MAX_SCAN_DEPTH and not is_ignored_name(entry.name):
-                        subfolders.append(entry)
-                elif entry.is_file(follow_symlinks=False) and is_audio_name(entry.name, RECORDING_EXTENSIONS):
-                    info = entry.stat(follow_symlinks=False)
-                    yield prefix + entry.name, info.st_size, info.st_mtime_ns
-            except OSError:
-                continue
-        for entry in subfolders:
-            yield from self._files_under(entry.path, f"{prefix}{entry.name}/", depth + 1)
 
     # --- analysing and scoring -------------------------------------------------------
 

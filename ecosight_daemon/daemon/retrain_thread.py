@@ -12,12 +12,12 @@ import logging
 import threading
 from collections.abc import Callable
 
-from ecosight_daemon.cache.store import EmbeddingStore
 from ecosight_daemon.config import Settings
-from ecosight_daemon.models.retrain import retrain
-from ecosight_daemon.models.retraining_log import RetrainOutcome
+from ecosight_daemon.store.store import EmbeddingStore
 from ecosight_daemon.training.process_handle import TrainingProcess
 from ecosight_daemon.training.protocol import Progress
+from ecosight_daemon.versions.retrain import retrain
+from ecosight_daemon.versions.retraining_log import RetrainOutcome
 
 logger = logging.getLogger(__name__)
 

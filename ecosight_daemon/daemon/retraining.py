@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ecosight_daemon.cache.store import EmbeddingStore
 from ecosight_daemon.config import Settings
 from ecosight_daemon.daemon.events import EventLog
 from ecosight_daemon.daemon.inbox import Inbox, RetrainFinished
@@ -15,10 +14,11 @@ from ecosight_daemon.daemon.prometheus import DaemonMetrics
 from ecosight_daemon.daemon.retrain_thread import RetrainRunner
 from ecosight_daemon.daemon.review_trigger import ReviewTrigger
 from ecosight_daemon.daemon.trigger_policy import TriggerPolicy
-from ecosight_daemon.models.drift import current_model_accuracy
-from ecosight_daemon.models.registry import ModelRegistry
-from ecosight_daemon.models.retrain import finish_interrupted_promotion, trained_hashes
 from ecosight_daemon.review.queue import ReviewQueue
+from ecosight_daemon.store.store import EmbeddingStore
+from ecosight_daemon.versions.drift import current_model_accuracy
+from ecosight_daemon.versions.registry import ModelRegistry
+from ecosight_daemon.versions.retrain import finish_interrupted_promotion, trained_hashes
 
 
 class Retraining:

@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ecosight_daemon.daemon.states import DaemonState
-from ecosight_daemon.models.registry import ModelRegistry
 from ecosight_daemon.util.durable import read_json, write_json
 from ecosight_daemon.util.instance_lock import pid_alive
+from ecosight_daemon.versions.registry import ModelRegistry
 
 if TYPE_CHECKING:
-    from ecosight_daemon.cache.reports import CacheReports
     from ecosight_daemon.config import Settings
     from ecosight_daemon.daemon.inbox import Inbox
     from ecosight_daemon.daemon.indexer import Indexer
@@ -28,6 +27,7 @@ if TYPE_CHECKING:
     from ecosight_daemon.daemon.trigger_policy import TriggerPolicy
     from ecosight_daemon.daemon.watcher import SupervisedWatcher
     from ecosight_daemon.review.queue import ReviewQueue
+    from ecosight_daemon.store.reports import CacheReports
 
 logger = logging.getLogger(__name__)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ecosight_daemon.cache.recordings import CachedChunk
 from ecosight_daemon.detection.events import Event, join_across_chunks, merge_windows
 from ecosight_daemon.detection.scoring import Scoring
 from ecosight_daemon.detection.window_trace import WindowTrace
+from ecosight_daemon.store.recordings import CachedChunk
 
 
 def score_cached(chunks: Iterator[CachedChunk], scoring: Scoring, found: list[Event],

@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from ecosight_daemon.artifacts.event_detector import ONSET_CONTEXT_S, ONSET_FEATURES, onset_features_from_frames
 from ecosight_daemon.embedding.frontend import (
     HOP,
     MEL_BANDS,
@@ -25,7 +26,6 @@ from ecosight_daemon.embedding.frontend import (
     patches_from_frames,
 )
 from ecosight_daemon.embedding.interface import Embedder
-from ecosight_daemon.training.event_detector import ONSET_CONTEXT_S, ONSET_FEATURES, onset_features_from_frames
 
 CONTEXT_HOPS = math.ceil(ONSET_CONTEXT_S * 16_000 / PATCH_HOP_SAMPLES)
 

@@ -32,20 +32,6 @@ from ecosight_daemon.util.printable import printable
 from ecosight_daemon.util.progress import ProgressReporter
 
 logger = logging.getLogger(__name__)
-RECORDING_EXTENSIONS = (".wav", ".flac", ".ogg")
-
-
-def parse_zone(name: str) -> tzinfo:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    if name.upper() == "UTC":
-        return UTC
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise EcosightError(f"--timezone {name!r}: not a time zone name (try Africa/Libreville or UTC)") from exc
-
-
 def parse_start_time(text: str | None, zone: tzinfo) -> datetime | None:
     if text is None:
         return None
@@ -58,13 +44,13 @@ def parse_start_time(text: str | None, zone: tzinfo) -> datetime | None:
 
 def recordings_in(paths: list[Path]) -> list[Path]:
     """Files as given, folders searched recursively for WAV/FLAC/OGG (hidden names skipped)."""
-    from ecosight_daemon.audio import is_audio_name
+    from ecosight_daemon.audio import READABLE_EXTENSIONS, is_audio_name
 
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
             found.extend(sorted(p for p in path.rglob("*")
-                                if p.is_file() and is_audio_name(p.name, RECORDING_EXTENSIONS)))
+                                if p.is_file() and is_audio_name(p.name, READABLE_EXTENSIONS)))
         elif path.exists():
             found.append(path)
         else:
@@ -84,8 +70,8 @@ def detect_paths(settings: Settings, paths: list[Path], out_dir: Path, zone: tzi
     reason and the run goes on. `on_recording`, if given, gets each readable recording's
     result and window trace (to queue review items)."""
     from ecosight_daemon.embedding.loader import load_embedder
-    from ecosight_daemon.models.registry import ModelRegistry
-    from ecosight_daemon.models.retrain import recover_at_start
+    from ecosight_daemon.versions.registry import ModelRegistry
+    from ecosight_daemon.versions.retrain import recover_at_start
 
     recordings = recordings_in(paths)
     registry = ModelRegistry(settings.paths.models_dir)
@@ -98,7 +84,7 @@ def detect_paths(settings: Settings, paths: list[Path], out_dir: Path, zone: tzi
         raise EcosightError(f"no trained model in {settings.paths.models_dir}; run `ecosight-daemon retrain` first")
     out_dir.mkdir(parents=True, exist_ok=True)
     reader = RecordingReader(settings.audio.max_decode_s)
-    limits = header_limits(settings)
+    limits = HeaderLimits(settings.detection.min_sample_rate, settings.detection.max_hours)
     try:
         return _detect_all(settings, recordings, out_dir, zone, start_time, on_recording, scoring, embedder, reader,
                            limits)
@@ -169,10 +155,6 @@ def _write_run(out_dir: Path, scoring: Scoring, results: list[RecordingResult], 
                           sum(r.seconds_analysed for r in results))
     write_json(out_dir / RUN_JSON, summary)
     return summary
-
-
-def header_limits(settings: Settings) -> HeaderLimits:
-    return HeaderLimits(settings.detection.min_sample_rate, settings.detection.max_hours)
 
 
 def _header_seconds(reader: RecordingReader, path: Path, limits: HeaderLimits) -> float | str:

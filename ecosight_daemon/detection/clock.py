@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 
-from ecosight_daemon.errors import AudioDecodeError
+from ecosight_daemon.errors import AudioDecodeError, EcosightError
 
 UTC = timezone.utc  # datetime.UTC is 3.11+; the package supports older Pythons
 
@@ -227,3 +227,14 @@ def _guano_timestamp(path: Path) -> tuple[str | None, str | None]:
     if isinstance(value, datetime):
         return value.isoformat(), None
     return None, f"Timestamp {str(value)[:60]!r} is not ISO 8601"
+
+
+def parse_zone(name: str) -> tzinfo:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if name.upper() == "UTC":
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise EcosightError(f"time zone {name!r}: not a time zone name (try Africa/Libreville or UTC)") from exc

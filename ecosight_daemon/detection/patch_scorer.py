@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ecosight_daemon.artifacts.event_detector import PATCH_S, EventDetector, patch_features
 from ecosight_daemon.pooling import AudiosetHead
-from ecosight_daemon.training.event_detector import PATCH_S, EventDetector, patch_features
 
 
 class PatchScorer:

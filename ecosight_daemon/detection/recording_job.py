@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from ecosight_daemon.audio import TARGET_SAMPLE_RATE
-from ecosight_daemon.cache.recordings import RecordingLedger
 from ecosight_daemon.detection.chunk_front_end import CONTEXT_HOPS, ChunkFrontEnd
 from ecosight_daemon.detection.clock import UTC, iso_utc, recording_clock
 from ecosight_daemon.detection.recording_reader import RecordingReader, Waiting
@@ -34,6 +33,7 @@ from ecosight_daemon.detection.stream import (
 )
 from ecosight_daemon.embedding.frontend import PATCH_HOP_SAMPLES, PATCH_HOP_SECONDS, patch_count
 from ecosight_daemon.embedding.interface import Embedder
+from ecosight_daemon.store.recordings import RecordingLedger
 from ecosight_daemon.util import pause
 from ecosight_daemon.util.printable import printable
 

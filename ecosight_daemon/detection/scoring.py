@@ -6,13 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ecosight_daemon.artifacts import version_files as files
+from ecosight_daemon.artifacts.event_detector import EventDetector
 from ecosight_daemon.detection.patch_scorer import PatchScorer
 from ecosight_daemon.detection.window_scorer import WindowScorer
 from ecosight_daemon.embedding.interface import Embedder
-from ecosight_daemon.models.registry import ModelRegistry
 from ecosight_daemon.pooling import needs_audioset_head
-from ecosight_daemon.training import version_files as files
-from ecosight_daemon.training.event_detector import EventDetector
+from ecosight_daemon.versions.registry import ModelRegistry
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ PATCH_HOP_FRAMES = 48  # 0.48 s
 PATCH_SAMPLES = (PATCH_FRAMES - 1) * HOP + WINDOW  # 15,600: the samples one patch needs
 PATCH_HOP_SAMPLES = PATCH_HOP_FRAMES * HOP  # 7,680
 PATCH_HOP_SECONDS = PATCH_HOP_SAMPLES / SAMPLE_RATE  # 0.48
+PATCH_SECONDS = PATCH_FRAMES * HOP / SAMPLE_RATE  # 0.96: the span a patch stands for
 BLOCK_FRAMES = 6_000  # 60 s of frames per STFT in log_mel_in_blocks
 
 

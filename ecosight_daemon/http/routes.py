@@ -28,6 +28,7 @@ from typing import IO, Any, Protocol
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 
+from ecosight_daemon.artifacts import version_files as files
 from ecosight_daemon.daemon.events import EventLog
 from ecosight_daemon.daemon.inbox import Message, RetrainRequested, Rollback
 from ecosight_daemon.daemon.prometheus import CONTENT_TYPE, DaemonMetrics
@@ -55,8 +56,7 @@ from ecosight_daemon.http.dashboard import (
 from ecosight_daemon.http.review_routes import add_review_routes
 from ecosight_daemon.http.reviewer_credentials import ReviewerCredentials
 from ecosight_daemon.http.snippet_responses import SNIPPET_NAMES, snippet_response
-from ecosight_daemon.models.registry import VERSION_PATTERN, ModelRegistry
-from ecosight_daemon.training import version_files as files
+from ecosight_daemon.versions.registry import VERSION_PATTERN, ModelRegistry
 
 logger = logging.getLogger(__name__)
 

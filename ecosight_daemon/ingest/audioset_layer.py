@@ -3,9 +3,9 @@ scores (and retraining) needs no TensorFlow later."""
 
 from __future__ import annotations
 
-from ecosight_daemon.cache.store import EmbeddingStore
 from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.pooling import AudiosetHead
+from ecosight_daemon.store.store import EmbeddingStore
 
 
 def remember_audioset_head(store: EmbeddingStore, embedder: Embedder) -> AudiosetHead:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ecosight_daemon.cache.store import EmbeddingStore, FileState
 from ecosight_daemon.config import Settings
 from ecosight_daemon.errors import EcosightError
 from ecosight_daemon.ingest.file_steps import EmbedReport
@@ -15,6 +14,7 @@ from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.one_shot import embed_pending
 from ecosight_daemon.ingest.reconcile import reconcile
 from ecosight_daemon.pooling import needs_audioset_head
+from ecosight_daemon.store.store import EmbeddingStore, FileState
 from ecosight_daemon.util.progress import ProgressReporter
 
 logger = logging.getLogger(__name__)

@@ -25,8 +25,6 @@ import numpy as np
 import soundfile
 
 from ecosight_daemon.audio import decode_audio
-from ecosight_daemon.cache.attempts import MAX_ATTEMPTS
-from ecosight_daemon.cache.store import EmbeddingStore, FileRecord, FileState
 from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.ingest.file_steps import (
     ConcurrentFiles,
@@ -40,6 +38,8 @@ from ecosight_daemon.ingest.file_steps import (
 from ecosight_daemon.ingest.isolated_decode import IsolatedDecoder
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.naming import shown
+from ecosight_daemon.store.attempts import MAX_ATTEMPTS
+from ecosight_daemon.store.store import EmbeddingStore, FileRecord, FileState
 
 logger = logging.getLogger(__name__)
 

@@ -20,13 +20,13 @@ from typing import Protocol, TypeVar, runtime_checkable
 import numpy as np
 
 from ecosight_daemon.audio import DecodedAudio, decode_audio
-from ecosight_daemon.cache.store import EmbeddingStore, FileRecord
 from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.errors import AudioDecodeError
 from ecosight_daemon.ingest.isolated_decode import DecoderInterrupted
 from ecosight_daemon.ingest.limits import IngestLimits, shortage, size_problem
 from ecosight_daemon.ingest.naming import FoundFile, describe_entry, shown
 from ecosight_daemon.ingest.reconcile import record_failure
+from ecosight_daemon.store.store import EmbeddingStore, FileRecord
 from ecosight_daemon.util import pause
 from ecosight_daemon.util.digest import sha256_of_bytes
 

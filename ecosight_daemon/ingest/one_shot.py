@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ecosight_daemon.cache.store import EmbeddingStore, FileRecord, FileState
 from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.ingest.file_steps import (
     ConcurrentFiles,
@@ -24,6 +23,7 @@ from ecosight_daemon.ingest.file_steps import (
     record_result,
 )
 from ecosight_daemon.ingest.limits import IngestLimits
+from ecosight_daemon.store.store import EmbeddingStore, FileRecord, FileState
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from ecosight_daemon.audio import DecodedAudio
-from ecosight_daemon.cache.store import EmbeddingStore, FileRecord, FileState
 from ecosight_daemon.errors import EcosightError
 from ecosight_daemon.ingest.file_steps import (
     EmbeddedFile,
@@ -31,6 +30,7 @@ from ecosight_daemon.ingest.file_steps import (
 )
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.naming import FoundFile
+from ecosight_daemon.store.store import EmbeddingStore, FileRecord, FileState
 from ecosight_daemon.util.progress import ProgressReporter
 
 logger = logging.getLogger(__name__)

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ecosight_daemon.audio import is_audio_name, is_ignored_name
-from ecosight_daemon.cache.store import EmbeddingStore, FileState
 from ecosight_daemon.ingest.limits import IngestLimits, shortage, size_problem
 from ecosight_daemon.ingest.naming import FoundFile, describe_entry, index_path, shown, walk_audio_dir
+from ecosight_daemon.store.store import EmbeddingStore, FileState
 from ecosight_daemon.util.digest import sha256_of
 
 logger = logging.getLogger(__name__)

@@ -17,10 +17,10 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import soundfile
 
-from ecosight_daemon.cache.review import ReviewItem
 from ecosight_daemon.detection.recording_reader import ReaderInterrupted
 from ecosight_daemon.detection.snippets import cut
 from ecosight_daemon.errors import AudioDecodeError
+from ecosight_daemon.store.review import ReviewItem
 from ecosight_daemon.util import pause
 from ecosight_daemon.util.durable import TEMP_NAME, fsync_path, replace_atomically
 

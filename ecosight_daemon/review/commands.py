@@ -10,13 +10,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ecosight_daemon.cache.store import EmbeddingStore
 from ecosight_daemon.config import Settings
 from ecosight_daemon.detection.clock import iso_utc
 from ecosight_daemon.detection.recording_run import RecordingResult
 from ecosight_daemon.detection.scoring import Scoring
 from ecosight_daemon.detection.window_trace import WindowTrace
 from ecosight_daemon.review.queue import ReviewQueue, ScoredRun, class_folders
+from ecosight_daemon.store.store import EmbeddingStore
 from ecosight_daemon.util.digest import sha256_of
 
 logger = logging.getLogger(__name__)

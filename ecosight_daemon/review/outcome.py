@@ -3,7 +3,7 @@ one does not); a skip is no opinion. An item counts only when the standing decis
 
 from __future__ import annotations
 
-from ecosight_daemon.cache.review import Decision
+from ecosight_daemon.store.review import Decision
 
 
 def standing(decisions: list[Decision]) -> list[Decision]:

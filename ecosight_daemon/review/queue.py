@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ecosight_daemon.cache.review import NewReviewItem, ReviewItem, ReviewLedger
+from ecosight_daemon.artifacts.split_rule import Split, compile_group_patterns, group_key, split_by_hash
 from ecosight_daemon.config import Settings
 from ecosight_daemon.detection.clock import iso_utc_at
 from ecosight_daemon.detection.events import Event
@@ -26,7 +26,7 @@ from ecosight_daemon.ingest.naming import label_problem
 from ecosight_daemon.review.clips import CLIP_MARK, recording_stem, remove_clip, remove_stale_temporaries, write_clip
 from ecosight_daemon.review.outcome import outcome_of
 from ecosight_daemon.review.selection import select
-from ecosight_daemon.training.dataset import Split, compile_group_patterns, group_key, split_by_hash
+from ecosight_daemon.store.review import NewReviewItem, ReviewItem, ReviewLedger
 
 logger = logging.getLogger(__name__)
 VERDICTS = ("label", "uncertain", "skip")

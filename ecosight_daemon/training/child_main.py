@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ecosight_daemon.artifacts import version_files as files
+from ecosight_daemon.artifacts.priority_rule import apply_priority_threshold
 from ecosight_daemon.embedding.tf_start_up import start_up_notes_hidden
-from ecosight_daemon.training import version_files as files
 from ecosight_daemon.training.evaluation import classification_metrics
 from ecosight_daemon.training.heads import FittedHead, fit_keras_head, fit_logistic_head
 from ecosight_daemon.training.job_data import TEST, TRAIN, VALIDATION, read_job_data
-from ecosight_daemon.training.priority_rule import apply_priority_threshold
 from ecosight_daemon.training.protocol import (
     Exported,
     ExportFailed,
@@ -176,6 +176,6 @@ def incumbent_predictions(incumbent: IncumbentModel | None, test_x: np.ndarray,
     indices; test clips of a class it never learned count as its mistakes (-1)."""
     if incumbent is None:
         return None
-    from ecosight_daemon.training.published_model import PublishedModel
+    from ecosight_daemon.artifacts.published_model import PublishedModel
 
     return PublishedModel.load(Path(incumbent.model_path), incumbent.metadata).labels_in(classes, test_x)

@@ -8,56 +8,17 @@ stays there in every later retrain, and the test set only grows.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
-from pathlib import PurePosixPath
 
 import numpy as np
 
-from ecosight_daemon.cache.store import EmbeddingStore
+from ecosight_daemon.artifacts.split_rule import Split, compile_group_patterns, group_hash, group_key, split_by_hash
 from ecosight_daemon.pooling import AudiosetHead, pool_clips
+from ecosight_daemon.store.store import EmbeddingStore
 
 logger = logging.getLogger(__name__)
-
-SPLIT_SALT = "ecosight-split-v1"  # changing it would move groups between splits
-
-
-class Split(str, Enum):
-    TRAIN = "train"
-    VAL = "val"
-    TEST = "test"
-
-
-def group_key(relpath: str, patterns: Iterable[re.Pattern[str]]) -> str:
-    """The source-recording key of a file; the file itself when no pattern applies."""
-    key = PurePosixPath(relpath).stem
-    for pattern in patterns:
-        match = pattern.fullmatch(key)
-        if match:
-            key = match.group("group")
-    return key
-
-
-def compile_group_patterns(patterns: Iterable[str]) -> list[re.Pattern[str]]:
-    return [re.compile(p, re.IGNORECASE) for p in patterns]
-
-
-def group_hash(group: str) -> float:
-    """A uniform number in [0, 1) that depends only on the group key."""
-    digest = hashlib.sha256(f"{SPLIT_SALT}:{group}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def split_by_hash(group: str, fractions: tuple[float, float, float]) -> Split:
-    u = group_hash(group)
-    if u < fractions[0]:
-        return Split.TRAIN
-    return Split.VAL if u < fractions[0] + fractions[1] else Split.TEST
-
 
 def assign_splits(
     groups_by_class: Mapping[str, set[str]],

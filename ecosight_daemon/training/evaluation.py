@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ecosight_daemon.training.priority_rule import apply_priority_threshold
+from ecosight_daemon.artifacts.priority_rule import apply_priority_threshold
 
 
 @dataclass(frozen=True)

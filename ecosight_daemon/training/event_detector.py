@@ -1,5 +1,6 @@
-"""The event detector a retrain ships beside the clip classifier: it scores every 0.96 s
-patch of a long recording, not pooled clips.
+"""Training the event detector a retrain ships beside the clip classifier (what it is and
+how it runs: artifacts/event_detector.py): it scores every 0.96 s patch of a long
+recording, not pooled clips.
 
 Features per patch: YAMNet's 521 AudioSet logits (from the cached embedding) and four
 onset features from the log-mel frames (how far the loudest 10 ms stands above the last
@@ -18,61 +19,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
-from scipy.ndimage import median_filter, uniform_filter1d
 
-from ecosight_daemon.embedding.frontend import (
-    PATCH_FRAMES,
-    PATCH_HOP_FRAMES,
-    PATCH_HOP_SAMPLES,
-    SAMPLE_RATE,
-    log_mel_in_blocks,
-    pad_to_whole_patches,
-)
+from ecosight_daemon.artifacts.event_detector import HOP_S, PATCH_S, EventDetector, onset_features, patch_features
+from ecosight_daemon.artifacts.linear_head import LogisticFit
 from ecosight_daemon.pooling import AudiosetHead
 from ecosight_daemon.training.event_mixing import PlacedEvent, Soundscape, build_soundscape
-from ecosight_daemon.training.logistic_head import LogisticFit, fit_logistic
+from ecosight_daemon.training.logistic_head import fit_logistic
 
-HOP_S = PATCH_HOP_SAMPLES / SAMPLE_RATE
-PATCH_S = 0.96
-ONSET_FEATURES = 4
-ONSET_CONTEXT_S = 15.0  # the background level is the median over about twice this
 PARTS = 3
 SECONDS_PER_EVENT = 8.0  # of soundscape per event mixed in (events are >= 6 s apart)
 PRIORITY_COPIES = 1  # each priority-class clip is mixed in this many times per soundscape
 MIN_PART_SECONDS = 60.0
 REGULARIZATION_C = 0.001  # strong: a few thousand patches, 525 features, sites it never heard (docs/detection.md)
 COLLAR_S = 0.5
-
-
-def onset_features(waveform: np.ndarray) -> np.ndarray:
-    """(patches, 4) float32 for a 16 kHz waveform, one row per patch as the front end cuts them."""
-    return onset_features_from_frames(log_mel_in_blocks(pad_to_whole_patches(waveform)))
-
-
-def onset_features_from_frames(frames: np.ndarray) -> np.ndarray:
-    """(patches, 4) float32 from the log-mel frames of a waveform padded to whole patches."""
-    decibels = frames * np.float32(20 / np.log(10))
-    energy = 10 * np.log10(np.mean(np.exp(2 * frames.astype(np.float64)), axis=1) + 1e-10)
-    coarse = median_filter(energy[::10], size=int(2 * ONSET_CONTEXT_S * 10) + 1, mode="nearest")
-    contrast = energy - np.repeat(coarse, 10)[:len(energy)]
-    earlier = uniform_filter1d(energy, 5, origin=2, mode="nearest")
-    rise = energy - np.concatenate([energy[:3], earlier[:-3]])
-    broadband = np.concatenate([np.zeros(3), np.mean(decibels[3:] - decibels[:-3] > 6, axis=1)])
-    def per_patch(values: np.ndarray) -> np.ndarray:  # (patches, PATCH_FRAMES): each patch's frames
-        return sliding_window_view(values, PATCH_FRAMES)[::PATCH_HOP_FRAMES]
-
-    spans = per_patch(contrast)
-    return np.stack([spans.max(axis=1), per_patch(rise).max(axis=1), per_patch(broadband).max(axis=1),
-                     np.percentile(spans, 90, axis=1)], axis=1).astype(np.float32)
-
-
-def patch_features(patches: np.ndarray, onsets: np.ndarray, head: AudiosetHead) -> np.ndarray:
-    return np.concatenate([head.logits(np.asarray(patches, np.float32)), onsets], axis=1).astype(np.float32)
 
 
 def patch_labels(events: list[PlacedEvent], count: int, classes: list[str], background: str) -> np.ndarray:
@@ -91,47 +52,6 @@ def patch_labels(events: list[PlacedEvent], count: int, classes: list[str], back
             holds = (starts >= e.start_s - 0.2) & (starts + PATCH_S <= e.end_s + 0.2)
         labels[holds] = classes.index(e.label)
     return labels
-
-
-@dataclass
-class EventDetector:
-    fit: LogisticFit
-    classes: list[str]
-    background: str
-    priority_class: str
-    threshold: float  # on the priority class's margin
-    figures: dict[str, Any]
-
-    def margins(self, features: np.ndarray) -> np.ndarray:
-        """(patches, classes): log p(class) - log p(any other), which does not saturate like p."""
-        logits = ((features - self.fit.mean) / self.fit.std) @ self.fit.kernel + self.fit.bias
-        out = np.empty_like(logits)
-        for c in range(logits.shape[1]):
-            others = np.delete(logits, c, axis=1)
-            top = others.max(axis=1, keepdims=True)
-            out[:, c] = logits[:, c] - (top[:, 0] + np.log(np.exp(others - top).sum(axis=1)))
-        return np.asarray(out, dtype=np.float32)
-
-    def labels(self, margins: np.ndarray) -> np.ndarray:
-        """The winning class per patch; the priority class wins wherever it clears its threshold."""
-        labels = np.where(margins.max(axis=1) > 0, margins.argmax(axis=1), self.classes.index(self.background))
-        if self.priority_class in self.classes:
-            priority = self.classes.index(self.priority_class)
-            labels = np.where(margins[:, priority] >= self.threshold, priority,
-                              np.where(labels == priority, self.classes.index(self.background), labels))
-        return labels.astype(np.int64)
-
-    def save(self, path: Path) -> None:
-        with path.open("wb") as handle:
-            np.savez(handle, mean=self.fit.mean, std=self.fit.std, kernel=self.fit.kernel, bias=self.fit.bias,
-                     classes=np.array(self.classes), background=self.background, priority=self.priority_class,
-                     threshold=self.threshold)
-
-    @classmethod
-    def load(cls, path: Path) -> EventDetector:
-        with np.load(path) as a:
-            return cls(LogisticFit(a["mean"], a["std"], a["kernel"], a["bias"]), [str(c) for c in a["classes"]],
-                       str(a["background"]), str(a["priority"]), float(a["threshold"]), {})
 
 
 @dataclass(frozen=True)

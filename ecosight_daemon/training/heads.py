@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from ecosight_daemon.artifacts.linear_head import LogisticFit
 from ecosight_daemon.training.evaluation import choose_priority_threshold
 from ecosight_daemon.training.job_data import TEST, TRAIN, VALIDATION
-from ecosight_daemon.training.logistic_head import LogisticFit, fit_logistic, out_of_fold_probabilities
+from ecosight_daemon.training.logistic_head import fit_logistic, out_of_fold_probabilities
 from ecosight_daemon.training.protocol import Progress
 from ecosight_daemon.training.recipe import TrainingRecipe
 
@@ -89,7 +90,8 @@ def fit_keras_head(features: np.ndarray, labels: np.ndarray, splits: np.ndarray,
                    recipe: TrainingRecipe, should_stop: Callable[[], bool],
                    report: Callable[[Progress], None] = lambda progress: None) -> FittedHead | None:
     """Gradient-trained head with hidden layers: early stopping and threshold on validation."""
-    from ecosight_daemon.training.keras_head import fit_classifier, predict_probabilities
+    from ecosight_daemon.artifacts.keras_model import predict_probabilities
+    from ecosight_daemon.training.keras_head import fit_classifier
 
     train, val, test = (splits == TRAIN), (splits == VALIDATION), (splits == TEST)
     fit = fit_classifier(features[train], labels[train], features[val], labels[val], len(classes), recipe.classifier,

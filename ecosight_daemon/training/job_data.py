@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ecosight_daemon.artifacts import version_files as files
 from ecosight_daemon.pooling import AudiosetHead
-from ecosight_daemon.training import version_files as files
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 TRAIN, VALIDATION, TEST = (SPLIT_CODES[name] for name in ("train", "val", "test"))

@@ -17,9 +17,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ecosight_daemon.artifacts.keras_model import predict_probabilities
+from ecosight_daemon.artifacts.linear_head import LogisticFit
+from ecosight_daemon.artifacts.priority_rule import priority_label_tensor
 from ecosight_daemon.pooling import AudiosetHead, pool_with
-from ecosight_daemon.training.logistic_head import LogisticFit
-from ecosight_daemon.training.priority_rule import priority_label_tensor
 from ecosight_daemon.training.recipe import ClassifierParams
 
 logger = logging.getLogger(__name__)
@@ -268,17 +269,6 @@ class ProgressLog:
     def __call__(self, epoch: int, loss: float, val_loss: float) -> None:
         if (epoch + 1) % self._every == 0:
             logger.info("epoch %d: loss %.4f, val_loss %.4f", epoch + 1, loss, val_loss)
-
-
-def predict_probabilities(model: keras.Model, features: np.ndarray) -> np.ndarray:
-    if len(features) == 0:
-        return np.zeros((0, model.output_shape[-1]), dtype=np.float32)
-    return np.asarray(model(tf.constant(features, dtype=tf.float32), training=False))
-
-
-def load_classifier(path: Path) -> keras.Model:
-    """Load a saved classifier; safe_mode refuses models that carry arbitrary code."""
-    return keras.saving.load_model(path, compile=False, safe_mode=True)
 
 
 def save_classifier(model: keras.Model, path: Path) -> None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
+
+from ecosight_daemon.artifacts.linear_head import LogisticFit
 
 logger = logging.getLogger(__name__)
 
@@ -22,29 +22,6 @@ MIN_STD = 1e-3  # Keras's Normalization divides by max(std, epsilon); constant f
 # Real embeddings converge in ~20 iterations (16 on the dev corpus); clips that carry no
 # class signal at all (the load test's random noise) took ~600 and 25 s per fit.
 MAX_ITERATIONS = 300
-
-
-@dataclass(frozen=True)
-class LogisticFit:
-    mean: np.ndarray  # (d,)
-    std: np.ndarray  # (d,)
-    kernel: np.ndarray  # (d, classes) on standardized features
-    bias: np.ndarray  # (classes,)
-
-    def save(self, path: Path) -> None:
-        with path.open("wb") as handle:
-            np.savez(handle, mean=self.mean, std=self.std, kernel=self.kernel, bias=self.bias)
-
-    @classmethod
-    def load(cls, path: Path) -> LogisticFit:
-        with np.load(path) as arrays:
-            return cls(arrays["mean"], arrays["std"], arrays["kernel"], arrays["bias"])
-
-    def probabilities(self, features: np.ndarray) -> np.ndarray:
-        logits = ((features - self.mean) / self.std) @ self.kernel + self.bias
-        logits -= logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        return np.asarray(exp / exp.sum(axis=1, keepdims=True))
 
 
 def fit_logistic(features: np.ndarray, labels: np.ndarray, n_classes: int, c: float) -> LogisticFit:

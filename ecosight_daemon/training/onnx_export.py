@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from ecosight_daemon.artifacts.priority_rule import describe_rule, priority_label_tensor
 from ecosight_daemon.embedding import frontend as front
 from ecosight_daemon.embedding.interface import YAMNET_DIM
 from ecosight_daemon.pooling import AudiosetHead
 from ecosight_daemon.training.device_files import sliding_windows_note, write_device_files
-from ecosight_daemon.training.priority_rule import describe_rule, priority_label_tensor
 
 PATCHES_MODEL = "patches_to_probabilities.onnx"
 FRONT_END_FILE = "front_end.json"

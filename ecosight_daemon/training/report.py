@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ecosight_daemon.training import version_files as files
+from ecosight_daemon.artifacts import version_files as files
 from ecosight_daemon.training.evaluation import format_interval
 
 

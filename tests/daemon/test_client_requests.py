@@ -14,7 +14,7 @@ import pytest
 from ecosight_daemon.daemon.client_requests import answer_rollback
 from ecosight_daemon.daemon.inbox import Rollback
 from ecosight_daemon.daemon.predictions import PredictionWorker, label_upload
-from ecosight_daemon.models.registry import ModelRegistry
+from ecosight_daemon.versions.registry import ModelRegistry
 
 
 def gone() -> Future[dict[str, Any]]:

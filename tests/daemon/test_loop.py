@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from ecosight_daemon.cache.store import FileState
 from ecosight_daemon.config_file import settings_from_mapping
 from ecosight_daemon.daemon import indexer as indexer_module
 from ecosight_daemon.daemon.loop import Daemon
 from ecosight_daemon.daemon.trigger_policy import TRIGGER_CHECK_S
+from ecosight_daemon.store.store import FileState
 from testkit.audio_files import WavWriter
 
 CLIPS = 40

@@ -154,11 +154,11 @@ def test_the_current_model_runs_in_numpy_exactly_as_its_keras_file(trained: tupl
     """detect and predict label with classifier.npz: no TensorFlow in the process, same probabilities."""
     import numpy as np
 
-    from ecosight_daemon.models.registry import ModelRegistry
-    from ecosight_daemon.training.keras_head import load_classifier, predict_probabilities
+    from ecosight_daemon.artifacts.keras_model import load_classifier, predict_probabilities
+    from ecosight_daemon.versions.registry import ModelRegistry
 
     root, _ = trained
-    probe = ("import sys; from pathlib import Path; from ecosight_daemon.models.registry import ModelRegistry; "
+    probe = ("import sys; from pathlib import Path; from ecosight_daemon.versions.registry import ModelRegistry; "
              f"m = ModelRegistry(Path({str(root / 'models')!r})).current_model(); "
              "print(type(m.classifier).__name__, 'tensorflow' in sys.modules)")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)

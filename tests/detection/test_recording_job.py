@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import soundfile
 
-from ecosight_daemon.cache.recordings import RecordingLedger
-from ecosight_daemon.cache.store import EmbeddingStore
 from ecosight_daemon.detection.recording_job import JobSettings, RecordingChanged
 from ecosight_daemon.detection.recording_job import run_recording as run_with
 from ecosight_daemon.detection.recording_reader import RecordingReader
 from ecosight_daemon.embedding.onnx_runtime import OnnxEmbedder
+from ecosight_daemon.store.recordings import RecordingLedger
+from ecosight_daemon.store.store import EmbeddingStore
 
 pytestmark = pytest.mark.slow
 SECONDS = 200
@@ -115,10 +115,10 @@ def test_one_front_end_per_chunk_gives_what_embedding_and_onsets_apart_gave(tmp_
                                                                             reader: RecordingReader) -> None:
     """The chunk's log-mel feeds both the CNN and the onset features: the same embeddings as
     the embedder's own front end, the same onsets as computed on the carried audio."""
+    from ecosight_daemon.artifacts.event_detector import onset_features
     from ecosight_daemon.detection.chunk_front_end import CONTEXT_HOPS, ChunkFrontEnd
     from ecosight_daemon.detection.recording_reader import finish
     from ecosight_daemon.detection.stream import StreamEnd, read_header, stream_chunks
-    from ecosight_daemon.training.event_detector import onset_features
 
     path = field_like(tmp_path / "c.wav", seconds=150)
     header, _ = finish(read_header(reader, path))

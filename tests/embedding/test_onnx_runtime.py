@@ -69,11 +69,11 @@ def test_long_clips_are_embedded_in_batches_like_one_call(onnx: OnnxEmbedder) ->
 def test_the_pipeline_runs_one_file_per_core_and_stores_each_files_own_embeddings(
     onnx: OnnxEmbedder, tmp_path: Path, dev_corpus: Path
 ) -> None:
-    from ecosight_daemon.cache.store import EmbeddingStore, FileState
     from ecosight_daemon.ingest.file_steps import ConcurrentFiles
     from ecosight_daemon.ingest.limits import IngestLimits
     from ecosight_daemon.ingest.one_shot import embed_pending
     from ecosight_daemon.ingest.reconcile import reconcile
+    from ecosight_daemon.store.store import EmbeddingStore, FileState
 
     shared, workers = onnx.for_concurrent_files()
     assert isinstance(onnx, ConcurrentFiles) and workers >= 1 and shared._session is not onnx._session

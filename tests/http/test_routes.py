@@ -19,7 +19,7 @@ from ecosight_daemon.config_file import settings_from_mapping
 from ecosight_daemon.daemon.loop import Daemon
 from ecosight_daemon.daemon.predictions import UPLOAD_DECODE_S
 from ecosight_daemon.http.routes import ApiSettings, build_app
-from ecosight_daemon.models.registry import ModelRegistry
+from ecosight_daemon.versions.registry import ModelRegistry
 from testkit.audio_files import WavWriter
 from testkit.daemon_process import wait_for
 from testkit.paths import REPO_ROOT, hanging_wav

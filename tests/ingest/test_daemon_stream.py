@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 
 from ecosight_daemon.audio import decode_audio
-from ecosight_daemon.cache.attempts import MAX_ATTEMPTS
-from ecosight_daemon.cache.store import EmbeddingStore, FileState
 from ecosight_daemon.embedding.onnx_runtime import OnnxEmbedder
 from ecosight_daemon.ingest.daemon_stream import EmbedStream
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.reconcile import reconcile
+from ecosight_daemon.store.attempts import MAX_ATTEMPTS
+from ecosight_daemon.store.store import EmbeddingStore, FileState
 from testkit.audio_files import WavWriter
 from testkit.daemon_process import wait_for
 

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 
 from ecosight_daemon.audio import decode_audio
-from ecosight_daemon.cache.reports import CacheReports
-from ecosight_daemon.cache.store import EmbeddingStore, FileState
 from ecosight_daemon.embedding.frontend import patch_count
 from ecosight_daemon.embedding.tensorflow_runtime import YamnetEmbedder
 from ecosight_daemon.ingest.file_steps import ConcurrentFiles, EmbedReport
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.one_shot import embed_pending
 from ecosight_daemon.ingest.reconcile import reconcile
+from ecosight_daemon.store.reports import CacheReports
+from ecosight_daemon.store.store import EmbeddingStore, FileState
 from testkit.audio_files import WavWriter
 
 LIMITS = IngestLimits(extensions=(".wav", ".flac"), max_duration_s=30.0, max_file_bytes=10_000_000)

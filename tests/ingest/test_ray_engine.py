@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ecosight_daemon.cache.store import EmbeddingStore
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.one_shot import embed_pending
 from ecosight_daemon.ingest.reconcile import reconcile
+from ecosight_daemon.store.store import EmbeddingStore
 from testkit.audio_files import WavWriter
 from testkit.paths import IN_CI
 

@@ -148,7 +148,7 @@ def test_bad_recordings_fail_with_reasons_while_the_daemon_answers_and_restarts(
           f"{probe.answers} answers, SIGTERM with the reader hung obeyed in {stop_took:.1f} s")
 
 
-FLOOD = 10_050  # more than a scan looks at (daemon/recordings.py MAX_SCAN_FILES)
+FLOOD = 10_050  # more than a scan looks at (daemon/recordings_folder.py MAX_SCAN_FILES)
 
 
 def test_a_flooded_subfolder_neither_forgets_analysed_recordings_nor_starves_new_ones(

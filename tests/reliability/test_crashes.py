@@ -92,7 +92,7 @@ class ModelChecker:
         leftovers = [p for p in (models / "versions").glob(".staging-*") if _older_than(p, restarted_at)]
         assert not leftovers, "an unfinished version folder survived start-up"
         if metadata["model_sha256"] not in self._loaded:
-            from ecosight_daemon.training.keras_head import load_classifier
+            from ecosight_daemon.artifacts.keras_model import load_classifier
 
             model = load_classifier(version / "model.keras")
             assert model.output_shape[-1] == len(metadata["classes"])

@@ -136,7 +136,7 @@ def test_a_retrain_that_runs_out_of_space_changes_nothing(
     failed = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert failed.returncode == 4, failed.stderr[-3000:]
     assert "No space left on device" in failed.stdout + failed.stderr
-    assert "Traceback" not in failed.stderr.split("ERROR ecosight_daemon.models.retrain: retrain (manual) failed")[-1]
+    assert "Traceback" not in failed.stderr.split("ERROR ecosight_daemon.versions.retrain: retrain (manual) failed")[-1]
     assert published(small_disk) == models_before
     log = json.loads((small_disk / "retraining_log.json").read_text())
     assert log[:len(log_before)] == log_before  # the failed attempt may be recorded once its space is freed

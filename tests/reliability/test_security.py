@@ -74,7 +74,7 @@ def test_every_keras_model_load_uses_safe_mode() -> None:
 def test_a_model_carrying_python_code_is_refused(tmp_path: Path) -> None:
     import keras
 
-    from ecosight_daemon.training.keras_head import load_classifier
+    from ecosight_daemon.artifacts.keras_model import load_classifier
 
     inputs = keras.Input(shape=(4,))
     outputs = keras.layers.Lambda(lambda x: x * 2)(inputs)

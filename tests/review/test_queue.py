@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from ecosight_daemon.cache.store import EmbeddingStore
+from ecosight_daemon.artifacts.split_rule import compile_group_patterns, group_key
 from ecosight_daemon.config import DEFAULT_GROUP_PATTERNS, ReviewSettings, Settings
 from ecosight_daemon.config_file import load_settings
 from ecosight_daemon.detection.events import HOP_S, Event
@@ -20,7 +20,7 @@ from ecosight_daemon.errors import EcosightError
 from ecosight_daemon.review.clips import clip_relpath, recording_stem
 from ecosight_daemon.review.queue import ReviewQueue, ScoredRun, class_folders
 from ecosight_daemon.review.selection import select
-from ecosight_daemon.training.dataset import compile_group_patterns, group_key
+from ecosight_daemon.store.store import EmbeddingStore
 
 CLASSES = ["clips", "dog_bark", "gun_shot"]
 RATE = 48_000

@@ -22,10 +22,10 @@ import pytest
 import requests
 import soundfile
 
+from ecosight_daemon.artifacts.split_rule import compile_group_patterns, group_key
 from ecosight_daemon.config import DEFAULT_GROUP_PATTERNS
 from ecosight_daemon.config_file import load_settings
 from ecosight_daemon.review.queue import ReviewQueue
-from ecosight_daemon.training.dataset import compile_group_patterns, group_key
 from testkit.daemon_process import DaemonProcess, wait_for, write_config
 from testkit.field_recordings import soundscape_from, split_by_recording, write_recording
 from testkit.paths import BROWSER_TIMEOUT_MS, REPO_ROOT

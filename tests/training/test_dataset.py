@@ -6,18 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ecosight_daemon.cache.store import EmbeddingStore
+from ecosight_daemon.artifacts.split_rule import Split, compile_group_patterns, group_key, split_by_hash
 from ecosight_daemon.config import DEFAULT_GROUP_PATTERNS
-from ecosight_daemon.training.dataset import (
-    Snapshot,
-    SnapshotOptions,
-    Split,
-    assign_splits,
-    compile_group_patterns,
-    group_key,
-    split_by_hash,
-    take_snapshot,
-)
+from ecosight_daemon.store.store import EmbeddingStore
+from ecosight_daemon.training.dataset import Snapshot, SnapshotOptions, assign_splits, take_snapshot
 
 PATTERNS = compile_group_patterns(DEFAULT_GROUP_PATTERNS)
 FRACTIONS = (0.7, 0.15, 0.15)

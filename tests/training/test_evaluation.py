@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ecosight_daemon.artifacts.priority_rule import apply_priority_threshold
 from ecosight_daemon.training.evaluation import (
     GatePolicy,
     PairedPredictions,
@@ -11,7 +12,6 @@ from ecosight_daemon.training.evaluation import (
     mcnemar_worse,
     wilson_interval,
 )
-from ecosight_daemon.training.priority_rule import apply_priority_threshold
 
 CLASSES = ["clips", "gun_shot"]
 POLICY = GatePolicy("gun_shot", macro_f1_tolerance=0.02, min_macro_f1=0.5, min_priority_recall=0.5)

@@ -20,7 +20,8 @@ def test_fit_matches_scikit_learn_and_the_keras_model_computes_it(classes: int) 
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from ecosight_daemon.training.keras_head import keras_from_logistic, predict_probabilities
+    from ecosight_daemon.artifacts.keras_model import predict_probabilities
+    from ecosight_daemon.training.keras_head import keras_from_logistic
 
     features, labels = separable_data(1, n=120, dim=12, classes=classes)
     fit = fit_logistic(features, labels, classes, c=0.5)
@@ -55,11 +56,11 @@ def test_out_of_fold_scores_never_come_from_a_fit_that_saw_the_recording() -> No
 
 @pytest.fixture(scope="module")
 def dev_features(dev_corpus: Path, yamnet: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from ecosight_daemon.cache.store import EmbeddingStore
     from ecosight_daemon.ingest.limits import IngestLimits
     from ecosight_daemon.ingest.one_shot import embed_pending
     from ecosight_daemon.ingest.reconcile import reconcile
     from ecosight_daemon.pooling import pool_patches
+    from ecosight_daemon.store.store import EmbeddingStore
 
     root = tmp_path_factory.mktemp("dev-features")
     shutil.copytree(dev_corpus, root / "audio", ignore=shutil.ignore_patterns("MANIFEST.csv"))

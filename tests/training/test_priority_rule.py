@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ecosight_daemon.training.priority_rule import apply_priority_threshold, describe_rule, priority_label_tensor
+from ecosight_daemon.artifacts.priority_rule import apply_priority_threshold, describe_rule, priority_label_tensor
 
 
 def random_probabilities(rows: int, classes: int, seed: int) -> np.ndarray:

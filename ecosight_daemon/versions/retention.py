@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import shutil
 
-from ecosight_daemon.models.registry import ModelRegistry
-from ecosight_daemon.models.retraining_log import RetrainStatus
-from ecosight_daemon.training import version_files as files
+from ecosight_daemon.artifacts import version_files as files
+from ecosight_daemon.versions.registry import ModelRegistry
+from ecosight_daemon.versions.retraining_log import RetrainStatus
 
 logger = logging.getLogger(__name__)
 

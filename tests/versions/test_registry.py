@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from ecosight_daemon.models.registry import JOURNAL_FILE, METADATA_FILE, MODEL_FILE, DamagedVersion, ModelRegistry
 from ecosight_daemon.util.digest import sha256_of
 from ecosight_daemon.util.durable import copy_atomically, replace_atomically, write_json
+from ecosight_daemon.versions.registry import JOURNAL_FILE, METADATA_FILE, MODEL_FILE, DamagedVersion, ModelRegistry
 
 
 def make_version(registry: ModelRegistry, version: str, payload: str) -> None:

@@ -15,21 +15,20 @@ from typing import Any
 
 import numpy as np
 
+from ecosight_daemon.artifacts import version_files as files
+from ecosight_daemon.artifacts.event_detector import EventDetector, onset_features, patch_features
+from ecosight_daemon.artifacts.split_rule import Split
 from ecosight_daemon.audio import decode_audio
 from ecosight_daemon.config import Settings
 from ecosight_daemon.errors import AudioDecodeError
-from ecosight_daemon.training import version_files as files
-from ecosight_daemon.training.dataset import Snapshot, Split
+from ecosight_daemon.training.dataset import Snapshot
 from ecosight_daemon.training.event_detector import (
     MIN_PART_SECONDS,
     PARTS,
     SECONDS_PER_EVENT,
-    EventDetector,
     LabeledAudio,
     PartScores,
     false_alarms_and_found,
-    onset_features,
-    patch_features,
     train_event_detector,
 )
 from ecosight_daemon.training.event_mixing import build_soundscape, loudest_stretch

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ecosight_daemon.models.registry import ModelRegistry
-from ecosight_daemon.models.retention import prune_versions
-from ecosight_daemon.training import version_files as files
+from ecosight_daemon.artifacts import version_files as files
+from ecosight_daemon.versions.registry import ModelRegistry
+from ecosight_daemon.versions.retention import prune_versions
 
 
 def make_version(registry: ModelRegistry, number: int, status: str) -> str:

@@ -20,11 +20,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ecosight_daemon.cache.attempts import DecodeAttempts, forget_attempts
-from ecosight_daemon.cache.recordings import RecordingLedger
-from ecosight_daemon.cache.review import ReviewLedger
-from ecosight_daemon.cache.schema import connect
 from ecosight_daemon.pooling import AudiosetHead
+from ecosight_daemon.store.attempts import DecodeAttempts, forget_attempts
+from ecosight_daemon.store.recordings import RecordingLedger
+from ecosight_daemon.store.review import ReviewLedger
+from ecosight_daemon.store.schema import connect
 
 logger = logging.getLogger(__name__)
 

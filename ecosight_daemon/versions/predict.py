@@ -10,15 +10,15 @@ from typing import Any
 
 import numpy as np
 
+from ecosight_daemon.artifacts.published_model import PublishedModel
 from ecosight_daemon.audio import DecodedAudio, decode_audio
 from ecosight_daemon.config import Settings
 from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.errors import AudioDecodeError, EcosightError
 from ecosight_daemon.ingest.limits import IngestLimits
-from ecosight_daemon.models.registry import ModelRegistry
-from ecosight_daemon.models.retrain import recover_at_start
 from ecosight_daemon.pooling import needs_audioset_head, pool_patches
-from ecosight_daemon.training.published_model import PublishedModel
+from ecosight_daemon.versions.registry import ModelRegistry
+from ecosight_daemon.versions.retrain import recover_at_start
 
 logger = logging.getLogger(__name__)
 

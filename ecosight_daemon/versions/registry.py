@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ecosight_daemon.models.retraining_log import RetrainStatus, append_to_log, read_log
-from ecosight_daemon.training import version_files as files
+from ecosight_daemon.artifacts import version_files as files
 from ecosight_daemon.util import pause
 from ecosight_daemon.util.digest import sha256_of
 from ecosight_daemon.util.durable import (
@@ -31,9 +30,10 @@ from ecosight_daemon.util.durable import (
     write_json,
 )
 from ecosight_daemon.util.instance_lock import pid_alive
+from ecosight_daemon.versions.retraining_log import RetrainStatus, append_to_log, read_log
 
 if TYPE_CHECKING:
-    from ecosight_daemon.training.published_model import PublishedModel
+    from ecosight_daemon.artifacts.published_model import PublishedModel
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class ModelRegistry:
 
     def current_model(self) -> PublishedModel | None:
         """The promoted model, loaded (TensorFlow), or None when there is none yet."""
-        from ecosight_daemon.training.published_model import PublishedModel
+        from ecosight_daemon.artifacts.published_model import PublishedModel
 
         metadata, path = self.current_metadata(), self.current_model_path()
         if metadata is None or path is None:

@@ -22,19 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from ecosight_daemon.cache.store import EmbeddingStore
+from ecosight_daemon.artifacts import version_files as files
+from ecosight_daemon.artifacts.split_rule import Split
 from ecosight_daemon.config import Settings
 from ecosight_daemon.embedding.onnx_conversion import BODY_FILE, body_folder, intact
 from ecosight_daemon.errors import EXIT_TEMPFAIL, EcosightError
-from ecosight_daemon.models.detector_training import test_split_summary
-from ecosight_daemon.models.registry import ModelRegistry
-from ecosight_daemon.models.retention import prune_versions
-from ecosight_daemon.models.retraining_log import LOG_FILE as LOG_FILE_NAME
-from ecosight_daemon.models.retraining_log import RetrainOutcome, RetrainStatus, metrics_summary
 from ecosight_daemon.pooling import AudiosetHead, needs_audioset_head
-from ecosight_daemon.training import version_files as files
-from ecosight_daemon.training.dataset import Snapshot, SnapshotOptions, Split, take_snapshot
+from ecosight_daemon.store.store import EmbeddingStore
+from ecosight_daemon.training.dataset import Snapshot, SnapshotOptions, take_snapshot
 from ecosight_daemon.training.detection_gate import judge_detection
+from ecosight_daemon.training.detector_training import test_split_summary
 from ecosight_daemon.training.evaluation import GateDecision, GatePolicy, PairedPredictions, class_recall, gate
 from ecosight_daemon.training.input_digest import training_input_digest
 from ecosight_daemon.training.job_data import write_job_data
@@ -43,6 +40,10 @@ from ecosight_daemon.training.protocol import FitJob, IncumbentModel, Progress, 
 from ecosight_daemon.training.recipe import TrainingRecipe
 from ecosight_daemon.util.digest import sha256_of
 from ecosight_daemon.util.durable import free_space, fsync_path, fsync_tree, read_json, write_json
+from ecosight_daemon.versions.registry import ModelRegistry
+from ecosight_daemon.versions.retention import prune_versions
+from ecosight_daemon.versions.retraining_log import LOG_FILE as LOG_FILE_NAME
+from ecosight_daemon.versions.retraining_log import RetrainOutcome, RetrainStatus, metrics_summary
 
 logger = logging.getLogger(__name__)
 
@@ -279,7 +280,7 @@ def _event_detector(settings: Settings, snapshot: Snapshot, staging: Path,
                     on_progress: Callable[[Progress], None] | None, incumbent_dir: Path | None) -> dict[str, Any]:
     """The version's event detector (models/detector_training.py); its failure costs the
     version only its detector, never the version."""
-    from ecosight_daemon.models.detector_training import train_detector_into
+    from ecosight_daemon.training.detector_training import train_detector_into
 
     try:
         return train_detector_into(settings, snapshot, staging,

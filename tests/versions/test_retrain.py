@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ecosight_daemon.cache.store import EmbeddingStore
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.one_shot import embed_pending
 from ecosight_daemon.ingest.reconcile import reconcile
-from ecosight_daemon.models.registry import (
+from ecosight_daemon.store.store import EmbeddingStore
+from ecosight_daemon.versions.registry import (
     CLASS_NAMES_FILE,
     HISTORY_JSON,
     HISTORY_PICKLE,
@@ -32,7 +32,7 @@ from ecosight_daemon.models.registry import (
     METRICS_FILE,
     MODEL_FILE,
 )
-from ecosight_daemon.models.retraining_log import LOG_FILE
+from ecosight_daemon.versions.retraining_log import LOG_FILE
 from testkit.daemon_process import seed_onnx_body, wait_for
 
 pytestmark = pytest.mark.slow
@@ -89,7 +89,7 @@ def snapshot_bytes(models: Path) -> dict[str, bytes]:
 
 def assert_models_consistent(models: Path) -> dict[str, Any]:
     """A complete, loadable current model whose metadata describes it."""
-    from ecosight_daemon.training.keras_head import load_classifier
+    from ecosight_daemon.artifacts.keras_model import load_classifier
 
     metadata = json.loads((models / METADATA_FILE).read_text())
     model_bytes = (models / MODEL_FILE).read_bytes()
@@ -128,10 +128,10 @@ def test_first_retrain_promotes_and_writes_every_artifact(project: Path) -> None
 
 
 def test_manifest_has_no_recording_on_both_sides_and_model_reproduces_its_metrics(project: Path) -> None:
+    from ecosight_daemon.artifacts.keras_model import load_classifier, predict_probabilities
+    from ecosight_daemon.artifacts.priority_rule import apply_priority_threshold
     from ecosight_daemon.pooling import pool_patches
     from ecosight_daemon.training.evaluation import classification_metrics
-    from ecosight_daemon.training.keras_head import load_classifier, predict_probabilities
-    from ecosight_daemon.training.priority_rule import apply_priority_threshold
 
     retrain(project)
     models = project / "models"
@@ -246,12 +246,12 @@ def test_predict_agrees_with_the_model_and_both_exports_match(project: Path, yam
     import onnxruntime
     import tensorflow as tf
 
+    from ecosight_daemon.artifacts.keras_model import load_classifier, predict_probabilities
+    from ecosight_daemon.artifacts.priority_rule import apply_priority_threshold
     from ecosight_daemon.audio import decode_audio
     from ecosight_daemon.embedding.frontend import log_mel_patches
     from ecosight_daemon.pooling import pool_patches
-    from ecosight_daemon.training.keras_head import load_classifier, predict_probabilities
     from ecosight_daemon.training.onnx_export import FRONT_END_FILE, PATCHES_MODEL
-    from ecosight_daemon.training.priority_rule import apply_priority_threshold
 
     retrain(project)
     models = project / "models"

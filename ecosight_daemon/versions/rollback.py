@@ -7,9 +7,9 @@ import logging
 from datetime import datetime, timezone
 
 from ecosight_daemon.errors import EcosightError
-from ecosight_daemon.models.registry import ModelRegistry
-from ecosight_daemon.models.retrain import retrain_lock
-from ecosight_daemon.models.retraining_log import RetrainStatus
+from ecosight_daemon.versions.registry import ModelRegistry
+from ecosight_daemon.versions.retrain import retrain_lock
+from ecosight_daemon.versions.retraining_log import RetrainStatus
 
 logger = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ecosight_daemon.cache.reports import CacheReports
-from ecosight_daemon.cache.schema import SCHEMA_VERSION
-from ecosight_daemon.cache.store import EmbeddingStore, FileState
 from ecosight_daemon.errors import CacheError
+from ecosight_daemon.store.reports import CacheReports
+from ecosight_daemon.store.schema import SCHEMA_VERSION
+from ecosight_daemon.store.store import EmbeddingStore, FileState
 
 MODEL_A = ("yamnet-aaaa", {"handle": "/a", "savedmodel_sha256": "a"})
 MODEL_B = ("yamnet-bbbb", {"handle": "/b", "savedmodel_sha256": "b"})
@@ -208,8 +208,8 @@ def test_class_counts_follow_writes_from_this_and_other_connections(tmp_path: Pa
 
 
 def test_a_version_1_cache_is_upgraded_in_place_by_every_later_migration(tmp_path: Path) -> None:
-    from ecosight_daemon.cache.schema import MIGRATIONS
     from ecosight_daemon.pooling import AudiosetHead
+    from ecosight_daemon.store.schema import MIGRATIONS
 
     path = tmp_path / "cache.sqlite3"
     with sqlite3.connect(path) as db:  # a cache as version 1 of the program wrote it
@@ -231,7 +231,7 @@ def test_a_version_1_cache_is_upgraded_in_place_by_every_later_migration(tmp_pat
 
 
 def test_every_migration_has_the_next_number() -> None:
-    from ecosight_daemon.cache.schema import MIGRATIONS
+    from ecosight_daemon.store.schema import MIGRATIONS
 
     assert [number for number, _ in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
 

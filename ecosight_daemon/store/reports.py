@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ecosight_daemon.cache.store import EmbeddingStore, FileState
+from ecosight_daemon.store.store import EmbeddingStore, FileState
 
 
 @dataclass(frozen=True)

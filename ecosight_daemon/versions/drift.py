@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ecosight_daemon.cache.store import CorpusIndex, FileState
-from ecosight_daemon.models.registry import ModelRegistry
 from ecosight_daemon.pooling import needs_audioset_head, pool_clips
+from ecosight_daemon.store.store import CorpusIndex, FileState
+from ecosight_daemon.versions.registry import ModelRegistry
 
 
 def current_model_accuracy(store: CorpusIndex, registry: ModelRegistry, hashes: set[str],

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ecosight_daemon.training.logistic_head import LogisticFit
-from ecosight_daemon.training.priority_rule import apply_priority_threshold
+from ecosight_daemon.artifacts.linear_head import LogisticFit
+from ecosight_daemon.artifacts.priority_rule import apply_priority_threshold
 
 
 @dataclass
@@ -40,7 +40,7 @@ class PublishedModel:
         if arrays is not None and arrays.is_file():
             classifier: Any = LogisticFit.load(arrays)
         else:
-            from ecosight_daemon.training.keras_head import load_classifier
+            from ecosight_daemon.artifacts.keras_model import load_classifier
 
             classifier = load_classifier(path)
         return cls(
@@ -56,7 +56,7 @@ class PublishedModel:
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         if isinstance(self.classifier, LogisticFit):
             return np.asarray(self.classifier.probabilities(np.asarray(features, dtype=np.float32)), np.float32)
-        from ecosight_daemon.training.keras_head import predict_probabilities
+        from ecosight_daemon.artifacts.keras_model import predict_probabilities
 
         return predict_probabilities(self.classifier, features)
 

@@ -1,1 +1,0 @@
-"""The embedding cache: the SQLite store, its schema and migrations, read-only reports."""

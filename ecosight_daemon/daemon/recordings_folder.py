@@ -1,0 +1,116 @@
+"""recordings_dir as the daemon sees it: walked a bounded number of files per scan, a file
+taken once it has settled (and, when it may still be arriving, once it has waited
+incomplete_settle_s), and a recording forgotten only when a whole walk missed it and
+lstat says it is gone."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from ecosight_daemon.audio import READABLE_EXTENSIONS, is_audio_name, is_ignored_name
+from ecosight_daemon.detection.wav_header import is_wav, wav_data_missing
+from ecosight_daemon.store.recordings import RecordingLedger
+from ecosight_daemon.util.printable import printable
+
+logger = logging.getLogger(__name__)
+MAX_SCAN_FILES = 10_000  # files looked at per scan; a larger tree is walked across several
+MAX_SCAN_DEPTH = 8
+
+
+class RecordingsFolder:
+    def __init__(self, root: Path, ledger: RecordingLedger, settle_s: float, incomplete_settle_s: float) -> None:
+        self.root = root
+        self._ledger = ledger
+        self._settle_s = settle_s
+        self._incomplete_settle_s = incomplete_settle_s
+        self._settling: dict[str, tuple[int, int, float]] = {}  # size, mtime_ns, unchanged since
+        self._walker: Iterator[tuple[str, int, int]] | None = None
+        self._seen: set[str] = set()  # what the walk under way has seen so far
+
+    @property
+    def settling(self) -> int:
+        return len(self._settling)
+
+    def scan(self, now: float) -> set[str]:
+        """Up to MAX_SCAN_FILES files; the recordings noted (new or changed) for analysis."""
+        known = self._ledger.all()
+        if self._walker is None:
+            self._walker, self._seen = self._files(), set()
+        batch = list(itertools.islice(self._walker, MAX_SCAN_FILES))
+        noted: set[str] = set()
+        for relpath, size, mtime_ns in batch:
+            self._seen.add(relpath)
+            row = known.get(relpath)
+            if row is not None and (row.size, row.mtime_ns) == (size, mtime_ns):
+                self._settling.pop(relpath, None)
+                continue
+            previous = self._settling.get(relpath)
+            if previous is None or previous[:2] != (size, mtime_ns):
+                self._settling[relpath] = (size, mtime_ns, now)
+            elif now - previous[2] >= self._settle_s and time.time() - mtime_ns / 1e9 >= self._settle_s:
+                if self._maybe_still_copied(relpath, now - previous[2]):
+                    continue
+                del self._settling[relpath]
+                logger.info("recording %s: %s (%.1f MB)", printable(relpath),
+                            "changed, analysed again" if row else "new", size / 1e6)
+                self._ledger.note(relpath, size, mtime_ns)
+                noted.add(relpath)
+        if len(batch) == MAX_SCAN_FILES:
+            return noted  # the walk goes on at the next scan
+        seen, self._walker = self._seen, None
+        if self.root.is_dir():
+            for relpath in set(known) - seen:
+                if self._gone(relpath):
+                    logger.info("recording %s: gone; its events are forgotten", printable(relpath))
+                    self._ledger.forget(relpath)
+        for relpath in set(self._settling) - seen:
+            del self._settling[relpath]
+        return noted
+
+    def _maybe_still_copied(self, relpath: str, unchanged_s: float) -> bool:
+        """Unchanged for less than incomplete_settle_s, and either a WAV with less data than its
+        header says or a format whose header does not tell (FLAC, OGG: they always wait)."""
+        if unchanged_s >= self._incomplete_settle_s:
+            return False
+        path = self.root / relpath
+        return wav_data_missing(path) or not is_wav(path)
+
+    def _gone(self, relpath: str) -> bool:
+        """Only what lstat says is not there (or is no longer a file) is forgotten."""
+        try:
+            return not stat.S_ISREG((self.root / relpath).lstat().st_mode)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False  # a mount that does not answer now: nothing is forgotten for it
+
+    def _files(self) -> Iterator[tuple[str, int, int]]:
+        """(relative path, size, mtime_ns) of every recording, a folder's files (by name) before
+        its sub-folders (by name); symlinks and other non-files skipped; lstat only."""
+        yield from self._files_under(str(self.root), "", 0)
+
+    def _files_under(self, folder: str, prefix: str, depth: int) -> Iterator[tuple[str, int, int]]:
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError:
+            return
+        subfolders = []
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if depth < MAX_SCAN_DEPTH and not is_ignored_name(entry.name):
+                        subfolders.append(entry)
+                elif entry.is_file(follow_symlinks=False) and is_audio_name(entry.name, READABLE_EXTENSIONS):
+                    info = entry.stat(follow_symlinks=False)
+                    yield prefix + entry.name, info.st_size, info.st_mtime_ns
+            except OSError:
+                continue
+        for entry in subfolders:
+            yield from self._files_under(entry.path, f"{prefix}{entry.name}/", depth + 1)

@@ -1,2 +1,0 @@
-"""The published models: the registry of versions, one retrain end to end, rollback, predict,
-drift."""
