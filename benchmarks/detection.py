@@ -33,9 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import Figure, dev_corpus, save_report, yamnet_handle
-from ecosight_daemon.artifacts.event_detector import PATCH_S, onset_features, patch_features
+from ecosight_daemon.artifacts.event_detector import onset_features, patch_features
 from ecosight_daemon.audio import decode_audio
-from ecosight_daemon.detection.events import HOP_S, merge_windows
+from ecosight_daemon.detection.events import merge_windows
+from ecosight_daemon.embedding.frontend import PATCH_HOP_SECONDS, PATCH_SECONDS
 from ecosight_daemon.embedding.onnx_runtime import OnnxEmbedder
 from ecosight_daemon.pooling import AudiosetHead, pool_clips
 from ecosight_daemon.training.event_detector import LabeledAudio, train_event_detector
@@ -126,7 +127,7 @@ class Bench:
         # argmax is the floor's own operating point (0.5 here): a window counts when gun shot wins
         wins = probabilities.argmax(axis=1) == GUN
         scores = np.where(wins, 0.5 + probabilities[:, GUN] / 2, probabilities[:, GUN] / 2)
-        return Scored(scape.events, scape.hours, scores, (FLOOR_WINDOW - 1) * HOP_S + 0.96, 0.5)
+        return Scored(scape.events, scape.hours, scores, (FLOOR_WINDOW - 1) * PATCH_HOP_SECONDS + 0.96, 0.5)
 
     def detector(self, train: list[Clip], test: tuple[Soundscape, np.ndarray, np.ndarray], seed: int) -> Scored:
         """What a retrain on these clips ships (training/event_detector.py), on the test soundscape."""
@@ -135,7 +136,7 @@ class Bench:
                                         BUDGET_PER_HOUR, seed=seed)
         scape, patches, onsets = test
         margins = detector.margins(patch_features(patches, onsets, self.head))
-        return Scored(scape.events, scape.hours, margins[:, GUN], PATCH_S, detector.threshold)
+        return Scored(scape.events, scape.hours, margins[:, GUN], PATCH_SECONDS, detector.threshold)
 
 
 def figures_of(scored: Scored) -> dict[str, float]:

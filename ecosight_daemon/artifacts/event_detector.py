@@ -17,15 +17,11 @@ from ecosight_daemon.artifacts.linear_head import LogisticFit
 from ecosight_daemon.embedding.frontend import (
     PATCH_FRAMES,
     PATCH_HOP_FRAMES,
-    PATCH_HOP_SECONDS,
-    PATCH_SECONDS,
     log_mel_in_blocks,
     pad_to_whole_patches,
 )
 from ecosight_daemon.pooling import AudiosetHead
 
-HOP_S = PATCH_HOP_SECONDS
-PATCH_S = PATCH_SECONDS
 ONSET_FEATURES = 4
 ONSET_CONTEXT_S = 15.0  # the background level is the median over about twice this
 

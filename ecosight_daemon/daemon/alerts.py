@@ -7,29 +7,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 from ecosight_daemon.config import AlertSettings
 from ecosight_daemon.daemon.events import EventLog
 from ecosight_daemon.daemon.prometheus import DaemonMetrics
 from ecosight_daemon.daemon.webhook import Webhook
-from ecosight_daemon.detection.clock import iso_utc_at
+from ecosight_daemon.detection.detection_view import detection_view
 from ecosight_daemon.store.recordings import StoredDetection
 from ecosight_daemon.util.printable import printable
 from ecosight_daemon.util.secret_file import read_secret
 
 logger = logging.getLogger(__name__)
-
-
-def alert_payload(detection: StoredDetection) -> dict[str, Any]:
-    """The JSON a webhook receives (and the SSE event carries)."""
-    def clock(offset_s: float) -> str | None:
-        return iso_utc_at(detection.recording_start_utc, offset_s)
-
-    return {"detection_id": detection.id, "class": detection.label, "score": round(detection.score, 4),
-            "clock_time": clock(detection.peak_s), "start_utc": clock(detection.start_s),
-            "end_utc": clock(detection.end_s), "recording": detection.path, "start_s": detection.start_s,
-            "end_s": detection.end_s, "peak_s": detection.peak_s, "model_version": detection.model_version}
 
 
 class Alerts:
@@ -44,7 +32,7 @@ class Alerts:
         self._metrics.detections.labels(detection.label).inc()
         if detection.label != self._priority:
             return
-        payload = alert_payload(detection)
+        payload = detection_view(detection)
         logger.warning("DETECTION %s at %s in %s (%.2f-%.2f s, score %.2f, model %s)", detection.label,
                        payload["clock_time"] or "unknown clock time", printable(detection.path), detection.start_s,
                        detection.end_s, detection.score, detection.model_version)

@@ -21,10 +21,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ecosight_daemon.config import Settings
-from ecosight_daemon.daemon.alerts import Alerts, alert_payload
+from ecosight_daemon.daemon.alerts import Alerts
 from ecosight_daemon.daemon.recordings_folder import RecordingsFolder
 from ecosight_daemon.detection.cached_scoring import score_cached
 from ecosight_daemon.detection.clock import parse_zone
+from ecosight_daemon.detection.detection_view import detection_view
 from ecosight_daemon.detection.events import Event
 from ecosight_daemon.detection.recording_job import JobSettings, RecordingChanged, run_recording
 from ecosight_daemon.detection.recording_reader import ReaderInterrupted, RecordingReader, close_shared_cutter
@@ -127,7 +128,7 @@ class Recordings:
         return {"folder": str(self.root), "by_state": self._ledger.counts_by_state(),
                 "hours_analysed": round(self._ledger.seconds_analysed() / 3600, 4), "settling": self._folder.settling,
                 "current": self.current, "clock_problems": self._ledger.clock_notes(RECENT_SHOWN),
-                "recent": [alert_payload(d) for d in self._ledger.detections(RECENT_SHOWN)]}
+                "recent": [detection_view(d) for d in self._ledger.detections(RECENT_SHOWN)]}
 
     # --- analysing and scoring -------------------------------------------------------
 

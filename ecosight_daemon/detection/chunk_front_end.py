@@ -20,6 +20,7 @@ from ecosight_daemon.embedding.frontend import (
     MEL_BANDS,
     PATCH_HOP_FRAMES,
     PATCH_HOP_SAMPLES,
+    PATCH_HOP_SECONDS,
     log_mel,
     pad_to_whole_patches,
     patch_count,
@@ -27,7 +28,7 @@ from ecosight_daemon.embedding.frontend import (
 )
 from ecosight_daemon.embedding.interface import Embedder
 
-CONTEXT_HOPS = math.ceil(ONSET_CONTEXT_S * 16_000 / PATCH_HOP_SAMPLES)
+CONTEXT_HOPS = math.ceil(ONSET_CONTEXT_S / PATCH_HOP_SECONDS)
 
 
 class ChunkFrontEnd:

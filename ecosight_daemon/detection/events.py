@@ -7,9 +7,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ecosight_daemon.embedding.frontend import PATCH_HOP_SAMPLES, SAMPLE_RATE
+from ecosight_daemon.embedding.frontend import PATCH_HOP_SECONDS
 
-HOP_S = PATCH_HOP_SAMPLES / SAMPLE_RATE  # 0.48 s between windows
 MAX_GAP_WINDOWS = 1  # windows of one class this close apart are one event
 
 
@@ -29,7 +28,7 @@ def merge_windows(labels: np.ndarray, scores: np.ndarray, classes: list[str], ba
                   window_s: float, first_window: int = 0) -> list[Event]:
     """Events from per-window class indices and (windows, classes) scores, in time order.
 
-    Window k (counted from `first_window`) covers [k * HOP_S, k * HOP_S + window_s); an
+    Window k (counted from `first_window`) covers [k * PATCH_HOP_SECONDS, k * PATCH_HOP_SECONDS + window_s); an
     event's peak is the middle of its best-scoring window.
     """
     events: list[Event] = []
@@ -41,9 +40,9 @@ def merge_windows(labels: np.ndarray, scores: np.ndarray, classes: list[str], ba
             best = int(run[np.argmax(scores[run, index])])
             events.append(Event(
                 label=label,
-                start_s=round((first_window + int(run[0])) * HOP_S, 3),
-                end_s=round((first_window + int(run[-1])) * HOP_S + window_s, 3),
-                peak_s=round((first_window + best) * HOP_S + window_s / 2, 3),
+                start_s=round((first_window + int(run[0])) * PATCH_HOP_SECONDS, 3),
+                end_s=round((first_window + int(run[-1])) * PATCH_HOP_SECONDS + window_s, 3),
+                peak_s=round((first_window + best) * PATCH_HOP_SECONDS + window_s / 2, 3),
                 score=round(float(scores[best, index]), 4),
             ))
     return sorted(events, key=lambda e: (e.start_s, e.label))

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ecosight_daemon.artifacts.event_detector import PATCH_S, EventDetector, patch_features
+from ecosight_daemon.artifacts.event_detector import EventDetector, patch_features
+from ecosight_daemon.embedding.frontend import PATCH_SECONDS
 from ecosight_daemon.pooling import AudiosetHead
 
 
 class PatchScorer:
     """feed(patches, onsets) -> (first patch index, labels, per-class probabilities)."""
 
-    window_s = PATCH_S
+    window_s = PATCH_SECONDS
 
     def __init__(self, detector: EventDetector, head: AudiosetHead) -> None:
         self._detector = detector

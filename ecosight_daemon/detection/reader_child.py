@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import soundfile
 
+from ecosight_daemon.audio import TARGET_SAMPLE_RATE
 from ecosight_daemon.detection.clock import read_clock_evidence
 from ecosight_daemon.detection.stream import BLOCK_BYTES
 from ecosight_daemon.detection.wav_header import declared_wav_seconds
@@ -30,7 +31,6 @@ from ecosight_daemon.util import pause
 from ecosight_daemon.util.child_channel import Answer, die_with_parent, serve
 
 HASH_STEP_BYTES = 32 << 20
-TARGET_RATE = 16_000
 
 
 class NotReadable(Exception):
@@ -125,9 +125,9 @@ class Reader:
         start = max(0, int((centre_s - seconds / 2) * rate))
         _, data = self.read(path, min(start, sound.frames), int(seconds * rate))
         samples = np.frombuffer(data, np.float32)
-        if rate != TARGET_RATE and len(samples):
-            samples = soxr.resample(samples, rate, TARGET_RATE).astype(np.float32)
-        return {"rate": TARGET_RATE}, samples.tobytes()
+        if rate != TARGET_SAMPLE_RATE and len(samples):
+            samples = soxr.resample(samples, rate, TARGET_SAMPLE_RATE).astype(np.float32)
+        return {"rate": TARGET_SAMPLE_RATE}, samples.tobytes()
 
     def _sound(self, path: str) -> soundfile.SoundFile:
         if self._open is None or self._open[0] != path:

@@ -10,6 +10,7 @@ from ecosight_daemon.artifacts import version_files as files
 from ecosight_daemon.artifacts.event_detector import EventDetector
 from ecosight_daemon.detection.patch_scorer import PatchScorer
 from ecosight_daemon.detection.window_scorer import WindowScorer
+from ecosight_daemon.embedding.frontend import PATCH_HOP_SECONDS, PATCH_SECONDS
 from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.pooling import needs_audioset_head
 from ecosight_daemon.versions.registry import ModelRegistry
@@ -45,10 +46,11 @@ def current_scoring(registry: ModelRegistry, embedder: Embedder, background: str
     head = embedder.audioset_head() if detector is not None or needs_audioset_head(model.pooling) else None
     if detector is not None:
         parameters: dict[str, Any] = {
-            "scorer": "event detector (per patch)", "window_s": 0.96, "hop_s": 0.48, "background_class": background,
-            "priority_class": detector.priority_class, "threshold_log_odds": detector.threshold}
+            "scorer": "event detector (per patch)", "window_s": PATCH_SECONDS, "hop_s": PATCH_HOP_SECONDS,
+            "background_class": background, "priority_class": detector.priority_class,
+            "threshold_log_odds": detector.threshold}
     else:
         parameters = {"scorer": "clip model over sliding windows (this version has no event detector)",
-                      "window_patches": window_patches, "hop_s": 0.48, "background_class": background,
+                      "window_patches": window_patches, "hop_s": PATCH_HOP_SECONDS, "background_class": background,
                       "pooling": model.pooling, "priority_threshold": model.threshold}
     return Scoring(version, list(model.classes), background, parameters, model, detector, head, window_patches)

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from ecosight_daemon.audio import TARGET_SAMPLE_RATE
 from ecosight_daemon.detection.recording_reader import shared_cutter
 
 SNIPPET_S = 6.0
-SPECTROGRAM_RATE = 16_000
 SPECTROGRAM_HEIGHT = 128  # frequency rows, 0-8 kHz
 FFT = 512
 HOP = 128
@@ -29,7 +29,7 @@ def cut(path: Path, centre_s: float, seconds: float = SNIPPET_S) -> tuple[np.nda
         AudioDecodeError: the file cannot be read (or took longer than the budget).
         TimeoutError, ReaderInterrupted: the reader is busy or was stopped; try again.
     """
-    return shared_cutter().cut(path, centre_s, seconds), SPECTROGRAM_RATE
+    return shared_cutter().cut(path, centre_s, seconds), TARGET_SAMPLE_RATE
 
 
 def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
@@ -40,10 +40,10 @@ def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
 
 def spectrogram_png(samples: np.ndarray, rate: int) -> bytes:
     """Log-magnitude spectrogram, 0 to 8 kHz, low frequencies at the bottom, dark = loud."""
-    if rate != SPECTROGRAM_RATE:
+    if rate != TARGET_SAMPLE_RATE:
         import soxr
 
-        samples = soxr.resample(samples, rate, SPECTROGRAM_RATE)
+        samples = soxr.resample(samples, rate, TARGET_SAMPLE_RATE)
     samples = np.concatenate([samples, np.zeros(max(0, FFT - len(samples)), np.float32)])
     frames = np.lib.stride_tricks.sliding_window_view(samples, FFT)[::HOP] * np.hanning(FFT)
     power = np.abs(np.fft.rfft(frames, axis=1))[:, :FFT // 2] ** 2

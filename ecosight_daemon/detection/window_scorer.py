@@ -7,8 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ecosight_daemon.detection.events import HOP_S
-from ecosight_daemon.embedding.frontend import PATCH_SAMPLES, SAMPLE_RATE
+from ecosight_daemon.embedding.frontend import PATCH_HOP_SECONDS, PATCH_SAMPLES, SAMPLE_RATE
 from ecosight_daemon.pooling import AudiosetHead, pool_clips
 
 
@@ -25,7 +24,7 @@ class WindowScorer:
 
     @property
     def window_s(self) -> float:
-        return (self.window_patches - 1) * HOP_S + PATCH_SAMPLES / SAMPLE_RATE
+        return (self.window_patches - 1) * PATCH_HOP_SECONDS + PATCH_SAMPLES / SAMPLE_RATE
 
     def feed(self, patches: np.ndarray, onsets: np.ndarray, last: bool) -> tuple[int, np.ndarray, np.ndarray]:
         size = self.window_patches

@@ -24,7 +24,9 @@ import numpy as np
 import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 
-SAMPLE_RATE = 16_000
+from ecosight_daemon.audio import TARGET_SAMPLE_RATE
+
+SAMPLE_RATE = TARGET_SAMPLE_RATE  # YAMNet's rate: what every decoder resamples to
 WINDOW = 400  # samples per STFT frame (25 ms)
 HOP = 160  # samples between frames (10 ms)
 FFT_LENGTH = 512  # the next power of two above WINDOW

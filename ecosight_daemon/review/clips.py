@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import soundfile
 
+from ecosight_daemon.audio import TARGET_SAMPLE_RATE
 from ecosight_daemon.detection.recording_reader import ReaderInterrupted
 from ecosight_daemon.detection.snippets import cut
 from ecosight_daemon.errors import AudioDecodeError
@@ -26,7 +27,6 @@ from ecosight_daemon.util.durable import TEMP_NAME, fsync_path, replace_atomical
 
 logger = logging.getLogger(__name__)
 CLIP_MARK = "__review_"
-CLIP_RATE = 16_000
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -54,16 +54,16 @@ def write_clip(item: ReviewItem, label: str, audio_dir: Path, clip_s: float) -> 
         raise OSError(f"cannot cut the clip from {item.path}: {exc}") from exc
     if len(samples) == 0:
         raise OSError(f"nothing to cut at {item.centre_s:.2f} s of {item.path}")
-    if rate != CLIP_RATE:
+    if rate != TARGET_SAMPLE_RATE:
         import soxr
 
-        samples = soxr.resample(samples, rate, CLIP_RATE).astype(np.float32)
+        samples = soxr.resample(samples, rate, TARGET_SAMPLE_RATE).astype(np.float32)
     relpath = clip_relpath(item, label)
     target = audio_dir / relpath
     target.parent.mkdir(parents=True, exist_ok=True)
 
     def write(tmp: Path) -> None:
-        soundfile.write(str(tmp), np.clip(samples, -1.0, 1.0), CLIP_RATE, subtype="PCM_16", format="WAV")
+        soundfile.write(str(tmp), np.clip(samples, -1.0, 1.0), TARGET_SAMPLE_RATE, subtype="PCM_16", format="WAV")
         pause.point("review_export")  # tests kill the daemon here: a temp file, no clip yet
 
     replace_atomically(target, write)

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ecosight_daemon.detection.events import HOP_S, Event
+from ecosight_daemon.detection.events import Event
 from ecosight_daemon.detection.window_trace import WindowTrace
+from ecosight_daemon.embedding.frontend import PATCH_HOP_SECONDS
 
 SHARES = (("top", 0.5), ("near_threshold", 0.3), ("below_threshold", 0.2))
 
@@ -73,7 +74,7 @@ def _top(events: list[Event]) -> list[Candidate]:
 
 
 def _window(trace: WindowTrace, index: int, label: str, score: float, reason: str) -> Candidate:
-    start = index * HOP_S
+    start = index * PATCH_HOP_SECONDS
     return Candidate(label, round(start + trace.window_s / 2, 3), round(start, 3), round(start + trace.window_s, 3),
                      round(score, 4), reason)
 

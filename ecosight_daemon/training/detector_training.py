@@ -20,6 +20,7 @@ from ecosight_daemon.artifacts.event_detector import EventDetector, onset_featur
 from ecosight_daemon.artifacts.split_rule import Split
 from ecosight_daemon.audio import decode_audio
 from ecosight_daemon.config import Settings
+from ecosight_daemon.embedding.frontend import SAMPLE_RATE
 from ecosight_daemon.errors import AudioDecodeError
 from ecosight_daemon.training.dataset import Snapshot
 from ecosight_daemon.training.event_detector import (
@@ -143,7 +144,7 @@ def _read_clips(audio_dir: Path, samples: list[Any], background: str, seed: int)
                 logger.info("event detector: %s left out (%s)", sample.path, exc)
                 continue
             keep = MAX_BACKGROUND_S if label == background else MAX_EVENT_S
-            if len(waveform) > keep * 16_000:
+            if len(waveform) > keep * SAMPLE_RATE:
                 waveform = loudest_stretch(waveform, keep)[0]
             clips.append(LabeledAudio(label, sample.group, waveform))
     return clips

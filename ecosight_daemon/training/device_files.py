@@ -39,15 +39,17 @@ def front_end_spec() -> dict[str, Any]:
             "scale": "float32 in [-1, 1] (16-bit PCM / 32768)",
         },
         "padding": {
-            "formula": "N = 1 + ceil(max(0, L - 15600) / 7680) patches; zeros appended up to 15600 + 7680 * (N - 1) "
-                       "samples (an empty clip is one patch of zeros)",
+            "formula": f"N = 1 + ceil(max(0, L - {front.PATCH_SAMPLES}) / {front.PATCH_HOP_SAMPLES}) patches; zeros "
+                       f"appended up to {front.PATCH_SAMPLES} + {front.PATCH_HOP_SAMPLES} * (N - 1) samples (an empty "
+                       "clip is one patch of zeros)",
             "patch_samples": front.PATCH_SAMPLES, "patch_hop_samples": front.PATCH_HOP_SAMPLES,
         },
         "frames": {
             "window_samples": front.WINDOW, "hop_samples": front.HOP,
             "centred": False,
-            "layout": "frame k is samples [160 k, 160 k + 400) of the padded waveform; no padding at either end "
-                      "beyond the step above (frames = 1 + (L_padded - 400) // 160)",
+            "layout": f"frame k is samples [{front.HOP} k, {front.HOP} k + {front.WINDOW}) of the padded waveform; "
+                      f"no padding at either end beyond the step above (frames = 1 + (L_padded - {front.WINDOW}) "
+                      f"// {front.HOP})",
             "window": "periodic Hann: w[n] = 0.5 - 0.5 cos(2 pi n / 400), n = 0..399",
         },
         "fft": {
@@ -74,9 +76,10 @@ def front_end_spec() -> dict[str, Any]:
 
 
 def sliding_windows_note(window_patches: int) -> str:
-    return (f"For a long recording: run {EMBEDDINGS_MODEL} once per patch (patches 0.48 s apart), then "
+    hop, patch = front.PATCH_HOP_SECONDS, front.PATCH_SECONDS
+    return (f"For a long recording: run {EMBEDDINGS_MODEL} once per patch (patches {hop:g} s apart), then "
             f"{WINDOW_MODEL} on each run of {window_patches} consecutive embeddings (a window of "
-            f"{(window_patches - 1) * 0.48 + 0.96:.2f} s, one hop apart); consecutive windows with the same "
+            f"{(window_patches - 1) * hop + patch:.2f} s, one hop apart); consecutive windows with the same "
             "label (background excluded) are one event. The event detector the daemon runs is in the "
             "version's event_detector.npz (a linear model over YAMNet's 521 AudioSet logits and 4 onset "
             "features; see docs/detection.md)")

@@ -1,4 +1,5 @@
-"""Numbers about a classifier, and the decision whether it may replace the current one.
+"""Numbers about a classifier: metrics with intervals and the gun-shot threshold's choice
+(the decision whether it may replace the current one is training/gate.py).
 
 Pure numpy and scikit-learn: the daemon can gate, and `predict` can apply the
 priority threshold, without importing TensorFlow.
@@ -6,8 +7,7 @@ priority threshold, without importing TensorFlow.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from math import comb
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -160,112 +160,3 @@ def classification_metrics(
 def class_recall(metrics: dict[str, Any], label: str) -> float | None:
     entry = metrics.get("per_class_metrics", {}).get(label)
     return None if entry is None or entry["support"] == 0 else float(entry["recall"])
-
-
-@dataclass(frozen=True)
-class GatePolicy:
-    priority_class: str
-    macro_f1_tolerance: float
-    min_macro_f1: float
-    min_priority_recall: float
-    significance: float = 0.05
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    promote: bool
-    reason: str
-    rule: str = ""
-    statistics: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"promote": self.promote, "reason": self.reason, "rule": self.rule, "statistics": self.statistics}
-
-
-@dataclass(frozen=True)
-class PairedPredictions:
-    """Candidate and current model on the same test clips, as class indices."""
-
-    truth: np.ndarray
-    candidate: np.ndarray
-    incumbent: np.ndarray
-
-
-def mcnemar_worse(truth: np.ndarray, candidate: np.ndarray, incumbent: np.ndarray) -> dict[str, Any]:
-    """Exact one-sided McNemar test that the candidate makes more mistakes than the incumbent.
-
-    Only the discordant clips count: `lost` (incumbent right, candidate wrong) and
-    `gained` (the reverse). p = P(X >= lost) for X ~ Binomial(lost + gained, 1/2).
-    """
-    candidate_right, incumbent_right = candidate == truth, incumbent == truth
-    lost = int(np.sum(incumbent_right & ~candidate_right))
-    gained = int(np.sum(candidate_right & ~incumbent_right))
-    return {"clips": int(len(truth)), "lost": lost, "gained": gained, "p_value": round(sign_test_p(lost, gained), 6)}
-
-
-def sign_test_p(worse: int, better: int) -> float:
-    """P(X >= worse) for X ~ Binomial(worse + better, 1/2): how often chance alone would tip
-    this many of the discordant cases against the candidate."""
-    n = worse + better
-    return 1.0 if n == 0 else float(sum(comb(n, k) for k in range(worse, n + 1)) / 2**n)
-
-
-def gate(candidate: dict[str, Any], incumbent: dict[str, Any] | None, policy: GatePolicy,
-         paired: PairedPredictions | None = None) -> GateDecision:
-    """Promote only a candidate that is not worse than the current model beyond noise.
-
-    Both are judged on the same test clips. A drop in priority-class recall, or a
-    macro-F1 drop beyond the tolerance, rejects the candidate only when an exact paired
-    McNemar test on those clips says the candidate's extra mistakes are unlikely to be
-    chance (one-sided p < significance). With no comparable incumbent the candidate
-    must clear the floors instead.
-    """
-    if candidate["samples"] == 0:
-        return GateDecision(False, "the test split is empty; add recordings from more sources", "empty test split")
-    f1 = candidate["macro_f1"]
-    recall = class_recall(candidate, policy.priority_class)
-    pri = policy.priority_class
-    if incumbent is None or paired is None:
-        return _first_model_gate(f1, recall, policy)
-    old_f1, old_recall = incumbent["macro_f1"], class_recall(incumbent, pri)
-    priority = candidate["class_names"].index(pri) if pri in candidate["class_names"] else None
-    on_priority = paired.truth == priority
-    statistics: dict[str, Any] = {
-        "significance": policy.significance,
-        "all_clips": mcnemar_worse(paired.truth, paired.candidate, paired.incumbent),
-        "priority_clips": mcnemar_worse(paired.truth[on_priority], paired.candidate[on_priority],
-                                        paired.incumbent[on_priority]),
-        "macro_f1": [round(old_f1, 4), round(f1, 4)],
-        "priority_recall": [old_recall, recall],
-    }
-    priority_p = statistics["priority_clips"]["p_value"]
-    all_p = statistics["all_clips"]["p_value"]
-    rule = f"paired McNemar, one-sided, significance {policy.significance:g}"
-    if old_recall is not None and (recall or 0.0) < old_recall - 1e-9 and priority_p < policy.significance:
-        return GateDecision(False, f"{pri} recall would drop from {old_recall:.3f} to {recall or 0.0:.3f} "
-                            f"(p = {priority_p:.4f} on {int(on_priority.sum())} {pri} clips)", rule, statistics)
-    if old_f1 - f1 > policy.macro_f1_tolerance and all_p < policy.significance:
-        return GateDecision(False, f"macro-F1 would drop from {old_f1:.3f} to {f1:.3f}, more than the tolerance "
-                            f"{policy.macro_f1_tolerance:.3f} (p = {all_p:.4f} on {len(paired.truth)} clips)",
-                            rule, statistics)
-    noise = ""
-    if (old_recall is not None and (recall or 0.0) < old_recall - 1e-9) or old_f1 - f1 > policy.macro_f1_tolerance:
-        noise = f"; the drop is within noise (p = {min(priority_p, all_p):.4f})"
-    return GateDecision(True, f"macro-F1 {old_f1:.3f} -> {f1:.3f}, {pri} recall "
-                        f"{'n/a' if old_recall is None else f'{old_recall:.3f}'} -> "
-                        f"{'n/a' if recall is None else f'{recall:.3f}'}{noise}", rule, statistics)
-
-
-def _first_model_gate(f1: float, recall: float | None, policy: GatePolicy) -> GateDecision:
-    rule = "floors for a first model (no comparable current model)"
-    statistics = {"macro_f1": f1, "priority_recall": recall, "min_macro_f1": policy.min_macro_f1,
-                  "min_priority_recall": policy.min_priority_recall}
-    pri = policy.priority_class
-    if f1 < policy.min_macro_f1:
-        return GateDecision(False, f"macro-F1 {f1:.3f} is below the floor {policy.min_macro_f1:.3f}", rule, statistics)
-    if recall is not None and recall < policy.min_priority_recall:
-        return GateDecision(False, f"{pri} recall {recall:.3f} is below the floor {policy.min_priority_recall:.3f}",
-                            rule, statistics)
-    recall_text = "no test samples" if recall is None else f"{recall:.3f}"
-    return GateDecision(True, f"first model: macro-F1 {f1:.3f}, {pri} recall {recall_text}, floors met",
-                        rule, statistics)

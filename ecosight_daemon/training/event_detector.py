@@ -22,8 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ecosight_daemon.artifacts.event_detector import HOP_S, PATCH_S, EventDetector, onset_features, patch_features
+from ecosight_daemon.artifacts.event_detector import EventDetector, onset_features, patch_features
 from ecosight_daemon.artifacts.linear_head import LogisticFit
+from ecosight_daemon.embedding.frontend import PATCH_HOP_SECONDS, PATCH_SECONDS
 from ecosight_daemon.pooling import AudiosetHead
 from ecosight_daemon.training.event_mixing import PlacedEvent, Soundscape, build_soundscape
 from ecosight_daemon.training.logistic_head import fit_logistic
@@ -39,17 +40,17 @@ COLLAR_S = 0.5
 def patch_labels(events: list[PlacedEvent], count: int, classes: list[str], background: str) -> np.ndarray:
     """Per patch: the class of the event it holds, the background class where none, -1 where
     it holds only part of one (left out of training)."""
-    starts = np.arange(count) * HOP_S
+    starts = np.arange(count) * PATCH_HOP_SECONDS
     labels = np.full(count, classes.index(background), np.int64)
     for e in events:
-        labels[(starts < e.end_s) & (starts + PATCH_S > e.start_s)] = -1
+        labels[(starts < e.end_s) & (starts + PATCH_SECONDS > e.start_s)] = -1
     for e in events:
         if e.label not in classes:
             continue
-        if e.label == "gun_shot" or e.end_s - e.start_s < PATCH_S + 0.4:
-            holds = (starts <= e.peak_s - 0.05) & (starts + PATCH_S >= e.peak_s + 0.1)
+        if e.label == "gun_shot" or e.end_s - e.start_s < PATCH_SECONDS + 0.4:
+            holds = (starts <= e.peak_s - 0.05) & (starts + PATCH_SECONDS >= e.peak_s + 0.1)
         else:
-            holds = (starts >= e.start_s - 0.2) & (starts + PATCH_S <= e.end_s + 0.2)
+            holds = (starts >= e.start_s - 0.2) & (starts + PATCH_SECONDS <= e.end_s + 0.2)
         labels[holds] = classes.index(e.label)
     return labels
 
@@ -82,7 +83,7 @@ def false_alarms_and_found(part: PartScores, threshold: float, priority: str) ->
     found: set[int] = set()
     false_alarms = 0
     for run in runs:
-        start, end = run[0] * HOP_S, run[-1] * HOP_S + PATCH_S
+        start, end = run[0] * PATCH_HOP_SECONDS, run[-1] * PATCH_HOP_SECONDS + PATCH_SECONDS
         hits = [i for i, s in enumerate(shots) if start < s.end_s + COLLAR_S and end > s.start_s - COLLAR_S]
         found.update(hits)
         false_alarms += not hits

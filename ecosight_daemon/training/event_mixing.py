@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.signal import butter, sosfilt
 
-RATE = 16_000
+from ecosight_daemon.audio import TARGET_SAMPLE_RATE as RATE
+
 EVENT_SECONDS = {"gun_shot": 2.5, "dog_bark": 2.0, "engine_idling": 4.0}
 LEAD_SECONDS = 0.5  # kept before an event's loudest 50 ms
 SNR_DB = (0.0, 15.0)

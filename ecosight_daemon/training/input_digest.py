@@ -13,7 +13,7 @@ from dataclasses import asdict
 from typing import Any
 
 from ecosight_daemon.training.dataset import Snapshot
-from ecosight_daemon.training.evaluation import GatePolicy
+from ecosight_daemon.training.gate import GatePolicy
 from ecosight_daemon.training.recipe import TrainingRecipe
 
 

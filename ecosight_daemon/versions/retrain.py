@@ -30,9 +30,9 @@ from ecosight_daemon.errors import EXIT_TEMPFAIL, EcosightError
 from ecosight_daemon.pooling import AudiosetHead, needs_audioset_head
 from ecosight_daemon.store.store import EmbeddingStore
 from ecosight_daemon.training.dataset import Snapshot, SnapshotOptions, take_snapshot
-from ecosight_daemon.training.detection_gate import judge_detection
 from ecosight_daemon.training.detector_training import test_split_summary
-from ecosight_daemon.training.evaluation import GateDecision, GatePolicy, PairedPredictions, class_recall, gate
+from ecosight_daemon.training.evaluation import class_recall
+from ecosight_daemon.training.gate import GateDecision, GatePolicy, PairedPredictions, gate, judge_detection
 from ecosight_daemon.training.input_digest import training_input_digest
 from ecosight_daemon.training.job_data import write_job_data
 from ecosight_daemon.training.process_handle import TrainingProcess, TrainingProcessFailed

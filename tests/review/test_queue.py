@@ -14,8 +14,9 @@ import soundfile
 from ecosight_daemon.artifacts.split_rule import compile_group_patterns, group_key
 from ecosight_daemon.config import DEFAULT_GROUP_PATTERNS, ReviewSettings, Settings
 from ecosight_daemon.config_file import load_settings
-from ecosight_daemon.detection.events import HOP_S, Event
+from ecosight_daemon.detection.events import Event
 from ecosight_daemon.detection.window_trace import WindowTrace
+from ecosight_daemon.embedding.frontend import PATCH_HOP_SECONDS
 from ecosight_daemon.errors import EcosightError
 from ecosight_daemon.review.clips import clip_relpath, recording_stem
 from ecosight_daemon.review.queue import ReviewQueue, ScoredRun, class_folders
@@ -45,8 +46,9 @@ def test_selection_takes_each_reason_its_share_and_one_item_per_class_and_minute
     best[shots] = [0.99, 0.98, 0.95, 0.9, 0.8]
     labels[shots] = 2
     best[[300, 301, 302]] = 0.45  # just below the cut, one minute: one item
-    events = [Event("gun_shot", round(k * HOP_S, 3), round(k * HOP_S + 0.96, 3), round(k * HOP_S + 0.48, 3),
-                    float(best[k])) for k in (100, 500, 900, 1500)]
+    hop = PATCH_HOP_SECONDS
+    events = [Event("gun_shot", round(k * hop, 3), round(k * hop + 0.96, 3), round(k * hop + 0.48, 3), float(best[k]))
+              for k in (100, 500, 900, 1500)]
     chosen = select(events, trace_of(best, labels), 10, seed=1)
 
     assert len(chosen) == 10

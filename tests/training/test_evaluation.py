@@ -3,15 +3,8 @@ from __future__ import annotations
 import numpy as np
 
 from ecosight_daemon.artifacts.priority_rule import apply_priority_threshold
-from ecosight_daemon.training.evaluation import (
-    GatePolicy,
-    PairedPredictions,
-    choose_priority_threshold,
-    classification_metrics,
-    gate,
-    mcnemar_worse,
-    wilson_interval,
-)
+from ecosight_daemon.training.evaluation import choose_priority_threshold, classification_metrics, wilson_interval
+from ecosight_daemon.training.gate import GatePolicy, PairedPredictions, gate, mcnemar_worse
 
 CLASSES = ["clips", "gun_shot"]
 POLICY = GatePolicy("gun_shot", macro_f1_tolerance=0.02, min_macro_f1=0.5, min_priority_recall=0.5)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ecosight_daemon.training.detection_gate import detection_verdict, judge_detection
-from ecosight_daemon.training.evaluation import GateDecision
+from ecosight_daemon.training.gate import GateDecision, detection_verdict, judge_detection
 
 HOURS = 0.5
 
