@@ -16,7 +16,7 @@ from ecosight_daemon.daemon.storage_trouble import STORAGE_ERRORS
 from ecosight_daemon.errors import EcosightError
 from ecosight_daemon.review.queue import BadDecision, ReviewQueue, UnknownItem
 from ecosight_daemon.versions.registry import ModelRegistry
-from ecosight_daemon.versions.retrain import RetrainBusy
+from ecosight_daemon.versions.retrain_lock import RetrainBusy
 from ecosight_daemon.versions.rollback import UnknownVersion, roll_back
 
 logger = logging.getLogger(__name__)

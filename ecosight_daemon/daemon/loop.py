@@ -17,7 +17,6 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from pathlib import Path
 from typing import IO, Any, Protocol
 
 from ecosight_daemon.config import Settings
@@ -44,21 +43,20 @@ from ecosight_daemon.daemon.recordings import Recordings
 from ecosight_daemon.daemon.retraining import Retraining
 from ecosight_daemon.daemon.schedule import ScheduledRetrains
 from ecosight_daemon.daemon.signals import SignalsToInbox
+from ecosight_daemon.daemon.start_up import open_parts
 from ecosight_daemon.daemon.states import DaemonState, StateChanges
 from ecosight_daemon.daemon.status import StatusInputs, StatusPublisher, build_status
 from ecosight_daemon.daemon.storage_trouble import STORAGE_ERRORS, StorageTrouble
 from ecosight_daemon.daemon.watcher import SupervisedWatcher
 from ecosight_daemon.embedding.interface import Embedder
-from ecosight_daemon.ingest.audioset_layer import remember_audioset_head
 from ecosight_daemon.ingest.limits import IngestLimits
-from ecosight_daemon.pooling import needs_audioset_head
-from ecosight_daemon.review.queue import ReviewQueue, class_folders
+from ecosight_daemon.review.queue import ReviewQueue
 from ecosight_daemon.store.reports import CacheReports
 from ecosight_daemon.store.store import EmbeddingStore
 from ecosight_daemon.util import pause
 from ecosight_daemon.util.systemd import SystemdNotifier
 from ecosight_daemon.versions.registry import ModelRegistry
-from ecosight_daemon.versions.retrain import finish_interrupted_promotion, recover_at_start
+from ecosight_daemon.versions.retrain_lock import finish_interrupted_promotion, recover_at_start
 
 logger = logging.getLogger(__name__)
 
@@ -151,21 +149,10 @@ class Daemon:
         if settings.http.enabled and self._make_front_end is not None:
             self._http = self._make_front_end(settings)  # the token and the port checked before the slow part
         recover_at_start(self._registry)
-        self.store = EmbeddingStore.open(settings.cache_path, settings.embedding.storage_dtype)
-        self._reports = CacheReports(self.store)
-        embedder = self._load_embedder(settings.embedding.yamnet_handle)
-        self.store.adopt_model(embedder.model_id, embedder.fingerprint)
-        if needs_audioset_head(settings.training.pooling):
-            remember_audioset_head(self.store, embedder)
-        settings.paths.audio_dir.mkdir(parents=True, exist_ok=True)
-        self._indexer = Indexer(settings, self.store, embedder, self._clock, self.metrics)
-        self.predictions.ready(self._registry, embedder, IngestLimits.from_settings(settings))
-        self._runtime = getattr(embedder, "runtime", "tensorflow")
-        self.review = ReviewQueue(settings, self.store.review, lambda: class_folders(settings.paths.audio_dir))
-        self.review.recover()
-        if settings.detection.recordings_dir != Path(""):
-            self.recordings = Recordings(settings, self.store, embedder, self._registry, self._alerts, self._clock,
-                                         self.review)
+        parts = open_parts(settings, self._registry, self._load_embedder, self._alerts, self._clock, self.metrics)
+        self.store, self._reports, self._indexer = parts.store, parts.reports, parts.indexer
+        self.review, self.recordings, self._runtime = parts.review, parts.recordings, parts.runtime
+        self.predictions.ready(self._registry, parts.embedder, IngestLimits.from_settings(settings))
         self._watcher = SupervisedWatcher(settings.paths.audio_dir, self.inbox.put_file_event,
                                           settings.watch.polling, settings.watch.poll_interval_s, self._clock)
         self._watcher.start()

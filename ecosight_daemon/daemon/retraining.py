@@ -18,7 +18,8 @@ from ecosight_daemon.review.queue import ReviewQueue
 from ecosight_daemon.store.store import EmbeddingStore
 from ecosight_daemon.versions.drift import current_model_accuracy
 from ecosight_daemon.versions.registry import ModelRegistry
-from ecosight_daemon.versions.retrain import finish_interrupted_promotion, trained_hashes
+from ecosight_daemon.versions.retrain import trained_hashes
+from ecosight_daemon.versions.retrain_lock import finish_interrupted_promotion
 
 
 class Retraining:

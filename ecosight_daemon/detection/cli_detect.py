@@ -71,7 +71,7 @@ def detect_paths(settings: Settings, paths: list[Path], out_dir: Path, zone: tzi
     result and window trace (to queue review items)."""
     from ecosight_daemon.embedding.loader import load_embedder
     from ecosight_daemon.versions.registry import ModelRegistry
-    from ecosight_daemon.versions.retrain import recover_at_start
+    from ecosight_daemon.versions.retrain_lock import recover_at_start
 
     recordings = recordings_in(paths)
     registry = ModelRegistry(settings.paths.models_dir)

@@ -1,4 +1,6 @@
-"""The embedding cache: SQLite in WAL mode, one transaction per file.
+"""The daemon's database (SQLite in WAL mode, one transaction per file) and what it keeps of
+clips: the embedding models, the file index, the embeddings. The other ledgers (recordings,
+review, splits, decode attempts) hang off it and share its connection and transactions.
 
 Embeddings are keyed by (content sha256, embedding model id), so a renamed file
 is never embedded again and two models' embeddings never mix. The `files` index
@@ -25,6 +27,7 @@ from ecosight_daemon.store.attempts import DecodeAttempts, forget_attempts
 from ecosight_daemon.store.recordings import RecordingLedger
 from ecosight_daemon.store.review import ReviewLedger
 from ecosight_daemon.store.schema import connect
+from ecosight_daemon.store.splits import SplitLedger
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +76,7 @@ class EmbeddingStore:
         self.attempts = DecodeAttempts(self._transaction)
         self.recordings = RecordingLedger(connection, self._transaction)
         self.review = ReviewLedger(connection, self._transaction)
+        self.splits = SplitLedger(connection, self._transaction)
 
     @classmethod
     def open(cls, path: Path | str, storage_dtype: str = "float16") -> EmbeddingStore:
@@ -265,23 +269,6 @@ class EmbeddingStore:
         return int(self._db.execute(
             "SELECT COUNT(*) FROM embeddings WHERE model_id = ?", (model_id or self.model_id,)
         ).fetchone()[0])
-
-    # --- splits -------------------------------------------------------------------
-
-    def recorded_splits(self) -> dict[str, str]:
-        """group key -> 'train' | 'val' | 'test', as assigned by earlier retrains."""
-        return dict(self._db.execute("SELECT group_key, split FROM group_splits").fetchall())
-
-    def record_splits(self, splits: dict[str, str]) -> None:
-        """Insert new assignments and apply moves, in one transaction."""
-        now = time.time()
-        with self._transaction() as db:
-            db.executemany(
-                "INSERT INTO group_splits (group_key, split, assigned_at) VALUES (?, ?, ?) "
-                "ON CONFLICT(group_key) DO UPDATE SET split = excluded.split, "
-                "assigned_at = excluded.assigned_at WHERE split != excluded.split",
-                [(group, split, now) for group, split in splits.items()],
-            )
 
     # --- training samples -------------------------------------------------------------
 

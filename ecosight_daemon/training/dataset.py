@@ -121,9 +121,9 @@ def take_snapshot(store: EmbeddingStore, options: SnapshotOptions, head: Audiose
     groups_by_class: dict[str, set[str]] = {}
     for _, _, label, group in keyed:
         groups_by_class.setdefault(label, set()).add(group)
-    recorded = {group: Split(split) for group, split in store.recorded_splits().items()}
+    recorded = {group: Split(split) for group, split in store.splits.recorded().items()}
     splits, warnings = assign_splits(groups_by_class, recorded, options.fractions)
-    store.record_splits({g: s.value for g, s in splits.items()})
+    store.splits.record({g: s.value for g, s in splits.items()})
     for warning in warnings:
         logger.warning("%s", warning)
 

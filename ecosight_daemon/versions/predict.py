@@ -18,7 +18,7 @@ from ecosight_daemon.errors import AudioDecodeError, EcosightError
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.pooling import needs_audioset_head, pool_patches
 from ecosight_daemon.versions.registry import ModelRegistry
-from ecosight_daemon.versions.retrain import recover_at_start
+from ecosight_daemon.versions.retrain_lock import recover_at_start
 
 logger = logging.getLogger(__name__)
 

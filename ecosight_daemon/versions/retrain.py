@@ -9,13 +9,11 @@ under models/versions and promotes, and it holds the retrain lock while it does.
 from __future__ import annotations
 
 import csv
-import fcntl
 import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from ecosight_daemon.artifacts import version_files as files
 from ecosight_daemon.artifacts.split_rule import Split
 from ecosight_daemon.config import Settings
 from ecosight_daemon.embedding.onnx_conversion import BODY_FILE, body_folder, intact
-from ecosight_daemon.errors import EXIT_TEMPFAIL, EcosightError
+from ecosight_daemon.errors import EcosightError
 from ecosight_daemon.pooling import AudiosetHead, needs_audioset_head
 from ecosight_daemon.store.store import EmbeddingStore
 from ecosight_daemon.training.dataset import Snapshot, SnapshotOptions, take_snapshot
@@ -39,72 +37,14 @@ from ecosight_daemon.training.process_handle import TrainingProcess, TrainingPro
 from ecosight_daemon.training.protocol import FitJob, IncumbentModel, Progress, TrainingResult
 from ecosight_daemon.training.recipe import TrainingRecipe
 from ecosight_daemon.util.digest import sha256_of
-from ecosight_daemon.util.durable import free_space, fsync_path, fsync_tree, read_json, write_json
+from ecosight_daemon.util.durable import fsync_path, fsync_tree, read_json, write_json
 from ecosight_daemon.versions.registry import ModelRegistry
 from ecosight_daemon.versions.retention import prune_versions
+from ecosight_daemon.versions.retrain_lock import retrain_lock
 from ecosight_daemon.versions.retraining_log import LOG_FILE as LOG_FILE_NAME
 from ecosight_daemon.versions.retraining_log import RetrainOutcome, RetrainStatus, metrics_summary
 
 logger = logging.getLogger(__name__)
-
-LOCK_FILE = ".retrain.lock"
-
-
-class RetrainBusy(EcosightError):
-    exit_code = EXIT_TEMPFAIL
-
-
-@contextmanager
-def retrain_lock(models_dir: Path) -> Iterator[None]:
-    """An exclusive flock on models_dir/.retrain.lock; the kernel drops it if we die."""
-    models_dir.mkdir(parents=True, exist_ok=True)
-    lock_path = models_dir / LOCK_FILE
-    with open(lock_path, "a+b", buffering=0) as handle:  # unbuffered: a full disk fails here, not at close
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            handle.seek(0)
-            holder = handle.read().decode(errors="replace").strip() or "another process"
-            raise RetrainBusy(f"Retraining already in progress (pid {holder}); wait for it to finish") from exc
-        try:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(str(os.getpid()).encode())
-        except OSError as exc:
-            raise EcosightError(
-                f"cannot write {lock_path}: {exc} ({free_space(models_dir)} free on its disk); "
-                f"free some space under {models_dir}, then retry"
-            ) from exc
-        try:
-            yield
-        finally:
-            handle.seek(0)
-            handle.truncate()
-
-
-def recover_at_start(registry: ModelRegistry) -> None:
-    """Finish a promotion a crash interrupted, unless a running retrain holds the lock
-    (it finishes any promotion itself)."""
-    try:
-        with retrain_lock(registry.root):
-            recovered = registry.recover()
-    except RetrainBusy:
-        logger.info("a retrain holds %s; it finishes any promotion itself", registry.root)
-        return
-    if recovered:
-        logger.info("completed the interrupted promotion of %s", recovered)
-
-
-def finish_interrupted_promotion(registry: ModelRegistry) -> None:
-    """A promotion that failed part-way (disk full) is finished as soon as it can be."""
-    if not registry.promotion_pending():
-        return
-    try:
-        with retrain_lock(registry.root):
-            registry.recover()
-    except (RetrainBusy, OSError) as exc:
-        logger.error("an interrupted promotion is still to be finished (%s); will retry", exc)
-
 
 def snapshot_options(settings: Settings) -> SnapshotOptions:
     t = settings.training

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 from ecosight_daemon.errors import EcosightError
 from ecosight_daemon.versions.registry import ModelRegistry
-from ecosight_daemon.versions.retrain import retrain_lock
+from ecosight_daemon.versions.retrain_lock import retrain_lock
 from ecosight_daemon.versions.retraining_log import RetrainStatus
 
 logger = logging.getLogger(__name__)

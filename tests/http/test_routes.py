@@ -330,7 +330,7 @@ def test_review_decisions_need_a_credential_even_on_loopback(trained: LoopThread
 
 def test_with_a_token_configured_state_changing_routes_need_it(trained: LoopThread,
                                                                caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="ecosight_daemon.http.routes")
+    caplog.set_level(logging.INFO, logger="ecosight_daemon.http.guards")
     client = client_for(trained.daemon, token=TOKEN)
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
                     {"Authorization": f"Bearer {TOKEN}x"}):
@@ -351,7 +351,7 @@ def test_with_a_token_configured_state_changing_routes_need_it(trained: LoopThre
 
 
 def test_the_token_is_compared_in_constant_time() -> None:
-    source = (REPO_ROOT / "ecosight_daemon" / "http" / "routes.py").read_text()
+    source = (REPO_ROOT / "ecosight_daemon" / "http" / "guards.py").read_text()
     calls = [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call)]
     assert any(ast.unparse(call.func) == "hmac.compare_digest" for call in calls)
     assert "== settings.token" not in source and "settings.token ==" not in source

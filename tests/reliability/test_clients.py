@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ecosight_daemon.http.routes import MAX_EVENT_STREAMS
+from ecosight_daemon.http.service_routes import MAX_EVENT_STREAMS
 from testkit.daemon_process import DaemonProcess, idle_daemon, wait_for, write_config
 from tests.reliability.test_bad_input import wav_bytes
 
