@@ -1,7 +1,7 @@
 """recordings_dir as the daemon sees it: walked a bounded number of files per scan, a file
-taken once it has settled (and, when it may still be arriving, once it has waited
-incomplete_settle_s), and a recording forgotten only when a whole walk missed it and
-lstat says it is gone."""
+taken once it has settled (util/settling.py, the rule audio_dir follows too) and, when it
+may still be arriving, once it has waited incomplete_settle_s; a recording is forgotten
+only when a whole walk missed it and lstat says it is gone."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import itertools
 import logging
 import os
 import stat
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from ecosight_daemon.audio import READABLE_EXTENSIONS, is_audio_name, is_ignored
 from ecosight_daemon.detection.wav_header import is_wav, wav_data_missing
 from ecosight_daemon.store.recordings import RecordingLedger
 from ecosight_daemon.util.printable import printable
+from ecosight_daemon.util.settling import Settling
 
 logger = logging.getLogger(__name__)
 MAX_SCAN_FILES = 10_000  # files looked at per scan; a larger tree is walked across several
@@ -27,9 +27,8 @@ class RecordingsFolder:
     def __init__(self, root: Path, ledger: RecordingLedger, settle_s: float, incomplete_settle_s: float) -> None:
         self.root = root
         self._ledger = ledger
-        self._settle_s = settle_s
         self._incomplete_settle_s = incomplete_settle_s
-        self._settling: dict[str, tuple[int, int, float]] = {}  # size, mtime_ns, unchanged since
+        self._settling: Settling[str] = Settling(settle_s)
         self._walker: Iterator[tuple[str, int, int]] | None = None
         self._seen: set[str] = set()  # what the walk under way has seen so far
 
@@ -48,15 +47,12 @@ class RecordingsFolder:
             self._seen.add(relpath)
             row = known.get(relpath)
             if row is not None and (row.size, row.mtime_ns) == (size, mtime_ns):
-                self._settling.pop(relpath, None)
+                self._settling.forget(relpath)
                 continue
-            previous = self._settling.get(relpath)
-            if previous is None or previous[:2] != (size, mtime_ns):
-                self._settling[relpath] = (size, mtime_ns, now)
-            elif now - previous[2] >= self._settle_s and time.time() - mtime_ns / 1e9 >= self._settle_s:
-                if self._maybe_still_copied(relpath, now - previous[2]):
+            if self._settling.observe(relpath, size, mtime_ns, now):
+                if self._maybe_still_copied(relpath, self._settling.unchanged_for(relpath, now)):
                     continue
-                del self._settling[relpath]
+                self._settling.forget(relpath)
                 logger.info("recording %s: %s (%.1f MB)", printable(relpath),
                             "changed, analysed again" if row else "new", size / 1e6)
                 self._ledger.note(relpath, size, mtime_ns)
@@ -70,7 +66,7 @@ class RecordingsFolder:
                     logger.info("recording %s: gone; its events are forgotten", printable(relpath))
                     self._ledger.forget(relpath)
         for relpath in set(self._settling) - seen:
-            del self._settling[relpath]
+            self._settling.forget(relpath)
         return noted
 
     def _maybe_still_copied(self, relpath: str, unchanged_s: float) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
 
 from ecosight_daemon.audio import is_ignored_name
+from ecosight_daemon.util.settling import Settling
 
 logger = logging.getLogger(__name__)
 
@@ -245,63 +245,45 @@ class SupervisedWatcher:
             self._observer.join(timeout=timeout)
 
 
-@dataclass
-class _Watched:
-    size: int
-    mtime_ns: int
-    stable_since: float
-
-
 class SettleTracker:
-    """Paths that changed; a path is due once its size and mtime held still for settle_s."""
+    """Paths that changed; a path is due once it has settled (util/settling.py), or at once
+    when it was closed after writing or moved in."""
 
     def __init__(self, settle_s: float) -> None:
         self.settle_s = settle_s
-        self._watched: dict[Path, _Watched] = {}
+        self._settling: Settling[Path] = Settling(settle_s)
         self._ready: set[Path] = set()
 
     def __len__(self) -> int:
-        return len(self._watched) + len(self._ready)
+        return len(self._settling) + len(self._ready)
 
     def changed(self, path: Path, now: float, ready: bool = False) -> None:
-        """Note an event for path; `ready` when it was closed after writing or moved in.
-
-        A file whose modification time is already settle_s old is ready too: that is a
-        file moved in from outside the watched tree (inotify reports it as created),
-        since every write moves the mtime to the present.
-        """
+        """Note an event for path; `ready` when it was closed after writing or moved in."""
         if is_ignored_name(path.name):
             return
         stat = None if ready else _stat(path)
-        if not ready and stat is not None and time.time() - stat[1] / 1e9 >= self.settle_s:
+        if not ready and stat is not None and self._settling.observe(path, stat[0], stat[1], now):
             ready = True
         if ready:
             self._ready.add(path)
-            self._watched.pop(path, None)
+            self._settling.forget(path)
             return
         if stat is None:
-            self._watched.pop(path, None)
-            return
-        self._watched[path] = _Watched(stat[0], stat[1], now)
+            self._settling.forget(path)
 
     def forget(self, path: Path) -> None:
-        self._watched.pop(path, None)
+        self._settling.forget(path)
         self._ready.discard(path)
 
     def due(self, now: float) -> list[Path]:
-        """Paths to process now: ready ones, and those unchanged for settle_s."""
+        """Paths to process now: ready ones, and those that have settled (or are gone)."""
         due = sorted(self._ready)
         self._ready.clear()
-        for path, watched in list(self._watched.items()):
+        for path in self._settling:
             stat = _stat(path)
-            if stat is None:
-                del self._watched[path]
-                due.append(path)  # gone: let the index forget it
-            elif stat != (watched.size, watched.mtime_ns):
-                self._watched[path] = _Watched(stat[0], stat[1], now)
-            elif now - watched.stable_since >= self.settle_s:
-                del self._watched[path]
-                due.append(path)
+            if stat is None or self._settling.observe(path, stat[0], stat[1], now):
+                self._settling.forget(path)
+                due.append(path)  # settled, or gone: let the index forget it
         return due
 
 
