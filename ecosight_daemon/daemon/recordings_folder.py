@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from ecosight_daemon.audio import READABLE_EXTENSIONS, is_audio_name, is_ignored_name
+from ecosight_daemon.audio import READABLE_EXTENSIONS, is_audio_name
 from ecosight_daemon.detection.wav_header import is_wav, wav_data_missing
 from ecosight_daemon.store.recordings import RecordingLedger
+from ecosight_daemon.util.folder_walk import walk_files
 from ecosight_daemon.util.printable import printable
 from ecosight_daemon.util.settling import Settling
 
@@ -87,26 +87,12 @@ class RecordingsFolder:
             return False  # a mount that does not answer now: nothing is forgotten for it
 
     def _files(self) -> Iterator[tuple[str, int, int]]:
-        """(relative path, size, mtime_ns) of every recording, a folder's files (by name) before
-        its sub-folders (by name); symlinks and other non-files skipped; lstat only."""
-        yield from self._files_under(str(self.root), "", 0)
-
-    def _files_under(self, folder: str, prefix: str, depth: int) -> Iterator[tuple[str, int, int]]:
-        try:
-            with os.scandir(folder) as listing:
-                entries = sorted(listing, key=lambda entry: entry.name)
-        except OSError:
-            return
-        subfolders = []
-        for entry in entries:
+        """(relative path, size, mtime_ns) of every regular file with a recording's name; lstat only."""
+        prefix = len(str(self.root)) + 1
+        for entry in walk_files(self.root, lambda name: is_audio_name(name, READABLE_EXTENSIONS), MAX_SCAN_DEPTH):
             try:
-                if entry.is_dir(follow_symlinks=False):
-                    if depth < MAX_SCAN_DEPTH and not is_ignored_name(entry.name):
-                        subfolders.append(entry)
-                elif entry.is_file(follow_symlinks=False) and is_audio_name(entry.name, READABLE_EXTENSIONS):
+                if entry.is_file(follow_symlinks=False):
                     info = entry.stat(follow_symlinks=False)
-                    yield prefix + entry.name, info.st_size, info.st_mtime_ns
+                    yield entry.path[prefix:], info.st_size, info.st_mtime_ns
             except OSError:
                 continue
-        for entry in subfolders:
-            yield from self._files_under(entry.path, f"{prefix}{entry.name}/", depth + 1)

@@ -9,6 +9,7 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
+from ecosight_daemon.audio import READABLE_EXTENSIONS, is_audio_name
 from ecosight_daemon.config import Settings
 from ecosight_daemon.detection.clock import UTC, RecordingClock
 from ecosight_daemon.detection.outputs import (
@@ -28,10 +29,12 @@ from ecosight_daemon.detection.window_trace import WindowTrace
 from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.errors import AudioDecodeError, EcosightError
 from ecosight_daemon.util.durable import write_json
+from ecosight_daemon.util.folder_walk import walk_files
 from ecosight_daemon.util.printable import printable
 from ecosight_daemon.util.progress import ProgressReporter
 
 logger = logging.getLogger(__name__)
+MAX_FOLDER_DEPTH = 16  # below a folder given to detect
 def parse_start_time(text: str | None, zone: tzinfo) -> datetime | None:
     if text is None:
         return None
@@ -44,13 +47,13 @@ def parse_start_time(text: str | None, zone: tzinfo) -> datetime | None:
 
 def recordings_in(paths: list[Path]) -> list[Path]:
     """Files as given, folders searched recursively for WAV/FLAC/OGG (hidden names skipped)."""
-    from ecosight_daemon.audio import READABLE_EXTENSIONS, is_audio_name
 
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*")
-                                if p.is_file() and is_audio_name(p.name, READABLE_EXTENSIONS)))
+            found.extend(sorted(Path(entry.path) for entry in walk_files(
+                path, lambda name: is_audio_name(name, READABLE_EXTENSIONS), MAX_FOLDER_DEPTH)
+                if entry.is_file()))
         elif path.exists():
             found.append(path)
         else:

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ecosight_daemon.audio import is_audio_name, is_ignored_name
+from ecosight_daemon.audio import is_audio_name
 from ecosight_daemon.ingest.limits import SHORTAGE_ERRNOS
+from ecosight_daemon.util.folder_walk import walk_files
 
 logger = logging.getLogger(__name__)
 
@@ -72,40 +73,22 @@ MAX_FOLDER_DEPTH = 8  # folders below a class folder that are looked into; deepe
 
 
 def walk_audio_dir(audio_dir: Path, extensions: tuple[str, ...]) -> Iterator[FoundFile]:
-    """Every audio-named entry below audio_dir; hidden folders and temporary names are skipped.
-
-    An explicit stack, not recursion: a tree thousands of folders deep (anyone can
-    write one into audio_dir) costs memory for its width, not the interpreter's stack.
-    Folders more than MAX_FOLDER_DEPTH below a class folder are not entered (logged).
-    """
-    stack: list[tuple[Path, int]] = [(audio_dir, 0)]
+    """Every audio-named entry below audio_dir (util/folder_walk.py); folders more than
+    MAX_FOLDER_DEPTH below a class folder are not entered (logged)."""
     too_deep: list[Path] = []
-    while stack:
-        folder, depth = stack.pop()
-        try:
-            with os.scandir(folder) as listing:
-                entries = sorted(listing, key=lambda entry: entry.name, reverse=True)
-        except OSError as exc:
-            if folder == audio_dir or exc.errno in SHORTAGE_ERRNOS:  # a partial walk would look like deletions
-                raise
-            logger.warning("cannot list folder %s: %s", shown(os.fsdecode(folder)), exc.strerror or exc)
-            continue
-        files = []
-        for entry in entries:
-            if is_ignored_name(entry.name):
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                if depth > MAX_FOLDER_DEPTH:
-                    too_deep.append(Path(entry.path))
-                else:
-                    stack.append((Path(entry.path), depth + 1))
-            elif is_audio_name(entry.name, extensions):
-                files.append(Path(entry.path))
-        for path in reversed(files):
-            relpath, name_problem = index_path(path, audio_dir)
-            found = describe_entry(path, relpath, name_problem)
-            if found is not None:
-                yield found
+
+    def unlistable(folder: Path, exc: OSError) -> None:
+        if folder == audio_dir or exc.errno in SHORTAGE_ERRNOS:  # a partial walk would look like deletions
+            raise exc
+        logger.warning("cannot list folder %s: %s", shown(os.fsdecode(folder)), exc.strerror or exc)
+
+    for entry in walk_files(audio_dir, lambda name: is_audio_name(name, extensions), MAX_FOLDER_DEPTH + 1,
+                            unlistable, too_deep.append):
+        path = Path(entry.path)
+        relpath, name_problem = index_path(path, audio_dir)
+        found = describe_entry(path, relpath, name_problem)
+        if found is not None:
+            yield found
     _report_too_deep(too_deep, audio_dir)
 
 
