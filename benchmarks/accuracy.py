@@ -39,7 +39,7 @@ from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.one_shot import embed_pending
 from ecosight_daemon.ingest.reconcile import reconcile
 from ecosight_daemon.pooling import AudiosetHead, pool_patches
-from ecosight_daemon.store.store import EmbeddingStore
+from ecosight_daemon.store.database import Database
 from ecosight_daemon.training.dataset import assign_splits
 from ecosight_daemon.training.evaluation import classification_metrics
 
@@ -55,12 +55,12 @@ def cached_patches(embedder: YamnetEmbedder, rows: list[dict[str, str]], corpus:
     """Per-patch embeddings of every clip, through the daemon's own ingest path."""
     with tempfile.TemporaryDirectory(prefix="ecosight-acc-") as tmp:
         audio = copy_corpus(corpus, Path(tmp) / "audio")
-        store = EmbeddingStore.open(Path(tmp) / "cache.sqlite3")
-        store.adopt_model(embedder.model_id, embedder.fingerprint)
+        store = Database.open(Path(tmp) / "cache.sqlite3")
+        store.clips.adopt_model(embedder.model_id, embedder.fingerprint)
         limits = IngestLimits((".wav",), 600, 10**9)
         reconcile(store, audio, limits)
         embed_pending(store, embedder, audio, limits)
-        patches = [store.embeddings_for(r["sha256"]) for r in rows]
+        patches = [store.clips.embeddings_for(r["sha256"]) for r in rows]
         store.close()
     return patches  # type: ignore[return-value]
 

@@ -84,14 +84,14 @@ class Poller:
 def indexed_corpus(root: Path) -> None:
     """INDEXED_FILES tiny WAVs in audio/, each already embedded in models/' cache."""
     from ecosight_daemon.embedding.identity import identify_local
-    from ecosight_daemon.store.store import EmbeddingStore
+    from ecosight_daemon.store.database import Database
     from ecosight_daemon.util.digest import sha256_of_bytes
 
     identity = identify_local(yamnet_handle())
     assert identity is not None, "the YAMNet SavedModel is not on disk"
     (root / "models").mkdir()
-    store = EmbeddingStore.open(root / "models" / "embedding_cache.sqlite3")
-    store.adopt_model(identity.model_id, identity.fingerprint)
+    store = Database.open(root / "models" / "embedding_cache.sqlite3")
+    store.clips.adopt_model(identity.model_id, identity.fingerprint)
     rng = np.random.default_rng(14_000)
     placeholder = rng.standard_normal((1, 1024)).astype(np.float32)
     for i in range(INDEXED_FILES):
@@ -100,7 +100,7 @@ def indexed_corpus(root: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         soundfile.write(path, rng.uniform(-0.5, 0.5, 1_600).astype(np.float32), 16_000, subtype="PCM_16")
         data, info = path.read_bytes(), path.stat()
-        store.record_embedding(f"{label}/{path.name}", label, info.st_size, info.st_mtime_ns,
+        store.clips.record_embedding(f"{label}/{path.name}", label, info.st_size, info.st_mtime_ns,
                                sha256_of_bytes(data), placeholder, 0.1)
     store.close()
     from ecosight_daemon.embedding.onnx_conversion import ensure_body

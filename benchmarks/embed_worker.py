@@ -21,7 +21,7 @@ from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.naming import walk_audio_dir
 from ecosight_daemon.ingest.one_shot import embed_pending
 from ecosight_daemon.ingest.reconcile import reconcile
-from ecosight_daemon.store.store import EmbeddingStore
+from ecosight_daemon.store.database import Database
 
 LIMITS = IngestLimits(extensions=(".wav", ".flac", ".ogg"), max_duration_s=600, max_file_bytes=10**9)
 
@@ -34,8 +34,8 @@ def main() -> int:
     embedder.embed(waveforms[0])  # warm-up: TensorFlow traces its graph on the first call
     if mode == "end-to-end":
         with tempfile.TemporaryDirectory() as tmp:
-            store = EmbeddingStore.open(Path(tmp) / "cache.sqlite3")
-            store.adopt_model(embedder.model_id, embedder.fingerprint)
+            store = Database.open(Path(tmp) / "cache.sqlite3")
+            store.clips.adopt_model(embedder.model_id, embedder.fingerprint)
             started = time.perf_counter()
             reconcile(store, audio, LIMITS)
             report = embed_pending(store, embedder, audio, LIMITS)

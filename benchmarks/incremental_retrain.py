@@ -37,7 +37,7 @@ from ecosight_daemon.embedding.tensorflow_runtime import YamnetEmbedder
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.one_shot import embed_pending
 from ecosight_daemon.ingest.reconcile import reconcile
-from ecosight_daemon.store.store import EmbeddingStore
+from ecosight_daemon.store.database import Database
 
 CORPUS_CLIPS = 2000
 NEW_CLIPS = 100
@@ -117,8 +117,8 @@ def run() -> list[Figure]:
         trickled = make_variants(root / "incoming", NEW_CLIPS, [0.97], "")
         burst = make_variants(root / "incoming2", NEW_CLIPS, [0.96], "")
         embedder = YamnetEmbedder.load(yamnet_handle())
-        store = EmbeddingStore.open(root / "models" / "embedding_cache.sqlite3")
-        store.adopt_model(embedder.model_id, embedder.fingerprint)
+        store = Database.open(root / "models" / "embedding_cache.sqlite3")
+        store.clips.adopt_model(embedder.model_id, embedder.fingerprint)
         reconcile(store, root / "audio", LIMITS)
         embed_pending(store, embedder, root / "audio", LIMITS)
         store.close()

@@ -18,15 +18,16 @@ from ecosight_daemon.embedding.tensorflow_runtime import YamnetEmbedder
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.one_shot import embed_pending
 from ecosight_daemon.ingest.reconcile import reconcile
-from ecosight_daemon.store.store import EmbeddingStore, FileState
+from ecosight_daemon.store.clip_index import FileState
+from ecosight_daemon.store.database import Database
 
 LIMITS = IngestLimits((".wav", ".flac", ".ogg"), 600, 10**9)
 
 
-def fresh_store(root: Path, embedder: YamnetEmbedder) -> tuple[EmbeddingStore, Path]:
+def fresh_store(root: Path, embedder: YamnetEmbedder) -> tuple[Database, Path]:
     audio = copy_corpus(dev_corpus(), root / "audio")
-    store = EmbeddingStore.open(root / "cache.sqlite3")
-    store.adopt_model(embedder.model_id, embedder.fingerprint)
+    store = Database.open(root / "cache.sqlite3")
+    store.clips.adopt_model(embedder.model_id, embedder.fingerprint)
     reconcile(store, audio, LIMITS)
     return store, audio
 
@@ -42,7 +43,7 @@ def run() -> list[Figure]:
     embedder = YamnetEmbedder.load(yamnet_handle())
     with tempfile.TemporaryDirectory(prefix="ecosight-ray-") as tmp:
         store, audio = fresh_store(Path(tmp) / "local", embedder)
-        files = store.count_files(FileState.PENDING)
+        files = store.clips.count_files(FileState.PENDING)
         started = time.perf_counter()
         local = embed_pending(store, embedder, audio, LIMITS)
         local_s = time.perf_counter() - started

@@ -42,7 +42,7 @@ from ecosight_daemon.detection.scoring import Scoring
 from ecosight_daemon.detection.window_trace import WindowTrace
 from ecosight_daemon.ingest.cli_sync import sync_cache
 from ecosight_daemon.review.commands import RunReviewer, decide, queue_listing
-from ecosight_daemon.store.store import EmbeddingStore
+from ecosight_daemon.store.database import Database
 from ecosight_daemon.training.event_mixing import PlacedEvent, Soundscape
 from ecosight_daemon.versions.retrain import retrain
 from testkit.field_recordings import manifest, soundscape_from, training_workspace, write_recording
@@ -136,7 +136,7 @@ def review_round(settings: Any, root: Path, sites: dict[str, list[dict[str, str]
         label = truth_at(scape.events, float(item["centre_s"]), settings.review.clip_s)
         decide(settings, int(item["id"]), "simulated", "label", label)
         answers[label] = answers.get(label, 0) + 1
-    store = EmbeddingStore.open(settings.cache_path, settings.embedding.storage_dtype)
+    store = Database.open(settings.cache_path, settings.embedding.storage_dtype)
     try:
         sync_cache(store, settings)
         outcome = retrain(settings, store, trigger=f"review round {round_number}")
@@ -155,7 +155,7 @@ def one_seed(seed: int) -> list[dict[str, Any]]:
         with (root / "config.toml").open("a") as config:
             config.write(f"[review]\nper_round = {PER_ROUND}\n")
         settings = load_settings(root / "config.toml")
-        store = EmbeddingStore.open(settings.cache_path, settings.embedding.storage_dtype)
+        store = Database.open(settings.cache_path, settings.embedding.storage_dtype)
         try:
             sync_cache(store, settings)
             first = retrain(settings, store, trigger="first model", force=True)  # a model to start from

@@ -34,7 +34,8 @@ from ecosight_daemon.ingest.audioset_layer import remember_audioset_head
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.one_shot import embed_pending
 from ecosight_daemon.ingest.reconcile import reconcile
-from ecosight_daemon.store.store import EmbeddingStore, FileState
+from ecosight_daemon.store.clip_index import FileState
+from ecosight_daemon.store.database import Database
 
 SIZES = (2_000, 10_000)
 LIMITS = IngestLimits((".wav",), 600, 10**9)
@@ -47,9 +48,9 @@ started = time.monotonic()
 from pathlib import Path
 from ecosight_daemon.config import load_settings
 from ecosight_daemon.versions.retrain import retrain
-from ecosight_daemon.store.store import EmbeddingStore
+from ecosight_daemon.store.database import Database
 settings = load_settings(Path(sys.argv[1]))
-outcome = retrain(settings, EmbeddingStore.open(settings.cache_path), "benchmark", force=True)
+outcome = retrain(settings, Database.open(settings.cache_path), "benchmark", force=True)
 print(json.dumps({"ok": outcome.promoted, "wall_s": time.monotonic() - started,
                   "parent_kib": int(next(line.split()[1] for line in open("/proc/self/status")
                                          if line.startswith("VmHWM"))),
@@ -57,17 +58,17 @@ print(json.dumps({"ok": outcome.promoted, "wall_s": time.monotonic() - started,
 """
 
 
-def embed_dev(models: Path) -> EmbeddingStore:
+def embed_dev(models: Path) -> Database:
     embedder = YamnetEmbedder.load(yamnet_handle())
-    store = EmbeddingStore.open(models / "embedding_cache.sqlite3")
-    store.adopt_model(embedder.model_id, embedder.fingerprint)
+    store = Database.open(models / "embedding_cache.sqlite3")
+    store.clips.adopt_model(embedder.model_id, embedder.fingerprint)
     remember_audioset_head(store, embedder)  # as the daemon does at start
     reconcile(store, dev_corpus(), LIMITS)
     embed_pending(store, embedder, dev_corpus(), LIMITS)
     return store
 
 
-def cache_bytes_per_hour(store_path: Path, store: EmbeddingStore) -> tuple[float, float]:
+def cache_bytes_per_hour(store_path: Path, store: Database) -> tuple[float, float]:
     store.close()  # checkpoints the WAL into the main file
     seconds = 0.0
     import sqlite3
@@ -78,17 +79,17 @@ def cache_bytes_per_hour(store_path: Path, store: EmbeddingStore) -> tuple[float
 
 
 def scaled_cache(source: Path, target: Path, clips: int) -> None:
-    real = EmbeddingStore.open(source)
-    rows = [(r, real.embeddings_for(r.sha256)) for r in real.files(FileState.EMBEDDED)]
-    model_id = real.model_id
-    fingerprint = real.model_fingerprint(model_id)  # type: ignore[arg-type]
-    head = real.audioset_head()
+    real = Database.open(source)
+    rows = [(r, real.clips.embeddings_for(r.sha256)) for r in real.clips.files(FileState.EMBEDDED)]
+    model_id = real.clips.model_id
+    fingerprint = real.clips.model_fingerprint(model_id)  # type: ignore[arg-type]
+    head = real.clips.audioset_head()
     real.close()
     rng = np.random.default_rng(0)
-    store = EmbeddingStore.open(target)
-    store.adopt_model(model_id, fingerprint)  # type: ignore[arg-type]
+    store = Database.open(target)
+    store.clips.adopt_model(model_id, fingerprint)  # type: ignore[arg-type]
     if head is not None:
-        store.save_audioset_head(model_id, head)  # type: ignore[arg-type]
+        store.clips.save_audioset_head(model_id, head)  # type: ignore[arg-type]
     with store.batch():
         for i in range(clips):
             record, patches = rows[i % len(rows)]
@@ -97,7 +98,7 @@ def scaled_cache(source: Path, target: Path, clips: int) -> None:
             stem = Path(record.path).stem
             path = f"{record.label}/{stem}_copy{i}.wav"
             sha256 = hashlib.sha256(path.encode()).hexdigest()
-            store.record_embedding(path, record.label, 1, 1, sha256, nudged, 0.48 * len(patches))
+            store.clips.record_embedding(path, record.label, 1, 1, sha256, nudged, 0.48 * len(patches))
     store.close()
 
 

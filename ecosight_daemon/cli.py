@@ -34,7 +34,8 @@ from ecosight_daemon.errors import (
 from ecosight_daemon.ingest.cli_sync import require_audio_dir, sync_cache
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.reconcile import reconcile
-from ecosight_daemon.store.store import EmbeddingStore, FileState
+from ecosight_daemon.store.clip_index import FileState
+from ecosight_daemon.store.database import Database
 from ecosight_daemon.util.instance_lock import hold_daemon_lock, refuse_while_a_daemon_runs, running_daemon
 from ecosight_daemon.versions.retraining_log import RetrainStatus
 
@@ -152,8 +153,8 @@ def setup_logging(level: str) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 
-def open_store(settings: Settings) -> EmbeddingStore:
-    return EmbeddingStore.open(settings.cache_path, settings.embedding.storage_dtype)
+def open_store(settings: Settings) -> Database:
+    return Database.open(settings.cache_path, settings.embedding.storage_dtype)
 
 
 def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
@@ -181,7 +182,7 @@ def cmd_embed(settings: Settings, args: argparse.Namespace) -> int:
     store = open_store(settings)
     try:
         report = sync_cache(store, settings, args.engine, args.address)
-        already_embedded = len(store.files(FileState.EMBEDDED)) - report.embedded
+        already_embedded = len(store.clips.files(FileState.EMBEDDED)) - report.embedded
         report.skipped = max(report.skipped, already_embedded)
     finally:
         store.close()

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from ecosight_daemon.ingest.file_steps import EmbedReport
+from ecosight_daemon.store.database import Database
 from ecosight_daemon.store.reports import CacheReports, ClassCounts
-from ecosight_daemon.store.store import EmbeddingStore
 from ecosight_daemon.training.evaluation import format_interval
 from ecosight_daemon.versions.retraining_log import metrics_summary
 
 
-def scan_report(store: EmbeddingStore) -> dict[str, Any]:
+def scan_report(store: Database) -> dict[str, Any]:
     reports = CacheReports(store)
     counts = reports.class_counts()
     unclassified = counts.pop("", ClassCounts())
@@ -22,7 +22,7 @@ def scan_report(store: EmbeddingStore) -> dict[str, Any]:
         "unclassified": unclassified.files,
         "failed": reports.failed_files(),
         "conflicts": reports.label_conflicts(),
-        "embedding_model": store.model_id,
+        "embedding_model": store.clips.model_id,
     }
 
 

@@ -21,7 +21,8 @@ from ecosight_daemon.ingest.daemon_stream import EmbedStream
 from ecosight_daemon.ingest.file_steps import EmbedReport
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.reconcile import reconcile, refresh_path
-from ecosight_daemon.store.store import EmbeddingStore, FileState
+from ecosight_daemon.store.clip_index import FileState
+from ecosight_daemon.store.database import Database
 from ecosight_daemon.util.progress import ProgressReporter
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ FOLDER_RESCAN_DELAY_S = 1.0  # folder events within this long share one rescan
 
 
 class Indexer:
-    def __init__(self, settings: Settings, store: EmbeddingStore, embedder: Embedder,
+    def __init__(self, settings: Settings, store: Database, embedder: Embedder,
                  clock: Callable[[], float], metrics: DaemonMetrics | None = None) -> None:
         self._audio_dir = settings.paths.audio_dir
         self._rescan_interval_s = settings.watch.reconcile_interval_s
@@ -100,7 +101,7 @@ class Indexer:
         return self._folder_rescan_at is not None
 
     def pending(self) -> int:
-        return self._store.count_files(FileState.PENDING)
+        return self._store.clips.count_files(FileState.PENDING)
 
     def busy(self) -> bool:
         """Files to embed or still settling: the middle of a burst."""

@@ -51,8 +51,8 @@ from ecosight_daemon.daemon.watcher import SupervisedWatcher
 from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.review.queue import ReviewQueue
+from ecosight_daemon.store.database import Database
 from ecosight_daemon.store.reports import CacheReports
-from ecosight_daemon.store.store import EmbeddingStore
 from ecosight_daemon.util import pause
 from ecosight_daemon.util.systemd import SystemdNotifier
 from ecosight_daemon.versions.registry import ModelRegistry
@@ -96,7 +96,7 @@ class Daemon:
         self._states = StateChanges(self._notifier, self.events, self._write_status)
         self.stopped = False
         self._started_wall = time.time()
-        self.store: EmbeddingStore | None = None
+        self.store: Database | None = None
         self._reports: CacheReports | None = None
         self._indexer: Indexer | None = None
         self.recordings: Recordings | None = None

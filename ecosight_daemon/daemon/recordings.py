@@ -36,7 +36,7 @@ from ecosight_daemon.embedding.frontend import PATCH_HOP_SECONDS
 from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.errors import AudioDecodeError
 from ecosight_daemon.review.queue import ReviewQueue, ScoredRun
-from ecosight_daemon.store.store import EmbeddingStore
+from ecosight_daemon.store.database import Database
 from ecosight_daemon.util.printable import printable
 from ecosight_daemon.versions.registry import ModelRegistry
 
@@ -47,7 +47,7 @@ MAX_ATTEMPTS = 3  # turns on one recording cut short by the reader dying (or the
 
 
 class Recordings:
-    def __init__(self, settings: Settings, store: EmbeddingStore, embedder: Embedder, registry: ModelRegistry,
+    def __init__(self, settings: Settings, store: Database, embedder: Embedder, registry: ModelRegistry,
                  alerts: Alerts, clock: Callable[[], float], review: ReviewQueue | None = None) -> None:
         self.root = settings.detection.recordings_dir
         self._folder = RecordingsFolder(self.root, store.recordings, settings.watch.settle_s,

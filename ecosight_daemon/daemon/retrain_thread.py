@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 
 from ecosight_daemon.config import Settings
-from ecosight_daemon.store.store import EmbeddingStore
+from ecosight_daemon.store.database import Database
 from ecosight_daemon.training.process_handle import TrainingProcess
 from ecosight_daemon.training.protocol import Progress
 from ecosight_daemon.versions.retrain import retrain
@@ -77,7 +77,7 @@ class RetrainRunner:
 
     def _work(self, settings: Settings, reason: str, process: TrainingProcess | None) -> None:
         try:
-            store = EmbeddingStore.open(settings.cache_path, settings.embedding.storage_dtype)
+            store = Database.open(settings.cache_path, settings.embedding.storage_dtype)
         except Exception as exc:
             logger.exception("retrain (%s) could not open the cache", reason)
             self._post_outcome(RetrainOutcome(None, False, f"{type(exc).__name__}: {exc}", reason))

@@ -15,7 +15,7 @@ from ecosight_daemon.daemon.retrain_thread import RetrainRunner
 from ecosight_daemon.daemon.review_trigger import ReviewTrigger
 from ecosight_daemon.daemon.trigger_policy import TriggerPolicy
 from ecosight_daemon.review.queue import ReviewQueue
-from ecosight_daemon.store.store import EmbeddingStore
+from ecosight_daemon.store.database import Database
 from ecosight_daemon.versions.drift import current_model_accuracy
 from ecosight_daemon.versions.registry import ModelRegistry
 from ecosight_daemon.versions.retrain import trained_hashes
@@ -57,7 +57,7 @@ class Retraining:
     def request(self, reason: str) -> None:
         self.policy.request(reason, self.runner.running)
 
-    def check(self, now: float, settings: Settings, store: EmbeddingStore, embedding_burst: bool,
+    def check(self, now: float, settings: Settings, store: Database, embedding_burst: bool,
               review: ReviewQueue | None) -> None:
         """Count new samples (and measure drift on them) when due, and review clips; start a
         run when a trigger fired."""
@@ -66,12 +66,12 @@ class Retraining:
             if why is not None:
                 self.request(why)
         if self.policy.count_due(now, embedding_burst=embedding_burst):
-            new = self.policy.count(now, store.training_hashes(), self.runner.running)
+            new = self.policy.count(now, store.clips.training_hashes(), self.runner.running)
             if new is not None:
-                accuracy = current_model_accuracy(store, self._registry, new, store.model_id or "")
+                accuracy = current_model_accuracy(store.clips, self._registry, new, store.clips.model_id or "")
                 self.policy.drift_measured(accuracy, len(new))
         if self.policy.start_due(self.runner.running):
-            self.runner.start(settings, self.policy.take(store.training_hashes()))
+            self.runner.start(settings, self.policy.take(store.clips.training_hashes()))
 
     def finished(self, message: RetrainFinished, settings: Settings, stopping: bool) -> None:
         self.last_entry = entry = message.outcome.log_entry()

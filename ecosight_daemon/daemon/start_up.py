@@ -18,14 +18,14 @@ from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.ingest.audioset_layer import remember_audioset_head
 from ecosight_daemon.pooling import needs_audioset_head
 from ecosight_daemon.review.queue import ReviewQueue, class_folders
+from ecosight_daemon.store.database import Database
 from ecosight_daemon.store.reports import CacheReports
-from ecosight_daemon.store.store import EmbeddingStore
 from ecosight_daemon.versions.registry import ModelRegistry
 
 
 @dataclass(frozen=True)
 class DaemonParts:
-    store: EmbeddingStore
+    store: Database
     reports: CacheReports
     embedder: Embedder
     runtime: str
@@ -36,10 +36,10 @@ class DaemonParts:
 
 def open_parts(settings: Settings, registry: ModelRegistry, load_embedder: Callable[[str], Embedder], alerts: Alerts,
                clock: Callable[[], float], metrics: DaemonMetrics) -> DaemonParts:
-    store = EmbeddingStore.open(settings.cache_path, settings.embedding.storage_dtype)
+    store = Database.open(settings.cache_path, settings.embedding.storage_dtype)
     try:
         embedder = load_embedder(settings.embedding.yamnet_handle)
-        store.adopt_model(embedder.model_id, embedder.fingerprint)
+        store.clips.adopt_model(embedder.model_id, embedder.fingerprint)
         if needs_audioset_head(settings.training.pooling):
             remember_audioset_head(store, embedder)
         settings.paths.audio_dir.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,8 @@ from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.one_shot import embed_pending
 from ecosight_daemon.ingest.reconcile import reconcile
 from ecosight_daemon.pooling import needs_audioset_head
-from ecosight_daemon.store.store import EmbeddingStore, FileState
+from ecosight_daemon.store.clip_index import FileState
+from ecosight_daemon.store.database import Database
 from ecosight_daemon.util.progress import ProgressReporter
 
 logger = logging.getLogger(__name__)
@@ -30,37 +31,37 @@ def require_audio_dir(settings: Settings) -> Path:
     return audio_dir
 
 
-def sync_cache(store: EmbeddingStore, settings: Settings, engine: str = "local",
+def sync_cache(store: Database, settings: Settings, engine: str = "local",
                address: str | None = None) -> EmbedReport:
     """Reconcile the index with audio_dir and embed what is pending."""
     audio_dir = require_audio_dir(settings)
     limits = IngestLimits.from_settings(settings)
     adopt_model_without_loading(store, settings.embedding.yamnet_handle)
     reconcile(store, audio_dir, limits)
-    if not store.count_files(FileState.PENDING):
+    if not store.clips.count_files(FileState.PENDING):
         return EmbedReport()  # nothing to do: do not pay for loading TensorFlow
     if engine == "ray":
         return embed_with_ray(store, settings, audio_dir, limits, address)
     return embed_with_model(store, settings, audio_dir, limits)
 
 
-def adopt_model_without_loading(store: EmbeddingStore, handle: str) -> None:
+def adopt_model_without_loading(store: Database, handle: str) -> None:
     """Switch the cache to the configured model when its files are on disk, TF not needed."""
     from ecosight_daemon.embedding.identity import fingerprint_of, local_model_folder, model_id_for
 
     folder = local_model_folder(handle)
     if folder is not None:
         fingerprint = fingerprint_of(handle, folder)
-        store.adopt_model(model_id_for(fingerprint), fingerprint)
+        store.clips.adopt_model(model_id_for(fingerprint), fingerprint)
 
 
 def embed_with_ray(
-    store: EmbeddingStore, settings: Settings, audio_dir: Path, limits: IngestLimits, address: str | None
+    store: Database, settings: Settings, audio_dir: Path, limits: IngestLimits, address: str | None
 ) -> EmbedReport:
     from ecosight_daemon.embedding.interface import YAMNET_DIM
     from ecosight_daemon.ingest.ray_engine import embed_pending_with_ray
 
-    if store.model_id is None:
+    if store.clips.model_id is None:
         raise EcosightError(
             f"the Ray engine needs the YAMNet SavedModel on this machine too, to fingerprint it; "
             f"{settings.embedding.yamnet_handle!r} is not on disk here (set a local handle)"
@@ -69,7 +70,7 @@ def embed_with_ray(
         from ecosight_daemon.embedding.onnx_conversion import OnnxUnavailable, ensure_body
 
         try:
-            ensure_body(settings.embedding.yamnet_handle, settings.paths.models_dir, store.model_id)
+            ensure_body(settings.embedding.yamnet_handle, settings.paths.models_dir, store.clips.model_id)
         except OnnxUnavailable as exc:
             logger.warning("the Ray workers use TensorFlow: %s", exc)
     return embed_pending_with_ray(store, audio_dir, limits, settings.embedding.yamnet_handle, YAMNET_DIM, address,
@@ -77,14 +78,14 @@ def embed_with_ray(
 
 
 def embed_with_model(
-    store: EmbeddingStore, settings: Settings, audio_dir: Path, limits: IngestLimits
+    store: Database, settings: Settings, audio_dir: Path, limits: IngestLimits
 ) -> EmbedReport:
     from ecosight_daemon.embedding.loader import load_embedder
     from ecosight_daemon.ingest.audioset_layer import remember_audioset_head
 
     embedder = load_embedder(settings.embedding.yamnet_handle, settings.paths.models_dir, settings.embedding.runtime,
                              settings.embedding.yamnet_sha256)
-    store.adopt_model(embedder.model_id, embedder.fingerprint)
+    store.clips.adopt_model(embedder.model_id, embedder.fingerprint)
     if needs_audioset_head(settings.training.pooling):
         remember_audioset_head(store, embedder)  # spares retrain a second TensorFlow load
     return embed_pending(store, embedder, audio_dir, limits, progress=ProgressReporter("embedded"))

@@ -39,7 +39,8 @@ from ecosight_daemon.ingest.isolated_decode import IsolatedDecoder
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.naming import shown
 from ecosight_daemon.store.attempts import MAX_ATTEMPTS
-from ecosight_daemon.store.store import EmbeddingStore, FileRecord, FileState
+from ecosight_daemon.store.clip_index import FileRecord, FileState
+from ecosight_daemon.store.database import Database
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class EmbedStream:
         """Files started and not yet written."""
         return bool(self._queue)
 
-    def run(self, store: EmbeddingStore, limit: int, time_budget_s: float,
+    def run(self, store: Database, limit: int, time_budget_s: float,
             wake: Callable[[], bool] = lambda: False) -> EmbedReport:
         """Start pending files (up to the pipeline's depth), write those that finish, in the
         order they finish, for about `time_budget_s`; files still running are written by a
@@ -106,9 +107,9 @@ class EmbedStream:
         deadline = started + time_budget_s
         report = EmbedReport()
         if self._cached is None:
-            self._cached = store.cached_hashes()
+            self._cached = store.clips.cached_hashes()
         now = time.monotonic()
-        waiting = deque(r for r in store.files(FileState.PENDING, limit)
+        waiting = deque(r for r in store.clips.files(FileState.PENDING, limit)
                         if r.path not in self._queue and self._not_before.get(r.path, 0.0) <= now)
         self._start(store, waiting, report)
         while self._queue:
@@ -125,7 +126,7 @@ class EmbedStream:
         report.seconds = time.monotonic() - started
         return report
 
-    def _write(self, store: EmbeddingStore, done: EmbeddedFile | PreparedFile, report: EmbedReport) -> None:
+    def _write(self, store: Database, done: EmbeddedFile | PreparedFile, report: EmbedReport) -> None:
         assert self._cached is not None
         result = done if isinstance(done, EmbeddedFile) else embed_prepared(self._embedder, done)
         prepared = result.prepared
@@ -163,7 +164,7 @@ class EmbedStream:
             for decoder in self._decoders:
                 decoder.stop_if_idle(DECODER_IDLE_S)
 
-    def close(self, store: EmbeddingStore | None = None) -> None:
+    def close(self, store: Database | None = None) -> None:
         """Drop files not yet started, stop the decoders of those running and wait for
         them; all stay pending in the cache (their starts not counted) and are embedded on
         the next start."""
@@ -178,7 +179,7 @@ class EmbedStream:
             store.attempts.take_back(list(self._queue))
         self._queue.clear()
 
-    def _start(self, store: EmbeddingStore, waiting: deque[FileRecord], report: EmbedReport) -> None:
+    def _start(self, store: Database, waiting: deque[FileRecord], report: EmbedReport) -> None:
         """Start files until the pipeline is full, each start counted in the cache first:
         a file started MAX_ATTEMPTS times without a result (it hung or killed its reader)
         is recorded failed instead."""
@@ -191,10 +192,10 @@ class EmbedStream:
                 else:
                     self._queue[record.path] = self._pool.submit(self._work, record)
 
-    def _give_up(self, store: EmbeddingStore, record: FileRecord, report: EmbedReport) -> None:
+    def _give_up(self, store: Database, record: FileRecord, report: EmbedReport) -> None:
         reason = (f"reading it was interrupted {MAX_ATTEMPTS} times (its decoder or the daemon died or was "
                   "stopped meanwhile); it is not tried again until the file changes")
-        store.record_failure(record.path, record.label, record.size, record.mtime_ns, record.sha256, reason)
+        store.clips.record_failure(record.path, record.label, record.size, record.mtime_ns, record.sha256, reason)
         logger.warning("failed %s: %s", shown(record.path), reason)
         report.failed += 1
         report.failures.append((record.path, reason))

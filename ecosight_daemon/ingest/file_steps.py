@@ -26,7 +26,8 @@ from ecosight_daemon.ingest.isolated_decode import DecoderInterrupted
 from ecosight_daemon.ingest.limits import IngestLimits, shortage, size_problem
 from ecosight_daemon.ingest.naming import FoundFile, describe_entry, shown
 from ecosight_daemon.ingest.reconcile import record_failure
-from ecosight_daemon.store.store import EmbeddingStore, FileRecord
+from ecosight_daemon.store.clip_index import FileRecord
+from ecosight_daemon.store.database import Database
 from ecosight_daemon.util import pause
 from ecosight_daemon.util.digest import sha256_of_bytes
 
@@ -157,13 +158,13 @@ def embed_prepared(embedder: Embedder, prepared: PreparedFile) -> EmbeddedFile:
                         prepared.audio.duration_s)
 
 
-def record_result(store: EmbeddingStore, result: EmbeddedFile, report: EmbedReport) -> bool:
+def record_result(store: Database, result: EmbeddedFile, report: EmbedReport) -> bool:
     """Write one embed step's result: embedded, already cached, failed, deferred or gone.
     True when the file's embeddings are in the cache now."""
     prepared = result.prepared
     record, found = prepared.record, prepared.found
     if found is None:
-        store.forget_files([record.path])
+        store.clips.forget_files([record.path])
         logger.info("removed %s from the corpus (file deleted)", shown(record.path))
         return False
     if prepared.short_of is not None:
@@ -184,8 +185,8 @@ def record_result(store: EmbeddingStore, result: EmbeddedFile, report: EmbedRepo
         report.failures.append((found.relpath, problem))
         return False
     assert prepared.sha256 is not None  # set whenever there is no problem
-    if store.has_embedding(prepared.sha256):
-        store.note_file(found.relpath, found.label, found.size, found.mtime_ns, prepared.sha256)
+    if store.clips.has_embedding(prepared.sha256):
+        store.clips.note_file(found.relpath, found.label, found.size, found.mtime_ns, prepared.sha256)
         report.skipped += 1
         logger.debug("cached %s (same bytes embedded before)", shown(found.relpath))
         return True
@@ -194,7 +195,7 @@ def record_result(store: EmbeddingStore, result: EmbeddedFile, report: EmbedRepo
         report.deferred += 1
         return False
     pause.point("embedding")
-    store.record_embedding(found.relpath, found.label, found.size, found.mtime_ns, prepared.sha256,
+    store.clips.record_embedding(found.relpath, found.label, found.size, found.mtime_ns, prepared.sha256,
                            result.embeddings, result.duration_s)
     report.embedded += 1
     report.patches += result.embeddings.shape[0]

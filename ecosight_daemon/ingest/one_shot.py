@@ -23,13 +23,14 @@ from ecosight_daemon.ingest.file_steps import (
     record_result,
 )
 from ecosight_daemon.ingest.limits import IngestLimits
-from ecosight_daemon.store.store import EmbeddingStore, FileRecord, FileState
+from ecosight_daemon.store.clip_index import FileRecord, FileState
+from ecosight_daemon.store.database import Database
 
 logger = logging.getLogger(__name__)
 
 
 def embed_pending(
-    store: EmbeddingStore,
+    store: Database,
     embedder: Embedder,
     audio_dir: Path,
     limits: IngestLimits,
@@ -45,8 +46,8 @@ def embed_pending(
     not given; a caller embedding in batches keeps one set, which this extends)."""
     started = time.monotonic()
     report = EmbedReport()
-    pending = store.files(FileState.PENDING, limit)
-    cached = store.cached_hashes() if cached is None else cached
+    pending = store.clips.files(FileState.PENDING, limit)
+    cached = store.clips.cached_hashes() if cached is None else cached
     total = len(pending)
 
     def out_of_time() -> bool:

@@ -30,7 +30,8 @@ from ecosight_daemon.ingest.file_steps import (
 )
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.naming import FoundFile
-from ecosight_daemon.store.store import EmbeddingStore, FileRecord, FileState
+from ecosight_daemon.store.clip_index import FileRecord, FileState
+from ecosight_daemon.store.database import Database
 from ecosight_daemon.util.progress import ProgressReporter
 
 logger = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ def _result_from(row: dict[str, Any], dim: int) -> EmbeddedFile:
 
 
 def embed_pending_with_ray(
-    store: EmbeddingStore,
+    store: Database,
     audio_dir: Path,
     limits: IngestLimits,
     handle: str,
@@ -170,7 +171,7 @@ def embed_pending_with_ray(
     timings = {} if timings is None else timings
     timings["driver_write_s"] = 0.0
     report = EmbedReport()
-    pending = store.files(FileState.PENDING)
+    pending = store.clips.files(FileState.PENDING)
     if not pending:
         return report
     if address:
@@ -190,7 +191,7 @@ def embed_pending_with_ray(
         # decoding the next files overlaps with inference on these.
         dataset = dataset.map_batches(
             decode_stage, batch_size=DECODE_BATCH, batch_format="numpy", num_cpus=0.5,
-            fn_kwargs={"audio_dir": str(audio_dir), "limits": limits, "cached": frozenset(store.cached_hashes())},
+            fn_kwargs={"audio_dir": str(audio_dir), "limits": limits, "cached": frozenset(store.clips.cached_hashes())},
         )
         dataset = dataset.map_batches(
             EmbedActor, batch_size=EMBED_BATCH, batch_format="numpy", num_cpus=1,
@@ -204,10 +205,10 @@ def embed_pending_with_ray(
         for batch in dataset.iter_batches(batch_size=WRITE_BATCH, batch_format="numpy"):
             rows = list(_rows(batch))
             for row in rows:
-                if row["model_id"] != store.model_id:
+                if row["model_id"] != store.clips.model_id:
                     raise EcosightError(
                         f"a Ray worker embedded with model {row['model_id']} but the cache uses "
-                        f"{store.model_id}; every node must load the same YAMNet (check the handle)"
+                        f"{store.clips.model_id}; every node must load the same YAMNet (check the handle)"
                     )
             writing = time.monotonic()
             with store.batch():

@@ -11,7 +11,8 @@ from pathlib import Path
 from ecosight_daemon.audio import is_audio_name, is_ignored_name
 from ecosight_daemon.ingest.limits import IngestLimits, shortage, size_problem
 from ecosight_daemon.ingest.naming import FoundFile, describe_entry, index_path, shown, walk_audio_dir
-from ecosight_daemon.store.store import EmbeddingStore, FileState
+from ecosight_daemon.store.clip_index import FileState
+from ecosight_daemon.store.database import Database
 from ecosight_daemon.util.digest import sha256_of
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ class ReconcileReport:
 
 
 def reconcile(
-    store: EmbeddingStore, audio_dir: Path, limits: IngestLimits, hash_files: bool = False
+    store: Database, audio_dir: Path, limits: IngestLimits, hash_files: bool = False
 ) -> ReconcileReport:
     """Bring the index in line with the folder: new, changed and deleted files.
 
@@ -41,7 +42,7 @@ def reconcile(
     seen: set[str] = set()
     for found in walk_audio_dir(audio_dir, limits.extensions):
         seen.add(found.relpath)
-        record = store.file_record(found.relpath)
+        record = store.clips.file_record(found.relpath)
         is_same = record is not None and record.matches(found.size, found.mtime_ns) and (
             record.label == found.label
         )
@@ -56,15 +57,15 @@ def reconcile(
         elif not is_same:
             report.changed += 1
         note_found_file(store, audio_dir, found, limits, hash_files)
-    missing = [record.path for record in store.files() if record.path not in seen]
+    missing = [record.path for record in store.clips.files() if record.path not in seen]
     if missing:
-        report.removed = store.forget_files(missing)
+        report.removed = store.clips.forget_files(missing)
         for path in missing:
             logger.info("removed %s from the corpus (file deleted)", shown(path))
     return report
 
 
-def refresh_path(store: EmbeddingStore, audio_dir: Path, path: Path, limits: IngestLimits) -> bool:
+def refresh_path(store: Database, audio_dir: Path, path: Path, limits: IngestLimits) -> bool:
     """Bring the index in line for one path an event named; True if the index changed."""
     try:
         relpath, name_problem = index_path(path, audio_dir)
@@ -73,10 +74,10 @@ def refresh_path(store: EmbeddingStore, audio_dir: Path, path: Path, limits: Ing
     if any(is_ignored_name(part) for part in relpath.split("/")) or not is_audio_name(path.name, limits.extensions):
         return False
     found = describe_entry(path, relpath, name_problem)
-    record = store.file_record(relpath)
+    record = store.clips.file_record(relpath)
     if found is None:
         if record is not None:
-            store.forget_files([relpath])
+            store.clips.forget_files([relpath])
             logger.info("removed %s from the corpus (file deleted)", shown(relpath))
         return record is not None
     if record is not None and record.matches(found.size, found.mtime_ns) and record.label == found.label:
@@ -86,7 +87,7 @@ def refresh_path(store: EmbeddingStore, audio_dir: Path, path: Path, limits: Ing
 
 
 def note_found_file(
-    store: EmbeddingStore, audio_dir: Path, found: FoundFile, limits: IngestLimits, hash_file: bool
+    store: Database, audio_dir: Path, found: FoundFile, limits: IngestLimits, hash_file: bool
 ) -> None:
     """Index one new or changed file as pending (or failed, or already embedded)."""
     problem = found.problem or size_problem(found.size, limits.max_file_bytes)
@@ -100,10 +101,10 @@ def note_found_file(
     if problem is not None:
         record_failure(store, found, None, problem)
         return
-    store.note_file(found.relpath, found.label, found.size, found.mtime_ns, sha256)
+    store.clips.note_file(found.relpath, found.label, found.size, found.mtime_ns, sha256)
 
 
-def record_failure(store: EmbeddingStore, found: FoundFile, sha256: str | None, reason: str) -> None:
+def record_failure(store: Database, found: FoundFile, sha256: str | None, reason: str) -> None:
     """Index a file as failed, with the reason an operator reads in `scan` and the log."""
-    store.record_failure(found.relpath, found.label, found.size, found.mtime_ns, sha256, reason)
+    store.clips.record_failure(found.relpath, found.label, found.size, found.mtime_ns, sha256, reason)
     logger.warning("failed %s: %s", shown(found.relpath), reason)

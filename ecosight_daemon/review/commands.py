@@ -16,14 +16,14 @@ from ecosight_daemon.detection.recording_run import RecordingResult
 from ecosight_daemon.detection.scoring import Scoring
 from ecosight_daemon.detection.window_trace import WindowTrace
 from ecosight_daemon.review.queue import ReviewQueue, ScoredRun, class_folders
-from ecosight_daemon.store.store import EmbeddingStore
+from ecosight_daemon.store.database import Database
 from ecosight_daemon.util.digest import sha256_of
 
 logger = logging.getLogger(__name__)
 
 
-def open_queue(settings: Settings) -> tuple[EmbeddingStore, ReviewQueue]:
-    store = EmbeddingStore.open(settings.cache_path, settings.embedding.storage_dtype)
+def open_queue(settings: Settings) -> tuple[Database, ReviewQueue]:
+    store = Database.open(settings.cache_path, settings.embedding.storage_dtype)
     return store, ReviewQueue(settings, store.review, lambda: class_folders(settings.paths.audio_dir))
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ecosight_daemon.store.store import EmbeddingStore, FileState
+from ecosight_daemon.store.clip_index import FileState
+from ecosight_daemon.store.database import Database
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class ClassCounts:
 
 
 class CacheReports:
-    def __init__(self, store: EmbeddingStore) -> None:
+    def __init__(self, store: Database) -> None:
         self._store = store
         self._class_counts: tuple[tuple[int, int], dict[str, ClassCounts]] | None = None
         self._failed: tuple[tuple[int, int], list[dict[str, str]]] | None = None
@@ -51,7 +52,7 @@ class CacheReports:
     def failed_files(self, limit: int | None = None) -> list[dict[str, str]]:
         """Failed files with their reasons, the most recently failed first (at most `limit`)."""
         if limit is None:
-            return [{"path": r.path, "reason": r.reason or ""} for r in self._store.files(FileState.FAILED)]
+            return [{"path": r.path, "reason": r.reason or ""} for r in self._store.clips.files(FileState.FAILED)]
         changes = self._store.changes_seen()
         if self._failed is None or self._failed[0] != changes:
             rows = self._store.query("SELECT path, reason FROM files WHERE state = 'failed' "
@@ -61,9 +62,9 @@ class CacheReports:
 
     def label_conflicts(self) -> list[dict[str, str | None]]:
         """Files whose bytes are also in another class folder (left out of training)."""
-        conflicts = self._store.conflicting_hashes()
+        conflicts = self._store.clips.conflicting_hashes()
         return [{"path": r.path, "class": r.label, "sha256": r.sha256}
-                for r in self._store.files() if r.sha256 in conflicts]
+                for r in self._store.clips.files() if r.sha256 in conflicts]
 
     def integrity_ok(self) -> bool:
         return bool(self._store.query("PRAGMA integrity_check")[0][0] == "ok")

@@ -16,7 +16,7 @@ import numpy as np
 
 from ecosight_daemon.artifacts.split_rule import Split, compile_group_patterns, group_hash, group_key, split_by_hash
 from ecosight_daemon.pooling import AudiosetHead, pool_clips
-from ecosight_daemon.store.store import EmbeddingStore
+from ecosight_daemon.store.database import Database
 
 logger = logging.getLogger(__name__)
 
@@ -93,14 +93,14 @@ class SnapshotOptions:
     pooling: str
 
 
-def take_snapshot(store: EmbeddingStore, options: SnapshotOptions, head: AudiosetHead | None = None) -> Snapshot:
+def take_snapshot(store: Database, options: SnapshotOptions, head: AudiosetHead | None = None) -> Snapshot:
     """Embedded, conflict-free files of big-enough classes, pooled and split."""
-    if store.model_id is None:
+    if store.clips.model_id is None:
         raise ValueError("the cache has no embedding model yet; run `ecosight-daemon embed` first")
     patterns = compile_group_patterns(options.group_patterns)
-    conflicts = store.conflicting_hashes()
+    conflicts = store.clips.conflicting_hashes()
     unique: dict[str, tuple[str, str]] = {}  # sha256 -> (path, label); copies count once
-    for record in store.files():
+    for record in store.clips.files():
         if record.state.value == "embedded" and record.label and record.sha256 not in conflicts:
             unique.setdefault(record.sha256, (record.path, record.label))  # type: ignore[arg-type]
     per_class: dict[str, list[str]] = {}
@@ -128,8 +128,8 @@ def take_snapshot(store: EmbeddingStore, options: SnapshotOptions, head: Audiose
         logger.warning("%s", warning)
 
     samples = [Sample(path, sha, label, group, splits[group]) for path, sha, label, group in keyed]
-    features = pool_clips([store.embeddings_for(s.sha256) for s in samples], options.pooling, head)  # type: ignore[misc]
+    features = pool_clips([store.clips.embeddings_for(s.sha256) for s in samples], options.pooling, head)  # type: ignore[misc]
     return Snapshot(
-        samples, features.astype(np.float32), classes, store.model_id, options.pooling,
+        samples, features.astype(np.float32), classes, store.clips.model_id, options.pooling,
         excluded, warnings,
     )

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from ecosight_daemon.pooling import needs_audioset_head, pool_clips
-from ecosight_daemon.store.store import CorpusIndex, FileState
+from ecosight_daemon.store.clip_index import ClipIndex, FileState
 from ecosight_daemon.versions.registry import ModelRegistry
 
 
-def current_model_accuracy(store: CorpusIndex, registry: ModelRegistry, hashes: set[str],
+def current_model_accuracy(index: ClipIndex, registry: ModelRegistry, hashes: set[str],
                            embedding_model_id: str) -> float | None:
     """The current model's accuracy on the clips with these hashes; None without a
     comparable model (none yet, or one trained on another embedding model)."""
@@ -18,10 +18,10 @@ def current_model_accuracy(store: CorpusIndex, registry: ModelRegistry, hashes: 
     model = registry.current_model()
     if model is None:
         return None
-    labels = {r.sha256: r.label for r in store.files(FileState.EMBEDDED) if r.sha256 in hashes}
-    clips = [(embeddings, labels[h]) for h in labels if (embeddings := store.embeddings_for(h)) is not None]
+    labels = {r.sha256: r.label for r in index.files(FileState.EMBEDDED) if r.sha256 in hashes}
+    clips = [(embeddings, labels[h]) for h in labels if (embeddings := index.embeddings_for(h)) is not None]
     if not clips:
         return None
-    head = store.audioset_head() if needs_audioset_head(model.pooling) else None
+    head = index.audioset_head() if needs_audioset_head(model.pooling) else None
     features = pool_clips([embeddings for embeddings, _ in clips], model.pooling, head)
     return model.accuracy(features, [label for _, label in clips])

@@ -26,7 +26,7 @@ from ecosight_daemon.config import Settings
 from ecosight_daemon.embedding.onnx_conversion import BODY_FILE, body_folder, intact
 from ecosight_daemon.errors import EcosightError
 from ecosight_daemon.pooling import AudiosetHead, needs_audioset_head
-from ecosight_daemon.store.store import EmbeddingStore
+from ecosight_daemon.store.database import Database
 from ecosight_daemon.training.dataset import Snapshot, SnapshotOptions, take_snapshot
 from ecosight_daemon.training.detector_training import test_split_summary
 from ecosight_daemon.training.evaluation import class_recall
@@ -69,7 +69,7 @@ def trained_hashes(registry: ModelRegistry) -> set[str]:
 
 def retrain(
     settings: Settings,
-    store: EmbeddingStore,
+    store: Database,
     trigger: str,
     force: bool = False,
     should_stop: Callable[[], bool] = lambda: False,
@@ -153,7 +153,7 @@ def write_extras(registry: ModelRegistry, version: str, process: TrainingProcess
 
 
 def _attempt(
-    settings: Settings, store: EmbeddingStore, registry: ModelRegistry, trigger: str, force: bool,
+    settings: Settings, store: Database, registry: ModelRegistry, trigger: str, force: bool,
     should_stop: Callable[[], bool], process: TrainingProcess, on_progress: Callable[[Progress], None] | None,
 ) -> RetrainOutcome:
     head = audioset_head_for(store, settings) if needs_audioset_head(settings.training.pooling) else None
@@ -183,7 +183,7 @@ def _attempt(
     write_job_data(staging, snapshot.features, snapshot.labels(), [s.split.value for s in snapshot.samples],
                    [s.group for s in snapshot.samples], head)
     job = FitJob(str(staging), snapshot.classes, snapshot.pooling, TrainingRecipe.from_settings(settings.training),
-                 incumbent, settings.embedding.yamnet_handle, converted_body(settings, store.model_id),
+                 incumbent, settings.embedding.yamnet_handle, converted_body(settings, store.clips.model_id),
                  settings.detection.window_patches)
     result = process.train(job, settings.training.time_limit_s, should_stop, on_progress)
     if not result.ok:
@@ -242,17 +242,17 @@ def _same_as_newest(registry: ModelRegistry, digest: str) -> str | None:
     return f"{metadata['version']} ({metadata.get('status')})"
 
 
-def audioset_head_for(store: EmbeddingStore, settings: Settings) -> AudiosetHead:
+def audioset_head_for(store: Database, settings: Settings) -> AudiosetHead:
     """YAMNet's AudioSet layer for the cache's model; loads YAMNet once if the cache lacks it."""
-    head = store.audioset_head()
+    head = store.clips.audioset_head()
     if head is None:
         from ecosight_daemon.embedding.loader import load_embedder
         from ecosight_daemon.ingest.audioset_layer import remember_audioset_head
 
         embedder = load_embedder(settings.embedding.yamnet_handle, settings.paths.models_dir,
                                  settings.embedding.runtime, settings.embedding.yamnet_sha256)
-        if embedder.model_id != store.model_id:
-            raise EcosightError(f"the cache holds embeddings of {store.model_id} but "
+        if embedder.model_id != store.clips.model_id:
+            raise EcosightError(f"the cache holds embeddings of {store.clips.model_id} but "
                                 f"{settings.embedding.yamnet_handle} is {embedder.model_id}; "
                                 "run `ecosight-daemon embed` first")
         head = remember_audioset_head(store, embedder)
@@ -275,7 +275,7 @@ def _incumbent_spec(registry: ModelRegistry, snapshot: Snapshot) -> IncumbentMod
 
 
 def _write_version_files(
-    folder: Path, version: str, snapshot: Snapshot, settings: Settings, store: EmbeddingStore,
+    folder: Path, version: str, snapshot: Snapshot, settings: Settings, store: Database,
     result: TrainingResult, outcome: RetrainOutcome,
 ) -> None:
     metrics = dict(result.candidate_metrics)
@@ -314,7 +314,7 @@ def _write_version_files(
                             "without the test split" if t.head == "logistic" else "the training split"),
         "gate": outcome.gate,
         "embedding_model_id": snapshot.embedding_model_id,
-        "embedding_fingerprint": store.model_fingerprint(snapshot.embedding_model_id),
+        "embedding_fingerprint": store.clips.model_fingerprint(snapshot.embedding_model_id),
         "model_sha256": sha256_of(folder / files.MODEL),
         "incumbent_metrics": outcome.incumbent_metrics,
         "training_input_sha256": outcome.input_digest,

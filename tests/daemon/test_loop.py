@@ -11,7 +11,7 @@ from ecosight_daemon.config_file import settings_from_mapping
 from ecosight_daemon.daemon import indexer as indexer_module
 from ecosight_daemon.daemon.loop import Daemon
 from ecosight_daemon.daemon.trigger_policy import TRIGGER_CHECK_S
-from ecosight_daemon.store.store import FileState
+from ecosight_daemon.store.clip_index import FileState
 from testkit.audio_files import WavWriter
 
 CLIPS = 40
@@ -35,7 +35,7 @@ def test_new_samples_are_counted_at_most_every_few_seconds_during_a_burst_and_wh
         seen = []  # (pending, new_samples) after each step
         for _ in range(3):
             daemon.step(timeout=0)
-            seen.append((daemon.store.count_files(FileState.PENDING), daemon.status()["new_samples"]))
+            seen.append((daemon.store.clips.count_files(FileState.PENDING), daemon.status()["new_samples"]))
         first_count = seen[0][1]
         assert 0 < first_count < CLIPS and all(pending > 0 for pending, _ in seen)
         assert [count for _, count in seen] == [first_count] * 3  # not refreshed batch by batch
@@ -45,7 +45,7 @@ def test_new_samples_are_counted_at_most_every_few_seconds_during_a_burst_and_wh
         assert first_count < daemon.status()["new_samples"] < CLIPS  # the interval passed mid-burst
 
         for _ in range(20):
-            if not daemon.store.count_files(FileState.PENDING):
+            if not daemon.store.clips.count_files(FileState.PENDING):
                 break
             daemon.step(timeout=0)
         assert daemon.status()["new_samples"] == CLIPS  # the burst ended: counted at once

@@ -16,8 +16,8 @@ from ecosight_daemon.detection.recording_job import JobSettings, RecordingChange
 from ecosight_daemon.detection.recording_job import run_recording as run_with
 from ecosight_daemon.detection.recording_reader import RecordingReader
 from ecosight_daemon.embedding.onnx_runtime import OnnxEmbedder
+from ecosight_daemon.store.database import Database
 from ecosight_daemon.store.recordings import RecordingLedger
-from ecosight_daemon.store.store import EmbeddingStore
 
 pytestmark = pytest.mark.slow
 SECONDS = 200
@@ -57,7 +57,7 @@ def field_like(path: Path, seconds: int = SECONDS) -> Path:
     return path
 
 
-def cached(store: EmbeddingStore, embedder: OnnxEmbedder, name: str) -> tuple[np.ndarray, np.ndarray]:
+def cached(store: Database, embedder: OnnxEmbedder, name: str) -> tuple[np.ndarray, np.ndarray]:
     row = store.recordings.get(name)
     assert row is not None and row.sha256 is not None
     chunks = list(store.recordings.chunks(row.sha256, embedder.model_id))
@@ -68,12 +68,12 @@ def test_a_resumed_run_caches_what_an_uninterrupted_one_does(tmp_path: Path, emb
                                                              reader: RecordingReader) -> None:
     root = tmp_path / "recordings"
     field_like(root / "a.wav")
-    whole = EmbeddingStore.open(tmp_path / "whole.sqlite3")
+    whole = Database.open(tmp_path / "whole.sqlite3")
     whole.recordings.note("a.wav", 0, 0)
     list(run_recording(root, "a.wav", whole.recordings, embedder, reader, "float32"))
     assert whole.recordings.get("a.wav").state == "done"  # type: ignore[union-attr]
 
-    parted = EmbeddingStore.open(tmp_path / "parted.sqlite3")
+    parted = Database.open(tmp_path / "parted.sqlite3")
     parted.recordings.note("a.wav", 0, 0)
     steps = run_recording(root, "a.wav", parted.recordings, embedder, reader, "float32")
     progress = [next(steps) for _ in range(2)]  # two chunks
@@ -100,7 +100,7 @@ def test_a_file_changed_under_the_run_stops_it(tmp_path: Path, embedder: OnnxEmb
                                                reader: RecordingReader) -> None:
     root = tmp_path / "recordings"
     path = field_like(root / "b.wav")
-    store = EmbeddingStore.open(tmp_path / "cache.sqlite3")
+    store = Database.open(tmp_path / "cache.sqlite3")
     store.recordings.note("b.wav", 0, 0)
     steps = run_recording(root, "b.wav", store.recordings, embedder, reader, "float16")
     next(steps)
@@ -146,7 +146,7 @@ def test_content_whose_every_patch_is_cached_is_done_without_reading_it_again(
     failed on the tail ("window shape cannot be larger than input array shape")."""
     root = tmp_path / "recordings"
     field_like(root / "a.wav", seconds=150)
-    store = EmbeddingStore.open(tmp_path / "cache.sqlite3")
+    store = Database.open(tmp_path / "cache.sqlite3")
     store.recordings.note("a.wav", 0, 0)
     list(run_recording(root, "a.wav", store.recordings, embedder, reader, "float32"))
     before = cached(store, embedder, "a.wav")

@@ -73,7 +73,8 @@ def test_the_pipeline_runs_one_file_per_core_and_stores_each_files_own_embedding
     from ecosight_daemon.ingest.limits import IngestLimits
     from ecosight_daemon.ingest.one_shot import embed_pending
     from ecosight_daemon.ingest.reconcile import reconcile
-    from ecosight_daemon.store.store import EmbeddingStore, FileState
+    from ecosight_daemon.store.clip_index import FileState
+    from ecosight_daemon.store.database import Database
 
     shared, workers = onnx.for_concurrent_files()
     assert isinstance(onnx, ConcurrentFiles) and workers >= 1 and shared._session is not onnx._session
@@ -83,17 +84,17 @@ def test_the_pipeline_runs_one_file_per_core_and_stores_each_files_own_embedding
     for path in chosen:
         (tmp_path / "audio" / path.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, tmp_path / "audio" / path.parent.name / path.name)
-    store = EmbeddingStore.open(tmp_path / "cache.sqlite3")
+    store = Database.open(tmp_path / "cache.sqlite3")
     try:
-        store.adopt_model(onnx.model_id, onnx.fingerprint)
+        store.clips.adopt_model(onnx.model_id, onnx.fingerprint)
         limits = IngestLimits((".wav",), max_duration_s=600, max_file_bytes=100_000_000)
         reconcile(store, tmp_path / "audio", limits)
         report = embed_pending(store, onnx, tmp_path / "audio", limits)
-        assert (report.embedded, report.failed, store.count_files(FileState.PENDING)) == (len(chosen), 0, 0)
+        assert (report.embedded, report.failed, store.clips.count_files(FileState.PENDING)) == (len(chosen), 0, 0)
         for path in chosen:
-            record = store.file_record(f"{path.parent.name}/{path.name}")
+            record = store.clips.file_record(f"{path.parent.name}/{path.name}")
             assert record is not None and record.sha256 is not None
-            stored = store.embeddings_for(record.sha256)
+            stored = store.clips.embeddings_for(record.sha256)
             expected = onnx.embed(decode_audio(path.read_bytes(), 600).waveform)
             assert stored is not None and stored.shape == expected.shape, path.name
             np.testing.assert_allclose(stored, expected, atol=4e-3, rtol=1e-3)  # float16 storage

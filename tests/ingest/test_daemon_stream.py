@@ -25,7 +25,8 @@ from ecosight_daemon.ingest.daemon_stream import EmbedStream
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.reconcile import reconcile
 from ecosight_daemon.store.attempts import MAX_ATTEMPTS
-from ecosight_daemon.store.store import EmbeddingStore, FileState
+from ecosight_daemon.store.clip_index import FileState
+from ecosight_daemon.store.database import Database
 from testkit.audio_files import WavWriter
 from testkit.daemon_process import wait_for
 
@@ -42,9 +43,9 @@ def onnx(tmp_path: Path, yamnet_handle: str, onnx_body: Path | None) -> OnnxEmbe
 
 
 @pytest.fixture
-def store(tmp_path: Path, onnx: OnnxEmbedder) -> Iterator[EmbeddingStore]:
-    opened = EmbeddingStore.open(tmp_path / "cache.sqlite3")
-    opened.adopt_model(onnx.model_id, onnx.fingerprint)
+def store(tmp_path: Path, onnx: OnnxEmbedder) -> Iterator[Database]:
+    opened = Database.open(tmp_path / "cache.sqlite3")
+    opened.clips.adopt_model(onnx.model_id, onnx.fingerprint)
     yield opened
     opened.close()
 
@@ -54,7 +55,7 @@ def clips(audio: Path, write_wav: WavWriter, count: int, seconds: float) -> list
 
 
 def test_files_still_running_are_written_by_a_later_turn_once(
-    tmp_path: Path, onnx: OnnxEmbedder, store: EmbeddingStore, write_wav: WavWriter
+    tmp_path: Path, onnx: OnnxEmbedder, store: Database, write_wav: WavWriter
 ) -> None:
     audio = tmp_path / "audio"
     paths = clips(audio, write_wav, 12, seconds=20.0)
@@ -64,24 +65,24 @@ def test_files_still_running_are_written_by_a_later_turn_once(
         first = stream.run(store, limit=64, time_budget_s=0.0)
         assert stream.busy and first.embedded < len(paths)  # the turn ended with files running
         written, turns = first.embedded, 1
-        while stream.busy or store.count_files(FileState.PENDING):
+        while stream.busy or store.clips.count_files(FileState.PENDING):
             written += stream.run(store, limit=64, time_budget_s=0.05).embedded
             turns += 1
         assert written == len(paths) and turns > 2
     finally:
         stream.close()
     for path in paths:
-        record = store.file_record(f"clips/{path.name}")
+        record = store.clips.file_record(f"clips/{path.name}")
         assert record is not None and record.state is FileState.EMBEDDED and record.sha256 is not None
-        stored = store.embeddings_for(record.sha256)
+        stored = store.clips.embeddings_for(record.sha256)
         expected = onnx.embed(decode_audio(path.read_bytes(), 600).waveform)
         assert stored is not None
         np.testing.assert_allclose(stored, expected, atol=4e-3, rtol=1e-3)  # float16 storage
-    assert store.embedding_count() == len(paths)
+    assert store.clips.embedding_count() == len(paths)
 
 
 def test_a_message_for_the_loop_ends_the_wait_while_the_pipeline_has_room(
-    tmp_path: Path, onnx: OnnxEmbedder, store: EmbeddingStore, write_wav: WavWriter
+    tmp_path: Path, onnx: OnnxEmbedder, store: Database, write_wav: WavWriter
 ) -> None:
     audio = tmp_path / "audio"
     clips(audio, write_wav, 1, seconds=300.0)  # one long file: the pipeline has room for more
@@ -99,7 +100,7 @@ def test_a_message_for_the_loop_ends_the_wait_while_the_pipeline_has_room(
 
 
 def test_closing_leaves_what_was_not_written_pending_for_the_next_start(
-    tmp_path: Path, onnx: OnnxEmbedder, store: EmbeddingStore, write_wav: WavWriter
+    tmp_path: Path, onnx: OnnxEmbedder, store: Database, write_wav: WavWriter
 ) -> None:
     audio = tmp_path / "audio"
     paths = clips(audio, write_wav, 10, seconds=30.0)
@@ -108,23 +109,23 @@ def test_closing_leaves_what_was_not_written_pending_for_the_next_start(
     written = stream.run(store, limit=64, time_budget_s=0.0).embedded
     stream.close()
     assert written < len(paths)
-    assert store.count_files(FileState.PENDING) == len(paths) - written
-    assert store.embedding_count() == written
+    assert store.clips.count_files(FileState.PENDING) == len(paths) - written
+    assert store.clips.embedding_count() == written
     again = EmbedStream(onnx, audio, LIMITS)  # the next start embeds the rest
     try:
-        while again.busy or store.count_files(FileState.PENDING):
+        while again.busy or store.clips.count_files(FileState.PENDING):
             again.run(store, limit=64, time_budget_s=1.0)
     finally:
         again.close()
-    assert store.embedding_count() == len(paths)
+    assert store.clips.embedding_count() == len(paths)
 
 
-def run_until(stream: EmbedStream, store: EmbeddingStore, done: object, timeout: float, what: str) -> None:
+def run_until(stream: EmbedStream, store: Database, done: object, timeout: float, what: str) -> None:
     wait_for(lambda: stream.run(store, limit=64, time_budget_s=0.2) and done(), timeout, what)  # type: ignore[operator]
 
 
-def state_of(store: EmbeddingStore, relpath: str) -> FileState | None:
-    record = store.file_record(relpath)
+def state_of(store: Database, relpath: str) -> FileState | None:
+    record = store.clips.file_record(relpath)
     return None if record is None else record.state
 
 
@@ -139,7 +140,7 @@ def pause_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_a_hanging_decode_holds_back_no_other_file_and_fails_after_its_budget(
-    tmp_path: Path, onnx: OnnxEmbedder, store: EmbeddingStore, write_wav: WavWriter, pause_once: Path
+    tmp_path: Path, onnx: OnnxEmbedder, store: Database, write_wav: WavWriter, pause_once: Path
 ) -> None:
     audio = tmp_path / "audio"
     write_wav(audio / "clips" / "hangs.wav", "noise", seconds=2.0, seed=99)
@@ -157,14 +158,14 @@ def test_a_hanging_decode_holds_back_no_other_file_and_fails_after_its_budget(
         assert state_of(store, "clips/hangs.wav") is FileState.PENDING
         run_until(stream, store, lambda: state_of(store, "clips/hangs.wav") is FileState.FAILED, 30,
                   "the hanging file failed")
-        record = store.file_record("clips/hangs.wav")
+        record = store.clips.file_record("clips/hangs.wav")
         assert record is not None and "took longer than max_decode_s (10 s) and was stopped" in (record.reason or "")
     finally:
         stream.close(store)
 
 
 def test_a_file_whose_decoder_is_killed_is_tried_again_and_then_embedded(
-    tmp_path: Path, onnx: OnnxEmbedder, store: EmbeddingStore, write_wav: WavWriter, pause_once: Path,
+    tmp_path: Path, onnx: OnnxEmbedder, store: Database, write_wav: WavWriter, pause_once: Path,
     caplog: pytest.LogCaptureFixture
 ) -> None:
     audio = tmp_path / "audio"
@@ -183,12 +184,12 @@ def test_a_file_whose_decoder_is_killed_is_tried_again_and_then_embedded(
 
 
 def test_a_file_started_too_often_without_a_result_fails_without_another_try(
-    tmp_path: Path, onnx: OnnxEmbedder, store: EmbeddingStore, write_wav: WavWriter
+    tmp_path: Path, onnx: OnnxEmbedder, store: Database, write_wav: WavWriter
 ) -> None:
     audio = tmp_path / "audio"
     path = write_wav(audio / "clips" / "killer.wav", "noise", seconds=2.0, seed=5)
     reconcile(store, audio, LIMITS)
-    record = store.file_record("clips/killer.wav")
+    record = store.clips.file_record("clips/killer.wav")
     assert record is not None
     for _ in range(MAX_ATTEMPTS):  # as if three daemons had died decoding it (tests/reliability does it for real)
         store.attempts.count([(record.path, record.size, record.mtime_ns)])
@@ -198,7 +199,7 @@ def test_a_file_started_too_often_without_a_result_fails_without_another_try(
     finally:
         stream.close(store)
     assert report.failed == 1 and not stream.busy
-    failed = store.file_record("clips/killer.wav")
+    failed = store.clips.file_record("clips/killer.wav")
     assert failed is not None and failed.state is FileState.FAILED
     assert f"interrupted {MAX_ATTEMPTS} times" in (failed.reason or "")
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))  # a new version of the file starts at 0

@@ -20,8 +20,9 @@ from ecosight_daemon.ingest.file_steps import ConcurrentFiles, EmbedReport
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.one_shot import embed_pending
 from ecosight_daemon.ingest.reconcile import reconcile
+from ecosight_daemon.store.clip_index import FileState
+from ecosight_daemon.store.database import Database
 from ecosight_daemon.store.reports import CacheReports
-from ecosight_daemon.store.store import EmbeddingStore, FileState
 from testkit.audio_files import WavWriter
 
 LIMITS = IngestLimits(extensions=(".wav", ".flac"), max_duration_s=30.0, max_file_bytes=10_000_000)
@@ -30,7 +31,7 @@ LIMITS = IngestLimits(extensions=(".wav", ".flac"), max_duration_s=30.0, max_fil
 @dataclass
 class Corpus:
     audio: Path
-    store: EmbeddingStore
+    store: Database
     embedder: Any
 
     def sync(self) -> EmbedReport:
@@ -38,14 +39,14 @@ class Corpus:
         return embed_pending(self.store, self.embedder, self.audio, LIMITS)
 
     def state(self, relpath: str) -> FileState | None:
-        record = self.store.file_record(relpath)
+        record = self.store.clips.file_record(relpath)
         return record.state if record else None
 
 
 @pytest.fixture
 def corpus(workspace: Path, yamnet: YamnetEmbedder) -> Iterator[Corpus]:
-    store = EmbeddingStore.open(workspace / "models" / "cache.sqlite3")
-    store.adopt_model(yamnet.model_id, yamnet.fingerprint)
+    store = Database.open(workspace / "models" / "cache.sqlite3")
+    store.clips.adopt_model(yamnet.model_id, yamnet.fingerprint)
     yield Corpus(workspace / "audio", store, yamnet)
     store.close()
 
@@ -58,9 +59,9 @@ def test_cached_embeddings_equal_a_direct_hub_call(
 
     path = write_wav(corpus.audio / "gun_shot" / "shot.wav", "clicks", seconds=3.3, rate=44_100, channels=2)
     assert corpus.sync().embedded == 1
-    record = corpus.store.file_record("gun_shot/shot.wav")
+    record = corpus.store.clips.file_record("gun_shot/shot.wav")
     assert record is not None and record.sha256 is not None
-    cached = corpus.store.embeddings_for(record.sha256)
+    cached = corpus.store.clips.embeddings_for(record.sha256)
 
     waveform = decode_audio(path.read_bytes(), 60).waveform
     _, direct, _ = hub.load(yamnet_handle)(tf.constant(waveform))
@@ -76,7 +77,7 @@ def test_short_clip_embeds(corpus: Corpus, write_wav: WavWriter) -> None:
     write_wav(corpus.audio / "clips" / "tiny.wav", "tone", seconds=0.1)
     report = corpus.sync()
     assert (report.embedded, report.failed) == (1, 0)
-    assert corpus.store.embeddings_for(corpus.store.file_record("clips/tiny.wav").sha256).shape == (1, 1024)  # type: ignore[union-attr]
+    assert corpus.store.clips.embeddings_for(corpus.store.clips.file_record("clips/tiny.wav").sha256).shape == (1, 1024)  # type: ignore[union-attr]
 
 
 def test_silent_and_nearly_silent_clips_are_refused_with_a_reason(
@@ -96,7 +97,7 @@ def test_silent_and_nearly_silent_clips_are_refused_with_a_reason(
     reconcile(corpus.store, corpus.audio, limits)
     report = embed_pending(corpus.store, corpus.embedder, corpus.audio, limits)
     assert (report.embedded, report.failed) == (1, 2)
-    reasons = {r.path: r.reason for r in corpus.store.files(FileState.FAILED)}
+    reasons = {r.path: r.reason for r in corpus.store.clips.files(FileState.FAILED)}
     assert reasons["gun_shot/silence.wav"].startswith("digital silence")
     assert reasons["gun_shot/faint.wav"].startswith("nearly silent: peak -75.0 dBFS")
     assert "min_peak_dbfs (-60 dBFS)" in reasons["gun_shot/faint.wav"]
@@ -114,8 +115,8 @@ def test_audioset_head_reproduces_yamnet_scores(corpus: Corpus, dev_corpus: Path
     scores, embeddings, _ = hub.load(yamnet_handle)(tf.constant(waveform))
     recomputed = 1 / (1 + np.exp(-head.logits(embeddings.numpy())))
     np.testing.assert_allclose(recomputed, scores.numpy(), atol=1e-5)
-    corpus.store.save_audioset_head(corpus.embedder.model_id, head)
-    stored = corpus.store.audioset_head()
+    corpus.store.clips.save_audioset_head(corpus.embedder.model_id, head)
+    stored = corpus.store.clips.audioset_head()
     assert stored is not None and np.array_equal(stored.kernel, head.kernel) and np.array_equal(stored.bias, head.bias)
 
 
@@ -130,18 +131,18 @@ def test_rename_and_move_are_not_embedded_again(corpus: Corpus, write_wav: WavWr
     assert corpus.state("dog_bark/a.wav") is None
     assert corpus.state("dog_bark/b.wav") is FileState.EMBEDDED
     assert corpus.state("dog_bark/sub/c.WAV") is FileState.EMBEDDED
-    assert corpus.store.embedding_count() == 1
+    assert corpus.store.clips.embedding_count() == 1
 
 
 def test_modified_file_is_embedded_again(corpus: Corpus, write_wav: WavWriter) -> None:
     path = write_wav(corpus.audio / "engine_idling" / "e.wav", "tone", seed=1)
     corpus.sync()
-    before = corpus.store.file_record("engine_idling/e.wav")
+    before = corpus.store.clips.file_record("engine_idling/e.wav")
     write_wav(path, "noise", seconds=2.0, seed=2)
     assert corpus.sync().embedded == 1
-    after = corpus.store.file_record("engine_idling/e.wav")
+    after = corpus.store.clips.file_record("engine_idling/e.wav")
     assert before is not None and after is not None and before.sha256 != after.sha256
-    assert corpus.store.embeddings_for(after.sha256).shape[0] == patch_count(32_000)  # type: ignore[union-attr]
+    assert corpus.store.clips.embeddings_for(after.sha256).shape[0] == patch_count(32_000)  # type: ignore[union-attr]
 
 
 def test_deleted_file_leaves_the_corpus(corpus: Corpus, write_wav: WavWriter) -> None:
@@ -150,7 +151,7 @@ def test_deleted_file_leaves_the_corpus(corpus: Corpus, write_wav: WavWriter) ->
     corpus.sync()
     (corpus.audio / "clips" / "a.wav").unlink()
     assert reconcile(corpus.store, corpus.audio, LIMITS).removed == 1
-    assert [r.path for r in corpus.store.files()] == ["clips/b.wav"]
+    assert [r.path for r in corpus.store.clips.files()] == ["clips/b.wav"]
 
 
 def test_identical_bytes_in_two_classes_are_a_conflict(corpus: Corpus, write_wav: WavWriter) -> None:
@@ -161,8 +162,8 @@ def test_identical_bytes_in_two_classes_are_a_conflict(corpus: Corpus, write_wav
     assert report.embedded == 2 and report.skipped == 1  # the copy's bytes were embedded once
     counts = CacheReports(corpus.store).class_counts()
     assert counts["gun_shot"].conflicts == 1 and counts["dog_bark"].conflicts == 1
-    conflicting = corpus.store.conflicting_hashes()
-    assert corpus.store.file_record("gun_shot/x.wav").sha256 in conflicting  # type: ignore[union-attr]
+    conflicting = corpus.store.clips.conflicting_hashes()
+    assert corpus.store.clips.file_record("gun_shot/x.wav").sha256 in conflicting  # type: ignore[union-attr]
 
 
 class ScaledYamnet:
@@ -182,19 +183,19 @@ class ScaledYamnet:
 def test_another_model_fingerprint_is_never_mixed(corpus: Corpus, write_wav: WavWriter) -> None:
     write_wav(corpus.audio / "clips" / "a.wav", seed=1)
     corpus.sync()
-    sha = corpus.store.file_record("clips/a.wav").sha256  # type: ignore[union-attr]
-    first = corpus.store.embeddings_for(sha)
+    sha = corpus.store.clips.file_record("clips/a.wav").sha256  # type: ignore[union-attr]
+    first = corpus.store.clips.embeddings_for(sha)
 
     second = ScaledYamnet(corpus.embedder)
-    assert corpus.store.adopt_model(second.model_id, second.fingerprint) == 1
-    assert corpus.store.embeddings_for(sha) is None
+    assert corpus.store.clips.adopt_model(second.model_id, second.fingerprint) == 1
+    assert corpus.store.clips.embeddings_for(sha) is None
     assert corpus.state("clips/a.wav") is FileState.PENDING
     corpus.embedder = second
     assert corpus.sync().embedded == 1
-    np.testing.assert_allclose(corpus.store.embeddings_for(sha), first * 2, rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(corpus.store.clips.embeddings_for(sha), first * 2, rtol=2e-3, atol=2e-3)
 
-    corpus.store.adopt_model(corpus_model := "yamnet-unused", {"handle": corpus_model})
-    assert corpus.store.embeddings_for(sha) is None
+    corpus.store.clips.adopt_model(corpus_model := "yamnet-unused", {"handle": corpus_model})
+    assert corpus.store.clips.embeddings_for(sha) is None
 
 
 def test_bad_files_fail_with_reasons_while_the_rest_embed(corpus: Corpus, write_wav: WavWriter) -> None:
@@ -211,7 +212,7 @@ def test_bad_files_fail_with_reasons_while_the_rest_embed(corpus: Corpus, write_
 
     report = corpus.sync()
     assert (report.embedded, report.failed) == (2, 4)
-    reasons = {r.path: r.reason for r in corpus.store.files(FileState.FAILED)}
+    reasons = {r.path: r.reason for r in corpus.store.clips.files(FileState.FAILED)}
     assert reasons == {
         "gun_shot/empty.wav": "empty file (0 bytes)",
         "gun_shot/random.wav": reasons["gun_shot/random.wav"],
@@ -221,8 +222,8 @@ def test_bad_files_fail_with_reasons_while_the_rest_embed(corpus: Corpus, write_
     }
     assert reasons["gun_shot/random.wav"].startswith("not a readable WAV/FLAC/OGG file")
     assert reasons["gun_shot/text.wav"].startswith("not a readable WAV/FLAC/OGG file")
-    assert corpus.store.file_record("gun_shot/partial.wav.part") is None
-    assert corpus.store.file_record("gun_shot/notes.txt") is None
+    assert corpus.store.clips.file_record("gun_shot/partial.wav.part") is None
+    assert corpus.store.clips.file_record("gun_shot/notes.txt") is None
 
 
 def test_failed_file_is_retried_only_when_it_changes(corpus: Corpus, write_wav: WavWriter) -> None:
@@ -245,7 +246,7 @@ def test_fifo_and_symlink_are_refused_without_blocking(
     (corpus.audio / "clips" / "dir.wav").mkdir()
     report = corpus.sync()
     assert report.embedded == 0
-    reasons = {r.path: r.reason for r in corpus.store.files(FileState.FAILED)}
+    reasons = {r.path: r.reason for r in corpus.store.clips.files(FileState.FAILED)}
     assert reasons == {
         "clips/link.wav": "symbolic link (not followed)",
         "clips/pipe.wav": "not a regular file",
@@ -269,9 +270,9 @@ def test_a_spent_time_budget_starts_no_new_file_and_finishes_those_started(corpu
         write_wav(corpus.audio / "clips" / f"c{i}.wav", "noise", seconds=1.0, seed=i)
     reconcile(corpus.store, corpus.audio, LIMITS)
     first = embed_pending(corpus.store, corpus.embedder, corpus.audio, LIMITS, time_budget_s=0.0)
-    assert (first.embedded, corpus.store.count_files(FileState.PENDING)) == (started_at_once, 3)
+    assert (first.embedded, corpus.store.clips.count_files(FileState.PENDING)) == (started_at_once, 3)
     rest = embed_pending(corpus.store, corpus.embedder, corpus.audio, LIMITS, time_budget_s=60.0)
-    assert (rest.embedded, corpus.store.count_files(FileState.PENDING)) == (3, 0)
+    assert (rest.embedded, corpus.store.clips.count_files(FileState.PENDING)) == (3, 0)
 
 
 def test_a_machine_short_of_descriptors_or_memory_is_not_a_bad_file() -> None:
@@ -293,7 +294,7 @@ def test_a_file_replaced_by_other_bytes_of_the_same_size_and_mtime_is_embedded_a
     the old embedding, through rescans and restarts."""
     path = write_wav(corpus.audio / "dog_bark" / "bark.wav", "tone", seed=1)
     assert corpus.sync().embedded == 1
-    before = corpus.store.file_record("dog_bark/bark.wav")
+    before = corpus.store.clips.file_record("dog_bark/bark.wav")
     other = write_wav(tmp_path / "other.wav", "noise", seed=2)
     assert other.stat().st_size == path.stat().st_size
     old = path.stat()
@@ -303,7 +304,7 @@ def test_a_file_replaced_by_other_bytes_of_the_same_size_and_mtime_is_embedded_a
     assert (path.stat().st_size, path.stat().st_mtime_ns) == (old.st_size, old.st_mtime_ns)
     assert path.stat().st_ctime_ns != old.st_ctime_ns
     report = corpus.sync()
-    after = corpus.store.file_record("dog_bark/bark.wav")
+    after = corpus.store.clips.file_record("dog_bark/bark.wav")
     assert report.embedded == 1
     assert before is not None and after is not None and after.sha256 != before.sha256
     assert corpus.sync().embedded == 0  # and then it is unchanged again

@@ -16,7 +16,7 @@ import pytest
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.one_shot import embed_pending
 from ecosight_daemon.ingest.reconcile import reconcile
-from ecosight_daemon.store.store import EmbeddingStore
+from ecosight_daemon.store.database import Database
 from testkit.audio_files import WavWriter
 from testkit.paths import IN_CI
 
@@ -45,8 +45,8 @@ def make_corpus(root: Path, dev_corpus: Path, write_wav: WavWriter) -> Path:
     return audio
 
 
-def rows(store: EmbeddingStore) -> dict[str, Any]:
-    return {r.path: (r.state.value, r.reason, r.sha256) for r in store.files()}
+def rows(store: Database) -> dict[str, Any]:
+    return {r.path: (r.state.value, r.reason, r.sha256) for r in store.clips.files()}
 
 
 def test_ray_engine_matches_the_single_process_path(
@@ -55,8 +55,8 @@ def test_ray_engine_matches_the_single_process_path(
     local_audio = make_corpus(tmp_path / "local", dev_corpus, write_wav)
     make_corpus(tmp_path / "ray", dev_corpus, write_wav)
 
-    local = EmbeddingStore.open(tmp_path / "local" / "models" / "embedding_cache.sqlite3")
-    local.adopt_model(yamnet.model_id, yamnet.fingerprint)
+    local = Database.open(tmp_path / "local" / "models" / "embedding_cache.sqlite3")
+    local.clips.adopt_model(yamnet.model_id, yamnet.fingerprint)
     limits = IngestLimits((".wav", ".flac", ".ogg"), 41.0, 512_000_000)
     reconcile(local, local_audio, limits)
     embed_pending(local, yamnet, local_audio, limits)
@@ -68,19 +68,19 @@ def test_ray_engine_matches_the_single_process_path(
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)
-    remote = EmbeddingStore.open(tmp_path / "ray" / "models" / "embedding_cache.sqlite3")
+    remote = Database.open(tmp_path / "ray" / "models" / "embedding_cache.sqlite3")
 
     expected, got = rows(local), rows(remote)
     assert got == expected  # same states, same failure reasons, same hashes
     failed = {path: reason for path, (state, reason, _) in expected.items() if state == "failed"}
     assert set(failed) >= {"gun_shot/empty.wav", "clips/text.wav", "dog_bark/long.wav"}
     assert summary["failed"] == len(failed) and summary["embedded"] == len(expected) - len(failed)
-    assert remote.model_id == local.model_id
+    assert remote.clips.model_id == local.clips.model_id
     for state, _, sha256 in expected.values():
         if state == "embedded":
             # The CLI's Ray workers run the ONNX runtime, the local path here TensorFlow: the same
             # embeddings within one float16 step of the cache (2**-10 relative).
-            np.testing.assert_allclose(remote.embeddings_for(sha256), local.embeddings_for(sha256),
+            np.testing.assert_allclose(remote.clips.embeddings_for(sha256), local.clips.embeddings_for(sha256),
                                        rtol=2**-10, atol=1e-3)
     local.close()
     remote.close()

@@ -21,7 +21,7 @@ from ecosight_daemon.errors import EcosightError
 from ecosight_daemon.review.clips import clip_relpath, recording_stem
 from ecosight_daemon.review.queue import ReviewQueue, ScoredRun, class_folders
 from ecosight_daemon.review.selection import select
-from ecosight_daemon.store.store import EmbeddingStore
+from ecosight_daemon.store.database import Database
 
 CLASSES = ["clips", "dog_bark", "gun_shot"]
 RATE = 48_000
@@ -63,7 +63,7 @@ def test_selection_takes_each_reason_its_share_and_one_item_per_class_and_minute
 
 
 @pytest.fixture
-def workspace(tmp_path: Path) -> tuple[Settings, EmbeddingStore, Path]:
+def workspace(tmp_path: Path) -> tuple[Settings, Database, Path]:
     for label in CLASSES:
         (tmp_path / "audio" / label).mkdir(parents=True)
     (tmp_path / "config.toml").write_text('[paths]\naudio_dir = "audio"\nmodels_dir = "models"\n'
@@ -74,7 +74,7 @@ def workspace(tmp_path: Path) -> tuple[Settings, EmbeddingStore, Path]:
     seconds = np.arange(RATE * 300) / RATE
     stereo = np.stack([np.sin(2 * np.pi * 440 * seconds), np.sin(2 * np.pi * 880 * seconds)], axis=1) * 0.3
     soundfile.write(recording, stereo, RATE, subtype="PCM_16")
-    store = EmbeddingStore.open(settings.cache_path)
+    store = Database.open(settings.cache_path)
     yield settings, store, recording
     store.close()
 
@@ -89,12 +89,12 @@ def scored_run(recording: Path, name: str) -> ScoredRun:
     return ScoredRun(recording, name, "ab" * 32, "2026-05-01T06:00:00.000Z", events, trace_of(best, labels), "v0001")
 
 
-def queue_for(settings: Settings, store: EmbeddingStore) -> ReviewQueue:
+def queue_for(settings: Settings, store: Database) -> ReviewQueue:
     return ReviewQueue(settings, store.review, lambda: class_folders(settings.paths.audio_dir))
 
 
 def test_decisions_become_clips_that_follow_agreement_and_undo(
-        workspace: tuple[Settings, EmbeddingStore, Path]) -> None:
+        workspace: tuple[Settings, Database, Path]) -> None:
     settings, store, recording = workspace
     queue = queue_for(settings, store)
     name = "site-a/AM07_20260501_060000.WAV"
@@ -136,7 +136,7 @@ def test_decisions_become_clips_that_follow_agreement_and_undo(
     assert queue.progress()["round_items"] == 6 and queue.progress()["uncertain"] == 1
 
 
-def test_an_export_killed_half_way_is_finished_at_start(workspace: tuple[Settings, EmbeddingStore, Path]) -> None:
+def test_an_export_killed_half_way_is_finished_at_start(workspace: tuple[Settings, Database, Path]) -> None:
     settings, store, recording = workspace
     queue = queue_for(settings, store)
     item_id = queue.fill(scored_run(recording, "site-a/AM07_20260501_060000.WAV"))[0]
@@ -153,7 +153,7 @@ def test_an_export_killed_half_way_is_finished_at_start(workspace: tuple[Setting
     assert soundfile.info(settings.paths.audio_dir / item.clip).frames == 4 * 16_000
 
 
-def test_a_recording_reserved_for_evaluation_queues_nothing(workspace: tuple[Settings, EmbeddingStore, Path]) -> None:
+def test_a_recording_reserved_for_evaluation_queues_nothing(workspace: tuple[Settings, Database, Path]) -> None:
     settings, store, recording = workspace
     queue = queue_for(settings, store)
     reserved = next(f"AM09_20260501_{n:06d}.WAV" for n in range(1000)
@@ -163,7 +163,7 @@ def test_a_recording_reserved_for_evaluation_queues_nothing(workspace: tuple[Set
 
 
 def test_items_never_share_a_clip_and_a_reviewer_has_one_decision_per_item(
-        workspace: tuple[Settings, EmbeddingStore, Path]) -> None:
+        workspace: tuple[Settings, Database, Path]) -> None:
     """On be16e0d two sites' cards with the same AudioMoth name made two agreed items share one
     clip name (the second overwrote the first; an undo of one deleted the other's), a clip name
     over 255 bytes was retried forever, and each repeated decision was a new row."""

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from ecosight_daemon.errors import CacheError
+from ecosight_daemon.store.clip_index import FileState
+from ecosight_daemon.store.database import Database
 from ecosight_daemon.store.reports import CacheReports
 from ecosight_daemon.store.schema import SCHEMA_VERSION
-from ecosight_daemon.store.store import EmbeddingStore, FileState
 
 MODEL_A = ("yamnet-aaaa", {"handle": "/a", "savedmodel_sha256": "a"})
 MODEL_B = ("yamnet-bbbb", {"handle": "/b", "savedmodel_sha256": "b"})
@@ -22,71 +23,71 @@ def patches(seed: int, n: int = 3) -> np.ndarray:
 
 
 @pytest.fixture(params=["file", "memory"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EmbeddingStore]:
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     """The same test body against an on-disk database and ':memory:'."""
     location = tmp_path / "cache.sqlite3" if request.param == "file" else ":memory:"
-    opened = EmbeddingStore.open(location)
-    opened.adopt_model(*MODEL_A)
+    opened = Database.open(location)
+    opened.clips.adopt_model(*MODEL_A)
     yield opened
     opened.close()
 
 
-def test_record_and_read_back_embeddings(store: EmbeddingStore) -> None:
+def test_record_and_read_back_embeddings(store: Database) -> None:
     original = patches(1)
-    store.record_embedding("gun_shot/a.wav", "gun_shot", 10, 20, "h1", original, 1.2)
-    record = store.file_record("gun_shot/a.wav")
+    store.clips.record_embedding("gun_shot/a.wav", "gun_shot", 10, 20, "h1", original, 1.2)
+    record = store.clips.file_record("gun_shot/a.wav")
     assert record is not None and record.state is FileState.EMBEDDED and record.sha256 == "h1"
-    restored = store.embeddings_for("h1")
+    restored = store.clips.embeddings_for("h1")
     assert restored is not None and restored.dtype == np.float32 and restored.shape == (3, 1024)
     # float16 storage: relative error of half precision, far below what matters for pooling.
     np.testing.assert_allclose(restored, original, rtol=1e-3, atol=1e-3)
 
 
 def test_float32_storage_is_exact(tmp_path: Path) -> None:
-    store = EmbeddingStore.open(tmp_path / "c.sqlite3", storage_dtype="float32")
-    store.adopt_model(*MODEL_A)
+    store = Database.open(tmp_path / "c.sqlite3", storage_dtype="float32")
+    store.clips.adopt_model(*MODEL_A)
     original = patches(2)
-    store.record_embedding("x/a.wav", "x", 1, 1, "h", original, 1.0)
-    np.testing.assert_array_equal(store.embeddings_for("h"), original)
+    store.clips.record_embedding("x/a.wav", "x", 1, 1, "h", original, 1.0)
+    np.testing.assert_array_equal(store.clips.embeddings_for("h"), original)
 
 
-def test_same_bytes_noted_under_another_path_are_already_embedded(store: EmbeddingStore) -> None:
-    store.record_embedding("dog_bark/a.wav", "dog_bark", 10, 20, "h1", patches(1), 1.0)
-    assert store.note_file("dog_bark/renamed.wav", "dog_bark", 10, 30, "h1") is FileState.EMBEDDED
-    assert store.note_file("dog_bark/new.wav", "dog_bark", 10, 30, "h2") is FileState.PENDING
-    assert store.note_file("dog_bark/unhashed.wav", "dog_bark", 10, 30, None) is FileState.PENDING
+def test_same_bytes_noted_under_another_path_are_already_embedded(store: Database) -> None:
+    store.clips.record_embedding("dog_bark/a.wav", "dog_bark", 10, 20, "h1", patches(1), 1.0)
+    assert store.clips.note_file("dog_bark/renamed.wav", "dog_bark", 10, 30, "h1") is FileState.EMBEDDED
+    assert store.clips.note_file("dog_bark/new.wav", "dog_bark", 10, 30, "h2") is FileState.PENDING
+    assert store.clips.note_file("dog_bark/unhashed.wav", "dog_bark", 10, 30, None) is FileState.PENDING
 
 
-def test_same_bytes_in_two_classes_is_a_conflict(store: EmbeddingStore) -> None:
-    store.record_embedding("gun_shot/a.wav", "gun_shot", 10, 20, "h1", patches(1), 1.0)
-    store.note_file("gun_shot/copy.wav", "gun_shot", 10, 20, "h1")
-    assert store.conflicting_hashes() == set()  # a duplicate within one class is no conflict
-    store.note_file("dog_bark/a.wav", "dog_bark", 10, 20, "h1")
-    assert store.conflicting_hashes() == {"h1"}
+def test_same_bytes_in_two_classes_is_a_conflict(store: Database) -> None:
+    store.clips.record_embedding("gun_shot/a.wav", "gun_shot", 10, 20, "h1", patches(1), 1.0)
+    store.clips.note_file("gun_shot/copy.wav", "gun_shot", 10, 20, "h1")
+    assert store.clips.conflicting_hashes() == set()  # a duplicate within one class is no conflict
+    store.clips.note_file("dog_bark/a.wav", "dog_bark", 10, 20, "h1")
+    assert store.clips.conflicting_hashes() == {"h1"}
     counts = CacheReports(store).class_counts()
     assert counts["gun_shot"].conflicts == 2 and counts["dog_bark"].conflicts == 1
 
 
-def test_models_are_never_mixed(store: EmbeddingStore) -> None:
-    store.record_embedding("gun_shot/a.wav", "gun_shot", 10, 20, "h1", patches(1), 1.0)
-    assert store.adopt_model(*MODEL_B) == 1  # the file must be embedded again for model B
-    assert store.embeddings_for("h1") is None
-    assert store.file_record("gun_shot/a.wav").state is FileState.PENDING  # type: ignore[union-attr]
-    store.record_embedding("gun_shot/a.wav", "gun_shot", 10, 20, "h1", patches(9), 1.0)
-    assert store.adopt_model(*MODEL_A) == 0
-    np.testing.assert_allclose(store.embeddings_for("h1"), patches(1), atol=1e-3)  # A's, not B's
-    assert store.embedding_count("yamnet-aaaa") == 1 and store.embedding_count("yamnet-bbbb") == 1
+def test_models_are_never_mixed(store: Database) -> None:
+    store.clips.record_embedding("gun_shot/a.wav", "gun_shot", 10, 20, "h1", patches(1), 1.0)
+    assert store.clips.adopt_model(*MODEL_B) == 1  # the file must be embedded again for model B
+    assert store.clips.embeddings_for("h1") is None
+    assert store.clips.file_record("gun_shot/a.wav").state is FileState.PENDING  # type: ignore[union-attr]
+    store.clips.record_embedding("gun_shot/a.wav", "gun_shot", 10, 20, "h1", patches(9), 1.0)
+    assert store.clips.adopt_model(*MODEL_A) == 0
+    np.testing.assert_allclose(store.clips.embeddings_for("h1"), patches(1), atol=1e-3)  # A's, not B's
+    assert store.clips.embedding_count("yamnet-aaaa") == 1 and store.clips.embedding_count("yamnet-bbbb") == 1
 
 
-def test_failure_and_forget(store: EmbeddingStore) -> None:
-    store.record_failure("clips/bad.wav", "clips", 5, 6, None, "empty file (0 bytes)")
-    record = store.file_record("clips/bad.wav")
+def test_failure_and_forget(store: Database) -> None:
+    store.clips.record_failure("clips/bad.wav", "clips", 5, 6, None, "empty file (0 bytes)")
+    record = store.clips.file_record("clips/bad.wav")
     assert record is not None and record.state is FileState.FAILED and record.reason == "empty file (0 bytes)"
-    assert store.forget_files(["clips/bad.wav", "clips/never.wav"]) == 1
-    assert store.file_record("clips/bad.wav") is None
+    assert store.clips.forget_files(["clips/bad.wav", "clips/never.wav"]) == 1
+    assert store.clips.file_record("clips/bad.wav") is None
 
 
-def test_a_failed_transaction_leaves_nothing_behind(store: EmbeddingStore) -> None:
+def test_a_failed_transaction_leaves_nothing_behind(store: Database) -> None:
     with pytest.raises(sqlite3.IntegrityError):
         # dim 0 violates a CHECK after the file row would have been written in the same transaction
         with store._transaction() as db:  # the store's own transaction, tested directly
@@ -97,19 +98,19 @@ def test_a_failed_transaction_leaves_nothing_behind(store: EmbeddingStore) -> No
             db.execute(
                 "INSERT INTO embeddings VALUES ('h', 'yamnet-aaaa', 1, 0, 'float16', x'00', 1, 0)"
             )
-    assert store.file_record("a/x.wav") is None
+    assert store.clips.file_record("a/x.wav") is None
     assert CacheReports(store).integrity_ok()
 
 
 def test_reopen_keeps_rows_model_and_enforces_foreign_keys(tmp_path: Path) -> None:
     path = tmp_path / "cache.sqlite3"
-    first = EmbeddingStore.open(path)
-    first.adopt_model(*MODEL_A)
-    first.record_embedding("gun_shot/a.wav", "gun_shot", 10, 20, "h1", patches(1), 1.0)
+    first = Database.open(path)
+    first.clips.adopt_model(*MODEL_A)
+    first.clips.record_embedding("gun_shot/a.wav", "gun_shot", 10, 20, "h1", patches(1), 1.0)
     first.close()
-    again = EmbeddingStore.open(path)
-    assert again.model_id == "yamnet-aaaa"
-    assert again.embeddings_for("h1") is not None
+    again = Database.open(path)
+    assert again.clips.model_id == "yamnet-aaaa"
+    assert again.clips.embeddings_for("h1") is not None
     with pytest.raises(sqlite3.IntegrityError):
         with again._transaction() as db:
             db.execute("INSERT INTO embeddings VALUES ('h9', 'no-such-model', 1, 1, 'float16', x'0000', 1, 0)")
@@ -119,25 +120,25 @@ def test_reopen_keeps_rows_model_and_enforces_foreign_keys(tmp_path: Path) -> No
 
 def test_newer_schema_is_refused_with_what_to_do(tmp_path: Path) -> None:
     path = tmp_path / "cache.sqlite3"
-    EmbeddingStore.open(path).close()
+    Database.open(path).close()
     with sqlite3.connect(path) as db:
         db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
     with pytest.raises(CacheError, match="newer than this program"):
-        EmbeddingStore.open(path)
+        Database.open(path)
 
 
 def test_a_file_that_is_not_sqlite_is_refused_with_what_to_do(tmp_path: Path) -> None:
     path = tmp_path / "cache.sqlite3"
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(CacheError, match="Recover with: mv") as raised:
-        EmbeddingStore.open(path)
+        Database.open(path)
     command = str(raised.value).split("Recover with: ", 1)[1].split(" ; ", 1)[0]
     subprocess.run(["bash", "-c", command], check=True)  # the exact command the message gives works
-    EmbeddingStore.open(path).close()
+    Database.open(path).close()
     assert (tmp_path / "cache.sqlite3.corrupt").read_bytes().startswith(b"this is not a database")
 
 
-def test_class_counts_agree_with_a_row_by_row_tally(store: EmbeddingStore) -> None:
+def test_class_counts_agree_with_a_row_by_row_tally(store: Database) -> None:
     rng = np.random.default_rng(7)
     for i in range(300):
         label = ["gun_shot", "dog_bark", "clips", ""][int(rng.integers(4))]
@@ -145,17 +146,17 @@ def test_class_counts_agree_with_a_row_by_row_tally(store: EmbeddingStore) -> No
         path = f"{label or '.'}/{i}.wav"
         match int(rng.integers(4)):
             case 0:
-                store.record_embedding(path, label, 10, i, sha256, patches(i, 1), 1.0)
+                store.clips.record_embedding(path, label, 10, i, sha256, patches(i, 1), 1.0)
             case 1:
-                store.note_file(path, label, 10, i, None)
+                store.clips.note_file(path, label, 10, i, None)
             case 2:
-                store.note_file(path, label, 10, i, sha256)
+                store.clips.note_file(path, label, 10, i, sha256)
             case _:
-                store.record_failure(path, label, 10, i, sha256 if i % 2 else None, "bad")
-    conflicts = store.conflicting_hashes()
+                store.clips.record_failure(path, label, 10, i, sha256 if i % 2 else None, "bad")
+    conflicts = store.clips.conflicting_hashes()
     assert conflicts, "the mix should hold label conflicts, or the conflict column goes untested"
     expected: dict[str, dict[str, int]] = {}
-    for record in store.files():
+    for record in store.clips.files():
         tally = expected.setdefault(record.label, {"files": 0, "embedded": 0, "pending": 0, "failed": 0,
                                                    "conflicts": 0})
         tally["files"] += 1
@@ -166,9 +167,9 @@ def test_class_counts_agree_with_a_row_by_row_tally(store: EmbeddingStore) -> No
 
 def test_a_cache_with_the_first_indexes_opens_with_the_covering_ones(tmp_path: Path) -> None:
     path = tmp_path / "cache.sqlite3"
-    first = EmbeddingStore.open(path)
-    first.adopt_model(*MODEL_A)
-    first.record_embedding("gun_shot/a.wav", "gun_shot", 10, 20, "h1", patches(1), 1.0)
+    first = Database.open(path)
+    first.clips.adopt_model(*MODEL_A)
+    first.clips.record_embedding("gun_shot/a.wav", "gun_shot", 10, 20, "h1", patches(1), 1.0)
     first.close()
     with sqlite3.connect(path) as db:  # the index layout version-1 caches were created with
         db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
@@ -176,9 +177,9 @@ def test_a_cache_with_the_first_indexes_opens_with_the_covering_ones(tmp_path: P
         db.execute("DROP INDEX files_by_state_sha256_label")
         db.execute("CREATE INDEX files_by_sha256 ON files(sha256)")
         db.execute("CREATE INDEX files_by_state ON files(state)")
-    reopened = EmbeddingStore.open(path)
-    reopened.adopt_model(*MODEL_A)
-    assert reopened.training_hashes() == {"h1"}
+    reopened = Database.open(path)
+    reopened.clips.adopt_model(*MODEL_A)
+    assert reopened.clips.training_hashes() == {"h1"}
     reopened.close()
     with sqlite3.connect(path) as db:
         indexes = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' "
@@ -191,16 +192,16 @@ def test_a_cache_with_the_first_indexes_opens_with_the_covering_ones(tmp_path: P
 
 def test_class_counts_follow_writes_from_this_and_other_connections(tmp_path: Path) -> None:
     path = tmp_path / "cache.sqlite3"
-    daemon_side, other = EmbeddingStore.open(path), EmbeddingStore.open(path)  # e.g. the daemon and `embed`
+    daemon_side, other = Database.open(path), Database.open(path)  # e.g. the daemon and `embed`
     reports = CacheReports(daemon_side)
-    daemon_side.adopt_model(*MODEL_A)
-    other.adopt_model(*MODEL_A)
-    daemon_side.note_file("gun_shot/a.wav", "gun_shot", 10, 20, None)
+    daemon_side.clips.adopt_model(*MODEL_A)
+    other.clips.adopt_model(*MODEL_A)
+    daemon_side.clips.note_file("gun_shot/a.wav", "gun_shot", 10, 20, None)
     assert reports.class_counts()["gun_shot"].pending == 1
-    daemon_side.record_embedding("gun_shot/a.wav", "gun_shot", 10, 20, "h1", patches(1), 1.0)
+    daemon_side.clips.record_embedding("gun_shot/a.wav", "gun_shot", 10, 20, "h1", patches(1), 1.0)
     assert reports.class_counts()["gun_shot"].as_dict() == {
         "files": 1, "embedded": 1, "pending": 0, "failed": 0, "conflicts": 0}
-    other.note_file("dog_bark/a.wav", "dog_bark", 10, 20, "h1")
+    other.clips.note_file("dog_bark/a.wav", "dog_bark", 10, 20, "h1")
     counts = reports.class_counts()
     assert counts["dog_bark"].conflicts == 1 and counts["gun_shot"].conflicts == 1
     daemon_side.close()
@@ -216,12 +217,12 @@ def test_a_version_1_cache_is_upgraded_in_place_by_every_later_migration(tmp_pat
         db.executescript(MIGRATIONS[0][1])
         db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
         db.execute("INSERT INTO files VALUES ('gun_shot/a.wav', 'gun_shot', NULL, 1, 2, 'pending', NULL, 0, 0)")
-    store = EmbeddingStore.open(path)
-    assert store.file_record("gun_shot/a.wav") is not None  # rows kept
-    store.adopt_model(*MODEL_A)
+    store = Database.open(path)
+    assert store.clips.file_record("gun_shot/a.wav") is not None  # rows kept
+    store.clips.adopt_model(*MODEL_A)
     head = AudiosetHead(np.arange(6, dtype=np.float32).reshape(3, 2), np.ones(2, np.float32))
-    store.save_audioset_head(MODEL_A[0], head)
-    assert np.array_equal(store.audioset_head().kernel, head.kernel)  # type: ignore[union-attr]
+    store.clips.save_audioset_head(MODEL_A[0], head)
+    assert np.array_equal(store.clips.audioset_head().kernel, head.kernel)  # type: ignore[union-attr]
     store.close()
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
@@ -236,14 +237,14 @@ def test_every_migration_has_the_next_number() -> None:
     assert [number for number, _ in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
 
 
-def test_decode_attempts_count_per_file_version_and_end_with_a_result(store: EmbeddingStore) -> None:
-    store.note_file("a.wav", "dog_bark", 10, 1, None)
+def test_decode_attempts_count_per_file_version_and_end_with_a_result(store: Database) -> None:
+    store.clips.note_file("a.wav", "dog_bark", 10, 1, None)
     assert store.attempts.count([("a.wav", 10, 1), ("b.wav", 5, 1)]) == {"a.wav": 1, "b.wav": 1}
     assert store.attempts.count([("a.wav", 10, 1)]) == {"a.wav": 2}
     store.attempts.take_back(["a.wav"])  # a start that did not count (shut down, out of descriptors)
     assert store.attempts.count([("a.wav", 10, 1)]) == {"a.wav": 2}
     assert store.attempts.count([("a.wav", 10, 2)]) == {"a.wav": 1}  # another version of the file
-    store.record_failure("a.wav", "dog_bark", 10, 2, None, "bad")  # a result: the count starts again
-    store.forget_files(["b.wav"])
+    store.clips.record_failure("a.wav", "dog_bark", 10, 2, None, "bad")  # a result: the count starts again
+    store.clips.forget_files(["b.wav"])
     assert store.attempts.count([("a.wav", 10, 2)]) == {"a.wav": 1}
     assert store.query("SELECT path FROM decode_attempts") == [("a.wav",)]

@@ -8,7 +8,7 @@ import pytest
 
 from ecosight_daemon.artifacts.split_rule import Split, compile_group_patterns, group_key, split_by_hash
 from ecosight_daemon.config import DEFAULT_GROUP_PATTERNS
-from ecosight_daemon.store.store import EmbeddingStore
+from ecosight_daemon.store.database import Database
 from ecosight_daemon.training.dataset import Snapshot, SnapshotOptions, assign_splits, take_snapshot
 
 PATTERNS = compile_group_patterns(DEFAULT_GROUP_PATTERNS)
@@ -59,12 +59,12 @@ def test_too_few_groups_warns() -> None:
     assert "rare" in warnings[0] and "too few" in warnings[0]
 
 
-def fill(store: EmbeddingStore, label: str, names: list[str], seed: int) -> None:
+def fill(store: Database, label: str, names: list[str], seed: int) -> None:
     rng = np.random.default_rng(seed)
     for index, name in enumerate(names):
         sha = f"{label}-{name}"
         patches = rng.standard_normal((3, 1024)).astype(np.float32)
-        store.record_embedding(f"{label}/{name}.wav", label, 1, index, sha, patches, 1.0)
+        store.clips.record_embedding(f"{label}/{name}.wav", label, 1, index, sha, patches, 1.0)
 
 
 def options(min_files: int = 3) -> SnapshotOptions:
@@ -72,8 +72,8 @@ def options(min_files: int = 3) -> SnapshotOptions:
 
 
 def test_snapshot_groups_never_cross_splits_and_stay_put(tmp_path: Path) -> None:
-    store = EmbeddingStore.open(tmp_path / "c.sqlite3")
-    store.adopt_model("m", {})
+    store = Database.open(tmp_path / "c.sqlite3")
+    store.clips.adopt_model("m", {})
     fill(store, "gun_shot", [f"{1000 + i // 4}-6-0-{i % 4}" for i in range(80)], 1)
     fill(store, "dog_bark", [f"bark{i}" for i in range(40)] + [f"bark{i}_aug1" for i in range(40)], 2)
     first = take_snapshot(store, options())
@@ -98,13 +98,13 @@ def assert_no_group_on_two_sides(snapshot: Snapshot) -> None:
 
 
 def test_snapshot_leaves_out_conflicts_duplicates_and_small_classes(tmp_path: Path) -> None:
-    store = EmbeddingStore.open(tmp_path / "c.sqlite3")
-    store.adopt_model("m", {})
+    store = Database.open(tmp_path / "c.sqlite3")
+    store.clips.adopt_model("m", {})
     fill(store, "gun_shot", [f"shot{i}" for i in range(6)], 1)
     fill(store, "clips", [f"clip{i}" for i in range(6)], 2)
     fill(store, "rare", ["only1", "only2"], 3)
-    store.note_file("gun_shot/dup.wav", "gun_shot", 1, 1, "gun_shot-shot0")  # same bytes, same class
-    store.note_file("clips/conflict.wav", "clips", 1, 1, "gun_shot-shot1")  # same bytes, other class
+    store.clips.note_file("gun_shot/dup.wav", "gun_shot", 1, 1, "gun_shot-shot0")  # same bytes, same class
+    store.clips.note_file("clips/conflict.wav", "clips", 1, 1, "gun_shot-shot1")  # same bytes, other class
     snapshot = take_snapshot(store, options(min_files=3))
     assert snapshot.classes == ["clips", "gun_shot"]
     assert "rare" in snapshot.excluded_classes and "fewer than min_class_files" in snapshot.excluded_classes["rare"]

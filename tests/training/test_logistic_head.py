@@ -60,18 +60,19 @@ def dev_features(dev_corpus: Path, yamnet: Any, tmp_path_factory: pytest.TempPat
     from ecosight_daemon.ingest.one_shot import embed_pending
     from ecosight_daemon.ingest.reconcile import reconcile
     from ecosight_daemon.pooling import pool_patches
-    from ecosight_daemon.store.store import EmbeddingStore
+    from ecosight_daemon.store.database import Database
 
     root = tmp_path_factory.mktemp("dev-features")
     shutil.copytree(dev_corpus, root / "audio", ignore=shutil.ignore_patterns("MANIFEST.csv"))
-    store = EmbeddingStore.open(root / "cache.sqlite3")
-    store.adopt_model(yamnet.model_id, yamnet.fingerprint)
+    store = Database.open(root / "cache.sqlite3")
+    store.clips.adopt_model(yamnet.model_id, yamnet.fingerprint)
     limits = IngestLimits((".wav",), 600, 10**9)
     reconcile(store, root / "audio", limits)
     embed_pending(store, yamnet, root / "audio", limits)
     rows = list(csv.DictReader((dev_corpus / "MANIFEST.csv").open()))
     head = yamnet.audioset_head()
-    features = np.stack([pool_patches(store.embeddings_for(r["sha256"]), "mean_max_audioset", head) for r in rows])
+    clips = store.clips
+    features = np.stack([pool_patches(clips.embeddings_for(r["sha256"]), "mean_max_audioset", head) for r in rows])
     store.close()
     classes = sorted({r["class"] for r in rows})
     return {"x": features, "y": np.array([classes.index(r["class"]) for r in rows]), "classes": classes,

@@ -23,7 +23,7 @@ import pytest
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.one_shot import embed_pending
 from ecosight_daemon.ingest.reconcile import reconcile
-from ecosight_daemon.store.store import EmbeddingStore
+from ecosight_daemon.store.database import Database
 from ecosight_daemon.versions.registry import (
     CLASS_NAMES_FILE,
     HISTORY_JSON,
@@ -46,8 +46,8 @@ def embedded_dev(tmp_path_factory: pytest.TempPathFactory, dev_corpus: Path, yam
     """The dev corpus copied and embedded once; tests copy this folder."""
     root = tmp_path_factory.mktemp("embedded-dev")
     shutil.copytree(dev_corpus, root / "audio", ignore=shutil.ignore_patterns("MANIFEST.csv"))
-    store = EmbeddingStore.open(root / "models" / "embedding_cache.sqlite3")
-    store.adopt_model(yamnet.model_id, yamnet.fingerprint)
+    store = Database.open(root / "models" / "embedding_cache.sqlite3")
+    store.clips.adopt_model(yamnet.model_id, yamnet.fingerprint)
     reconcile(store, root / "audio", LIMITS)
     assert embed_pending(store, yamnet, root / "audio", LIMITS).failed == 0
     store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -145,9 +145,10 @@ def test_manifest_has_no_recording_on_both_sides_and_model_reproduces_its_metric
     # The saved models take raw pooled embeddings: the cache + pooling + the holdout twin
     # alone reproduce the recorded test metrics (normalization lives inside the model).
     metadata = json.loads((models / METADATA_FILE).read_text())
-    store = EmbeddingStore.open(models / "embedding_cache.sqlite3")
-    head = store.audioset_head()
-    pooled = {r["sha256"]: pool_patches(store.embeddings_for(r["sha256"]), metadata["pooling"], head) for r in rows}
+    store = Database.open(models / "embedding_cache.sqlite3")
+    clips = store.clips
+    head = clips.audioset_head()
+    pooled = {r["sha256"]: pool_patches(clips.embeddings_for(r["sha256"]), metadata["pooling"], head) for r in rows}
     store.close()
     classes = metadata["classes"]
     test_rows = [r for r in rows if r["split"] == "test"]

@@ -1,6 +1,4 @@
-"""The daemon's database (SQLite in WAL mode, one transaction per file) and what it keeps of
-clips: the embedding models, the file index, the embeddings. The other ledgers (recordings,
-review, splits, decode attempts) hang off it and share its connection and transactions.
+"""The database's record of labelled clips: the embedding models, the file index, the embeddings.
 
 Embeddings are keyed by (content sha256, embedding model id), so a renamed file
 is never embedded again and two models' embeddings never mix. The `files` index
@@ -13,21 +11,15 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from ecosight_daemon.pooling import AudiosetHead
-from ecosight_daemon.store.attempts import DecodeAttempts, forget_attempts
-from ecosight_daemon.store.recordings import RecordingLedger
-from ecosight_daemon.store.review import ReviewLedger
-from ecosight_daemon.store.schema import connect
-from ecosight_daemon.store.splits import SplitLedger
+from ecosight_daemon.store.attempts import forget_attempts
+from ecosight_daemon.store.recordings import Transaction
 
 logger = logging.getLogger(__name__)
 
@@ -51,70 +43,15 @@ class FileRecord:
         return self.size == size and self.mtime_ns == mtime_ns
 
 
-class CorpusIndex(Protocol):
-    """What the daemon's loop asks of the cache. The writers (reconcile, the embed
-    pipeline) and the reports take the whole `EmbeddingStore`."""
+class ClipIndex:
+    """The clips under audio_dir: which embedding model is current, each file's hash, label and
+    state, and the per-patch embeddings of its bytes. Rebuildable from the clips themselves."""
 
-    model_id: str | None
-
-    def adopt_model(self, model_id: str, fingerprint: dict[str, Any]) -> int: ...
-    def count_files(self, state: FileState) -> int: ...
-    def files(self, state: FileState | None = None, limit: int | None = None) -> list[FileRecord]: ...
-    def training_hashes(self) -> set[str]: ...
-    def embeddings_for(self, sha256: str) -> np.ndarray | None: ...
-    def audioset_head(self, model_id: str | None = None) -> AudiosetHead | None: ...
-    def close(self) -> None: ...
-
-
-class EmbeddingStore:
-    """SQLite-backed cache; one instance per thread (it owns its connection)."""
-
-    def __init__(self, connection: sqlite3.Connection, storage_dtype: str = "float16") -> None:
+    def __init__(self, connection: sqlite3.Connection, transaction: Transaction, storage_dtype: str) -> None:
         self._db = connection
+        self._transaction = transaction
         self._dtype = storage_dtype
         self.model_id: str | None = self._meta("current_model_id")
-        self.attempts = DecodeAttempts(self._transaction)
-        self.recordings = RecordingLedger(connection, self._transaction)
-        self.review = ReviewLedger(connection, self._transaction)
-        self.splits = SplitLedger(connection, self._transaction)
-
-    @classmethod
-    def open(cls, path: Path | str, storage_dtype: str = "float16") -> EmbeddingStore:
-        """Open (creating or migrating if needed) the cache at path, or ':memory:'."""
-        return cls(connect(path), storage_dtype)
-
-    def close(self) -> None:
-        self._db.close()
-
-    @contextmanager
-    def batch(self) -> Iterator[None]:
-        """Commit the writes made inside together (the Ray engine writes results in batches)."""
-        with self._transaction():
-            yield
-
-    def query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Rows of a read-only query, for reports (reports.py); writes go through methods."""
-        if not sql.lstrip().upper().startswith(("SELECT", "PRAGMA")):
-            raise ValueError("query() only reads; use the store's methods to write")
-        return self._db.execute(sql, parameters).fetchall()
-
-    def changes_seen(self) -> tuple[int, int]:
-        """Changes by any connection: equal values mean nothing was written in between."""
-        return int(self._db.execute("PRAGMA data_version").fetchone()[0]), self._db.total_changes
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception; nested use joins the outer one."""
-        if self._db.in_transaction:
-            yield self._db
-            return
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
 
     # --- the embedding model -------------------------------------------------
 
