@@ -39,6 +39,12 @@ def dev_corpus() -> Path:
 
 
 @pytest.fixture(scope="session")
+def field_corpus() -> Path:
+    """Outdoor background and impulsive confusers, no gun shots (../shared/data/field)."""
+    return _required_resource("ECOSIGHT_FIELD_DATA", SHARED / "data" / "field", "field corpus")
+
+
+@pytest.fixture(scope="session")
 def yamnet(yamnet_handle: str):  # type: ignore[no-untyped-def]
     from ecosight_daemon.embedding.tensorflow_runtime import YamnetEmbedder
 

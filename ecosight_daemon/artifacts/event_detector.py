@@ -1,7 +1,12 @@
 """The event detector as shipped and run: per-patch features (YAMNet's 521 AudioSet logits
 and four onset features from the log-mel frames) and the fitted detector that turns them
 into per-class margins and labels (its threshold on the priority class's margin).
-training/event_detector.py fits it."""
+training/event_detector.py fits it.
+
+The priority class's margin comes from one of two scorers, whichever the retrain's
+out-of-fold figures found the better: the fitted model's, or YAMNet's own "Gunshot,
+gunfire" log-odds out of the box (a trained detector must beat the network it is built on
+before it replaces it)."""
 
 from __future__ import annotations
 
@@ -24,6 +29,9 @@ from ecosight_daemon.pooling import AudiosetHead
 
 ONSET_FEATURES = 4
 ONSET_CONTEXT_S = 15.0  # the background level is the median over about twice this
+YAMNET_GUNSHOT = 421  # AudioSet's "Gunshot, gunfire": its column among the 521 logits
+TRAINED_SCORER = "trained"
+YAMNET_SCORER = "yamnet_gunshot"
 
 
 def onset_features(waveform: np.ndarray) -> np.ndarray:
@@ -60,6 +68,7 @@ class EventDetector:
     priority_class: str
     threshold: float  # on the priority class's margin
     figures: dict[str, Any]
+    priority_scorer: str = TRAINED_SCORER  # or YAMNET_SCORER: where the priority class's margin comes from
 
     def margins(self, features: np.ndarray) -> np.ndarray:
         """(patches, classes): log p(class) - log p(any other), which does not saturate like p."""
@@ -69,6 +78,8 @@ class EventDetector:
             others = np.delete(logits, c, axis=1)
             top = others.max(axis=1, keepdims=True)
             out[:, c] = logits[:, c] - (top[:, 0] + np.log(np.exp(others - top).sum(axis=1)))
+        if self.priority_scorer == YAMNET_SCORER and self.priority_class in self.classes:
+            out[:, self.classes.index(self.priority_class)] = features[:, YAMNET_GUNSHOT]
         return np.asarray(out, dtype=np.float32)
 
     def labels(self, margins: np.ndarray) -> np.ndarray:
@@ -84,10 +95,13 @@ class EventDetector:
         with path.open("wb") as handle:
             np.savez(handle, mean=self.fit.mean, std=self.fit.std, kernel=self.fit.kernel, bias=self.fit.bias,
                      classes=np.array(self.classes), background=self.background, priority=self.priority_class,
-                     threshold=self.threshold)
+                     threshold=self.threshold, priority_scorer=self.priority_scorer)
 
     @classmethod
     def load(cls, path: Path) -> EventDetector:
         with np.load(path) as a:
+            scorer = str(a["priority_scorer"]) if "priority_scorer" in a.files else TRAINED_SCORER
+            if scorer not in (TRAINED_SCORER, YAMNET_SCORER):
+                raise ValueError(f"{path}: unknown priority scorer {scorer!r}")
             return cls(LogisticFit(a["mean"], a["std"], a["kernel"], a["bias"]), [str(c) for c in a["classes"]],
-                       str(a["background"]), str(a["priority"]), float(a["threshold"]), {})
+                       str(a["background"]), str(a["priority"]), float(a["threshold"]), {}, scorer)

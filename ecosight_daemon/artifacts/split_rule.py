@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from enum import Enum
 from pathlib import PurePosixPath
 
+REVIEW_CLIP_MARK = "__review_"  # in a review clip's name: <recording>__review_<ms>ms-i<id> (review/clips.py)
 SPLIT_SALT = "ecosight-split-v1"  # changing it would move groups between splits
 
 

@@ -48,7 +48,7 @@ def current_scoring(registry: ModelRegistry, embedder: Embedder, background: str
         parameters: dict[str, Any] = {
             "scorer": "event detector (per patch)", "window_s": PATCH_SECONDS, "hop_s": PATCH_HOP_SECONDS,
             "background_class": background, "priority_class": detector.priority_class,
-            "threshold_log_odds": detector.threshold}
+            "threshold_log_odds": detector.threshold, "priority_scorer": detector.priority_scorer}
     else:
         parameters = {"scorer": "clip model over sliding windows (this version has no event detector)",
                       "window_patches": window_patches, "hop_s": PATCH_HOP_SECONDS, "background_class": background,

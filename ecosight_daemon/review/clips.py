@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import soundfile
 
+from ecosight_daemon.artifacts.split_rule import REVIEW_CLIP_MARK
 from ecosight_daemon.audio import TARGET_SAMPLE_RATE
 from ecosight_daemon.detection.recording_reader import ReaderInterrupted
 from ecosight_daemon.detection.snippets import cut
@@ -26,7 +27,7 @@ from ecosight_daemon.util import pause
 from ecosight_daemon.util.durable import TEMP_NAME, fsync_path, replace_atomically
 
 logger = logging.getLogger(__name__)
-CLIP_MARK = "__review_"
+CLIP_MARK = REVIEW_CLIP_MARK
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from ecosight_daemon.artifacts import version_files as files
 from ecosight_daemon.artifacts.event_detector import EventDetector, onset_features, patch_features
-from ecosight_daemon.artifacts.split_rule import Split
+from ecosight_daemon.artifacts.split_rule import REVIEW_CLIP_MARK, Split
 from ecosight_daemon.audio import decode_audio
 from ecosight_daemon.config import Settings
 from ecosight_daemon.embedding.frontend import SAMPLE_RATE
@@ -36,9 +37,9 @@ from ecosight_daemon.training.event_mixing import build_soundscape, loudest_stre
 from ecosight_daemon.util.digest import sha256_of_bytes
 
 logger = logging.getLogger(__name__)
-MAX_CLIPS_PER_CLASS = 150  # bounds memory and time whatever the corpus's size
-MAX_BACKGROUND_S = 30.0
 MAX_EVENT_S = 6.0
+CONFUSER_MAX_S = 10.0
+CONFUSER_CREST_DB = 12.0
 
 
 def train_detector_into(settings: Settings, snapshot: Snapshot, staging: Path,
@@ -71,7 +72,7 @@ def train_detector_into(settings: Settings, snapshot: Snapshot, staging: Path,
     if embedder.model_id != snapshot.embedding_model_id:
         return {"skipped": f"YAMNet here is {embedder.model_id}, the snapshot's embeddings are "
                 f"{snapshot.embedding_model_id}"}
-    clips = _read_clips(settings.paths.audio_dir, learnable, background, seed=len(learnable))
+    clips = read_clips(settings.paths.audio_dir, learnable, background, seed=len(learnable))
     detector = train_event_detector(clips, embedder.embed, embedder.audioset_head(), snapshot.classes, background,
                                     priority, d.false_alarms_per_hour, seed=len(learnable), progress=progress)
     detector.save(staging / files.EVENT_DETECTOR)
@@ -83,7 +84,7 @@ def train_detector_into(settings: Settings, snapshot: Snapshot, staging: Path,
         detectors["incumbent"] = EventDetector.load(incumbent_dir / files.EVENT_DETECTOR)
     test = [s for s in snapshot.samples if s.split is Split.TEST]
     return {**detector.figures, "test_split": _on_test_split(
-        _read_clips(settings.paths.audio_dir, test, background, seed=len(test)), embedder, background, priority,
+        read_clips(settings.paths.audio_dir, test, background, seed=len(test)), embedder, background, priority,
         detectors)}
 
 
@@ -91,8 +92,8 @@ def _on_test_split(clips: list[LabeledAudio], embedder: Any, background: str, pr
                    detectors: dict[str, EventDetector]) -> dict[str, Any]:
     """Each detector at its own threshold on one soundscape of the test split's clips (short:
     the test split is small, so these figures are coarse; hours and shots say how coarse)."""
-    backgrounds = [c.waveform for c in clips if c.label == background]
-    events = [(c.label, c.group, c.waveform) for c in clips if c.label != background]
+    backgrounds = [c.waveform for c in clips if c.label == background and not c.impulsive]
+    events = [(c.label, c.group, c.waveform) for c in clips if c.label != background or c.impulsive]
     shots = sum(label == priority for label, _, _ in events)
     if not backgrounds or not shots:
         return {"skipped": f"the test split holds no {background!r} clip or no {priority!r} clip"}
@@ -126,25 +127,64 @@ def test_split_summary(figures: dict[str, Any] | None) -> str:
             f" gun-shot recall {pair('recall')}, false alarms per hour {pair('false_alarms_per_hour')}")
 
 
-def _read_clips(audio_dir: Path, samples: list[Any], background: str, seed: int) -> list[LabeledAudio]:
-    """At most MAX_CLIPS_PER_CLASS per class (a seeded draw), each cut to what mixing uses;
-    a file that changed since it was embedded or cannot be read is left out."""
+@dataclass(frozen=True)
+class ClipBudget:
+    """What one retrain reads for the detector: bounds its memory and time whatever the corpus."""
+
+    per_event_class: int = 150  # clips of each event class (review clips always kept on top)
+    background_file_s: float = 600.0  # of one background file (a site's long recording gives its first 10 min)
+    background_total_s: float = 2400.0  # of background in all: 40 min, ~150 MB as float32
+
+
+def read_clips(audio_dir: Path, samples: list[Any], background: str, seed: int,
+               budget: ClipBudget = ClipBudget()) -> list[LabeledAudio]:
+    """The clips the detector learns from, each cut to what mixing uses; a file that changed
+    since it was embedded or cannot be read is left out. Background files of any length
+    contribute up to the budget's seconds; a short impulsive background clip is a confuser,
+    mixed in like an event. Review clips and confusers are always kept; other clips of an
+    event class at most `budget.per_event_class` (a seeded draw)."""
     rng = np.random.default_rng(seed)
     clips: list[LabeledAudio] = []
+    background_s = 0.0
     for label in sorted({s.label for s in samples}):
         ofclass = [s for s in samples if s.label == label]
-        chosen = [ofclass[i] for i in sorted(rng.permutation(len(ofclass))[:MAX_CLIPS_PER_CLASS])]
+        order = [ofclass[i] for i in rng.permutation(len(ofclass))]
+        always = [s for s in order if REVIEW_CLIP_MARK in s.path]
+        others = [s for s in order if REVIEW_CLIP_MARK not in s.path]
+        chosen = always + (others if label == background else others[:budget.per_event_class])
         for sample in chosen:
-            try:
-                data = (audio_dir / sample.path).read_bytes()
-                if sha256_of_bytes(data) != sample.sha256:
-                    continue
-                waveform = decode_audio(data, 3600).waveform
-            except (OSError, AudioDecodeError) as exc:
-                logger.info("event detector: %s left out (%s)", sample.path, exc)
+            if label == background and background_s >= budget.background_total_s:
+                break
+            waveform = _read_waveform(audio_dir, sample, budget.background_file_s if label == background else 3600.0)
+            if waveform is None:
                 continue
-            keep = MAX_BACKGROUND_S if label == background else MAX_EVENT_S
-            if len(waveform) > keep * SAMPLE_RATE:
-                waveform = loudest_stretch(waveform, keep)[0]
+            if label == background:
+                impulsive = is_confuser(waveform)
+                background_s += len(waveform) / SAMPLE_RATE
+                clips.append(LabeledAudio(label, sample.group, waveform, impulsive))
+                continue
+            if len(waveform) > MAX_EVENT_S * SAMPLE_RATE:
+                waveform = loudest_stretch(waveform, MAX_EVENT_S)[0]
             clips.append(LabeledAudio(label, sample.group, waveform))
     return clips
+
+
+def _read_waveform(audio_dir: Path, sample: Any, max_seconds: float) -> np.ndarray | None:
+    try:
+        data = (audio_dir / sample.path).read_bytes()
+        if sha256_of_bytes(data) != sample.sha256:
+            return None
+        return decode_audio(data, 4 * 3600).waveform[:int(max_seconds * SAMPLE_RATE)]
+    except (OSError, AudioDecodeError) as exc:
+        logger.info("event detector: %s left out (%s)", sample.path, exc)
+        return None
+
+
+def is_confuser(waveform: np.ndarray) -> bool:
+    """A short background clip whose loudest 50 ms stand CONFUSER_CREST_DB above its median:
+    thunder, a firework, a branch breaking; what the detector must learn to refuse."""
+    if len(waveform) > CONFUSER_MAX_S * SAMPLE_RATE or len(waveform) < SAMPLE_RATE // 4:
+        return False
+    frame = SAMPLE_RATE // 20
+    energy = np.square(waveform[:len(waveform) // frame * frame].astype(np.float64)).reshape(-1, frame).mean(axis=1)
+    return bool(10 * np.log10((energy.max() + 1e-12) / (np.median(energy) + 1e-12)) >= CONFUSER_CREST_DB)

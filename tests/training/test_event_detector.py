@@ -1,0 +1,115 @@
+"""The event detector's parts that decide what ships: which scorer ranks gun shots, and what
+a retrain reads to learn from (real field and dev audio, read by path)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ecosight_daemon.artifacts.event_detector import TRAINED_SCORER, YAMNET_GUNSHOT, YAMNET_SCORER, EventDetector
+from ecosight_daemon.artifacts.linear_head import LogisticFit
+from ecosight_daemon.artifacts.split_rule import Split
+from ecosight_daemon.training.dataset import Sample
+from ecosight_daemon.training.detector_training import ClipBudget, read_clips
+from ecosight_daemon.training.event_detector import PartScores, choose_priority_scorer, operating_point
+from ecosight_daemon.training.event_mixing import PlacedEvent
+from ecosight_daemon.util.digest import sha256_of_bytes
+
+CLASSES = ["clips", "dog_bark", "gun_shot"]
+
+
+def detector(scorer: str, threshold: float = 0.0) -> EventDetector:
+    rng = np.random.default_rng(0)
+    fit = LogisticFit(rng.normal(size=525).astype(np.float32), np.ones(525, np.float32),
+                      rng.normal(size=(525, 3)).astype(np.float32), np.zeros(3, np.float32))
+    return EventDetector(fit, CLASSES, "clips", "gun_shot", threshold, {}, scorer)
+
+
+def test_the_yamnet_scorer_ranks_gun_shots_by_yamnets_own_log_odds_and_is_saved(tmp_path: Path) -> None:
+    features = np.random.default_rng(1).normal(size=(200, 525)).astype(np.float32) * 3
+    trained, prior = detector(TRAINED_SCORER, 1.0), detector(YAMNET_SCORER, 1.0)
+    margins = prior.margins(features)
+    np.testing.assert_array_equal(margins[:, 2], features[:, YAMNET_GUNSHOT])
+    np.testing.assert_array_equal(margins[:, :2], trained.margins(features)[:, :2])  # the other classes as fitted
+    assert not np.allclose(trained.margins(features)[:, 2], features[:, YAMNET_GUNSHOT])
+    labels = prior.labels(margins)
+    assert np.array_equal(labels == 2, features[:, YAMNET_GUNSHOT] >= 1.0)
+
+    prior.save(tmp_path / "detector.npz")
+    loaded = EventDetector.load(tmp_path / "detector.npz")
+    assert loaded.priority_scorer == YAMNET_SCORER
+    np.testing.assert_array_equal(loaded.margins(features), margins)
+
+
+def test_a_detector_saved_before_scorers_existed_loads_as_trained_and_an_unknown_scorer_is_refused(
+    tmp_path: Path,
+) -> None:
+    old = detector(TRAINED_SCORER)
+    arrays = {"mean": old.fit.mean, "std": old.fit.std, "kernel": old.fit.kernel, "bias": old.fit.bias,
+              "classes": np.array(CLASSES), "background": "clips", "priority": "gun_shot", "threshold": 0.5}
+    np.savez(tmp_path / "old.npz", **arrays)
+    assert EventDetector.load(tmp_path / "old.npz").priority_scorer == TRAINED_SCORER
+    np.savez(tmp_path / "odd.npz", **arrays, priority_scorer="magic")
+    with pytest.raises(ValueError, match="unknown priority scorer 'magic'"):
+        EventDetector.load(tmp_path / "odd.npz")
+
+
+def test_the_trained_scorer_ships_only_where_it_beats_yamnet_out_of_fold() -> None:
+    def point(recall: float | None) -> dict[str, float | None]:
+        return {"out_of_fold_recall": recall}
+
+    assert choose_priority_scorer(point(0.5), point(0.4), "gun_shot")[0] == TRAINED_SCORER
+    scorer, why = choose_priority_scorer(point(0.3), point(0.3), "gun_shot")
+    assert scorer == YAMNET_SCORER and "0.300" in why  # a tie: no evidence that training helped
+    scorer, why = choose_priority_scorer(point(0.0), point(0.12), "gun_shot")
+    assert scorer == YAMNET_SCORER and "0.000" in why and "0.120" in why
+
+
+def test_the_operating_point_is_the_lowest_threshold_within_the_budget() -> None:
+    hop = 0.48
+    shots = [PlacedEvent("gun_shot", 10 * hop, 10 * hop + 1.0, 10 * hop + 0.2, 5.0, False, "a"),
+             PlacedEvent("gun_shot", 40 * hop, 40 * hop + 1.0, 40 * hop + 0.2, 5.0, False, "b")]
+    scores = np.random.default_rng(2).normal(-3.0, 0.3, 100).astype(np.float32)  # quiet background
+    scores[10], scores[40], scores[70] = 3.0, 1.0, 2.0  # the second shot ranks below a thunder clap
+    part = PartScores(shots, hours=1.0, scores=scores)
+    strict = operating_point([part], 0.0, "gun_shot")
+    assert strict["threshold"] > 2.0 and strict["out_of_fold_recall"] == 0.5
+    assert strict["out_of_fold_false_alarms_per_hour"] == 0.0
+    loose = operating_point([part], 1.0, "gun_shot")
+    assert loose["threshold"] <= 1.0 and loose["out_of_fold_recall"] == 1.0
+    assert loose["out_of_fold_false_alarms_per_hour"] == 1.0
+
+
+def _sample(root: Path, path: str, label: str, group: str) -> Sample:
+    return Sample(path, sha256_of_bytes((root / path).read_bytes()), label, group, Split.TRAIN)
+
+
+def test_a_retrain_reads_long_background_confusers_and_every_review_clip(
+    tmp_path: Path, dev_corpus: Path, field_corpus: Path
+) -> None:
+    audio = tmp_path / "audio"
+    for folder in ("clips", "gun_shot"):
+        (audio / folder).mkdir(parents=True)
+    shutil.copy(field_corpus / "background" / "dsur_crickets.flac", audio / "clips" / "crickets.flac")  # 16 s
+    shutil.copy(field_corpus / "confusers" / "alarm_thunder_ev1.flac", audio / "clips" / "thunder.flac")
+    shots = sorted((dev_corpus / "gun_shot").glob("*.wav"))[:5]
+    names = ["a.wav", "b.wav", "c.wav", "AM01_20260101_000000__review_1000ms-i1.wav",
+             "AM01_20260101_000000__review_9000ms-i2.wav"]
+    for shot, name in zip(shots, names, strict=True):
+        shutil.copy(shot, audio / "gun_shot" / name)
+    samples = [_sample(audio, "clips/crickets.flac", "clips", "crickets"),
+               _sample(audio, "clips/thunder.flac", "clips", "thunder")]
+    samples += [_sample(audio, f"gun_shot/{name}", "gun_shot", name) for name in names]
+
+    clips = read_clips(audio, samples, "clips", seed=3, budget=ClipBudget(1, 10.0, 1000.0))
+    by_group = {c.group: c for c in clips}
+    assert sorted(g for g in by_group if "__review_" in g) == names[3:]  # review clips kept beyond the cap
+    assert len([c for c in clips if c.label == "gun_shot"]) == 3
+    assert len(by_group["crickets"].waveform) == 10 * 16_000 and not by_group["crickets"].impulsive
+    assert by_group["thunder"].impulsive  # a confuser: mixed in like an event, labelled background
+
+    first_only = read_clips(audio, samples, "clips", seed=3, budget=ClipBudget(1, 10.0, 5.0))
+    assert len([c for c in first_only if c.label == "clips"]) == 1  # the background total is bounded
