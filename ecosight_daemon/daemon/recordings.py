@@ -25,7 +25,7 @@ from ecosight_daemon.daemon.alerts import Alerts
 from ecosight_daemon.daemon.recordings_folder import RecordingsFolder
 from ecosight_daemon.detection.cached_scoring import score_cached
 from ecosight_daemon.detection.clock import parse_zone
-from ecosight_daemon.detection.detection_view import detection_view
+from ecosight_daemon.detection.detection_view import detection_view, recorder_timeline
 from ecosight_daemon.detection.events import Event
 from ecosight_daemon.detection.recording_job import JobSettings, RecordingChanged, run_recording
 from ecosight_daemon.detection.recording_reader import ReaderInterrupted, RecordingReader, close_shared_cutter
@@ -42,7 +42,8 @@ from ecosight_daemon.versions.registry import ModelRegistry
 
 logger = logging.getLogger(__name__)
 VERSION_CHECK_S = 1.0
-RECENT_SHOWN = 50  # detections in the status document (the Detections page, GET /detections)
+RECENT_SHOWN = 50  # detections in the status document (the Detections page, GET /detections), and of each class
+TIMELINE_RECORDINGS = 500  # the latest analysed recordings drawn on the Detections page's timeline
 MAX_ATTEMPTS = 3  # turns on one recording cut short by the reader dying (or the daemon killed) before it fails
 
 
@@ -128,7 +129,10 @@ class Recordings:
         return {"folder": str(self.root), "by_state": self._ledger.counts_by_state(),
                 "hours_analysed": round(self._ledger.seconds_analysed() / 3600, 4), "settling": self._folder.settling,
                 "current": self.current, "clock_problems": self._ledger.clock_notes(RECENT_SHOWN),
-                "recent": [detection_view(d) for d in self._ledger.detections(RECENT_SHOWN)]}
+                "recent": [detection_view(d) for d in self._ledger.detections(RECENT_SHOWN)],
+                "recent_by_class": {label: [detection_view(d) for d in self._ledger.detections(RECENT_SHOWN, label)]
+                                    for label in self._ledger.labels_found()},
+                "timeline": recorder_timeline(self._ledger.analysed_spans(TIMELINE_RECORDINGS))}
 
     # --- analysing and scoring -------------------------------------------------------
 

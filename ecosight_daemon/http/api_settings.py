@@ -31,3 +31,4 @@ class ApiSettings:
     recordings_dir: Path | None = None  # where detections' snippets are cut from
     reviewer_tokens: dict[str, str] = field(default_factory=dict)  # token -> reviewer ([review] reviewers_file)
     decisions_per_minute: int = 60  # per reviewer
+    priority_class: str = "gun_shot"  # the class the Detections page opens on

@@ -1,7 +1,7 @@
-"""The dashboard: server-rendered pages (Status, Training, History, Detections; Review in
-review_page.py) and the HTML
-fragments their bit of JavaScript fetches to stay current. Everything is escaped here;
-nothing is loaded from outside (it works offline)."""
+"""The dashboard: server-rendered pages (Status, Training, History; Detections in
+detections_page.py, Review in review_page.py) and the HTML fragments their bit of
+JavaScript fetches to stay current. Everything is escaped here; nothing is loaded from
+outside (it works offline)."""
 
 from __future__ import annotations
 
@@ -144,34 +144,3 @@ def training_page(last_entry: dict[str, Any] | None) -> str:
 
 def history_page(entries: list[dict[str, Any]], current: str | None) -> str:
     return f"<p id=rollback-answer></p><div id=history>{history_fragment(entries, current)}</div>"
-
-
-def detections_page(status: dict[str, Any]) -> str:
-    return f"<div id=detections>{detections_fragment(status)}</div>"
-
-
-def detections_fragment(status: dict[str, Any]) -> str:
-    """Recent events in long recordings, newest first: clock time, class, score, where,
-    a spectrogram and a player of a few seconds around the peak."""
-    recordings = status.get("recordings")
-    if not recordings:
-        return "<p>Detection in long recordings is off (<code>[detection] recordings_dir</code> is empty).</p>"
-    states = recordings.get("by_state") or {}
-    summary = (f"<p>{esc(recordings.get('hours_analysed'))} h analysed in <code>{esc(recordings.get('folder'))}</code>"
-               f" &middot; recordings: " + ", ".join(f"{esc(n)} {esc(k)}" for k, n in states.items()) + "</p>")
-    current = recordings.get("current")
-    if current:
-        summary += f"<p class=working>Now: {esc(current.get('doing'))} {esc(current.get('recording'))}</p>"
-    recent = recordings.get("recent") or []
-    if not recent:
-        return summary + "<p>No detections yet.</p>"
-    items = "".join(
-        f"<li class=detection data-id={esc(d['detection_id'])}><div><b>{esc(d['class'])}</b> "
-        f"<time>{esc(d['clock_time'] or 'unknown clock time')}</time> score {esc(d['score'])}<br>"
-        f"<small>{esc(d['recording'])} at {d['start_s']:.2f}-{d['end_s']:.2f} s &middot; model "
-        f"{esc(d['model_version'])}</small></div>"
-        f"<img alt='spectrogram' loading=lazy width=375 height=128 "
-        f"src='/detections/{esc(d['detection_id'])}/spectrogram.png'>"
-        f"<audio controls preload=none src='/detections/{esc(d['detection_id'])}/audio.wav'></audio></li>"
-        for d in recent)
-    return summary + f"<ol class=detections>{items}</ol>"

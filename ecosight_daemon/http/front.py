@@ -34,7 +34,7 @@ class HttpFrontEnd:
                                 if settings.detection.recordings_dir != Path("") else None,
                                 read_reviewer_tokens(settings.review.reviewers_file)
                                 if settings.review.reviewers_file != Path("") else {},
-                                settings.review.decisions_per_minute)
+                                settings.review.decisions_per_minute, settings.training.priority_class)
         self._protocol = limited_protocol(http.max_connections, http.request_timeout_s)
         self._server: HttpServer | None = None
 

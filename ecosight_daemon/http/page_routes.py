@@ -11,8 +11,6 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from ecosight_daemon.http.api_settings import ApiSettings, DaemonPort
 from ecosight_daemon.http.dashboard import (
-    detections_fragment,
-    detections_page,
     gate_fragment,
     history_fragment,
     history_page,
@@ -20,6 +18,7 @@ from ecosight_daemon.http.dashboard import (
     status_page,
     training_page,
 )
+from ecosight_daemon.http.detections_page import detections_fragment, detections_page
 from ecosight_daemon.http.guards import Guards
 from ecosight_daemon.http.health import health_problem
 from ecosight_daemon.http.snippet_responses import SNIPPET_NAMES, snippet_response
@@ -50,7 +49,7 @@ def add_page_routes(app: FastAPI, daemon: DaemonPort, settings: ApiSettings, gua
         return page("history", history_page(registry.retraining_log(), registry.current_version()))
 
     @app.get("/fragments/{name}", response_class=HTMLResponse)
-    def fragment(name: str) -> HTMLResponse:
+    def fragment(name: str, request: Request) -> HTMLResponse:
         snapshot = daemon.snapshot()
         if name == "status":
             return HTMLResponse(status_fragment(snapshot, health_problem(snapshot, time.time())))
@@ -59,7 +58,7 @@ def add_page_routes(app: FastAPI, daemon: DaemonPort, settings: ApiSettings, gua
         if name == "history":
             return HTMLResponse(history_fragment(registry.retraining_log(), registry.current_version()))
         if name == "detections":
-            return HTMLResponse(detections_fragment(snapshot))
+            return HTMLResponse(detections_fragment(snapshot, request.query_params, settings.priority_class))
         return HTMLResponse("", 404)
 
     @app.get("/detections", response_class=HTMLResponse)
@@ -67,13 +66,15 @@ def add_page_routes(app: FastAPI, daemon: DaemonPort, settings: ApiSettings, gua
         snapshot = daemon.snapshot()
         if "text/html" not in request.headers.get("accept", ""):
             return JSONResponse((snapshot.get("recordings") or {}).get("recent") or [])
-        return page("detections", detections_page(snapshot))
+        return page("detections", detections_page(snapshot, request.query_params, settings.priority_class))
 
     @app.get("/detections/{detection_id}/{name}")
     def detection_snippet(detection_id: int, name: str) -> Response:
         """A few seconds around a recent detection (one of those the status lists), cut on demand."""
         recordings = daemon.snapshot().get("recordings") or {}
-        found = next((d for d in recordings.get("recent") or [] if d["detection_id"] == detection_id), None)
+        shown = [*(recordings.get("recent") or []), *(d for recent in (recordings.get("recent_by_class") or {})
+                                                     .values() for d in recent)]
+        found = next((d for d in shown if d["detection_id"] == detection_id), None)
         if found is None or name not in SNIPPET_NAMES or settings.recordings_dir is None:
             return JSONResponse({"error": "no such recent detection"}, 404)
         root = settings.recordings_dir.resolve()

@@ -182,6 +182,15 @@ class RecordingLedger:
         return float(self._db.execute("SELECT COALESCE(SUM(seconds), 0) FROM recordings WHERE state = 'done'")
                      .fetchone()[0])
 
+    def analysed_spans(self, limit: int) -> list[tuple[str, str, float]]:
+        """(path, clock start, seconds) of analysed recordings with a clock time, latest start first."""
+        return [(path, start, float(seconds)) for path, start, seconds in self._db.execute(
+            "SELECT path, start_utc, seconds FROM recordings WHERE state = 'done' AND start_utc IS NOT NULL "
+            "ORDER BY start_utc DESC LIMIT ?", (limit,))]
+
+    def labels_found(self) -> list[str]:
+        return [row[0] for row in self._db.execute("SELECT DISTINCT label FROM detections ORDER BY label")]
+
     def scored_by_other_than(self, version: str) -> list[str]:
         """Done recordings whose events are not the given version's (to re-score)."""
         return [row[0] for row in self._db.execute(

@@ -193,7 +193,7 @@ def test_recordings_are_detected_alerted_shown_rescored_and_resumed(field: dict[
         assert metric(metrics, "ecosight_recording_hours_analysed") == pytest.approx(150 / 3600, abs=1e-3)
 
         newest = status["recent"][0]  # the page shows the same events, newest first
-        check_detections_page(browser_page, url, len(status["recent"]), snippet_s=min(
+        check_detections_page(browser_page, url, status, snippet_s=min(
             SNIPPET_S, 150 - max(0.0, newest["peak_s"] - SNIPPET_S / 2)))  # cut short only by the file's end
 
         # A promotion re-scores from the cache: no chunk embedded again, no alert sent again.
@@ -266,14 +266,42 @@ def test_recordings_are_detected_alerted_shown_rescored_and_resumed(field: dict[
         daemon.kill()
 
 
-def check_detections_page(page: Any, url: str, shown: int, snippet_s: float) -> None:
+def check_detections_page(page: Any, url: str, status: dict[str, Any], snippet_s: float) -> None:
+    """Opens on gun shots with the recorder's timeline; filters by class, recording and clock time."""
     from playwright.sync_api import expect
 
     expect.set_options(timeout=BROWSER_TIMEOUT_MS)
+    shots = status["recent_by_class"]["gun_shot"]
+    assert len(status["recent"]) > len(shots)  # dog barks and engines found too: the page must choose
     page.goto(url + "detections")
     items = page.locator("li.detection")
-    expect(items).to_have_count(shown)
+    expect(items).to_have_count(len(shots))
+    assert set(items.evaluate_all("items => items.map(i => i.dataset.class)")) == {"gun_shot"}
     expect(items.first.locator("time")).to_contain_text("2026-05-01T06:")
+    timeline = page.locator("svg#timeline")
+    expect(timeline.locator("text").first).to_have_text("AM01")
+    expect(timeline.locator("rect.analysed")).to_have_count(1)
+    expect(timeline.locator("rect.analysed title")).to_have_text(FIRST)
+    expect(timeline.locator("line.event.priority")).to_have_count(len(shots))
+
+    page.select_option("select[name=class]", "all")
+    page.click("#detection-filters button")
+    expect(items).to_have_count(len(status["recent"]))
+    expect(timeline.locator("line.event.other")).to_have_count(len(status["recent"]) - len(shots))
+    first_shot = datetime.fromisoformat(shots[-1]["clock_time"].replace("Z", "+00:00"))  # newest first
+    page.select_option("select[name=class]", "gun_shot")
+    page.fill("input[name=since]", (first_shot + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M"))
+    page.click("#detection-filters button")
+    later = [d for d in shots if datetime.fromisoformat(d["clock_time"].replace("Z", "+00:00"))
+             >= (first_shot + timedelta(minutes=1)).replace(second=0, microsecond=0)]
+    expect(items).to_have_count(len(later))
+    page.goto(url + "detections?class=gun_shot&recording=" + FIRST)
+    expect(items).to_have_count(len(shots))
+    page.goto(url + "detections?class=gun_shot&recording=elsewhere.WAV&since=yesterday")
+    expect(items).to_have_count(0)
+    expect(page.locator("#detection-filters .problem")).to_contain_text("since 'yesterday' is not a date")
+    page.goto(url + "detections")
+    expect(items).to_have_count(len(shots))
     page.wait_for_function("""() => [...document.querySelectorAll("li.detection img")].slice(0, 3)
                                     .every(img => img.complete && img.naturalHeight === 128)""")
     duration = items.first.locator("audio").evaluate(
