@@ -22,8 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from ecosight_daemon.artifacts import version_files as files
+from ecosight_daemon.artifacts.event_detector import EventDetector
 from ecosight_daemon.artifacts.priority_rule import apply_priority_threshold
 from ecosight_daemon.embedding.tf_start_up import start_up_notes_hidden
+from ecosight_daemon.pooling import AudiosetHead
 from ecosight_daemon.training.evaluation import classification_metrics
 from ecosight_daemon.training.heads import FittedHead, fit_keras_head, fit_logistic_head
 from ecosight_daemon.training.job_data import TEST, TRAIN, VALIDATION, read_job_data
@@ -154,6 +156,8 @@ def run_job(job: FitJob, should_stop: Callable[[], bool],
             logger.info("exported %s (largest probability difference in its check: %.1e)", PATCHES_MODEL, worst)
         except Exception:  # the SavedModel stands on its own
             logger.exception("no ONNX export of the patches -> probabilities model")
+            return
+        export_event_detector(target, version, head)
 
     return TrainingResult(
         ok=True,
@@ -179,3 +183,21 @@ def incumbent_predictions(incumbent: IncumbentModel | None, test_x: np.ndarray,
     from ecosight_daemon.artifacts.published_model import PublishedModel
 
     return PublishedModel.load(Path(incumbent.model_path), incumbent.metadata).labels_in(classes, test_x)
+
+
+def export_event_detector(target: Path, version: str, head: AudiosetHead | None) -> None:
+    """The version's event detector (beside `target`, the export being made) for devices too."""
+    from ecosight_daemon.training.detector_export import DETECTOR_MODEL, write_detector_files
+    from ecosight_daemon.training.onnx_export import FRONT_END_FILE
+
+    detector_file = target.parent / files.EVENT_DETECTOR
+    if not detector_file.is_file():
+        return
+    if head is None:
+        logger.info("no ONNX export of the event detector: this version's pooling keeps no AudioSet layer")
+        return
+    try:
+        worst = write_detector_files(target, FRONT_END_FILE, EventDetector.load(detector_file), head, version)
+        logger.info("exported %s (largest margin difference in its check: %.1e)", DETECTOR_MODEL, worst)
+    except Exception:  # the other device files stand on their own
+        logger.exception("no ONNX export of the event detector")

@@ -15,13 +15,13 @@ Each ONNX file carries the version, the YAMNet model id and its role in its meta
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ecosight_daemon.embedding import frontend as front
+from ecosight_daemon.util.digest import sha256_of
 
 EMBEDDINGS_MODEL = "patches_to_embeddings.onnx"
 WINDOW_MODEL = "embeddings_to_probabilities.onnx"
@@ -80,9 +80,9 @@ def sliding_windows_note(window_patches: int) -> str:
     return (f"For a long recording: run {EMBEDDINGS_MODEL} once per patch (patches {hop:g} s apart), then "
             f"{WINDOW_MODEL} on each run of {window_patches} consecutive embeddings (a window of "
             f"{(window_patches - 1) * hop + patch:.2f} s, one hop apart); consecutive windows with the same "
-            "label (background excluded) are one event. The event detector the daemon runs is in the "
-            "version's event_detector.npz (a linear model over YAMNet's 521 AudioSet logits and 4 onset "
-            "features; see docs/detection.md)")
+            "label (background excluded) are one event. The event detector the daemon runs is "
+            "event_detector.onnx beside this file when the version has one (its inputs, onset features and label "
+            "rule under event_detector below; docs/detection.md)")
 
 
 def write_device_files(target: Path, body: Any, window_model: Any, composed: Any, version: str, model_id: str,
@@ -99,7 +99,7 @@ def write_device_files(target: Path, body: Any, window_model: Any, composed: Any
                                             "role": role, "front_end": "front_end.json (beside this file)"})
         onnx.save(model, str(target / name))
     _write_test_vector(target, body, composed)
-    files = {name: _sha256(target / name) for name in (*roles, TEST_VECTOR)}
+    files = {name: sha256_of(target / name) for name in (*roles, TEST_VECTOR)}
     return {**description, "version": version, "yamnet_model_id": model_id, "front_end": front_end_spec(),
             "window_model": {"model": WINDOW_MODEL, "input": "embeddings: float32 [K, 1024], K >= 1",
                              "embeddings_model": EMBEDDINGS_MODEL},
@@ -123,11 +123,3 @@ def _write_test_vector(target: Path, body: Any, composed: Any) -> None:
              hann_window=front.periodic_hann(), mel_matrix=front.mel_matrix(), log_mel_frames=frames,
              patches=patches, embeddings=embeddings.astype(np.float32),
              probabilities=np.asarray(probabilities, np.float32), label_index=np.int32(label_index))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()

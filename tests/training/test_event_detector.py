@@ -113,3 +113,17 @@ def test_a_retrain_reads_long_background_confusers_and_every_review_clip(
 
     first_only = read_clips(audio, samples, "clips", seed=3, budget=ClipBudget(1, 10.0, 5.0))
     assert len([c for c in first_only if c.label == "clips"]) == 1  # the background total is bounded
+
+
+@pytest.mark.parametrize("scorer", [TRAINED_SCORER, YAMNET_SCORER])
+def test_the_onnx_detector_gives_the_detectors_own_margins_and_labels(scorer: str) -> None:
+    from ecosight_daemon.pooling import AudiosetHead
+    from ecosight_daemon.training.detector_export import check_detector_graph, detector_graph
+
+    rng = np.random.default_rng(4)
+    head = AudiosetHead(rng.normal(0, 0.05, (1024, 521)).astype(np.float32), rng.normal(0, 1, 521).astype(np.float32))
+    shipped = detector(scorer, threshold=0.5)
+    embeddings = rng.random((300, 1024)).astype(np.float32) * np.linspace(0.1, 8, 300, dtype=np.float32)[:, None]
+    onsets = rng.normal(0, 4, (300, 4)).astype(np.float32)  # up to saturated classes, where margins are large
+    worst = check_detector_graph(detector_graph(shipped, head), shipped, head, embeddings, onsets)
+    assert worst < 1e-3

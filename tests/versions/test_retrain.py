@@ -289,6 +289,8 @@ def test_predict_agrees_with_the_model_and_both_exports_match(project: Path, yam
         np.testing.assert_allclose(probabilities, expected, atol=1e-4)
         assert int(label_index) == label
     check_device_files(export, metadata["version"])
+    assert (export.parent / "event_detector.npz").is_file()  # the dev corpus gives every retrain a detector
+    check_detector_device_files(export, metadata["version"], yamnet.audioset_head())
 
 
 def port_of_the_front_end(waveform: np.ndarray, spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -450,3 +452,52 @@ def test_a_retrain_on_unchanged_data_makes_no_new_version(project: Path, write_w
     write_wav(project / "audio" / "gun_shot" / "late.wav", "clicks", seconds=2.0, seed=7)
     assert retrain(project)["version"] == "v0002"
     assert retrain(project, "--force")["version"] == "v0003"
+
+
+def port_of_the_onsets(frames: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """The four onset features written from front_end.json's words alone, as a device developer would."""
+    steps = " ".join(spec["steps"])
+    width = int(re.search(r"window of (\d+) such values", steps).group(1))  # type: ignore[union-attr]
+    decibels = frames * 20 / np.log(10)
+    energy = 10 * np.log10(np.mean(np.exp(2 * frames.astype(np.float64)), axis=1) + 1e-10)
+    tenth = energy[::10]
+    edged = np.concatenate([np.repeat(tenth[:1], width // 2), tenth, np.repeat(tenth[-1:], width // 2)])
+    background = np.repeat([np.median(edged[i:i + width]) for i in range(len(tenth))], 10)[:len(energy)]
+    contrast = energy - background
+    rise, broadband = np.zeros_like(energy), np.zeros_like(energy)
+    for k in range(3, len(energy)):
+        rise[k] = energy[k] - np.mean([energy[max(0, j)] for j in range(k - 7, k - 2)])
+        broadband[k] = np.mean(decibels[k] - decibels[k - 3] > 6)
+    rows = []
+    for i in range((len(frames) - 96) // 48 + 1):
+        span = slice(48 * i, 48 * i + 96)
+        rows.append([contrast[span].max(), rise[span].max(), broadband[span].max(), np.percentile(contrast[span], 90)])
+    return np.array(rows, np.float32)
+
+
+def check_detector_device_files(export: Path, version: str, head: Any) -> None:
+    """The event detector for devices: its onset features ported from the spec match the test
+    vector, and the ONNX file gives the daemon's own margins and labels."""
+    import onnx
+    import onnxruntime
+
+    from ecosight_daemon.artifacts.event_detector import EventDetector, patch_features
+    from ecosight_daemon.training.detector_export import DETECTOR_MODEL, DETECTOR_TEST_VECTOR
+    from ecosight_daemon.training.onnx_export import FRONT_END_FILE
+
+    description = json.loads((export / FRONT_END_FILE).read_text())
+    spec = description["event_detector"]
+    detector = EventDetector.load(export.parent / "event_detector.npz")
+    assert (spec["priority_scorer"], spec["threshold"]) == (detector.priority_scorer, detector.threshold)
+    assert {DETECTOR_MODEL, DETECTOR_TEST_VECTOR} <= set(description["files_sha256"])
+    props = {p.key: p.value for p in onnx.load(str(export / DETECTOR_MODEL)).metadata_props}
+    assert props["ecosight_version"] == version
+    vector = np.load(export / DETECTOR_TEST_VECTOR)
+    np.testing.assert_allclose(port_of_the_onsets(vector["log_mel_frames"], spec["onset_features"]), vector["onsets"],
+                               atol=1e-3)
+    session = onnxruntime.InferenceSession(str(export / DETECTOR_MODEL), providers=["CPUExecutionProvider"])
+    margins, labels = session.run(None, {"embeddings": vector["embeddings"], "onsets": vector["onsets"]})
+    expected = detector.margins(patch_features(vector["embeddings"], vector["onsets"], head))
+    np.testing.assert_allclose(margins, expected, atol=1e-3)
+    np.testing.assert_array_equal(labels, detector.labels(expected))
+    np.testing.assert_array_equal(labels, vector["labels"])
