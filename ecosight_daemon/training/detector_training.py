@@ -38,6 +38,7 @@ from ecosight_daemon.util.digest import sha256_of_bytes
 
 logger = logging.getLogger(__name__)
 MAX_EVENT_S = 6.0
+CONFIRMED = "confirmed:"  # marks a review clip's events in the test split's soundscape
 CONFUSER_MAX_S = 10.0
 CONFUSER_CREST_DB = 12.0
 
@@ -93,14 +94,17 @@ def _on_test_split(clips: list[LabeledAudio], embedder: Any, background: str, pr
     """Each detector at its own threshold on one soundscape of the test split's clips (short:
     the test split is small, so these figures are coarse; hours and shots say how coarse)."""
     backgrounds = [c.waveform for c in clips if c.label == background and not c.impulsive]
-    events = [(c.label, c.group, c.waveform) for c in clips if c.label != background or c.impulsive]
+    events = [(c.label, (CONFIRMED if c.confirmed else "") + c.group, c.waveform) for c in clips
+              if c.label != background or c.impulsive]
     shots = sum(label == priority for label, _, _ in events)
     if not backgrounds or not shots:
         return {"skipped": f"the test split holds no {background!r} clip or no {priority!r} clip"}
     rng = np.random.default_rng(len(clips))
     scape = build_soundscape(backgrounds, events, max(MIN_PART_SECONDS, SECONDS_PER_EVENT * len(events) + 7), rng)
     features = patch_features(embedder.embed(scape.waveform), onset_features(scape.waveform), embedder.audioset_head())
-    figures: dict[str, Any] = {"hours": round(scape.hours, 4), "shots": shots}
+    placed = [e for e in scape.events if e.label == priority]
+    figures: dict[str, Any] = {"hours": round(scape.hours, 4), "shots": shots,
+                               "confirmed": [i for i, e in enumerate(placed) if e.source.startswith(CONFIRMED)]}
     for name, detector in detectors.items():
         if priority not in detector.classes:
             continue
@@ -165,7 +169,7 @@ def read_clips(audio_dir: Path, samples: list[Any], background: str, seed: int,
                 continue
             if len(waveform) > MAX_EVENT_S * SAMPLE_RATE:
                 waveform = loudest_stretch(waveform, MAX_EVENT_S)[0]
-            clips.append(LabeledAudio(label, sample.group, waveform))
+            clips.append(LabeledAudio(label, sample.group, waveform, confirmed=REVIEW_CLIP_MARK in sample.path))
     return clips
 
 

@@ -74,6 +74,7 @@ class LabeledAudio:
     group: str
     waveform: np.ndarray
     impulsive: bool = False  # a short loud background clip (thunder, a branch): mixed in like an event
+    confirmed: bool = False  # a clip a person confirmed on the Review page
 
 
 @dataclass

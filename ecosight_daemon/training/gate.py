@@ -136,7 +136,8 @@ def _first_model_gate(f1: float, recall: float | None, policy: GatePolicy) -> Ga
                         rule, statistics)
 
 
-RULE = "detection on the test split's soundscape: paired sign tests, one-sided"
+RULE = ("detection on the test split's soundscape: no confirmed shot lost, paired sign tests, "
+        "one-sided")
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,12 @@ def detection_verdict(test_split: dict[str, Any], priority: str, budget_per_hour
         "false_alarms_p_value": round(sign_test_p(extra_alarms, fewer_alarms), 6),
         "budget_false_alarms_per_hour": budget_per_hour,
     }
+    confirmed_lost = sorted((old_found - new_found) & set(test_split.get("confirmed", [])))
+    statistics["confirmed_shots_lost"] = len(confirmed_lost)
+    if confirmed_lost:
+        return DetectionVerdict(True, f"in long recordings the new detector would miss {len(confirmed_lost)} "
+                                f"{priority} events people confirmed on the Review page that the current one "
+                                "finds", statistics)
     recall_p, alarms_p = statistics["recall_p_value"], statistics["false_alarms_p_value"]
     if lost > gained and recall_p < significance:
         return DetectionVerdict(True, f"in long recordings the new detector would miss {lost} {priority} events "

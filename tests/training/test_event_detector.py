@@ -107,6 +107,7 @@ def test_a_retrain_reads_long_background_confusers_and_every_review_clip(
     clips = read_clips(audio, samples, "clips", seed=3, budget=ClipBudget(1, 10.0, 1000.0))
     by_group = {c.group: c for c in clips}
     assert sorted(g for g in by_group if "__review_" in g) == names[3:]  # review clips kept beyond the cap
+    assert all(by_group[g].confirmed == ("__review_" in g) for g in by_group)  # the gate protects what people confirmed
     assert len([c for c in clips if c.label == "gun_shot"]) == 3
     assert len(by_group["crickets"].waveform) == 10 * 16_000 and not by_group["crickets"].impulsive
     assert by_group["thunder"].impulsive  # a confuser: mixed in like an event, labelled background

@@ -60,3 +60,14 @@ def test_a_rejected_or_forced_decision_is_not_turned_into_a_promotion() -> None:
     decision = judge_detection(rejected, better, "gun_shot", 1.0, 0.05)
     assert not decision.promote and decision.reason == "macro-F1 would drop"
     assert decision.statistics["detection"]["shots_gained"] == 5
+
+
+def test_losing_one_shot_people_confirmed_refuses_the_candidate_whatever_the_noise() -> None:
+    confirmed = split((ALL[1:], 0), (ALL, 0)) | {"confirmed": [0, 7]}  # shot 0 lost: one shot, p = 1/2
+    result = verdict(confirmed)
+    assert result.worse and "miss 1 gun_shot events people confirmed on the Review page" in result.reason
+    assert result.statistics["confirmed_shots_lost"] == 1
+    never_found = split((ALL[1:], 0), (ALL[1:], 0)) | {"confirmed": [0]}  # neither finds it: nothing lost
+    assert not verdict(never_found).worse
+    unconfirmed = split((ALL[1:], 0), (ALL, 0)) | {"confirmed": [7]}
+    assert not verdict(unconfirmed).worse  # one ordinary shot lost is noise
