@@ -163,8 +163,8 @@ def write_detector_files(export: Path, front_end_file: str, detector: EventDetec
     import onnx
     import onnxruntime
 
-    vector = np.load(export / TEST_VECTOR)
-    waveform, embeddings = vector["waveform"], vector["embeddings"]
+    with np.load(export / TEST_VECTOR) as vector:
+        waveform, embeddings, frames = vector["waveform"], vector["embeddings"], vector["log_mel_frames"]
     onsets = onset_features(waveform)
     model = detector_graph(detector, head)
     rng = np.random.default_rng(5)  # and patches far from the test vector's, where classes saturate
@@ -179,7 +179,7 @@ def write_detector_files(export: Path, front_end_file: str, detector: EventDetec
     onnx.save(model, str(export / DETECTOR_MODEL))
     session = onnxruntime.InferenceSession(str(export / DETECTOR_MODEL), providers=["CPUExecutionProvider"])
     margins, labels = session.run(None, {"embeddings": embeddings, "onsets": onsets})
-    np.savez(export / DETECTOR_TEST_VECTOR, waveform=waveform, log_mel_frames=vector["log_mel_frames"],
+    np.savez(export / DETECTOR_TEST_VECTOR, waveform=waveform, log_mel_frames=frames,
              onsets=onsets, embeddings=embeddings, margins=margins, labels=labels)
     spec_file = export / front_end_file
     description = json.loads(spec_file.read_text())
