@@ -25,7 +25,8 @@ from testkit.daemon_process import DaemonProcess, wait_for, write_config
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
-TMPFS_SIZE = "160m"  # room for the cache, the ONNX body (15 MB) and two versions with their exports (47 MB each)
+TMPFS_SIZE = "176m"  # room for the cache, the ONNX body (15 MB) and two versions with their exports (49 MB each,
+# 2.5 MB of it the event detector for devices; 47 MB before it)
 
 
 @pytest.fixture
