@@ -201,8 +201,8 @@ def test_recordings_are_detected_alerted_shown_rescored_and_resumed(field: dict[
         for row in field["later"]:
             target = daemon.audio / row["class"] / Path(row["file"]).name
             shutil.copyfile(root / "later" / row["class"] / target.name, target)
-        wait_for(lambda: daemon.status().get("pending") == 0 and daemon.status().get("settling") == 0, 120,
-                 "the added clips embedded")
+        for row in field["later"]:  # each file itself: a status published before the watcher saw them says 0 pending
+            daemon.wait_embedded(f"{row['class']}/{Path(row['file']).name}", timeout=120)
         requests.post(url + "retrain", json={"trigger_reason": "clips added"}, timeout=10).raise_for_status()
         wait_for(lambda: daemon.status().get("model_version") == "v0002", 300, "v0002 promoted")
         wait_for(lambda: recording_state(daemon, FIRST) == ("done", "v0002"), 60, "the recording re-scored")
