@@ -206,6 +206,12 @@ class DetectionSettings:
                                "analysed hour keeps ~15 MB of embeddings in the cache", between(0.01, 10_000.0))
     turn_minutes: float = setting(60.0, "minutes of one recording analysed before the next waiting recording has "
                                   "its turn (a 24 h file does not hold up the rest)", between(1.0, 100_000.0))
+    site_learning: bool = setting(True, "learn each recorder's own background from its analysed recordings (no "
+                                  "review needed): where a class alarms more often than false_alarms_per_hour on a "
+                                  "site's own audio (a recurring frog, a generator), its threshold there is raised; "
+                                  "the site's highest-scoring 0.1% of patches are held out for the real events")
+    site_learning_min_hours: float = setting(1.0, "hours of a recorder's audio analysed before its learned background "
+                                             "applies", between(0.1, 10_000.0))
 
 
 @dataclass(frozen=True)

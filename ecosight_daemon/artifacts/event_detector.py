@@ -82,6 +82,16 @@ class EventDetector:
             out[:, self.classes.index(self.priority_class)] = features[:, YAMNET_GUNSHOT]
         return np.asarray(out, dtype=np.float32)
 
+    def base_thresholds(self) -> np.ndarray:
+        """Per class, the margin it must clear to be reported: the calibrated threshold for the
+        priority class, 0 (beating every other class) for the rest; never for the background."""
+        base = np.zeros(len(self.classes))
+        if self.priority_class in self.classes:
+            base[self.classes.index(self.priority_class)] = self.threshold
+        if self.background in self.classes:
+            base[self.classes.index(self.background)] = np.inf
+        return base
+
     def labels(self, margins: np.ndarray) -> np.ndarray:
         """The winning class per patch; the priority class wins wherever it clears its threshold."""
         labels = np.where(margins.max(axis=1) > 0, margins.argmax(axis=1), self.classes.index(self.background))

@@ -27,9 +27,11 @@ from ecosight_daemon.detection.cached_scoring import score_cached
 from ecosight_daemon.detection.clock import parse_zone
 from ecosight_daemon.detection.detection_view import detection_view, recorder_timeline
 from ecosight_daemon.detection.events import Event
+from ecosight_daemon.detection.patch_scorer import PatchScorer
 from ecosight_daemon.detection.recording_job import JobSettings, RecordingChanged, run_recording
 from ecosight_daemon.detection.recording_reader import ReaderInterrupted, RecordingReader, close_shared_cutter
 from ecosight_daemon.detection.scoring import Scoring, current_scoring
+from ecosight_daemon.detection.site_learning import SiteLearning
 from ecosight_daemon.detection.stream import CHUNK_PATCHES, HeaderLimits
 from ecosight_daemon.detection.window_trace import WindowTrace
 from ecosight_daemon.embedding.frontend import PATCH_HOP_SECONDS
@@ -68,6 +70,8 @@ class Recordings:
         self._registry = registry
         self._alerts = alerts
         self._review = review
+        self._sites = SiteLearning(store.sites, settings.detection.site_learning,
+                                   settings.detection.site_learning_min_hours, settings.detection.false_alarms_per_hour)
         self._clock = clock
         self._next_scan = 0.0
         self._next_version_check = 0.0
@@ -132,7 +136,8 @@ class Recordings:
                 "recent": [detection_view(d) for d in self._ledger.detections(RECENT_SHOWN)],
                 "recent_by_class": {label: [detection_view(d) for d in self._ledger.detections(RECENT_SHOWN, label)]
                                     for label in self._ledger.labels_found()},
-                "timeline": recorder_timeline(self._ledger.analysed_spans(TIMELINE_RECORDINGS))}
+                "timeline": recorder_timeline(self._ledger.analysed_spans(TIMELINE_RECORDINGS)),
+                "site_learning": self._sites.status(self._scoring.version if self._scoring else None)}
 
     # --- analysing and scoring -------------------------------------------------------
 
@@ -209,8 +214,12 @@ class Recordings:
         self.current = {"recording": relpath, "doing": f"scoring with {scoring.version}"}
         first_time = row.model_version is None
         found: list[Event] = []
-        trace = WindowTrace(scoring.classes, scoring.background, scoring.scorer().window_s)
-        yield from score_cached(self._ledger.chunks(row.sha256, self._embedder.model_id), scoring, found, trace)
+        scorer = scoring.scorer(self._sites.offsets(relpath, scoring))
+        trace = WindowTrace(scoring.classes, scoring.background, scorer.window_s)
+        yield from score_cached(self._ledger.chunks(row.sha256, self._embedder.model_id), scoring, scorer, found,
+                                trace)
+        self._sites.learned(relpath, row.sha256, scoring.version, row.seconds,
+                            scorer.histogram if isinstance(scorer, PatchScorer) else None)
         ids = self._ledger.replace_detections(relpath, scoring.version, [
             (e.label, e.start_s, e.end_s, e.peak_s, e.score) for e in found])
         logger.info("recording %s: %d events (model %s%s)", printable(relpath), len(found), scoring.version,

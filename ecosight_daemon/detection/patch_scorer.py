@@ -1,11 +1,14 @@
 """Scores over a stream of patches with a version's event detector: every 0.96 s patch
-scored on its own (AudioSet logits and onset features, see chunk_front_end.py), one hop apart."""
+scored on its own (AudioSet logits and onset features, see chunk_front_end.py), one hop apart.
+A site's learned background (site_background.py) raises its classes' thresholds; every
+patch's margins are counted for the site's next recordings."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ecosight_daemon.artifacts.event_detector import EventDetector, patch_features
+from ecosight_daemon.detection.site_background import BINS, margin_histogram
 from ecosight_daemon.embedding.frontend import PATCH_SECONDS
 from ecosight_daemon.pooling import AudiosetHead
 
@@ -15,10 +18,12 @@ class PatchScorer:
 
     window_s = PATCH_SECONDS
 
-    def __init__(self, detector: EventDetector, head: AudiosetHead) -> None:
+    def __init__(self, detector: EventDetector, head: AudiosetHead, site_offsets: np.ndarray | None = None) -> None:
         self._detector = detector
         self._head = head
+        self._offsets = site_offsets  # per class, added to its threshold at this site
         self._next_patch = 0
+        self.histogram = np.zeros((len(detector.classes), BINS), np.int64)  # every patch's margins, counted
 
     def feed(self, patches: np.ndarray, onsets: np.ndarray, last: bool) -> tuple[int, np.ndarray, np.ndarray]:
         first = self._next_patch
@@ -26,5 +31,7 @@ class PatchScorer:
             return first, np.zeros(0, dtype=np.int64), np.zeros((0, len(self._detector.classes)), np.float32)
         self._next_patch += len(patches)
         margins = self._detector.margins(patch_features(patches, onsets, self._head))
+        self.histogram += margin_histogram(margins)
         probabilities = 1.0 / (1.0 + np.exp(-margins.astype(np.float64)))  # p(class): margin is its log-odds
-        return first, self._detector.labels(margins), probabilities.astype(np.float32)
+        at_site = margins if self._offsets is None else margins - self._offsets.astype(np.float32)
+        return first, self._detector.labels(at_site), probabilities.astype(np.float32)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ecosight_daemon.artifacts import version_files as files
 from ecosight_daemon.artifacts.event_detector import EventDetector
 from ecosight_daemon.detection.patch_scorer import PatchScorer
@@ -27,11 +29,17 @@ class Scoring:
     _head: Any
     _window_patches: int
 
-    def scorer(self) -> WindowScorer | PatchScorer:
-        """A fresh scorer for one recording (scorers carry state from chunk to chunk)."""
+    def scorer(self, site_offsets: np.ndarray | None = None) -> WindowScorer | PatchScorer:
+        """A fresh scorer for one recording (scorers carry state from chunk to chunk), its
+        classes' thresholds raised by `site_offsets` (event detector only)."""
         if self._detector is not None and self._head is not None:
-            return PatchScorer(self._detector, self._head)
+            return PatchScorer(self._detector, self._head, site_offsets)
         return WindowScorer(self._model, self._head, self._window_patches)
+
+    def base_thresholds(self) -> np.ndarray | None:
+        """Each class's threshold before a site raises it; None when this version cannot learn
+        sites (no event detector: the clip model over windows has no per-class margins)."""
+        return self._detector.base_thresholds() if self._detector is not None else None
 
 
 def current_scoring(registry: ModelRegistry, embedder: Embedder, background: str,

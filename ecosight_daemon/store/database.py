@@ -2,7 +2,7 @@
 (it owns its connection). Each kind of record is its own ledger sharing that connection and its
 transactions: the clip index (rebuildable), long recordings (chunks rebuildable, detections not),
 the review queue and reviewers' decisions and the splits (people's work: back them up), decode
-attempts.
+attempts, each site's learned background (rebuildable).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from ecosight_daemon.store.clip_index import ClipIndex
 from ecosight_daemon.store.recordings import RecordingLedger
 from ecosight_daemon.store.review import ReviewLedger
 from ecosight_daemon.store.schema import connect
+from ecosight_daemon.store.site_scores import SiteScoreLedger
 from ecosight_daemon.store.splits import SplitLedger
 
 
@@ -29,6 +30,7 @@ class Database:
         self.recordings = RecordingLedger(connection, self._transaction)
         self.review = ReviewLedger(connection, self._transaction)
         self.splits = SplitLedger(connection, self._transaction)
+        self.sites = SiteScoreLedger(connection, self._transaction)
 
     @classmethod
     def open(cls, path: Path | str, storage_dtype: str = "float16") -> Database:

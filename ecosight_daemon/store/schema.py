@@ -176,6 +176,21 @@ CREATE TABLE IF NOT EXISTS alerts_sent (
 DELETE FROM review_decisions WHERE id NOT IN (SELECT MAX(id) FROM review_decisions GROUP BY item_id, reviewer);
 CREATE UNIQUE INDEX IF NOT EXISTS review_decisions_one_per_reviewer ON review_decisions(item_id, reviewer);
 """),
+    # What each analysed recording's patches scored under a version, counted per class (the
+    # site's own background, learned without review): rebuilt by any re-score.
+    (9, """
+CREATE TABLE IF NOT EXISTS site_scores (
+    path TEXT PRIMARY KEY REFERENCES recordings(path) ON DELETE CASCADE,
+    sha256 TEXT NOT NULL,
+    recorder TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    classes INTEGER NOT NULL CHECK (classes > 0),
+    histogram BLOB NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS site_scores_by_recorder ON site_scores(recorder, model_version);
+"""),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

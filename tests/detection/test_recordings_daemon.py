@@ -177,6 +177,10 @@ def test_recordings_are_detected_alerted_shown_rescored_and_resumed(field: dict[
         status = wait_for(lambda: (s := daemon.status().get("recordings") or {}).get("by_state", {}).get("done") == 1
                           and s, 30, "the status showing the recording done")
         assert status["hours_analysed"] == pytest.approx(150 / 3600, abs=1e-3)
+        learned = status["site_learning"]  # AM01's 150 s are learned from; under an hour, they change nothing yet
+        assert learned["enabled"] and learned["sites"] == [
+            {"recorder": "AM01", "hours_learned": pytest.approx(150 / 3600, abs=1e-3), "applies": False,
+             "thresholds_raised": {}}]
         for item in status["recent"]:
             clock = datetime.fromisoformat(item["clock_time"].replace("Z", "+00:00"))
             assert clock == START + timedelta(seconds=item["peak_s"])

@@ -1,0 +1,57 @@
+"""Site learning in the daemon: before a recording is scored, its recorder's other analysed
+recordings (under the same version) say how far each class's threshold is raised there;
+after, its own margins join them. A site with less than `min_hours` learned is scored
+as any other."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from ecosight_daemon.detection.recorders import recorder_of
+from ecosight_daemon.detection.scoring import Scoring
+from ecosight_daemon.detection.site_background import SiteBackground
+from ecosight_daemon.store.site_scores import SiteScoreLedger
+from ecosight_daemon.util.printable import printable
+
+logger = logging.getLogger(__name__)
+
+
+class SiteLearning:
+    def __init__(self, ledger: SiteScoreLedger, enabled: bool, min_hours: float, budget_per_hour: float) -> None:
+        self._ledger = ledger
+        self.enabled = enabled
+        self._min_hours = min_hours
+        self._budget = budget_per_hour
+        self._raised: dict[str, dict[str, float]] = {}  # per recorder, the raises last applied (for status)
+
+    def offsets(self, relpath: str, scoring: Scoring) -> np.ndarray | None:
+        """How far each class's threshold is raised for this recording; None: not at all."""
+        base = scoring.base_thresholds()
+        if not self.enabled or base is None:
+            return None
+        recorder = recorder_of(relpath)
+        histogram, seconds = self._ledger.pooled(recorder, scoring.version, relpath)
+        if histogram is None or histogram.shape[0] != len(base) or seconds < self._min_hours * 3600:
+            return None
+        offsets = SiteBackground(histogram, seconds).offsets(base, self._budget)
+        raised = {label: round(float(offset), 2) for label, offset in zip(scoring.classes, offsets, strict=True)
+                  if offset > 0}
+        if raised != self._raised.get(recorder):
+            logger.info("site %s: thresholds raised by %s (learned from %.1f h of its audio)", printable(recorder),
+                        raised or "nothing", seconds / 3600)
+        self._raised[recorder] = raised
+        return offsets
+
+    def learned(self, relpath: str, sha256: str, version: str, seconds: float, histogram: np.ndarray | None) -> None:
+        """A scored recording's margins join its site's (only a scorer that counts them has them)."""
+        if histogram is not None:
+            self._ledger.record(relpath, sha256, recorder_of(relpath), version, seconds, histogram)
+
+    def status(self, version: str | None) -> dict[str, Any]:
+        hours = self._ledger.hours_by_recorder(version) if version is not None else {}
+        return {"enabled": self.enabled, "min_hours": self._min_hours,
+                "sites": [{"recorder": recorder, "hours_learned": round(h, 3), "applies": h >= self._min_hours,
+                           "thresholds_raised": self._raised.get(recorder, {})} for recorder, h in hours.items()]}
