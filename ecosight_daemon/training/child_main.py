@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +31,8 @@ from ecosight_daemon.training.evaluation import classification_metrics
 from ecosight_daemon.training.heads import FittedHead, fit_keras_head, fit_logistic_head
 from ecosight_daemon.training.job_data import TEST, TRAIN, VALIDATION, read_job_data
 from ecosight_daemon.training.protocol import (
+    DetectorJob,
+    DetectorTrained,
     Exported,
     ExportFailed,
     ExportRequest,
@@ -75,7 +78,7 @@ def worker_main(connection: Connection, log_level: str) -> None:
         logger.exception("training failed")
         result = TrainingResult.failed(f"{type(exc).__name__}: {exc}")
     connection.send(Fitted(result))
-    _serve_exports(connection, export)
+    _serve_requests(connection, export)
 
 
 def _receive(connection: Connection) -> ToWorker | None:
@@ -86,8 +89,12 @@ def _receive(connection: Connection) -> ToWorker | None:
     return message
 
 
-def _serve_exports(connection: Connection, export: Export | None) -> None:
-    while isinstance(request := _receive(connection), ExportRequest):
+def _serve_requests(connection: Connection, export: Export | None) -> None:
+    """After the fit: the version's event detector and its exports, one request at a time."""
+    while isinstance(request := _receive(connection), (ExportRequest, DetectorJob)):
+        if isinstance(request, DetectorJob):
+            connection.send(DetectorTrained(_train_detector(request, connection)))
+            continue
         try:
             if export is None:
                 raise RuntimeError("no trained model to export")
@@ -97,6 +104,17 @@ def _serve_exports(connection: Connection, export: Export | None) -> None:
             logger.exception("export failed")
             connection.send(ExportFailed(f"{type(exc).__name__}: {exc}"))
     # Shutdown, or the parent is gone
+
+
+def _train_detector(job: DetectorJob, connection: Connection) -> dict[str, Any]:
+    """Its failure costs the version only its detector, never the version."""
+    from ecosight_daemon.training.detector_training import train_detector_into
+
+    try:
+        return train_detector_into(job, lambda what: connection.send(Progress(what)))
+    except Exception as exc:  # recorded in the version's metadata; the clip model stands
+        logger.exception("event detector not trained")
+        return {"skipped": f"{type(exc).__name__}: {exc}"}
 
 
 def _die_with_parent() -> None:

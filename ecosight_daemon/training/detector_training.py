@@ -1,14 +1,17 @@
 """A retrain's event detector: the training split's audio read back, soundscapes built and
 embedded, the detector fitted and calibrated, saved into the version being made.
 
-Runs in the retrain's process (CLI or daemon) with its own ONNX Runtime session; a
-version without a detector (too few recordings, no converted YAMNet body, an error) is
-still a version, and `detect` falls back to the clip model over windows.
+The retrain describes it (`detector_job`, in the daemon or the CLI) and the training process
+runs it (`train_detector_into`) after the fit, with its own ONNX Runtime session, so the
+audio and soundscapes it holds never enter the daemon's memory. A version without a
+detector (too few recordings, no converted YAMNet body, an error) is still a version, and
+`detect` falls back to the clip model over windows.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +37,8 @@ from ecosight_daemon.training.event_detector import (
     train_event_detector,
 )
 from ecosight_daemon.training.event_mixing import build_soundscape, loudest_stretch
+from ecosight_daemon.training.protocol import DetectorJob, DetectorSample
+from ecosight_daemon.util import pause
 from ecosight_daemon.util.digest import sha256_of_bytes
 
 logger = logging.getLogger(__name__)
@@ -43,50 +48,58 @@ CONFUSER_MAX_S = 10.0
 CONFUSER_CREST_DB = 12.0
 
 
-def train_detector_into(settings: Settings, snapshot: Snapshot, staging: Path,
-                        progress: Callable[[str], None] = lambda what: None,
-                        incumbent_dir: Path | None = None) -> dict[str, Any]:
-    """Train and save the detector into `staging`; returns its figures or {"skipped": reason}.
+def detector_job(settings: Settings, snapshot: Snapshot, staging: Path, incumbent_dir: Path | None) -> DetectorJob:
+    """What the training process needs to train the version's detector."""
+    return DetectorJob(
+        str(staging), [DetectorSample(s.path, s.label, s.group, s.split.value, s.sha256) for s in snapshot.samples],
+        list(snapshot.classes), settings.detection.background_class, settings.training.priority_class,
+        settings.detection.false_alarms_per_hour, str(settings.paths.audio_dir), str(settings.paths.models_dir),
+        settings.embedding.yamnet_handle, settings.embedding.yamnet_sha256, snapshot.embedding_model_id,
+        str(incumbent_dir) if incumbent_dir is not None else "")
+
+
+def train_detector_into(job: DetectorJob, progress: Callable[[str], None] = lambda what: None) -> dict[str, Any]:
+    """Train and save the detector into the job's staging folder; returns its figures or
+    {"skipped": reason}.
 
     The figures include `test_split`: the new detector and the current version's (in
     `incumbent_dir`) on one soundscape built from the gate's test split, side by side."""
-    d = settings.detection
-    background, priority = d.background_class, settings.training.priority_class
-    if not d.train_detector:
-        return {"skipped": "[detection] train_detector = false"}
-    if background not in snapshot.classes:
+    background, priority = job.background, job.priority
+    if background not in job.classes:
         return {"skipped": f"no {background!r} class: no background to build soundscapes from"}
-    learnable = [s for s in snapshot.samples if s.split is not Split.TEST]
+    learnable = [s for s in job.samples if s.split != Split.TEST.value]
     for needed in (background, priority):
         groups = {s.group for s in learnable if s.label == needed}
-        if needed in snapshot.classes and len(groups) < PARTS:
+        if needed in job.classes and len(groups) < PARTS:
             return {"skipped": f"{needed!r} has {len(groups)} source recording(s) outside the test split; the "
                     f"detector's calibration needs {PARTS}"}
     from ecosight_daemon.embedding.onnx_conversion import OnnxUnavailable
     from ecosight_daemon.embedding.onnx_runtime import OnnxEmbedder
 
     try:
-        embedder = OnnxEmbedder.load(settings.embedding.yamnet_handle, settings.paths.models_dir,
-                                     settings.embedding.yamnet_sha256)
+        embedder = OnnxEmbedder.load(job.yamnet_handle, Path(job.models_dir), job.yamnet_sha256)
     except OnnxUnavailable as exc:
         return {"skipped": f"ONNX Runtime cannot run YAMNet here ({exc})"}
-    if embedder.model_id != snapshot.embedding_model_id:
+    if embedder.model_id != job.embedding_model_id:
         return {"skipped": f"YAMNet here is {embedder.model_id}, the snapshot's embeddings are "
-                f"{snapshot.embedding_model_id}"}
-    clips = read_clips(settings.paths.audio_dir, learnable, background, seed=len(learnable))
-    detector = train_event_detector(clips, embedder.embed, embedder.audioset_head(), snapshot.classes, background,
-                                    priority, d.false_alarms_per_hour, seed=len(learnable), progress=progress)
-    detector.save(staging / files.EVENT_DETECTOR)
+                f"{job.embedding_model_id}"}
+    audio_dir = Path(job.audio_dir)
+    clips = read_clips(audio_dir, learnable, background, seed=len(learnable))
+    pause.point("detector_training")
+    detector = train_event_detector(clips, embedder.embed, embedder.audioset_head(), job.classes, background,
+                                    priority, job.false_alarms_per_hour, seed=len(learnable), progress=progress)
+    del clips  # the test split's clips are read next
+    detector.save(Path(job.staging) / files.EVENT_DETECTOR)
     logger.info("event detector: threshold %.3f for <= %g false alarms/hour out of fold (%s)", detector.threshold,
-                d.false_alarms_per_hour, detector.figures)
+                job.false_alarms_per_hour, detector.figures)
     progress("event detector: candidate and current model on the test split's soundscape")
     detectors = {"candidate": detector}
-    if incumbent_dir is not None and (incumbent_dir / files.EVENT_DETECTOR).is_file():
-        detectors["incumbent"] = EventDetector.load(incumbent_dir / files.EVENT_DETECTOR)
-    test = [s for s in snapshot.samples if s.split is Split.TEST]
-    return {**detector.figures, "test_split": _on_test_split(
-        read_clips(settings.paths.audio_dir, test, background, seed=len(test)), embedder, background, priority,
-        detectors)}
+    incumbent_file = Path(job.incumbent_dir) / files.EVENT_DETECTOR if job.incumbent_dir else None
+    if incumbent_file is not None and incumbent_file.is_file():
+        detectors["incumbent"] = EventDetector.load(incumbent_file)
+    test = [s for s in job.samples if s.split == Split.TEST.value]
+    return {**detector.figures, "trained_in_process": os.getpid(), "test_split": _on_test_split(
+        read_clips(audio_dir, test, background, seed=len(test)), embedder, background, priority, detectors)}
 
 
 def _on_test_split(clips: list[LabeledAudio], embedder: Any, background: str, priority: str,

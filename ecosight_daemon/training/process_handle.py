@@ -15,8 +15,11 @@ import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 from ecosight_daemon.training.protocol import (
+    DetectorJob,
+    DetectorTrained,
     Exported,
     ExportFailed,
     ExportRequest,
@@ -64,6 +67,19 @@ class TrainingProcess:
         if not isinstance(answer, Fitted):
             return TrainingResult.failed(f"training process answered {answer!r}")
         return answer.result
+
+    def train_detector(self, job: DetectorJob, time_limit_s: float, should_stop: Callable[[], bool],
+                       on_progress: Callable[[Progress], None] | None = None) -> dict[str, Any]:
+        """Have the process train the version's event detector after its fit: its figures, or
+        {"skipped": why} (the process died, was stopped or ran out of time: the version stands)."""
+        try:
+            self._connection.send(job)
+            answer = self._await(time_limit_s, should_stop, on_progress)
+        except (TrainingProcessFailed, OSError) as exc:
+            return {"skipped": f"the training process did not finish the event detector ({exc})"}
+        if not isinstance(answer, DetectorTrained):
+            return {"skipped": f"training process answered {answer!r}"}
+        return answer.figures
 
     def export(self, target: Path, time_limit_s: float, should_stop: Callable[[], bool], version: str = "") -> None:
         """Have the process save the end-to-end SavedModel of the model it just trained."""

@@ -1,8 +1,9 @@
 """What the daemon and its training process say to each other, as types.
 
 Parent -> worker: `FitJob` (the arrays are in the job folder, everything else here),
-then optionally `ExportRequest`s, then `Shutdown`. Worker -> parent: `Fitted` (with the
-`TrainingResult`), then `Exported` or `ExportFailed` per request. The messages travel
+then optionally a `DetectorJob` and `ExportRequest`s, then `Shutdown`. Worker -> parent:
+`Fitted` (with the `TrainingResult`), then `DetectorTrained`, `Exported` or `ExportFailed`
+per request. The messages travel
 over a multiprocessing pipe between this program's own two processes.
 
 The job carries its `TrainingRecipe` (recipe.py).
@@ -42,6 +43,41 @@ class FitJob:
 class ExportRequest:
     target: str  # folder for the end-to-end SavedModel
     version: str = ""  # the version it belongs to (written into the device files)
+
+
+@dataclass(frozen=True)
+class DetectorSample:
+    """One snapshot sample as the event detector reads it back from the class folders."""
+
+    path: str  # relative to audio_dir
+    label: str
+    group: str
+    split: str  # 'train', 'val' or 'test'
+    sha256: str  # the embedded content: a file changed since is left out
+
+
+@dataclass(frozen=True)
+class DetectorJob:
+    """The retrain's event detector (training/detector_training.py), trained after the fit in
+    the same process: its audio, soundscapes and ONNX session never enter the daemon's."""
+
+    staging: str  # the version being made: event_detector.npz goes here
+    samples: list[DetectorSample]
+    classes: list[str]
+    background: str
+    priority: str
+    false_alarms_per_hour: float
+    audio_dir: str
+    models_dir: str  # where the converted ONNX body of YAMNet is kept
+    yamnet_handle: str
+    yamnet_sha256: str
+    embedding_model_id: str  # the snapshot's: the detector's YAMNet must be the same
+    incumbent_dir: str = ""  # the current version's folder, for the gate's side-by-side ("": none)
+
+
+@dataclass(frozen=True)
+class DetectorTrained:
+    figures: dict[str, Any]  # or {"skipped": reason}
 
 
 @dataclass(frozen=True)
@@ -96,5 +132,5 @@ class ExportFailed:
     error: str
 
 
-ToWorker = FitJob | ExportRequest | Shutdown
-FromWorker = Progress | Fitted | Exported | ExportFailed
+ToWorker = FitJob | DetectorJob | ExportRequest | Shutdown
+FromWorker = Progress | Fitted | DetectorTrained | Exported | ExportFailed

@@ -28,7 +28,7 @@ from ecosight_daemon.errors import EcosightError
 from ecosight_daemon.pooling import AudiosetHead, needs_audioset_head
 from ecosight_daemon.store.database import Database
 from ecosight_daemon.training.dataset import Snapshot, SnapshotOptions, take_snapshot
-from ecosight_daemon.training.detector_training import test_split_summary
+from ecosight_daemon.training.detector_training import detector_job, test_split_summary
 from ecosight_daemon.training.evaluation import class_recall
 from ecosight_daemon.training.gate import GateDecision, GatePolicy, PairedPredictions, gate, judge_detection
 from ecosight_daemon.training.input_digest import training_input_digest
@@ -195,7 +195,7 @@ def _attempt(
     if result.incumbent_predictions is not None:
         paired = PairedPredictions(*(np.array(values, dtype=np.int64) for values in
                                      (result.test_labels, result.candidate_predictions, result.incumbent_predictions)))
-    outcome.event_detector = _event_detector(settings, snapshot, staging, on_progress,
+    outcome.event_detector = _event_detector(settings, snapshot, staging, process, should_stop, on_progress,
                                              registry.version_dir(incumbent.version) if incumbent else None)
     policy = gate_policy(settings)
     decision = judge_detection(gate(result.candidate_metrics, result.incumbent_metrics, policy, paired),
@@ -216,18 +216,18 @@ def _attempt(
     return outcome
 
 
-def _event_detector(settings: Settings, snapshot: Snapshot, staging: Path,
-                    on_progress: Callable[[Progress], None] | None, incumbent_dir: Path | None) -> dict[str, Any]:
-    """The version's event detector (models/detector_training.py); its failure costs the
-    version only its detector, never the version."""
-    from ecosight_daemon.training.detector_training import train_detector_into
-
-    try:
-        return train_detector_into(settings, snapshot, staging,
-                                   lambda what: on_progress(Progress(what)) if on_progress else None, incumbent_dir)
-    except Exception as exc:  # recorded in the metadata; the clip model stands
-        logger.exception("event detector not trained")
-        return {"skipped": f"{type(exc).__name__}: {exc}"}
+def _event_detector(settings: Settings, snapshot: Snapshot, staging: Path, process: TrainingProcess,
+                    should_stop: Callable[[], bool], on_progress: Callable[[Progress], None] | None,
+                    incumbent_dir: Path | None) -> dict[str, Any]:
+    """The version's event detector, trained by the training process after its fit
+    (training/detector_training.py); its failure costs the version only its detector."""
+    if not settings.detection.train_detector:
+        return {"skipped": "[detection] train_detector = false"}
+    figures = process.train_detector(detector_job(settings, snapshot, staging, incumbent_dir),
+                                     settings.training.time_limit_s, should_stop, on_progress)
+    if "skipped" in figures:
+        logger.info("version made without an event detector: %s", figures["skipped"])
+    return figures
 
 
 def _same_as_newest(registry: ModelRegistry, digest: str) -> str | None:

@@ -234,6 +234,29 @@ def test_kill_9_of_the_training_child_leaves_models_consistent(project: Path) ->
     assert [e["status"] for e in json.loads((models / LOG_FILE).read_text())] == ["promoted", "failed"]
 
 
+def test_the_event_detector_is_trained_in_the_training_process_and_its_death_costs_only_the_detector(
+        project: Path) -> None:
+    pause_file = project / "paused.pid"
+    env = {"ECOSIGHT_PAUSE_AT": "detector_training", "ECOSIGHT_PAUSE_FILE": str(pause_file)}
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "ecosight_daemon", "--config", str(project / "config.toml"), "retrain", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+    wait_for(lambda: parent.poll() is None and pause_file.exists() and pause_file.read_text(), 300,
+             "the detector's training to reach its pause point")
+    child_pid = int(pause_file.read_text())
+    assert child_pid != parent.pid  # the clips it read are in the training process, not the retrain's
+    os.kill(child_pid, signal.SIGKILL)
+    out, err = parent.communicate(timeout=300)
+    outcome = json.loads(out)
+    assert parent.returncode in (0, 5), err[-2000:]
+    assert outcome["version"] == "v0001" and outcome["status"] in ("promoted", "rejected")
+    version = project / "models" / "versions" / "v0001"
+    skipped = json.loads((version / "metadata.json").read_text())["event_detector"]["skipped"]
+    assert "did not finish the event detector" in skipped and "killed by signal 9" in skipped, skipped
+    assert (version / "model.keras").is_file() and not (version / "event_detector.npz").exists()
+    assert_models_consistent(project / "models")
+
+
 def test_a_held_lock_means_retraining_already_in_progress(project: Path) -> None:
     (project / "models").mkdir(exist_ok=True)
     with open(project / "models" / ".retrain.lock", "a+") as handle:
