@@ -28,7 +28,6 @@ from ecosight_daemon.embedding.frontend import SAMPLE_RATE
 from ecosight_daemon.errors import AudioDecodeError
 from ecosight_daemon.training.dataset import Snapshot
 from ecosight_daemon.training.event_detector import (
-    MIN_PART_SECONDS,
     PARTS,
     SECONDS_PER_EVENT,
     LabeledAudio,
@@ -46,6 +45,7 @@ MAX_EVENT_S = 6.0
 CONFIRMED = "confirmed:"  # marks a review clip's events in the test split's soundscape
 CONFUSER_MAX_S = 10.0
 CONFUSER_CREST_DB = 12.0
+SENTINEL_SECONDS = 3600.0
 
 
 def detector_job(settings: Settings, snapshot: Snapshot, staging: Path, incumbent_dir: Path | None) -> DetectorJob:
@@ -104,8 +104,10 @@ def train_detector_into(job: DetectorJob, progress: Callable[[str], None] = lamb
 
 def _on_test_split(clips: list[LabeledAudio], embedder: Any, background: str, priority: str,
                    detectors: dict[str, EventDetector]) -> dict[str, Any]:
-    """Each detector at its own threshold on one soundscape of the test split's clips (short:
-    the test split is small, so these figures are coarse; hours and shots say how coarse)."""
+    """Each detector at its own threshold on the gate's sentinel: a soundscape of at least
+    SENTINEL_SECONDS built from the test split's clips, whose sources never enter training,
+    so false alarms are counted over an hour of unseen background, not guessed from minutes
+    (its shots are few: the test split is small; `shots` says how few)."""
     backgrounds = [c.waveform for c in clips if c.label == background and not c.impulsive]
     events = [(c.label, (CONFIRMED if c.confirmed else "") + c.group, c.waveform) for c in clips
               if c.label != background or c.impulsive]
@@ -113,7 +115,7 @@ def _on_test_split(clips: list[LabeledAudio], embedder: Any, background: str, pr
     if not backgrounds or not shots:
         return {"skipped": f"the test split holds no {background!r} clip or no {priority!r} clip"}
     rng = np.random.default_rng(len(clips))
-    scape = build_soundscape(backgrounds, events, max(MIN_PART_SECONDS, SECONDS_PER_EVENT * len(events) + 7), rng)
+    scape = build_soundscape(backgrounds, events, max(SENTINEL_SECONDS, SECONDS_PER_EVENT * len(events) + 7), rng)
     features = patch_features(embedder.embed(scape.waveform), onset_features(scape.waveform), embedder.audioset_head())
     placed = [e for e in scape.events if e.label == priority]
     figures: dict[str, Any] = {"hours": round(scape.hours, 4), "shots": shots,

@@ -7,7 +7,8 @@ current model on the same test clips (McNemar's test on the discordant pairs).
 Detection: The gate's second question: would the candidate's event detector find fewer gun shots,
 or raise more false alarms, than the current one?
 
-Both detectors score the same soundscape of the test split (models/detector_training.py),
+Both detectors score the same sentinel soundscape (at least an hour) of the test split
+(training/detector_training.py),
 so the comparison is paired, as the clip gate's is: shots that one finds and the other
 misses are McNemar's discordant pairs, and false alarms over the same hours are compared
 by the conditional test for two Poisson counts (given c + i alarms, equal rates would
@@ -136,7 +137,7 @@ def _first_model_gate(f1: float, recall: float | None, policy: GatePolicy) -> Ga
                         rule, statistics)
 
 
-RULE = ("detection on the test split's soundscape: no confirmed shot lost, paired sign tests, "
+RULE = ("detection on the test split's sentinel soundscape: no confirmed shot lost, paired sign tests, "
         "one-sided")
 
 

@@ -125,6 +125,10 @@ def test_first_retrain_promotes_and_writes_every_artifact(project: Path) -> None
     assert "data:image/png;base64," in (version / "report.html").read_text()
     log = json.loads((models / LOG_FILE).read_text())
     assert [(e["trigger_reason"], e["status"], e["new_samples"]) for e in log] == [("first test", "promoted", 251)]
+    sentinel = json.loads((version / "metadata.json").read_text())["event_detector"]["test_split"]
+    assert sentinel["hours"] >= 1.0 and sentinel["shots"] > 0  # the gate's detection check: an hour never trained on
+    assert sentinel["candidate"]["false_alarms"] == round(sentinel["candidate"]["false_alarms_per_hour"]
+                                                          * sentinel["hours"])
 
 
 def test_manifest_has_no_recording_on_both_sides_and_model_reproduces_its_metrics(project: Path) -> None:
