@@ -56,9 +56,10 @@ from ecosight_daemon.artifacts.event_detector import (
     onset_features,
     patch_features,
 )
+from ecosight_daemon.artifacts.score_tail import margin_histogram
 from ecosight_daemon.audio import decode_audio
 from ecosight_daemon.detection.events import merge_windows
-from ecosight_daemon.detection.site_background import SiteBackground, margin_histogram
+from ecosight_daemon.detection.site_background import SiteBackground
 from ecosight_daemon.embedding.frontend import PATCH_HOP_SECONDS, PATCH_SECONDS
 from ecosight_daemon.embedding.onnx_runtime import OnnxEmbedder
 from ecosight_daemon.pooling import AudiosetHead, pool_clips

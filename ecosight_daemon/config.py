@@ -191,6 +191,10 @@ class DetectionSettings:
                                    "(soundscapes built from the training split; ~15 s for 250 clips)")
     false_alarms_per_hour: float = setting(1.0, "the event detector's gun-shot threshold is calibrated, out of "
                                            "fold, for at most this many false alarms per hour", at_least(0.01))
+    confusers_per_hour: float = setting(25.0, "loud non-shot impulses (thunder, fireworks, falling branches) a field "
+                                        "hour holds: the calibration mixes its confusers far denser, and counts an "
+                                        "alarm on one as this share of them; 0: each counts whole (most cautious)",
+                                        between(0.0, 10_000.0))
     recordings_dir: Path = setting(Path("recordings"), "long field recordings the daemon detects in (files copied "
                                    "in, any depth; outside audio_dir); empty: off")
     incomplete_settle_s: float = setting(60.0, "a WAV holding less audio than its header says is taken only once "

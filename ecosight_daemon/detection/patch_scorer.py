@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ecosight_daemon.artifacts.event_detector import EventDetector, patch_features
-from ecosight_daemon.detection.site_background import BINS, margin_histogram
+from ecosight_daemon.artifacts.score_tail import BINS, margin_histogram
 from ecosight_daemon.embedding.frontend import PATCH_SECONDS
 from ecosight_daemon.pooling import AudiosetHead
 

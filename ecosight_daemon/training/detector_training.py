@@ -55,7 +55,7 @@ def detector_job(settings: Settings, snapshot: Snapshot, staging: Path, incumben
         list(snapshot.classes), settings.detection.background_class, settings.training.priority_class,
         settings.detection.false_alarms_per_hour, str(settings.paths.audio_dir), str(settings.paths.models_dir),
         settings.embedding.yamnet_handle, settings.embedding.yamnet_sha256, snapshot.embedding_model_id,
-        str(incumbent_dir) if incumbent_dir is not None else "")
+        str(incumbent_dir) if incumbent_dir is not None else "", settings.detection.confusers_per_hour)
 
 
 def train_detector_into(job: DetectorJob, progress: Callable[[str], None] = lambda what: None) -> dict[str, Any]:
@@ -87,7 +87,8 @@ def train_detector_into(job: DetectorJob, progress: Callable[[str], None] = lamb
     clips = read_clips(audio_dir, learnable, background, seed=len(learnable))
     pause.point("detector_training")
     detector = train_event_detector(clips, embedder.embed, embedder.audioset_head(), job.classes, background,
-                                    priority, job.false_alarms_per_hour, seed=len(learnable), progress=progress)
+                                    priority, job.false_alarms_per_hour, seed=len(learnable), progress=progress,
+                                    confusers_per_hour=job.confusers_per_hour)
     del clips  # the test split's clips are read next
     detector.save(Path(job.staging) / files.EVENT_DETECTOR)
     logger.info("event detector: threshold %.3f for <= %g false alarms/hour out of fold (%s)", detector.threshold,

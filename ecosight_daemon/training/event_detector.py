@@ -12,7 +12,12 @@ the event it holds (a gun shot: its loudest moment) and partial patches left out
 The priority class's threshold is chosen from data for a false-alarm budget per hour:
 the soundscape is made in three parts from disjoint source recordings, each part scored
 by a model fitted on the other two, and the threshold is the lowest at which those
-out-of-fold parts raise no more false alarms per hour than the budget. YAMNet's own
+out-of-fold parts raise no more false alarms per hour than the budget. The parts hold
+their confusers far denser than a field hour does, so an alarm on one counts only as
+much as `confusers_per_hour` says a real hour holds; and where the parts' hours are too
+few to observe a few alarms at the budget, the threshold comes from the fitted tail of
+their non-shot patch scores (artifacts/score_tail.py), not from "above the loudest
+thing heard". YAMNet's own
 gun-shot score is calibrated on the same parts; the fitted scorer ranks gun shots only
 where its recall there is higher (artifacts/event_detector.py says how each runs).
 """
@@ -34,6 +39,7 @@ from ecosight_daemon.artifacts.event_detector import (
     patch_features,
 )
 from ecosight_daemon.artifacts.linear_head import LogisticFit
+from ecosight_daemon.artifacts.score_tail import BINS, tail_threshold, weighted_histogram
 from ecosight_daemon.embedding.frontend import PATCH_HOP_SECONDS, PATCH_SECONDS, SAMPLE_RATE
 from ecosight_daemon.pooling import AudiosetHead
 from ecosight_daemon.training.event_mixing import PlacedEvent, Soundscape, build_soundscape
@@ -45,6 +51,8 @@ PRIORITY_COPIES = 1  # each priority-class clip is mixed in this many times per 
 MIN_PART_SECONDS = 60.0
 REGULARIZATION_C = 0.001  # strong: a few thousand patches, 525 features, sites it never heard (docs/detection.md)
 COLLAR_S = 0.5
+CONFUSERS_PER_HOUR = 25.0  # loud non-shot impulses a field hour holds (the issue's field recordings: 25)
+MIN_ALARMS_OBSERVED = 3  # fewer out-of-fold hours than this many alarms at the budget: the fitted tail instead
 
 
 def patch_labels(events: list[PlacedEvent], count: int, classes: list[str], background: str) -> np.ndarray:
@@ -82,6 +90,17 @@ class PartScores:
     events: list[PlacedEvent]
     hours: float
     scores: np.ndarray  # the priority class's margin per patch
+    confuser_weight: float = 1.0  # what an alarm on a mixed-in confuser counts for (see confuser_weight)
+
+
+def confuser_weight(events: list[PlacedEvent], hours: float, background: str, confusers_per_hour: float) -> float:
+    """A part holds its confusers (background-class events) denser than a field hour does: an
+    alarm on one counts as the share of them a real hour would hold (1: as many or fewer;
+    confusers_per_hour 0: every alarm counts whole)."""
+    mixed = sum(e.label == background for e in events)
+    if not mixed or confusers_per_hour <= 0:
+        return 1.0
+    return min(1.0, confusers_per_hour * hours / mixed)
 
 
 def false_alarms_and_hits(part: PartScores, threshold: float, priority: str) -> tuple[int, int]:
@@ -92,33 +111,74 @@ def false_alarms_and_hits(part: PartScores, threshold: float, priority: str) -> 
 
 def false_alarms_and_found(part: PartScores, threshold: float, priority: str) -> tuple[int, set[int]]:
     """(false alarms, the indices among the part's priority-class events of those found)."""
+    alarms, found = _alarms(part, threshold, priority)
+    return len(alarms), found
+
+
+def weighted_false_alarms(part: PartScores, threshold: float, priority: str, background: str) -> float:
+    """The part's false alarms, each on a mixed-in confuser counted at the part's confuser weight."""
+    confusers = [e for e in part.events if e.label == background]
+    return sum(part.confuser_weight if any(_overlaps(start, end, c) for c in confusers) else 1.0
+               for start, end in _alarms(part, threshold, priority)[0])
+
+
+def _alarms(part: PartScores, threshold: float, priority: str) -> tuple[list[tuple[float, float]], set[int]]:
+    """(the false alarms' spans, the indices among the part's priority-class events of those found)."""
     shots = [e for e in part.events if e.label == priority]
     above = np.flatnonzero(part.scores >= threshold)
     runs = np.split(above, np.flatnonzero(np.diff(above) > 2) + 1) if len(above) else []
     found: set[int] = set()
-    false_alarms = 0
+    alarms = []
     for run in runs:
         start, end = run[0] * PATCH_HOP_SECONDS, run[-1] * PATCH_HOP_SECONDS + PATCH_SECONDS
-        hits = [i for i, s in enumerate(shots) if start < s.end_s + COLLAR_S and end > s.start_s - COLLAR_S]
+        hits = [i for i, s in enumerate(shots) if _overlaps(start, end, s)]
         found.update(hits)
-        false_alarms += not hits
-    return false_alarms, found
+        if not hits:
+            alarms.append((start, end))
+    return alarms, found
 
 
-def calibrated_threshold(parts: list[PartScores], budget_per_hour: float, priority: str) -> float:
-    """The lowest threshold at which the parts raise <= budget false alarms per hour."""
+def _overlaps(start: float, end: float, event: PlacedEvent) -> bool:
+    return start < event.end_s + COLLAR_S and end > event.start_s - COLLAR_S
+
+
+def calibrated_threshold(parts: list[PartScores], budget_per_hour: float, priority: str,
+                         background: str = "") -> tuple[float, str]:
+    """The lowest threshold at which the parts raise <= budget false alarms per hour (confusers
+    weighted); from the fitted tail of their non-shot patches where too few hours; and how."""
     hours = sum(p.hours for p in parts)
+    if hours * budget_per_hour < MIN_ALARMS_OBSERVED:
+        return _tail_threshold(parts, budget_per_hour, priority, background), (
+            f"fitted tail ({hours:.2f} h out of fold: too few to observe {MIN_ALARMS_OBSERVED} alarms at the budget)")
     candidates = np.unique(np.concatenate([np.quantile(p.scores, np.linspace(0.9, 1.0, 401)) for p in parts]))
     for threshold in candidates:
-        if sum(false_alarms_and_hits(p, float(threshold), priority)[0] for p in parts) / hours <= budget_per_hour:
-            return float(threshold)
-    return float(candidates[-1]) + 1e-3
+        if sum(weighted_false_alarms(p, float(threshold), priority, background) for p in parts) / hours \
+                <= budget_per_hour:
+            return float(threshold), "counted"
+    return float(candidates[-1]) + 1e-3, "counted (above every score)"
+
+
+def _tail_threshold(parts: list[PartScores], budget_per_hour: float, priority: str, background: str) -> float:
+    """The fitted tail of every patch away from a shot, a confuser's patches at its weight."""
+    histogram = np.zeros(BINS)
+    for part in parts:
+        starts = np.arange(len(part.scores)) * PATCH_HOP_SECONDS
+        weights = np.ones(len(part.scores))
+        for event in part.events:
+            near = (starts < event.end_s + COLLAR_S) & (starts + PATCH_SECONDS > event.start_s - COLLAR_S)
+            if event.label == priority:
+                weights[near] = 0.0
+            elif event.label == background:
+                weights[near] = np.minimum(weights[near], part.confuser_weight)
+        histogram += weighted_histogram(part.scores, weights)
+    return tail_threshold(histogram, sum(p.hours for p in parts), budget_per_hour)
 
 
 def train_event_detector(clips: list[LabeledAudio], embed: Callable[[np.ndarray], np.ndarray], head: AudiosetHead,
                          classes: list[str], background: str, priority: str, budget_per_hour: float,
                          seed: int = 0, progress: Callable[[str], None] = lambda what: None,
-                         priority_copies: int = PRIORITY_COPIES, cover_background: bool = True) -> EventDetector:
+                         priority_copies: int = PRIORITY_COPIES, cover_background: bool = True,
+                         confusers_per_hour: float = CONFUSERS_PER_HOUR) -> EventDetector:
     """Soundscapes in PARTS parts from disjoint source recordings, a threshold out of fold,
     then the detector fitted on every part."""
     rng = np.random.default_rng(seed)
@@ -141,6 +201,7 @@ def train_event_detector(clips: list[LabeledAudio], embed: Callable[[np.ndarray]
         scape = build_soundscape(backgrounds, events, seconds, rng)
         parts.append((scape, patch_features(embed(scape.waveform), onset_features(scape.waveform), head)))
     labels = [patch_labels(s.events, len(f), classes, background) for s, f in parts]
+    weights = [confuser_weight(scape.events, scape.hours, background, confusers_per_hour) for scape, _ in parts]
 
     def fit_on(indices: list[int]) -> LogisticFit:
         x = np.concatenate([parts[i][1] for i in indices])
@@ -154,13 +215,16 @@ def train_event_detector(clips: list[LabeledAudio], embed: Callable[[np.ndarray]
         twin = EventDetector(fit_on([i for i in range(PARTS) if i != k]), classes, background, priority, 0.0, {})
         margins = twin.margins(parts[k][1])
         out_of_fold.append(PartScores(parts[k][0].events, parts[k][0].hours,
-                                      margins[:, classes.index(priority)] if priority_in else margins.max(axis=1)))
-    trained = operating_point(out_of_fold, budget_per_hour, priority, priority_in)
-    yamnet = operating_point([PartScores(scape.events, scape.hours, features[:, YAMNET_GUNSHOT])
-                              for scape, features in parts], budget_per_hour, priority, priority_in)
+                                      margins[:, classes.index(priority)] if priority_in else margins.max(axis=1),
+                                      weights[k]))
+    trained = operating_point(out_of_fold, budget_per_hour, priority, priority_in, background)
+    yamnet = operating_point([PartScores(scape.events, scape.hours, features[:, YAMNET_GUNSHOT], weight)
+                              for (scape, features), weight in zip(parts, weights, strict=True)],
+                             budget_per_hour, priority, priority_in, background)
     scorer, why = choose_priority_scorer(trained, yamnet, priority)
     point = trained if scorer == TRAINED_SCORER else yamnet
     figures = {"budget_false_alarms_per_hour": budget_per_hour, **point, "parts": PARTS,
+               "confusers_per_hour": confusers_per_hour, "confuser_weights": [round(w, 4) for w in weights],
                "source_recordings": len(groups), "priority_scorer": scorer, "priority_scorer_reason": why,
                "out_of_fold_by_scorer": {TRAINED_SCORER: trained, YAMNET_SCORER: yamnet}}
     progress("event detector: the shipped fit (every part)")
@@ -169,15 +233,18 @@ def train_event_detector(clips: list[LabeledAudio], embed: Callable[[np.ndarray]
 
 
 def operating_point(parts: list[PartScores], budget_per_hour: float, priority: str,
-                    calibrate: bool = True) -> dict[str, Any]:
+                    calibrate: bool = True, background: str = "") -> dict[str, Any]:
     """The calibrated threshold for the budget and what the parts show there."""
-    threshold = calibrated_threshold(parts, budget_per_hour, priority) if calibrate else 0.0
+    threshold, how = calibrated_threshold(parts, budget_per_hour, priority, background) if calibrate \
+        else (0.0, "none: no priority class")
     hours = sum(p.hours for p in parts)
     counted = [false_alarms_and_hits(p, threshold, priority) for p in parts]
+    weighted = sum(weighted_false_alarms(p, threshold, priority, background) for p in parts)
     shots = sum(1 for p in parts for e in p.events if e.label == priority)
     found = sum(hits for _, hits in counted)
-    return {"threshold": threshold, "out_of_fold_hours": round(hours, 4),
+    return {"threshold": threshold, "calibration": how, "out_of_fold_hours": round(hours, 4),
             "out_of_fold_false_alarms_per_hour": round(sum(fa for fa, _ in counted) / hours, 3) if hours else None,
+            "out_of_fold_false_alarms_per_hour_confusers_weighted": round(weighted / hours, 3) if hours else None,
             "out_of_fold_recall": round(found / shots, 4) if shots else None, "out_of_fold_events": shots}
 
 

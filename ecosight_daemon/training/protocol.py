@@ -73,6 +73,7 @@ class DetectorJob:
     yamnet_sha256: str
     embedding_model_id: str  # the snapshot's: the detector's YAMNet must be the same
     incumbent_dir: str = ""  # the current version's folder, for the gate's side-by-side ("": none)
+    confusers_per_hour: float = 25.0  # [detection] confusers_per_hour
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,11 @@ import soundfile
 
 from ecosight_daemon.artifacts.event_detector import YAMNET_SCORER, EventDetector
 from ecosight_daemon.artifacts.linear_head import LogisticFit
+from ecosight_daemon.artifacts.score_tail import margin_histogram, tail_threshold
 from ecosight_daemon.detection.chunk_front_end import ChunkFrontEnd
 from ecosight_daemon.detection.events import merge_windows
 from ecosight_daemon.detection.patch_scorer import PatchScorer
-from ecosight_daemon.detection.site_background import SiteBackground, margin_histogram, tail_threshold
+from ecosight_daemon.detection.site_background import SiteBackground
 from ecosight_daemon.embedding.frontend import PATCH_HOP_SECONDS
 from ecosight_daemon.store.database import Database
 

@@ -14,7 +14,13 @@ from ecosight_daemon.artifacts.linear_head import LogisticFit
 from ecosight_daemon.artifacts.split_rule import Split
 from ecosight_daemon.training.dataset import Sample
 from ecosight_daemon.training.detector_training import ClipBudget, read_clips
-from ecosight_daemon.training.event_detector import PartScores, choose_priority_scorer, operating_point
+from ecosight_daemon.training.event_detector import (
+    PartScores,
+    choose_priority_scorer,
+    confuser_weight,
+    operating_point,
+    weighted_false_alarms,
+)
 from ecosight_daemon.training.event_mixing import PlacedEvent
 from ecosight_daemon.util.digest import sha256_of_bytes
 
@@ -74,13 +80,41 @@ def test_the_operating_point_is_the_lowest_threshold_within_the_budget() -> None
              PlacedEvent("gun_shot", 40 * hop, 40 * hop + 1.0, 40 * hop + 0.2, 5.0, False, "b")]
     scores = np.random.default_rng(2).normal(-3.0, 0.3, 100).astype(np.float32)  # quiet background
     scores[10], scores[40], scores[70] = 3.0, 1.0, 2.0  # the second shot ranks below a thunder clap
-    part = PartScores(shots, hours=1.0, scores=scores)
-    strict = operating_point([part], 0.0, "gun_shot")
-    assert strict["threshold"] > 2.0 and strict["out_of_fold_recall"] == 0.5
-    assert strict["out_of_fold_false_alarms_per_hour"] == 0.0
-    loose = operating_point([part], 1.0, "gun_shot")
-    assert loose["threshold"] <= 1.0 and loose["out_of_fold_recall"] == 1.0
-    assert loose["out_of_fold_false_alarms_per_hour"] == 1.0
+    part = PartScores(shots, hours=3.0, scores=scores)  # enough hours to count 3 alarms at 1 an hour
+    point = operating_point([part], 1.0, "gun_shot")
+    assert point["calibration"] == "counted"
+    assert point["threshold"] <= 1.0 and point["out_of_fold_recall"] == 1.0
+    assert point["out_of_fold_false_alarms_per_hour"] <= 1.0
+    few = operating_point([PartScores(shots, hours=1.0, scores=scores)], 1.0, "gun_shot")
+    assert few["calibration"].startswith("fitted tail")  # one hour cannot show 3 alarms at 1 an hour
+
+
+def test_an_alarm_on_a_confuser_counts_as_the_share_of_them_a_field_hour_holds() -> None:
+    hop = 0.48
+    thunder = [PlacedEvent("clips", k * hop, k * hop + 1.0, k * hop + 0.2, 5.0, False, f"t{k}") for k in (20, 60)]
+    assert confuser_weight(thunder, hours=0.01, background="clips", confusers_per_hour=25.0) == pytest.approx(0.125)
+    assert confuser_weight(thunder, hours=1.0, background="clips", confusers_per_hour=25.0) == 1.0  # not denser
+    assert confuser_weight(thunder, hours=0.01, background="clips", confusers_per_hour=0.0) == 1.0
+    scores = np.full(100, -3.0, np.float32)
+    scores[20], scores[80] = 2.0, 2.0  # one alarm on thunder, one on plain background
+    part = PartScores(thunder, hours=0.01, scores=scores, confuser_weight=0.125)
+    assert weighted_false_alarms(part, 1.0, "gun_shot", "clips") == pytest.approx(1.125)
+
+
+def test_too_few_hours_are_calibrated_on_the_fitted_tail_not_above_the_loudest_patch() -> None:
+    rng = np.random.default_rng(5)
+    hop = 0.48
+    scores = rng.gumbel(-8.0, 1.0, 3750).astype(np.float32)  # half an hour of background, an exponential tail
+    shots = [PlacedEvent("gun_shot", k * hop, k * hop + 1.0, k * hop + 0.2, 5.0, False, f"s{k}")
+             for k in range(100, 3700, 400)]
+    for shot in shots:
+        scores[round(shot.start_s / hop)] = 6.0
+    point = operating_point([PartScores(shots, hours=0.5, scores=scores)], 1.0, "gun_shot")
+    assert point["calibration"].startswith("fitted tail")
+    # Background crosses -8 + ln(7500) = 0.92 once an hour; "above the loudest" would sit wherever the
+    # loudest of these 3,750 patches happened to be.
+    assert abs(point["threshold"] - (-8.0 + np.log(7500))) < 1.0, point
+    assert point["out_of_fold_recall"] == 1.0
 
 
 def _sample(root: Path, path: str, label: str, group: str) -> Sample:
