@@ -135,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
         action.add_argument("--json", action="store_true", help="print JSON")
     review.set_defaults(handler=cmd_review)
 
+    sites = commands.add_parser("sites", help="what each recorder's analysed audio raised its thresholds by (for a "
+                                "device port: --json)")
+    sites.add_argument("--json", action="store_true", help="the offsets as JSON, beside the version's device files")
+    sites.set_defaults(handler=cmd_sites)
     history = commands.add_parser("history", help="list every retraining attempt")
     history.add_argument("--json", action="store_true", help="print retraining_log.json's entries")
     history.set_defaults(handler=cmd_history)
@@ -319,6 +323,21 @@ def cmd_predict(settings: Settings, args: argparse.Namespace) -> int:
                 top = result["probabilities"][result["label"]]
                 print(f"{result['file']}: {result['label']} ({top:.3f}, model {result['model_version']})")
     return EXIT_OK if all("error" not in r for r in results) else EXIT_FAILURE
+
+
+def cmd_sites(settings: Settings, args: argparse.Namespace) -> int:
+    from ecosight_daemon.detection.site_export import site_offsets_for_devices
+
+    table = site_offsets_for_devices(settings, open_store(settings))
+    if args.json:
+        print(json.dumps(table, indent=2))
+        return EXIT_OK
+    print(f"model {table['model_version']}: {table['note']}")
+    for site in table["sites"]:
+        raised = {c: o for c, o in site["margin_offsets"].items() if o > 0} or "nothing"
+        state = "applies" if site["applies"] else f"not yet ({table['min_hours']:g} h needed)"
+        print(f"{site['recorder']}: {site['hours_learned']:.2f} h learned, {state}; raised: {raised}")
+    return EXIT_OK
 
 
 def cmd_history(settings: Settings, args: argparse.Namespace) -> int:

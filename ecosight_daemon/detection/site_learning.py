@@ -1,7 +1,7 @@
 """Site learning in the daemon: before a recording is scored, its recorder's other analysed
 recordings (under the same version) say how far each class's threshold is raised there;
 after, its own margins join them. A site with less than `min_hours` learned is scored
-as any other."""
+as any other. `site_offsets` is the same for every recorder at once, for a device port."""
 
 from __future__ import annotations
 
@@ -55,3 +55,19 @@ class SiteLearning:
         return {"enabled": self.enabled, "min_hours": self._min_hours,
                 "sites": [{"recorder": recorder, "hours_learned": round(h, 3), "applies": h >= self._min_hours,
                            "thresholds_raised": self._raised.get(recorder, {})} for recorder, h in hours.items()]}
+
+
+def site_offsets(ledger: SiteScoreLedger, version: str, classes: list[str], base_thresholds: np.ndarray,
+                 min_hours: float, budget_per_hour: float) -> list[dict[str, Any]]:
+    """Per recorder, what every analysed recording of it says under `version`: the hours learned
+    and, once they reach `min_hours`, each class's offset (subtracted from its margin before
+    the label rule, as the daemon scores that recorder's next recording)."""
+    sites = []
+    for recorder, hours in ledger.hours_by_recorder(version).items():
+        histogram, seconds = ledger.pooled(recorder, version, excluding="")
+        applies = histogram is not None and histogram.shape[0] == len(classes) and hours >= min_hours
+        offsets = SiteBackground(histogram, seconds).offsets(base_thresholds, budget_per_hour) \
+            if applies and histogram is not None else np.zeros(len(classes))
+        sites.append({"recorder": recorder, "hours_learned": round(hours, 3), "applies": bool(applies),
+                      "margin_offsets": {c: round(float(o), 4) for c, o in zip(classes, offsets, strict=True)}})
+    return sites

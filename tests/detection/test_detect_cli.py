@@ -182,6 +182,52 @@ def test_the_current_model_runs_in_numpy_exactly_as_its_keras_file(trained: tupl
     np.testing.assert_allclose(model.probabilities(features), predict_probabilities(keras_model, features), atol=1e-5)
 
 
+def test_sites_gives_a_device_port_each_recorders_offsets_that_quiet_its_recurring_sound(
+        trained: tuple[Path, Path]) -> None:
+    """What the daemon learned per recorder, exported for a device: a recorder whose own audio
+    holds a recurring gun-shot-like sound gets the offset that keeps it within the budget."""
+    import numpy as np
+
+    from ecosight_daemon.artifacts.event_detector import EventDetector
+    from ecosight_daemon.artifacts.score_tail import margin_histogram
+    from ecosight_daemon.config_file import load_settings
+    from ecosight_daemon.store.database import Database
+
+    root, _ = trained
+    settings = load_settings(root / "config.toml")
+    version = json.loads((root / "models" / "model_metadata.json").read_text())["version"]
+    detector = EventDetector.load(root / "models" / "versions" / version / "event_detector.npz")
+    gun = detector.classes.index("gun_shot")
+    rng = np.random.default_rng(5)
+    store = Database.open(settings.cache_path, settings.embedding.storage_dtype)
+    bangs: list[np.ndarray] = []
+    for path, hours in (("AM07/AM07_20260501_060000.WAV", 1.0), ("AM07/AM07_20260501_070000.WAV", 1.0),
+                        ("AM08/AM08_20260501_060000.WAV", 0.5)):
+        margins = rng.gumbel(-9.0, 0.8, size=(round(hours * 7500), len(detector.classes)))
+        if path.startswith("AM07"):  # a generator's knock 200 times an hour, well above the gun-shot threshold
+            margins[:200, gun] = bang = rng.normal(detector.threshold + 3.0, 0.5, 200)
+            bangs.append(bang)
+        store.recordings.note(path, 1, 1)
+        store.recordings.started(path, path, None, "none", None)
+        store.recordings.done_from_cache(path, hours * 3600, None)
+        store.sites.record(path, path, path[:4], version, hours * 3600, margin_histogram(margins))
+    store.close()
+
+    result = run_cli(root, "sites", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = json.loads(result.stdout)
+    assert table["model_version"] == version and table["classes"] == detector.classes
+    sites = {s["recorder"]: s for s in table["sites"]}
+    assert sites["AM08"]["applies"] is False and set(sites["AM08"]["margin_offsets"].values()) == {0.0}
+    assert sites["AM07"]["applies"] is True and sites["AM07"]["hours_learned"] == 2.0
+    offset = sites["AM07"]["margin_offsets"]["gun_shot"]
+    knocks = np.concatenate(bangs)
+    assert np.sum(knocks >= detector.threshold) == len(knocks)  # every knock alarmed before
+    assert np.sum(knocks - offset >= detector.threshold) / 2.0 <= table["budget_false_alarms_per_hour"] * 1.5
+    human = run_cli(root, "sites")
+    assert human.returncode == 0 and "AM07: 2.00 h learned, applies" in human.stdout, human.stdout + human.stderr
+
+
 def test_a_version_without_an_event_detector_runs_the_clip_model_over_windows(trained: tuple[Path, Path]) -> None:
     """The fallback (and the benchmark's floor): last in this module, it removes the detector."""
     root, recording = trained
