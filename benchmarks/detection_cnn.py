@@ -1,0 +1,245 @@
+"""Does a small CNN on log-mel patches rank gun shots better than YAMNet out of the box?
+Issue #32's last untried ranker, run by hand (not part of `make bench`; about 35 minutes
+for one seed on 2 cores, most of it the full-size CNN): `.venv/bin/python -m benchmarks.detection_cnn 7`.
+
+The same folds and 1 h test soundscapes as `benchmarks/detection_rankers.py` (its cache
+holds their YAMNet logits; the test waveform is rebuilt from the same seed). The CNN never
+hears a test fold's sources: it learns from soundscapes of the other folds' sources with
+each shot mixed in several times and the confusers twice, all labelled "not a shot". Its
+input is the log-mel patch YAMNet reads, less each band's median over the last ~30 s, so a
+site's level and colour do not matter, only what stands out of it. Rows: YAMNet's "Gunshot,
+gunfire" logit, the CNN alone, and the CNN's log-odds added to YAMNet's (a second opinion
+on the network's own prior), for the full patch (96 x 64) and for it averaged in 2 x 2 and
+4 x 4 blocks (what a cache could hold per patch). Best recall at <= 1 and <= 5 false alarms
+per hour, the threshold chosen after the fact (flatters every row alike); min / median / max
+over folds. One CNN initialisation per fold: its own spread is part of the folds' spread.
+
+`detection_cnn SEED calibrated [RANKER]` is what a retrain would ship: the CNN trained on the
+fold's three calibration parts two at a time, YAMNet + CNN scored out of fold on the third and
+the threshold calibrated there for 1 false alarm an hour as training/event_detector.py does,
+then the CNN trained on all three parts and run on the test hour at that threshold; beside
+YAMNet's own score calibrated the same way (what ships today). About 30 minutes for 2 x 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+from scipy.ndimage import median_filter
+
+from benchmarks.detection_rankers import (
+    CACHE,
+    FOLDS,
+    TEST_SECONDS,
+    Source,
+    best_recalls,
+    gun_labels,
+    load,
+    sources,
+)
+from ecosight_daemon.embedding.frontend import log_mel_in_blocks, pad_to_whole_patches, patches_from_frames
+from ecosight_daemon.training.event_detector import (
+    CONFUSERS_PER_HOUR,
+    PartScores,
+    calibrated_threshold,
+    confuser_weight,
+    false_alarms_and_found,
+)
+from ecosight_daemon.training.event_mixing import Soundscape, build_soundscape
+
+SHOT_COPIES = 4
+CONFUSER_COPIES = 2
+TRAINING_SCAPES = 2
+EPOCHS = 8
+RANKERS = ("cnn_pooled_24x16", "cnn_pooled_48x32", "cnn_log_mel")
+BAND_CONTEXT_FRAMES = 3000  # ~30 s of 10 ms frames: each band's background level
+
+
+def normalized_patches(waveform: np.ndarray) -> np.ndarray:
+    """(N, 96, 64) float16: log-mel patches less each band's running median."""
+    frames = log_mel_in_blocks(pad_to_whole_patches(waveform))
+    coarse = median_filter(frames[::10], size=(BAND_CONTEXT_FRAMES // 10 + 1, 1), mode="nearest")
+    frames = frames - np.repeat(coarse, 10, axis=0)[:len(frames)]
+    return patches_from_frames(frames).astype(np.float16)
+
+
+def training_scape(chosen: list[Source], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    backgrounds = [s.waveform for s in chosen if s.label == "clips"]
+    copies = {"gun_shot": SHOT_COPIES, "confuser": CONFUSER_COPIES}
+    events = [(s.label, s.group, s.waveform) for s in chosen if s.label != "clips"
+              for _ in range(copies.get(s.label, 1))]
+    scape = build_soundscape(backgrounds, events, 8.0 * len(events) + 7, rng)
+    patches = normalized_patches(scape.waveform)
+    return patches, gun_labels(scape.events, len(patches))
+
+
+def test_soundscape(fold_sources: list[Source], rng: np.random.Generator) -> Soundscape:
+    """The fold's test hour exactly as detection_rankers built it (same sources, same draws)."""
+    backgrounds = [s.waveform for s in fold_sources if s.label == "clips"]
+    events = [(s.label, s.group, s.waveform) for s in fold_sources if s.label != "clips"
+              for _ in range(2 if s.label == "gun_shot" else 1)]
+    return build_soundscape(backgrounds, events, TEST_SECONDS, rng)
+
+
+def pooled(patches: np.ndarray, size: int = 4) -> np.ndarray:
+    """(N, 96 / size, 64 / size): each patch's mean over size x size blocks of frames and bands."""
+    blocks = patches.reshape(len(patches), 96 // size, size, 64 // size, size).astype(np.float32)
+    return blocks.mean(axis=(2, 4)).astype(np.float16)
+
+
+def cnn(seed: int, shape: tuple[int, int] = (96, 64)):  # type: ignore[no-untyped-def]
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    layers = keras.layers
+    inputs = keras.Input((*shape, 1))
+    x = inputs
+    for width in (16, 32, 48)[:3 if shape[0] > 48 else 2]:
+        x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.MaxPooling2D(2)(x)
+    x = layers.Conv2D(64, 3, padding="same", activation="relu")(x)
+    x = layers.GlobalMaxPooling2D()(x)
+    x = layers.Dropout(0.3)(x)
+    model = keras.Model(inputs, layers.Dense(1)(x))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    return model
+
+
+def rank_fold(seed: int, fold: int, all_sources: list[Source], fold_of: dict[str, int],
+              rankers: tuple[str, ...]) -> dict[str, tuple]:
+    cached = load(CACHE / f"s{seed}_f{fold}")[0]
+    rng = np.random.default_rng(seed * 100 + fold)
+    rebuilt = test_soundscape([s for s in all_sources if fold_of[s.group] == fold], rng)
+    if rebuilt.events != cached.events:
+        raise RuntimeError(f"fold {fold}: the rebuilt test hour is not the cached one (sources changed?)")
+    test = normalized_patches(rebuilt.waveform)
+    train = [s for s in all_sources if fold_of[s.group] != fold]
+    made = [training_scape(train, np.random.default_rng(seed * 1000 + fold * 10 + k)) for k in range(TRAINING_SCAPES)]
+    x = np.concatenate([m[0] for m in made])
+    y = np.concatenate([m[1] for m in made])
+    x, y = x[y >= 0], y[y >= 0].astype(np.float32)
+    positives = float(y.sum())
+    weights = {0: 1.0, 1: (len(y) - positives) / positives / 4}
+    yamnet = cached.logits[:, 421]
+    rows = {"yamnet_gunshot": best_recalls(cached.events, cached.hours, yamnet)}
+    for name, shape, view in (("cnn_pooled_24x16", (24, 16), pooled),
+                              ("cnn_pooled_48x32", (48, 32), lambda p: pooled(p, 2)),
+                              ("cnn_log_mel", (96, 64), lambda p: p)):
+        if name not in rankers:
+            continue
+        started = time.monotonic()
+        model = cnn(seed, shape)
+        model.fit(view(x)[..., None].astype(np.float32), y, batch_size=64, epochs=EPOCHS, verbose=0,
+                  class_weight=weights)
+        scores = model.predict(view(test)[..., None].astype(np.float32), batch_size=256, verbose=0)[:, 0]
+        rows[name] = best_recalls(cached.events, cached.hours, scores)
+        rows[f"yamnet_plus_{name}"] = best_recalls(cached.events, cached.hours, yamnet + scores)
+        print(f"  fold {fold} {name}: {len(y)} training patches, {positives:.0f} shot patches, "
+              f"{time.monotonic() - started:.0f} s", flush=True)
+    return rows
+
+
+def calibrated_fold(seed: int, fold: int, all_sources: list[Source], fold_of: dict[str, int],
+                    view: Callable[[np.ndarray], np.ndarray], shape: tuple[int, int]) -> dict[str, float]:
+    """What a retrain would ship: the CNN trained on the fold's three training parts two at a
+    time, YAMNet + CNN scored out of fold on the third, the threshold calibrated there for 1
+    false alarm an hour (training/event_detector.py's calibration), then the CNN trained on all
+    three and run on the test hour at that threshold; beside YAMNet's score calibrated the same way."""
+    cached = load(CACHE / f"s{seed}_f{fold}")
+    rng = np.random.default_rng(seed * 100 + fold)
+    test = test_soundscape([s for s in all_sources if fold_of[s.group] == fold], rng)
+    train = [s for s in all_sources if fold_of[s.group] != fold]
+    train_groups = sorted({s.group for s in train})
+    rng.shuffle(train_groups)
+    waves, augmented = [], []
+    for k in range(3):
+        chosen = [s for s in train if s.group in set(train_groups[k::3])]
+        events = [(s.label, s.group, s.waveform) for s in chosen if s.label != "clips"]
+        part = build_soundscape([s.waveform for s in chosen if s.label == "clips"], events,
+                                max(60.0, 8.0 * len(events) + 7), rng)
+        if part.events != cached[k + 1].events:
+            raise RuntimeError(f"fold {fold} part {k}: not the cached part")
+        waves.append(part.waveform)
+        augmented.append(training_scape(chosen, np.random.default_rng(seed * 1000 + fold * 10 + k)))
+
+    def fit(indices: list[int]):  # type: ignore[no-untyped-def]
+        x = np.concatenate([augmented[i][0] for i in indices])
+        y = np.concatenate([augmented[i][1] for i in indices])
+        x, y = x[y >= 0], y[y >= 0].astype(np.float32)
+        model = cnn(seed, shape)
+        model.fit(view(x)[..., None].astype(np.float32), y, batch_size=64, epochs=EPOCHS, verbose=0,
+                  class_weight={0: 1.0, 1: (len(y) - y.sum()) / y.sum() / 4})
+        return lambda patches: model.predict(view(patches)[..., None].astype(np.float32), batch_size=256,
+                                             verbose=0)[:, 0]
+
+    def parts_of(extra: list[np.ndarray | float]) -> list[PartScores]:
+        return [PartScores(c.events, c.hours, c.logits[:, 421] + e,
+                           confuser_weight(c.events, c.hours, "confuser", CONFUSERS_PER_HOUR))
+                for c, e in zip(cached[1:], extra, strict=True)]
+
+    out_of_fold = [fit([j for j in range(3) if j != k])(normalized_patches(waves[k])) for k in range(3)]
+    both, _ = calibrated_threshold(parts_of(out_of_fold), 1.0, "gun_shot", "confuser")
+    alone, _ = calibrated_threshold(parts_of([0.0, 0.0, 0.0]), 1.0, "gun_shot", "confuser")
+    yamnet = cached[0].logits[:, 421]
+    combined = yamnet + fit([0, 1, 2])(normalized_patches(test.waveform))
+    row: dict[str, float] = {}
+    for name, scores, threshold in (("yamnet", yamnet, alone), ("yamnet_plus_cnn", combined, both)):
+        scored = PartScores(cached[0].events, cached[0].hours, scores)
+        false_alarms, found = false_alarms_and_found(scored, threshold, "gun_shot")
+        shots = sum(e.label == "gun_shot" for e in cached[0].events)
+        row |= {f"{name}_recall_at_default": len(found) / shots,
+                f"{name}_false_alarms_per_hour": false_alarms / cached[0].hours,
+                f"{name}_best_recall_at_1": best_recalls(cached[0].events, cached[0].hours, scores)[0],
+                f"{name}_best_recall_at_5": best_recalls(cached[0].events, cached[0].hours, scores)[1]}
+    return row
+
+
+def main_calibrated(seed: int, ranker: str) -> None:
+    started = time.monotonic()
+    shape, view = {"cnn_pooled_24x16": ((24, 16), pooled), "cnn_pooled_48x32": ((48, 32), lambda p: pooled(p, 2)),
+                   "cnn_log_mel": ((96, 64), lambda p: p)}[ranker]
+    all_sources = sources()
+    groups = sorted({s.group for s in all_sources})
+    fold_of = {g: i % FOLDS for i, g in enumerate(np.random.default_rng(seed).permutation(groups))}
+    rows = []
+    for fold in range(FOLDS):
+        rows.append(calibrated_fold(seed, fold, all_sources, fold_of, view, shape))
+        print(f"s{seed}_f{fold}", {k: round(v, 2) for k, v in rows[-1].items()}, flush=True)
+    print(f"\n{ranker}, calibrated as a retrain would: {len(rows)} folds x 1 h, {time.monotonic() - started:.0f} s")
+    print("| figure | min / median / max |\n| --- | --- |")
+    for key in rows[0]:
+        values = [r[key] for r in rows]
+        print(f"| {key} | " + " / ".join(f"{f(values):.2f}" for f in (np.min, np.median, np.max)) + " |")
+
+
+def main(seed: int, rankers: tuple[str, ...]) -> None:
+    started = time.monotonic()
+    all_sources = sources()
+    groups = sorted({s.group for s in all_sources})
+    fold_of = {g: i % FOLDS for i, g in enumerate(np.random.default_rng(seed).permutation(groups))}
+    if not all((CACHE / f"s{seed}_f{f}.json").exists() for f in range(FOLDS)):
+        raise SystemExit(f"run `python -m benchmarks.detection_rankers {seed}` first (it caches the folds)")
+    results = {}
+    for fold in range(FOLDS):
+        results[fold] = rank_fold(seed, fold, all_sources, fold_of, rankers)
+        print(f"s{seed}_f{fold}", {k: f"{a:.2f}/{b:.2f}" for k, (a, b) in results[fold].items()}, flush=True)
+    print(f"\n{len(results)} folds x 1 h, {time.monotonic() - started:.0f} s")
+    print("| ranker | best recall <= 1 FA/h (min / median / max) | <= 5 FA/h |\n| --- | --- | --- |")
+    for name in results[0]:
+        spread = [" / ".join(f"{f(v):.2f}" for f in (np.min, np.median, np.max))
+                  for v in ([r[name][i] for r in results.values()] for i in (0, 1))]
+        print(f"| {name} | {spread[0]} | {spread[1]} |")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if len(sys.argv) > 2 and sys.argv[2] == "calibrated":
+        main_calibrated(int(sys.argv[1]), sys.argv[3] if len(sys.argv) > 3 else "cnn_pooled_24x16")
+    else:
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else 7, tuple(sys.argv[2:]) or RANKERS)
