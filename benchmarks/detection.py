@@ -21,10 +21,12 @@ Rows:
   score and the max over the gun family (explosion .. cap gun) per patch. They have no
   operating point of their own: only the best recall after the fact is given (the threshold
   chosen on the test hour itself, which flatters them, as it flatters every "best" column).
-- detector: what a retrain ships (training/event_detector.py): the fitted per-patch model or
-  YAMNet's gun-shot score, whichever ranked shots better out of fold on the training
-  soundscapes, at the threshold calibrated there for 1 false alarm per hour.
-- detector_trained_scorer: the same retrain's fitted scorer forced, for comparison.
+- detector: what a retrain ships (training/event_detector.py): the fitted per-patch model,
+  YAMNet's gun-shot score, or that score plus the shot CNN's log-odds, whichever ranked shots
+  best out of fold on the training soundscapes, at the threshold calibrated there for 1 false
+  alarm per hour.
+- detector_trained_scorer, detector_yamnet_plus_cnn: the same retrain's fitted scorer, and
+  its YAMNet + CNN scorer, forced, for comparison.
 - detector_trained_parts_by_events: the fitted scorer of a retrain whose calibration
   soundscapes are sized by their events only (8 s each), not by all their background
   (what retrains did before #32), for comparison.
@@ -53,17 +55,19 @@ from benchmarks.common import SHARED, Figure, dev_corpus, save_report, yamnet_ha
 from ecosight_daemon.artifacts.event_detector import (
     TRAINED_SCORER,
     YAMNET_GUNSHOT,
+    YAMNET_PLUS_CNN_SCORER,
     onset_features,
     patch_features,
 )
 from ecosight_daemon.artifacts.score_tail import margin_histogram
+from ecosight_daemon.artifacts.shot_spectrogram import spectrogram_inputs
 from ecosight_daemon.audio import decode_audio
 from ecosight_daemon.detection.events import merge_windows
 from ecosight_daemon.detection.site_background import SiteBackground
 from ecosight_daemon.embedding.frontend import PATCH_HOP_SECONDS, PATCH_SECONDS
 from ecosight_daemon.embedding.onnx_runtime import OnnxEmbedder
 from ecosight_daemon.pooling import AudiosetHead, pool_clips
-from ecosight_daemon.training.detector_training import is_confuser
+from ecosight_daemon.training.detector_training import cnn_fitter, is_confuser
 from ecosight_daemon.training.event_detector import LabeledAudio, train_event_detector
 from ecosight_daemon.training.event_mixing import PlacedEvent, Soundscape, build_soundscape
 from ecosight_daemon.training.logistic_head import fit_logistic
@@ -79,6 +83,7 @@ GUN = CLASSES.index("gun_shot")
 FLOOR_WINDOW = 4
 COLLAR_S = 0.5
 BUDGET_PER_HOUR = 1.0
+SHOT_CNN_EPOCHS = 8  # config.toml's [detection] shot_cnn_epochs
 SNR_BANDS = ((0.0, 5.0), (5.0, 10.0), (10.0, 15.0))
 FELL_ON = {"confuser": "confuser", "dog_bark": "dog", "engine_idling": "engine"}
 SITE_HOURS = 2.0
@@ -191,17 +196,21 @@ class Bench:
         clips = [LabeledAudio(c.training_label, c.group, c.waveform,
                               c.training_label == "clips" and is_confuser(c.waveform)) for c in train]
         detector = train_event_detector(clips, self.embedder.embed, self.head, CLASSES, "clips", "gun_shot",
-                                        BUDGET_PER_HOUR, seed=seed)
+                                        BUDGET_PER_HOUR, seed=seed, fit_cnn=cnn_fitter(SHOT_CNN_EPOCHS), keep_cnn=True)
         before = train_event_detector(clips, self.embedder.embed, self.head, CLASSES, "clips", "gun_shot",
                                       BUDGET_PER_HOUR, seed=seed, cover_background=False)
         scape, patches, onsets = test
-        features = patch_features(patches, onsets, self.head)
-        shipped = detector.margins(features)[:, GUN]
+        features, spectrograms = patch_features(patches, onsets, self.head), spectrogram_inputs(scape.waveform)
+        shipped = detector.margins(features, spectrograms)[:, GUN]
         site_scape, site_patches, site_onsets = site
-        learned = SiteBackground(margin_histogram(detector.margins(patch_features(site_patches, site_onsets,
-                                                                                  self.head))), site_scape.hours * 3600)
+        learned = SiteBackground(margin_histogram(detector.margins(
+            patch_features(site_patches, site_onsets, self.head), spectrogram_inputs(site_scape.waveform))),
+            site_scape.hours * 3600)
         raised = float(learned.offsets(detector.base_thresholds(), BUDGET_PER_HOUR)[GUN])
         chosen = detector.figures["priority_scorer"]
+        detector.priority_scorer = YAMNET_PLUS_CNN_SCORER
+        with_cnn = detector.margins(features, spectrograms)[:, GUN]
+        cnn_threshold = detector.figures["out_of_fold_by_scorer"][YAMNET_PLUS_CNN_SCORER]["threshold"]
         detector.priority_scorer = before.priority_scorer = TRAINED_SCORER
         trained = detector.margins(features)[:, GUN]
         trained_threshold = detector.figures["out_of_fold_by_scorer"][TRAINED_SCORER]["threshold"]
@@ -209,6 +218,7 @@ class Bench:
         return {"detector": Scored(scape.events, scape.hours, shipped, PATCH_SECONDS, detector.threshold),
                 "detector_trained_scorer": Scored(scape.events, scape.hours, trained, PATCH_SECONDS,
                                                   trained_threshold),
+                "detector_yamnet_plus_cnn": Scored(scape.events, scape.hours, with_cnn, PATCH_SECONDS, cnn_threshold),
                 "detector_trained_parts_by_events": Scored(scape.events, scape.hours, before.margins(features)[:, GUN],
                                                            PATCH_SECONDS, before_threshold),
                 "detector_site_learning": Scored(scape.events, scape.hours, shipped, PATCH_SECONDS,
@@ -253,7 +263,7 @@ def load_clips(embedder: OnnxEmbedder) -> list[Clip]:
 
 
 ROWS = ("floor", "yamnet_gunshot", "yamnet_gun_family", "detector", "detector_site_learning",
-        "detector_trained_scorer", "detector_trained_parts_by_events")
+        "detector_trained_scorer", "detector_yamnet_plus_cnn", "detector_trained_parts_by_events")
 
 
 def run() -> list[Figure]:

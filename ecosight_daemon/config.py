@@ -195,6 +195,10 @@ class DetectionSettings:
                                         "hour holds: the calibration mixes its confusers far denser, and counts an "
                                         "alarm on one as this share of them; 0: each counts whole (most cautious)",
                                         between(0.0, 10_000.0))
+    shot_cnn_epochs: int = setting(8, "the detector's third gun-shot candidate, YAMNet's score plus a small CNN on "
+                                   "the log-mel patch, is trained this many epochs (4 fits a retrain, ~1-2 min "
+                                   "each for 250 clips on 2 cores); it ships only where it wins out of fold; 0: not "
+                                   "tried", between(0, 100))
     recordings_dir: Path = setting(Path("recordings"), "long field recordings the daemon detects in (files copied "
                                    "in, any depth; outside audio_dir); empty: off")
     incomplete_settle_s: float = setting(60.0, "a WAV holding less audio than its header says is taken only once "

@@ -182,6 +182,9 @@ def write_config(root: Path, handle: str, **overrides: str) -> None:
         # Synthetic clips teach little; floors of 0 let the first model through so the
         # tests can follow promotion. Gate quality is tested in test_retrain.py.
         "promotion": {"min_macro_f1": "0.0", "min_priority_recall": "0.0"},
+        # The shot CNN's Keras fits (~50 s a retrain on the dev corpus) where a test is about
+        # it only (tests/versions/test_retrain.py, the detect fixture); these retrain often.
+        "detection": {"shot_cnn_epochs": "0"},
     }
     for name, text in overrides.items():
         for line in text.splitlines():

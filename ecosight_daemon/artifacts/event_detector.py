@@ -19,6 +19,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy.ndimage import median_filter, uniform_filter1d
 
 from ecosight_daemon.artifacts.linear_head import LogisticFit
+from ecosight_daemon.artifacts.shot_spectrogram import ShotSpectrogramModel
 from ecosight_daemon.embedding.frontend import (
     PATCH_FRAMES,
     PATCH_HOP_FRAMES,
@@ -32,6 +33,9 @@ ONSET_CONTEXT_S = 15.0  # the background level is the median over about twice th
 YAMNET_GUNSHOT = 421  # AudioSet's "Gunshot, gunfire": its column among the 521 logits
 TRAINED_SCORER = "trained"
 YAMNET_SCORER = "yamnet_gunshot"
+YAMNET_PLUS_CNN_SCORER = "yamnet_gunshot_plus_cnn"
+SCORERS = (TRAINED_SCORER, YAMNET_SCORER, YAMNET_PLUS_CNN_SCORER)
+CNN_PREFIX = "cnn_"  # the CNN's arrays in the detector's file
 
 
 def onset_features(waveform: np.ndarray) -> np.ndarray:
@@ -68,19 +72,34 @@ class EventDetector:
     priority_class: str
     threshold: float  # on the priority class's margin
     figures: dict[str, Any]
-    priority_scorer: str = TRAINED_SCORER  # or YAMNET_SCORER: where the priority class's margin comes from
+    priority_scorer: str = TRAINED_SCORER  # one of SCORERS: where the priority class's margin comes from
+    cnn: ShotSpectrogramModel | None = None  # with YAMNET_PLUS_CNN_SCORER
 
-    def margins(self, features: np.ndarray) -> np.ndarray:
-        """(patches, classes): log p(class) - log p(any other), which does not saturate like p."""
+    @property
+    def reads_spectrograms(self) -> bool:
+        """Whether margins() needs each patch's CNN input (shot_spectrogram.spectrogram_inputs)."""
+        return self.priority_scorer == YAMNET_PLUS_CNN_SCORER
+
+    def margins(self, features: np.ndarray, spectrograms: np.ndarray | None = None) -> np.ndarray:
+        """(patches, classes): log p(class) - log p(any other), which does not saturate like p.
+        `spectrograms`: (patches, 48, 32), needed when reads_spectrograms."""
         logits = ((features - self.fit.mean) / self.fit.std) @ self.fit.kernel + self.fit.bias
         out = np.empty_like(logits)
         for c in range(logits.shape[1]):
             others = np.delete(logits, c, axis=1)
             top = others.max(axis=1, keepdims=True)
             out[:, c] = logits[:, c] - (top[:, 0] + np.log(np.exp(others - top).sum(axis=1)))
-        if self.priority_scorer == YAMNET_SCORER and self.priority_class in self.classes:
-            out[:, self.classes.index(self.priority_class)] = features[:, YAMNET_GUNSHOT]
+        if self.priority_scorer != TRAINED_SCORER and self.priority_class in self.classes:
+            out[:, self.classes.index(self.priority_class)] = features[:, YAMNET_GUNSHOT] + self._cnn_log_odds(
+                spectrograms, len(features))
         return np.asarray(out, dtype=np.float32)
+
+    def _cnn_log_odds(self, spectrograms: np.ndarray | None, count: int) -> np.ndarray | float:
+        if not self.reads_spectrograms:
+            return 0.0
+        if self.cnn is None or spectrograms is None or len(spectrograms) != count:
+            raise ValueError("this detector's gun-shot scorer reads each patch's spectrogram; none was given")
+        return self.cnn.log_odds(spectrograms)
 
     def base_thresholds(self) -> np.ndarray:
         """Per class, the margin it must clear to be reported: the calibrated threshold for the
@@ -103,15 +122,23 @@ class EventDetector:
 
     def save(self, path: Path) -> None:
         with path.open("wb") as handle:
-            np.savez(handle, mean=self.fit.mean, std=self.fit.std, kernel=self.fit.kernel, bias=self.fit.bias,
-                     classes=np.array(self.classes), background=self.background, priority=self.priority_class,
-                     threshold=self.threshold, priority_scorer=self.priority_scorer)
+            arrays: dict[str, Any] = {
+                "mean": self.fit.mean, "std": self.fit.std, "kernel": self.fit.kernel, "bias": self.fit.bias,
+                "classes": np.array(self.classes), "background": self.background, "priority": self.priority_class,
+                "threshold": self.threshold, "priority_scorer": self.priority_scorer}
+            if self.cnn is not None:
+                arrays |= {CNN_PREFIX + name: value for name, value in self.cnn.arrays().items()}
+            np.savez(handle, **arrays)
 
     @classmethod
     def load(cls, path: Path) -> EventDetector:
         with np.load(path) as a:
             scorer = str(a["priority_scorer"]) if "priority_scorer" in a.files else TRAINED_SCORER
-            if scorer not in (TRAINED_SCORER, YAMNET_SCORER):
+            if scorer not in SCORERS:
                 raise ValueError(f"{path}: unknown priority scorer {scorer!r}")
+            cnn_arrays = {k[len(CNN_PREFIX):]: a[k] for k in a.files if k.startswith(CNN_PREFIX)}
+            cnn = ShotSpectrogramModel.from_arrays(cnn_arrays) if cnn_arrays else None
+            if scorer == YAMNET_PLUS_CNN_SCORER and cnn is None:
+                raise ValueError(f"{path}: its gun-shot scorer needs a CNN the file does not hold")
             return cls(LogisticFit(a["mean"], a["std"], a["kernel"], a["bias"]), [str(c) for c in a["classes"]],
-                       str(a["background"]), str(a["priority"]), float(a["threshold"]), {}, scorer)
+                       str(a["background"]), str(a["priority"]), float(a["threshold"]), {}, scorer, cnn)

@@ -22,7 +22,8 @@ def score_cached(chunks: Iterator[CachedChunk], scoring: Scoring, scorer: Window
     chunk = next(chunks, None)
     while chunk is not None:
         following = next(chunks, None)
-        first, labels, scores = scorer.feed(chunk.embeddings, chunk.onsets, following is None)
+        first, labels, scores = scorer.feed(chunk.embeddings, chunk.onsets, chunk.spectrograms,
+                                              following is None)
         if trace is not None:
             trace.add(first, labels, scores)
         if len(labels):

@@ -1,6 +1,6 @@
-"""The front end over a stream of chunks, run once per chunk: its log-mel frames give both
-the patches the CNN reads and the onset features, each patch compared with the audio before
-it as it would be in the whole recording (detect had computed a second log-mel for onsets).
+"""The front end over a stream of chunks, run once per chunk: its log-mel frames give the
+patches YAMNet reads, the onset features and the shot CNN's band-normalised inputs, each
+patch compared with the audio before it as it would be in the whole recording.
 
 The frames of the last ONSET_CONTEXT_S before the next chunk (a whole number of hops) are
 kept and put in front of that chunk's frames; a patch near a chunk's end sees less of its
@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from ecosight_daemon.artifacts.event_detector import ONSET_CONTEXT_S, ONSET_FEATURES, onset_features_from_frames
+from ecosight_daemon.artifacts.shot_spectrogram import INPUT_SHAPE, spectrogram_inputs_from_frames
 from ecosight_daemon.embedding.frontend import (
     HOP,
     MEL_BANDS,
@@ -42,10 +43,12 @@ class ChunkFrontEnd:
         keep = min(len(before) // PATCH_HOP_SAMPLES, CONTEXT_HOPS) * PATCH_HOP_SAMPLES
         self._primed = np.asarray(before[len(before) - keep:], np.float32)
 
-    def feed(self, waveform: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(patches, dim) embeddings and (patches, 4) onset features of one chunk's audio."""
+    def feed(self, waveform: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(patches, dim) embeddings, (patches, 4) onset features and (patches, 48, 32) CNN
+        inputs of one chunk's audio."""
         if len(waveform) == 0:
-            return np.zeros((0, self._embedder.dim), np.float32), np.zeros((0, ONSET_FEATURES), np.float32)
+            return (np.zeros((0, self._embedder.dim), np.float32), np.zeros((0, ONSET_FEATURES), np.float32),
+                    np.zeros((0, *INPUT_SHAPE), np.float32))
         if len(self._primed):  # the frames at the seam need the audio on both sides
             # Pad the chunk, not the whole: a tail shorter than a patch still makes whole patches.
             frames = log_mel(np.concatenate([self._primed, pad_to_whole_patches(waveform)]))
@@ -58,9 +61,10 @@ class ChunkFrontEnd:
         embeddings = self._embed(waveform, frames[context_frames:])
         first = context_frames // PATCH_HOP_FRAMES
         onsets = onset_features_from_frames(frames)[first:first + count]
+        spectrograms = spectrogram_inputs_from_frames(frames)[first:first + count]
         next_start = context_frames + count * PATCH_HOP_FRAMES
         self._context = frames[max(0, next_start - CONTEXT_HOPS * PATCH_HOP_FRAMES):next_start]
-        return embeddings, onsets
+        return embeddings, onsets, spectrograms
 
     def _embed(self, waveform: np.ndarray, frames: np.ndarray) -> np.ndarray:
         embed_features = getattr(self._embedder, "embed_features", None)

@@ -1,5 +1,6 @@
 """Scores over a stream of patches with a version's event detector: every 0.96 s patch
-scored on its own (AudioSet logits and onset features, see chunk_front_end.py), one hop apart.
+scored on its own (AudioSet logits, onset features and, for a detector with a shot CNN,
+its spectrogram codes; see chunk_front_end.py), one hop apart.
 A site's learned background (site_background.py) raises its classes' thresholds; every
 patch's margins are counted for the site's next recordings."""
 
@@ -14,7 +15,7 @@ from ecosight_daemon.pooling import AudiosetHead
 
 
 class PatchScorer:
-    """feed(patches, onsets) -> (first patch index, labels, per-class probabilities)."""
+    """feed(patches, onsets, spectrograms) -> (first patch index, labels, per-class probabilities)."""
 
     window_s = PATCH_SECONDS
 
@@ -25,12 +26,13 @@ class PatchScorer:
         self._next_patch = 0
         self.histogram = np.zeros((len(detector.classes), BINS), np.int64)  # every patch's margins, counted
 
-    def feed(self, patches: np.ndarray, onsets: np.ndarray, last: bool) -> tuple[int, np.ndarray, np.ndarray]:
+    def feed(self, patches: np.ndarray, onsets: np.ndarray, spectrograms: np.ndarray,
+             last: bool) -> tuple[int, np.ndarray, np.ndarray]:
         first = self._next_patch
         if len(patches) == 0:
             return first, np.zeros(0, dtype=np.int64), np.zeros((0, len(self._detector.classes)), np.float32)
         self._next_patch += len(patches)
-        margins = self._detector.margins(patch_features(patches, onsets, self._head))
+        margins = self._detector.margins(patch_features(patches, onsets, self._head), spectrograms)
         self.histogram += margin_histogram(margins)
         probabilities = 1.0 / (1.0 + np.exp(-margins.astype(np.float64)))  # p(class): margin is its log-odds
         at_site = margins if self._offsets is None else margins - self._offsets.astype(np.float32)

@@ -109,13 +109,13 @@ def run_recording(root: Path, relpath: str, ledger: RecordingLedger, embedder: E
         if chunk is None:
             yield None
             continue
-        patches, chunk_onsets = front_end.feed(chunk.waveform)
+        patches, chunk_onsets, spectrograms = front_end.feed(chunk.waveform)
         _still_the_same(path, identity)
         seconds = min(header.duration_s, (chunk.first_patch + len(patches)) * PATCH_HOP_SECONDS)
         if chunk.last:
             seconds = end.seconds_read
-        ledger.add_chunk(sha256, model_id, chunk.first_patch, patches, chunk_onsets, settings.dtype, seconds,
-                         relpath, last=chunk.last, truncated=end.truncated if chunk.last else None)
+        ledger.add_chunk(sha256, model_id, chunk.first_patch, patches, chunk_onsets, spectrograms, settings.dtype,
+                         seconds, relpath, last=chunk.last, truncated=end.truncated if chunk.last else None)
         if chunk.first_patch > 0:
             pause.point("recording_chunk")
         yield seconds

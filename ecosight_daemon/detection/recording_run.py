@@ -68,8 +68,8 @@ def detect_recording(path: Path, embedder: Embedder, make_scorer: Callable[[], S
         for chunk in stream_chunks(reader, path, header, end):
             if chunk is None:
                 continue
-            patches, onsets = front_end.feed(chunk.waveform)
-            first, labels, scores = scorer.feed(patches, onsets, chunk.last)
+            patches, onsets, spectrograms = front_end.feed(chunk.waveform)
+            first, labels, scores = scorer.feed(patches, onsets, spectrograms, chunk.last)
             if trace is not None:
                 trace.add(first, labels, scores)
             if len(labels):

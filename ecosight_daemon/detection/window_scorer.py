@@ -12,8 +12,8 @@ from ecosight_daemon.pooling import AudiosetHead, pool_clips
 
 
 class WindowScorer:
-    """feed(patches, onsets) -> (first window index, labels, scores) for the windows now
-    complete (the onsets are not needed: the same interface as PatchScorer)."""
+    """feed(patches, onsets, spectrograms) -> (first window index, labels, scores) for the
+    windows now complete (only the patches are read: the same interface as PatchScorer)."""
 
     def __init__(self, model: Any, head: AudiosetHead | None, window_patches: int) -> None:
         self._model = model  # a PublishedModel: .pooling, .probabilities, .labels
@@ -26,7 +26,8 @@ class WindowScorer:
     def window_s(self) -> float:
         return (self.window_patches - 1) * PATCH_HOP_SECONDS + PATCH_SAMPLES / SAMPLE_RATE
 
-    def feed(self, patches: np.ndarray, onsets: np.ndarray, last: bool) -> tuple[int, np.ndarray, np.ndarray]:
+    def feed(self, patches: np.ndarray, onsets: np.ndarray, spectrograms: np.ndarray,
+             last: bool) -> tuple[int, np.ndarray, np.ndarray]:
         size = self.window_patches
         joined = patches if self._carry.size == 0 else np.concatenate([self._carry, patches])
         count = max(0, len(joined) - size + 1)

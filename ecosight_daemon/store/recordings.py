@@ -1,5 +1,5 @@
 """The cache's record of long field recordings: each file's state, its chunks' patch
-embeddings and onset features (keyed by content and embedding model, so a new classifier
+embeddings, onset features and shot-CNN inputs (keyed by content and embedding model, so a new classifier
 re-scores without decoding), and the events the current version found in it."""
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from ecosight_daemon.artifacts.shot_spectrogram import INPUT_SHAPE
 
 Transaction = Callable[[], AbstractContextManager[sqlite3.Connection]]
 ONSET_COLUMNS = 4
@@ -54,6 +56,7 @@ class CachedChunk:
     first_patch: int
     embeddings: np.ndarray  # (patches, dim) float32
     onsets: np.ndarray  # (patches, 4) float32
+    spectrograms: np.ndarray  # (patches, 48, 32) int8 codes
 
 
 _COLUMNS = ("path, sha256, size, mtime_ns, state, reason, truncated, start_utc, clock_source, seconds, model_version, "
@@ -199,17 +202,18 @@ class RecordingLedger:
     # --- cached chunks ---------------------------------------------------------------
 
     def add_chunk(self, sha256: str, model_id: str, first_patch: int, embeddings: np.ndarray,
-                  onsets: np.ndarray, dtype: str, seconds: float, path: str, last: bool = False,
-                  truncated: str | None = None) -> None:
+                  onsets: np.ndarray, spectrograms: np.ndarray, dtype: str, seconds: float, path: str,
+                  last: bool = False, truncated: str | None = None) -> None:
         """A chunk's features and the recording's progress, committed together; the last
         chunk marks the recording done (not scored yet: model_version stays empty)."""
         with self._transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO recording_chunks (sha256, model_id, first_patch, patches, dtype, embeddings, "
-                "onsets) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "onsets, spectrograms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (sha256, model_id, first_patch, len(embeddings), dtype,
                  np.ascontiguousarray(embeddings, dtype=dtype).tobytes(),
-                 np.ascontiguousarray(onsets, dtype=np.float32).tobytes()))
+                 np.ascontiguousarray(onsets, dtype=np.float32).tobytes(),
+                 np.ascontiguousarray(spectrograms, dtype=np.int8).tobytes()))
             db.execute("UPDATE recordings SET seconds = ?, truncated = ?, state = ?, updated_at = ? WHERE path = ?",
                        (seconds, truncated, "done" if last else "detecting", time.time(), path))
 
@@ -232,13 +236,14 @@ class RecordingLedger:
             (sha256, model_id))]
         for first in firsts:
             row = self._db.execute(
-                "SELECT patches, dtype, embeddings, onsets FROM recording_chunks "
+                "SELECT patches, dtype, embeddings, onsets, spectrograms FROM recording_chunks "
                 "WHERE sha256 = ? AND model_id = ? AND first_patch = ?", (sha256, model_id, first)).fetchone()
             if row is None or row[0] == 0:  # an empty last chunk holds no patch
                 continue
-            count, dtype, embeddings, onsets = row
+            count, dtype, embeddings, onsets, spectrograms = row
             yield CachedChunk(first, np.frombuffer(embeddings, dtype=dtype).reshape(count, -1).astype(np.float32),
-                              np.frombuffer(onsets, dtype=np.float32).reshape(count, ONSET_COLUMNS))
+                              np.frombuffer(onsets, dtype=np.float32).reshape(count, ONSET_COLUMNS),
+                              np.frombuffer(spectrograms, dtype=np.int8).reshape(count, *INPUT_SHAPE))
 
     def chunk_rows(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM recording_chunks").fetchone()[0])

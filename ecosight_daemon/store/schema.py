@@ -191,6 +191,15 @@ CREATE TABLE IF NOT EXISTS site_scores (
 );
 CREATE INDEX IF NOT EXISTS site_scores_by_recorder ON site_scores(recorder, model_version);
 """),
+    # Each cached patch's shot-CNN input (int8 codes, artifacts/shot_spectrogram.py), so a
+    # version whose detector reads them re-scores from the cache too. Chunks cached before
+    # lack them: they are dropped and their recordings read once more (detections kept
+    # until then; alerts already sent are not sent again).
+    (10, """
+ALTER TABLE recording_chunks ADD COLUMN spectrograms BLOB;
+DELETE FROM recording_chunks;
+UPDATE recordings SET state = 'pending', attempts = 0 WHERE state IN ('done', 'detecting');
+"""),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -1,7 +1,9 @@
 """The version's event detector for devices, beside the per-patch models (device_files.py):
 `event_detector.onnx` from a recording's patch embeddings and onset features to each class's
 margin and each patch's label, as artifacts/event_detector.py computes them (checked against
-it before it is written); the onset features in words in front_end.json; a test vector."""
+it before it is written); the onset features in words in front_end.json; a test vector.
+A detector whose gun-shot scorer adds the shot CNN's log-odds takes each patch's CNN input
+(artifacts/shot_spectrogram.py) as a third input, `spectrograms`, described there too."""
 
 from __future__ import annotations
 
@@ -14,10 +16,22 @@ import numpy as np
 from ecosight_daemon.artifacts.event_detector import (
     ONSET_FEATURES,
     YAMNET_GUNSHOT,
+    YAMNET_PLUS_CNN_SCORER,
     YAMNET_SCORER,
     EventDetector,
     onset_features,
     patch_features,
+)
+from ecosight_daemon.artifacts.shot_spectrogram import (
+    BN_EPSILON,
+    CODE_STEP,
+    INPUT_SHAPE,
+    LEVEL_HALF,
+    LEVEL_HOLD,
+    LEVEL_STRIDE,
+    POOL,
+    ShotSpectrogramModel,
+    spectrogram_inputs,
 )
 from ecosight_daemon.pooling import AudiosetHead
 from ecosight_daemon.training.device_files import TEST_VECTOR
@@ -28,8 +42,38 @@ DETECTOR_TEST_VECTOR = "event_detector_test_vector.npz"
 MAX_MARGIN_DIFF = 1e-3  # ONNX Runtime's float32 against numpy's
 
 
+def cnn_nodes(cnn: ShotSpectrogramModel, constants: dict[str, np.ndarray]) -> list[Any]:
+    """spectrograms int8 [N, 48, 32] -> cnn_log_odds [N, 1], as ShotSpectrogramModel runs it."""
+    from onnx import TensorProto, helper
+
+    constants["code_step"] = np.array(CODE_STEP, np.float32)
+    constants["axes_channel"] = np.array([1], np.int64)
+    nodes = [helper.make_node("Cast", ["spectrograms"], ["codes"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["codes", "code_step"], ["decoded"]),
+             helper.make_node("Unsqueeze", ["decoded", "axes_channel"], ["x0"])]
+    x = "x0"
+    for i, (kernel, bias) in enumerate(cnn.convolutions):
+        constants[f"conv{i}_w"] = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1), np.float32)  # HWIO -> OIHW
+        constants[f"conv{i}_b"] = bias.astype(np.float32)
+        nodes += [helper.make_node("Conv", [x, f"conv{i}_w", f"conv{i}_b"], [f"conv{i}"], pads=[1, 1, 1, 1]),
+                  helper.make_node("Relu", [f"conv{i}"], [f"relu{i}"])]
+        x = f"relu{i}"
+        if i < len(cnn.normalizations):
+            for name, value in zip(("gamma", "beta", "mean", "var"), cnn.normalizations[i], strict=True):
+                constants[f"norm{i}_{name}"] = value.astype(np.float32)
+            nodes += [helper.make_node("BatchNormalization", [x] + [f"norm{i}_{n}" for n in ("gamma", "beta", "mean",
+                                       "var")], [f"norm{i}"], epsilon=BN_EPSILON),
+                      helper.make_node("MaxPool", [f"norm{i}"], [f"pool{i}"], kernel_shape=[2, 2], strides=[2, 2])]
+            x = f"pool{i}"
+    constants["dense_w"], constants["dense_b"] = (a.astype(np.float32) for a in cnn.dense)
+    return nodes + [helper.make_node("ReduceMax", [x], ["pooled_max"], axes=[2, 3], keepdims=0),
+                    helper.make_node("MatMul", ["pooled_max", "dense_w"], ["dense"]),
+                    helper.make_node("Add", ["dense", "dense_b"], ["cnn_log_odds"])]
+
+
 def detector_graph(detector: EventDetector, head: AudiosetHead, opset: int = 17) -> Any:
-    """embeddings [N, 1024], onsets [N, 4] -> margins [N, classes], labels [N] (int64)."""
+    """embeddings [N, 1024], onsets [N, 4] (and spectrograms int8 [N, 48, 32] where the
+    detector reads them) -> margins [N, classes], labels [N] (int64)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -59,12 +103,17 @@ def detector_graph(detector: EventDetector, head: AudiosetHead, opset: int = 17)
         helper.make_node("ReduceLogSumExp", ["others"], ["others_lse"], axes=[2], keepdims=0),
         helper.make_node("Sub", ["class_logits", "others_lse"], ["fitted_margins"]),
     ]
-    if detector.priority_scorer == YAMNET_SCORER and priority >= 0:
-        # the priority class's column is YAMNet's own "Gunshot, gunfire" logit
+    if detector.priority_scorer in (YAMNET_SCORER, YAMNET_PLUS_CNN_SCORER) and priority >= 0:
+        # the priority class's column is YAMNet's own "Gunshot, gunfire" logit (plus the CNN's log-odds)
         constants["priority_mask"] = (np.arange(classes) == priority).astype(bool)
         constants["gun_column"] = np.array([YAMNET_GUNSHOT], np.int64)
-        nodes += [helper.make_node("Gather", ["audioset_logits", "gun_column"], ["gun_logit"], axis=1),
-                  helper.make_node("Where", ["priority_mask", "gun_logit", "fitted_margins"], ["margins"])]
+        nodes.append(helper.make_node("Gather", ["audioset_logits", "gun_column"], ["gun_logit"], axis=1))
+        gun = "gun_logit"
+        if detector.reads_spectrograms and detector.cnn is not None:
+            nodes += cnn_nodes(detector.cnn, constants)
+            nodes.append(helper.make_node("Add", ["gun_logit", "cnn_log_odds"], ["gun_margin"]))
+            gun = "gun_margin"
+        nodes.append(helper.make_node("Where", ["priority_mask", gun, "fitted_margins"], ["margins"]))
     else:
         nodes.append(helper.make_node("Identity", ["fitted_margins"], ["margins"]))
     # labels: the best class where its margin is positive, else background; the priority class
@@ -84,10 +133,12 @@ def detector_graph(detector: EventDetector, head: AudiosetHead, opset: int = 17)
                   helper.make_node("Where", ["clears", "priority", "demoted"], ["labels"])]
     else:
         nodes.append(helper.make_node("Identity", ["plain_labels"], ["labels"]))
+    inputs = [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["N", head.kernel.shape[0]]),
+              helper.make_tensor_value_info("onsets", TensorProto.FLOAT, ["N", ONSET_FEATURES])]
+    if detector.reads_spectrograms:
+        inputs.append(helper.make_tensor_value_info("spectrograms", TensorProto.INT8, ["N", *INPUT_SHAPE]))
     graph = helper.make_graph(
-        nodes, "ecosight_event_detector",
-        [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["N", head.kernel.shape[0]]),
-         helper.make_tensor_value_info("onsets", TensorProto.FLOAT, ["N", ONSET_FEATURES])],
+        nodes, "ecosight_event_detector", inputs,
         [helper.make_tensor_value_info("margins", TensorProto.FLOAT, ["N", classes]),
          helper.make_tensor_value_info("labels", TensorProto.INT64, ["N"])],
         initializer=[numpy_helper.from_array(value, name) for name, value in constants.items()])
@@ -97,15 +148,20 @@ def detector_graph(detector: EventDetector, head: AudiosetHead, opset: int = 17)
     return model
 
 
+def detector_inputs(detector: EventDetector, embeddings: np.ndarray, onsets: np.ndarray,
+                    spectrograms: np.ndarray) -> dict[str, np.ndarray]:
+    feeds = {"embeddings": embeddings.astype(np.float32), "onsets": onsets.astype(np.float32)}
+    return feeds | ({"spectrograms": spectrograms.astype(np.int8)} if detector.reads_spectrograms else {})
+
+
 def check_detector_graph(model: Any, detector: EventDetector, head: AudiosetHead,
-                         embeddings: np.ndarray, onsets: np.ndarray) -> float:
+                         embeddings: np.ndarray, onsets: np.ndarray, spectrograms: np.ndarray) -> float:
     """The largest margin difference against the numpy detector; raises if any label differs."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    margins, labels = session.run(None, {"embeddings": embeddings.astype(np.float32),
-                                         "onsets": onsets.astype(np.float32)})
-    expected = detector.margins(patch_features(embeddings, onsets, head))
+    margins, labels = session.run(None, detector_inputs(detector, embeddings, onsets, spectrograms))
+    expected = detector.margins(patch_features(embeddings, onsets, head), spectrograms)
     worst = float(np.abs(margins - expected).max())
     near = np.abs(expected[:, detector.classes.index(detector.priority_class)] - detector.threshold) < 1e-3 \
         if detector.priority_class in detector.classes else np.zeros(len(labels), bool)
@@ -138,15 +194,41 @@ def onset_spec() -> dict[str, Any]:
     }
 
 
+def spectrogram_spec() -> dict[str, Any]:
+    """The shot CNN's input in words (artifacts/shot_spectrogram.py spectrogram_inputs)."""
+    return {
+        "input": "the log-mel frames L [frames, 64] of the whole recording padded to whole patches, as for onsets",
+        "steps": [
+            f"band level m: per band, take every {LEVEL_STRIDE}th frame (L[0], L[{LEVEL_STRIDE}], ...): values v; "
+            f"pad v with {LEVEL_HALF} copies of its first value before and of its last after; for every "
+            f"{LEVEL_HOLD}th value v[j] (j = 0, {LEVEL_HOLD}, ...) the median of the {2 * LEVEL_HALF + 1} padded "
+            f"values centred on it, held for the {LEVEL_STRIDE * LEVEL_HOLD} frames from frame {LEVEL_STRIDE} j",
+            "normalised N = L - m",
+            f"patch i: frames [48 i, 48 i + 96) of N, averaged in {POOL} x {POOL} blocks of frames and bands -> "
+            f"[{INPUT_SHAPE[0]}, {INPUT_SHAPE[1]}]",
+            f"codes: round(value / {CODE_STEP}) clipped to [-127, 127], int8",
+        ],
+        "output": f"spectrograms int8 [patches, {INPUT_SHAPE[0]}, {INPUT_SHAPE[1]}]",
+        "reference": "ecosight_daemon/artifacts/shot_spectrogram.py: spectrogram_inputs(waveform)",
+    }
+
+
 def detector_description(detector: EventDetector) -> dict[str, Any]:
     rule = (f"labels: the class with the largest margin where that margin is > 0, else {detector.background!r}; "
             f"{detector.priority_class!r} wherever its margin >= {detector.threshold:.6g} (its calibrated "
             f"threshold) and never below it")
-    scorer = ("YAMNet's own 'Gunshot, gunfire' logit (AudioSet class 421) is the priority class's margin"
-              if detector.priority_scorer == YAMNET_SCORER else "the fitted model's margin")
-    return {"model": DETECTOR_MODEL, "inputs": {"embeddings": "float32 [N, 1024], patches_to_embeddings.onnx's "
-                                                              "output for N consecutive patches",
-                                                "onsets": "float32 [N, 4], see onset_features"},
+    gun = "YAMNet's own 'Gunshot, gunfire' logit (AudioSet class 421)"
+    scorer = {YAMNET_SCORER: f"{gun} is the priority class's margin",
+              YAMNET_PLUS_CNN_SCORER: f"{gun} plus the shot CNN's log-odds (inside this graph, from the spectrograms "
+                                      "input) is the priority class's margin",
+              }.get(detector.priority_scorer, "the fitted model's margin")
+    inputs = {"embeddings": "float32 [N, 1024], patches_to_embeddings.onnx's output for N consecutive patches",
+              "onsets": "float32 [N, 4], see onset_features"}
+    extra: dict[str, Any] = {}
+    if detector.reads_spectrograms:
+        inputs["spectrograms"] = f"int8 [N, {INPUT_SHAPE[0]}, {INPUT_SHAPE[1]}], see spectrogram_inputs"
+        extra["spectrogram_inputs"] = spectrogram_spec()
+    return {"model": DETECTOR_MODEL, "inputs": inputs, **extra,
             "outputs": {"margins": "float32 [N, classes]: log p(class) - log p(any other)",
                         "labels": "int64 [N], indices into classes"},
             "classes": detector.classes, "priority_class": detector.priority_class,
@@ -165,12 +247,13 @@ def write_detector_files(export: Path, front_end_file: str, detector: EventDetec
 
     with np.load(export / TEST_VECTOR) as vector:
         waveform, embeddings, frames = vector["waveform"], vector["embeddings"], vector["log_mel_frames"]
-    onsets = onset_features(waveform)
+    onsets, spectrograms = onset_features(waveform), spectrogram_inputs(waveform)
     model = detector_graph(detector, head)
     rng = np.random.default_rng(5)  # and patches far from the test vector's, where classes saturate
-    worst = max(check_detector_graph(model, detector, head, embeddings, onsets),
+    worst = max(check_detector_graph(model, detector, head, embeddings, onsets, spectrograms),
                 check_detector_graph(model, detector, head, 4 * rng.random((64, embeddings.shape[1])),
-                                     8 * rng.standard_normal((64, ONSET_FEATURES))))
+                                     8 * rng.standard_normal((64, ONSET_FEATURES)),
+                                     rng.integers(-60, 60, (64, *INPUT_SHAPE)).astype(np.int8)))
     if worst > MAX_MARGIN_DIFF:
         raise ValueError(f"the ONNX detector's margins differ from the detector's by {worst:.2e}")
     onnx.helper.set_model_props(model, {"ecosight_version": version, "role": "patch embeddings [N, 1024] and "
@@ -178,9 +261,9 @@ def write_detector_files(export: Path, front_end_file: str, detector: EventDetec
                                         "front_end": "front_end.json (beside this file)"})
     onnx.save(model, str(export / DETECTOR_MODEL))
     session = onnxruntime.InferenceSession(str(export / DETECTOR_MODEL), providers=["CPUExecutionProvider"])
-    margins, labels = session.run(None, {"embeddings": embeddings, "onsets": onsets})
-    np.savez(export / DETECTOR_TEST_VECTOR, waveform=waveform, log_mel_frames=frames,
-             onsets=onsets, embeddings=embeddings, margins=margins, labels=labels)
+    margins, labels = session.run(None, detector_inputs(detector, embeddings, onsets, spectrograms))
+    np.savez(export / DETECTOR_TEST_VECTOR, waveform=waveform, log_mel_frames=frames, onsets=onsets,
+             spectrograms=spectrograms, embeddings=embeddings, margins=margins, labels=labels)
     spec_file = export / front_end_file
     description = json.loads(spec_file.read_text())
     description["event_detector"] = detector_description(detector)

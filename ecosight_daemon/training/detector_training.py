@@ -21,6 +21,7 @@ import numpy as np
 
 from ecosight_daemon.artifacts import version_files as files
 from ecosight_daemon.artifacts.event_detector import EventDetector, onset_features, patch_features
+from ecosight_daemon.artifacts.shot_spectrogram import ShotSpectrogramModel, spectrogram_inputs
 from ecosight_daemon.artifacts.split_rule import REVIEW_CLIP_MARK, Split
 from ecosight_daemon.audio import decode_audio
 from ecosight_daemon.config import Settings
@@ -30,6 +31,7 @@ from ecosight_daemon.training.dataset import Snapshot
 from ecosight_daemon.training.event_detector import (
     PARTS,
     SECONDS_PER_EVENT,
+    FitCnn,
     LabeledAudio,
     PartScores,
     false_alarms_and_found,
@@ -55,7 +57,8 @@ def detector_job(settings: Settings, snapshot: Snapshot, staging: Path, incumben
         list(snapshot.classes), settings.detection.background_class, settings.training.priority_class,
         settings.detection.false_alarms_per_hour, str(settings.paths.audio_dir), str(settings.paths.models_dir),
         settings.embedding.yamnet_handle, settings.embedding.yamnet_sha256, snapshot.embedding_model_id,
-        str(incumbent_dir) if incumbent_dir is not None else "", settings.detection.confusers_per_hour)
+        str(incumbent_dir) if incumbent_dir is not None else "", settings.detection.confusers_per_hour,
+        settings.detection.shot_cnn_epochs)
 
 
 def train_detector_into(job: DetectorJob, progress: Callable[[str], None] = lambda what: None) -> dict[str, Any]:
@@ -88,7 +91,7 @@ def train_detector_into(job: DetectorJob, progress: Callable[[str], None] = lamb
     pause.point("detector_training")
     detector = train_event_detector(clips, embedder.embed, embedder.audioset_head(), job.classes, background,
                                     priority, job.false_alarms_per_hour, seed=len(learnable), progress=progress,
-                                    confusers_per_hour=job.confusers_per_hour)
+                                    confusers_per_hour=job.confusers_per_hour, fit_cnn=cnn_fitter(job.shot_cnn_epochs))
     del clips  # the test split's clips are read next
     detector.save(Path(job.staging) / files.EVENT_DETECTOR)
     logger.info("event detector: threshold %.3f for <= %g false alarms/hour out of fold (%s)", detector.threshold,
@@ -101,6 +104,18 @@ def train_detector_into(job: DetectorJob, progress: Callable[[str], None] = lamb
     test = [s for s in job.samples if s.split == Split.TEST.value]
     return {**detector.figures, "trained_in_process": os.getpid(), "test_split": _on_test_split(
         read_clips(audio_dir, test, background, seed=len(test)), embedder, background, priority, detectors)}
+
+
+def cnn_fitter(epochs: int) -> FitCnn | None:
+    """The shot CNN's fit (Keras: the training process's TensorFlow) at `epochs`; None at 0."""
+    if epochs <= 0:
+        return None
+    from ecosight_daemon.training.shot_spectrogram_fit import fit_shot_spectrogram
+
+    def fit(codes: np.ndarray, is_shot: np.ndarray, seed: int) -> ShotSpectrogramModel:
+        return fit_shot_spectrogram(codes, is_shot, seed, epochs)
+
+    return fit
 
 
 def _on_test_split(clips: list[LabeledAudio], embedder: Any, background: str, priority: str,
@@ -118,13 +133,14 @@ def _on_test_split(clips: list[LabeledAudio], embedder: Any, background: str, pr
     rng = np.random.default_rng(len(clips))
     scape = build_soundscape(backgrounds, events, max(SENTINEL_SECONDS, SECONDS_PER_EVENT * len(events) + 7), rng)
     features = patch_features(embedder.embed(scape.waveform), onset_features(scape.waveform), embedder.audioset_head())
+    codes = spectrogram_inputs(scape.waveform) if any(d.reads_spectrograms for d in detectors.values()) else None
     placed = [e for e in scape.events if e.label == priority]
     figures: dict[str, Any] = {"hours": round(scape.hours, 4), "shots": shots,
                                "confirmed": [i for i, e in enumerate(placed) if e.source.startswith(CONFIRMED)]}
     for name, detector in detectors.items():
         if priority not in detector.classes:
             continue
-        margins = detector.margins(features)[:, detector.classes.index(priority)]
+        margins = detector.margins(features, codes)[:, detector.classes.index(priority)]
         false_alarms, found = false_alarms_and_found(PartScores(scape.events, scape.hours, margins),
                                                      detector.threshold, priority)
         figures[name] = {"recall": round(len(found) / shots, 4), "false_alarms": false_alarms,

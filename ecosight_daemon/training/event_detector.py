@@ -20,6 +20,12 @@ their non-shot patch scores (artifacts/score_tail.py), not from "above the loude
 thing heard". YAMNet's own
 gun-shot score is calibrated on the same parts; the fitted scorer ranks gun shots only
 where its recall there is higher (artifacts/event_detector.py says how each runs).
+
+Given `fit_cnn`, a third candidate: YAMNet's gun-shot score plus a small CNN's log-odds on
+the patch's band-normalised log-mel (artifacts/shot_spectrogram.py). The CNN learns from
+soundscapes of the same parts' sources with every shot mixed in CNN_SHOT_COPIES times and
+every confuser CNN_CONFUSER_COPIES times (log-mel only: no YAMNet), scored out of fold on
+the plain parts like the others, and fitted once more on all three only when it wins.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import numpy as np
 from ecosight_daemon.artifacts.event_detector import (
     TRAINED_SCORER,
     YAMNET_GUNSHOT,
+    YAMNET_PLUS_CNN_SCORER,
     YAMNET_SCORER,
     EventDetector,
     onset_features,
@@ -40,6 +47,7 @@ from ecosight_daemon.artifacts.event_detector import (
 )
 from ecosight_daemon.artifacts.linear_head import LogisticFit
 from ecosight_daemon.artifacts.score_tail import BINS, tail_threshold, weighted_histogram
+from ecosight_daemon.artifacts.shot_spectrogram import ShotSpectrogramModel, spectrogram_inputs
 from ecosight_daemon.embedding.frontend import PATCH_HOP_SECONDS, PATCH_SECONDS, SAMPLE_RATE
 from ecosight_daemon.pooling import AudiosetHead
 from ecosight_daemon.training.event_mixing import PlacedEvent, Soundscape, build_soundscape
@@ -53,6 +61,9 @@ REGULARIZATION_C = 0.001  # strong: a few thousand patches, 525 features, sites 
 COLLAR_S = 0.5
 CONFUSERS_PER_HOUR = 25.0  # loud non-shot impulses a field hour holds (the issue's field recordings: 25)
 MIN_ALARMS_OBSERVED = 3  # fewer out-of-fold hours than this many alarms at the budget: the fitted tail instead
+CNN_SHOT_COPIES = 4  # benchmarks/detection_cnn.py: more copies of the few shots, more for the CNN to learn
+CNN_CONFUSER_COPIES = 2
+FitCnn = Callable[[np.ndarray, np.ndarray, int], ShotSpectrogramModel]  # (codes, is_shot, seed) -> CNN
 
 
 def patch_labels(events: list[PlacedEvent], count: int, classes: list[str], background: str) -> np.ndarray:
@@ -178,28 +189,29 @@ def train_event_detector(clips: list[LabeledAudio], embed: Callable[[np.ndarray]
                          classes: list[str], background: str, priority: str, budget_per_hour: float,
                          seed: int = 0, progress: Callable[[str], None] = lambda what: None,
                          priority_copies: int = PRIORITY_COPIES, cover_background: bool = True,
-                         confusers_per_hour: float = CONFUSERS_PER_HOUR) -> EventDetector:
+                         confusers_per_hour: float = CONFUSERS_PER_HOUR,
+                         fit_cnn: FitCnn | None = None, keep_cnn: bool = False) -> EventDetector:
     """Soundscapes in PARTS parts from disjoint source recordings, a threshold out of fold,
-    then the detector fitted on every part."""
+    then the detector fitted on every part (the CNN too where it won, or `keep_cnn`: a
+    benchmark comparing it)."""
     rng = np.random.default_rng(seed)
     groups = sorted({c.group for c in clips})
     rng.shuffle(groups)
     parts: list[tuple[Soundscape, np.ndarray]] = []
+    part_clips: list[list[LabeledAudio]] = []
     for k in range(PARTS):
         members = set(groups[k::PARTS])
         chosen = [c for c in clips if c.group in members]
-        backgrounds = [c.waveform for c in chosen if c.label == background and not c.impulsive]
+        backgrounds = _backgrounds_of(chosen, clips, background)
         events = [(c.label, c.group, c.waveform) for c in chosen if c.label != background or c.impulsive
                   for _ in range(priority_copies if c.label == priority else 1)]
-        if not backgrounds:
-            backgrounds = [c.waveform for c in clips if c.label == background and not c.impulsive] or \
-                [c.waveform for c in clips if c.label == background]
         seconds = max(MIN_PART_SECONDS, SECONDS_PER_EVENT * len(events) + 7)
         if cover_background:  # every second of the part's background heard once: more hours to calibrate on
             seconds = max(seconds, sum(len(b) for b in backgrounds) / SAMPLE_RATE)
         progress(f"event detector: soundscape {k + 1} of {PARTS} ({len(events)} events, {seconds / 60:.0f} min)")
         scape = build_soundscape(backgrounds, events, seconds, rng)
         parts.append((scape, patch_features(embed(scape.waveform), onset_features(scape.waveform), head)))
+        part_clips.append(chosen)
     labels = [patch_labels(s.events, len(f), classes, background) for s, f in parts]
     weights = [confuser_weight(scape.events, scape.hours, background, confusers_per_hour) for scape, _ in parts]
 
@@ -217,19 +229,62 @@ def train_event_detector(clips: list[LabeledAudio], embed: Callable[[np.ndarray]
         out_of_fold.append(PartScores(parts[k][0].events, parts[k][0].hours,
                                       margins[:, classes.index(priority)] if priority_in else margins.max(axis=1),
                                       weights[k]))
-    trained = operating_point(out_of_fold, budget_per_hour, priority, priority_in, background)
-    yamnet = operating_point([PartScores(scape.events, scape.hours, features[:, YAMNET_GUNSHOT], weight)
-                              for (scape, features), weight in zip(parts, weights, strict=True)],
-                             budget_per_hour, priority, priority_in, background)
-    scorer, why = choose_priority_scorer(trained, yamnet, priority)
-    point = trained if scorer == TRAINED_SCORER else yamnet
+    yamnet_scores = [features[:, YAMNET_GUNSHOT] for _, features in parts]
+    points = {TRAINED_SCORER: operating_point(out_of_fold, budget_per_hour, priority, priority_in, background),
+              YAMNET_SCORER: operating_point([PartScores(scape.events, scape.hours, scores, weight) for (scape, _),
+                                              scores, weight in zip(parts, yamnet_scores, weights, strict=True)],
+                                             budget_per_hour, priority, priority_in, background)}
+    cnn_training: list[tuple[np.ndarray, np.ndarray]] = []
+    if fit_cnn is not None and priority_in:
+        cnn_training = [cnn_training_patches(chosen, clips, classes, background, priority, seed * 10 + k)
+                        for k, chosen in enumerate(part_clips)]
+        cnn_scores = []
+        for k in range(PARTS):
+            progress(f"event detector: the shot CNN out of fold {k + 1} of {PARTS}")
+            cnn = fit_cnn(*_joined([cnn_training[i] for i in range(PARTS) if i != k]), seed + k)
+            cnn_scores.append(yamnet_scores[k] + cnn.log_odds(spectrogram_inputs(parts[k][0].waveform)))
+        points[YAMNET_PLUS_CNN_SCORER] = operating_point(
+            [PartScores(scape.events, scape.hours, scores, weight) for (scape, _), scores, weight
+             in zip(parts, cnn_scores, weights, strict=True)], budget_per_hour, priority, priority_in, background)
+    scorer, why = choose_priority_scorer(points, priority)
+    point = points[scorer]
     figures = {"budget_false_alarms_per_hour": budget_per_hour, **point, "parts": PARTS,
                "confusers_per_hour": confusers_per_hour, "confuser_weights": [round(w, 4) for w in weights],
                "source_recordings": len(groups), "priority_scorer": scorer, "priority_scorer_reason": why,
-               "out_of_fold_by_scorer": {TRAINED_SCORER: trained, YAMNET_SCORER: yamnet}}
+               "out_of_fold_by_scorer": points}
     progress("event detector: the shipped fit (every part)")
+    shipped_cnn = None
+    if fit_cnn is not None and cnn_training and (scorer == YAMNET_PLUS_CNN_SCORER or keep_cnn):
+        progress("event detector: the shipped shot CNN (every part)")
+        shipped_cnn = fit_cnn(*_joined(cnn_training), seed + PARTS)
     return EventDetector(fit_on(list(range(PARTS))), classes, background, priority, float(point["threshold"]),
-                         figures, scorer)
+                         figures, scorer, shipped_cnn)
+
+
+def _backgrounds_of(chosen: list[LabeledAudio], clips: list[LabeledAudio], background: str) -> list[np.ndarray]:
+    """The part's own background recordings; every one's where the part has none."""
+    return [c.waveform for c in chosen if c.label == background and not c.impulsive] or \
+        [c.waveform for c in clips if c.label == background and not c.impulsive] or \
+        [c.waveform for c in clips if c.label == background]
+
+
+def cnn_training_patches(chosen: list[LabeledAudio], clips: list[LabeledAudio], classes: list[str], background: str,
+                         priority: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, is_shot) of a soundscape of one part's sources for the CNN to learn from: every
+    shot CNN_SHOT_COPIES times, every confuser CNN_CONFUSER_COPIES times, the other events once;
+    patches holding part of an event left out."""
+    copies = {priority: CNN_SHOT_COPIES, background: CNN_CONFUSER_COPIES}
+    events = [(c.label, c.group, c.waveform) for c in chosen if c.label != background or c.impulsive
+              for _ in range(copies.get(c.label, 1))]
+    scape = build_soundscape(_backgrounds_of(chosen, clips, background), events,
+                             max(MIN_PART_SECONDS, SECONDS_PER_EVENT * len(events) + 7), np.random.default_rng(seed))
+    codes = spectrogram_inputs(scape.waveform)
+    labels = patch_labels(scape.events, len(codes), classes, background)
+    return codes[labels >= 0], (labels[labels >= 0] == classes.index(priority)).astype(np.float32)
+
+
+def _joined(pieces: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    return np.concatenate([codes for codes, _ in pieces]), np.concatenate([y for _, y in pieces])
 
 
 def operating_point(parts: list[PartScores], budget_per_hour: float, priority: str,
@@ -248,13 +303,19 @@ def operating_point(parts: list[PartScores], budget_per_hour: float, priority: s
             "out_of_fold_recall": round(found / shots, 4) if shots else None, "out_of_fold_events": shots}
 
 
-def choose_priority_scorer(trained: dict[str, Any], yamnet: dict[str, Any], priority: str) -> tuple[str, str]:
-    """The fitted scorer only where its out-of-fold recall at the budget beats YAMNet's own
-    gun-shot score on the same soundscapes; otherwise the network it is built on."""
-    ours, theirs = trained["out_of_fold_recall"], yamnet["out_of_fold_recall"]
-    if ours is None or theirs is None:
+def choose_priority_scorer(points: dict[str, dict[str, Any]], priority: str) -> tuple[str, str]:
+    """YAMNet's own gun-shot score unless a candidate's out-of-fold recall at the budget beats
+    it on the same soundscapes (and beats every simpler candidate: the fitted scorer, then
+    YAMNet + CNN); a trained detector must beat the network it is built on."""
+    theirs = points[YAMNET_SCORER]["out_of_fold_recall"]
+    if theirs is None:
         return TRAINED_SCORER, f"no {priority!r} events to compare the scorers on"
-    if ours > theirs:
-        return TRAINED_SCORER, f"trained recall {ours:.3f} beats YAMNet's gun-shot score's {theirs:.3f} out of fold"
-    return YAMNET_SCORER, (f"trained recall {ours:.3f} does not beat YAMNet's gun-shot score's {theirs:.3f} out of "
-                           "fold, so YAMNet's score ranks gun shots")
+    recalls = {name: point["out_of_fold_recall"] for name, point in points.items()}
+    best = YAMNET_SCORER
+    for name in (TRAINED_SCORER, YAMNET_PLUS_CNN_SCORER):
+        if recalls.get(name) is not None and recalls[name] > recalls[best]:
+            best = name
+    said = ", ".join(f"{name} {recall:.3f}" for name, recall in recalls.items() if recall is not None)
+    if best == YAMNET_SCORER:
+        return best, f"no candidate beats YAMNet's gun-shot score out of fold ({said}), so it ranks gun shots"
+    return best, f"{best} has the best out-of-fold recall at the budget ({said})"

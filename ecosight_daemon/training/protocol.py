@@ -74,6 +74,7 @@ class DetectorJob:
     embedding_model_id: str  # the snapshot's: the detector's YAMNet must be the same
     incumbent_dir: str = ""  # the current version's folder, for the gate's side-by-side ("": none)
     confusers_per_hour: float = 25.0  # [detection] confusers_per_hour
+    shot_cnn_epochs: int = 8  # [detection] shot_cnn_epochs (0: no CNN candidate)
 
 
 @dataclass(frozen=True)

@@ -113,9 +113,11 @@ def test_a_file_changed_under_the_run_stops_it(tmp_path: Path, embedder: OnnxEmb
 
 def test_one_front_end_per_chunk_gives_what_embedding_and_onsets_apart_gave(tmp_path: Path, embedder: OnnxEmbedder,
                                                                             reader: RecordingReader) -> None:
-    """The chunk's log-mel feeds both the CNN and the onset features: the same embeddings as
-    the embedder's own front end, the same onsets as computed on the carried audio."""
+    """The chunk's log-mel feeds YAMNet, the onset features and the shot CNN: the same
+    embeddings as the embedder's own front end, the same onsets and CNN inputs as computed
+    on the carried audio."""
     from ecosight_daemon.artifacts.event_detector import onset_features
+    from ecosight_daemon.artifacts.shot_spectrogram import spectrogram_inputs
     from ecosight_daemon.detection.chunk_front_end import CONTEXT_HOPS, ChunkFrontEnd
     from ecosight_daemon.detection.recording_reader import finish
     from ecosight_daemon.detection.stream import StreamEnd, read_header, stream_chunks
@@ -127,12 +129,15 @@ def test_one_front_end_per_chunk_gives_what_embedding_and_onsets_apart_gave(tmp_
     for chunk in stream_chunks(reader, path, header, StreamEnd()):
         if chunk is None:
             continue
-        patches, onsets = front_end.feed(chunk.waveform)
-        assert len(patches) == len(onsets) > 0
+        patches, onsets, spectrograms = front_end.feed(chunk.waveform)
+        assert len(patches) == len(onsets) == len(spectrograms) > 0
         np.testing.assert_allclose(patches, embedder.embed(chunk.waveform), atol=1e-5)
         before = len(context) // 7_680
-        np.testing.assert_allclose(onsets, onset_features(np.concatenate([context, chunk.waveform]))
-                                   [before:before + len(patches)], atol=1e-4)
+        carried = np.concatenate([context, chunk.waveform])
+        np.testing.assert_allclose(onsets, onset_features(carried)[before:before + len(patches)], atol=1e-4)
+        expected = spectrogram_inputs(carried)[before:before + len(patches)].astype(np.int16)
+        assert np.abs(spectrograms.astype(np.int16) - expected).max() <= 1  # one code step: rounding at the edge
+        assert np.mean(spectrograms == expected) > 0.999 and np.std(expected) > 1
         next_start = len(context) + len(patches) * 7_680
         context = np.concatenate([context, chunk.waveform])[max(0, next_start - CONTEXT_HOPS * 7_680):next_start]
         chunks += 1
@@ -168,5 +173,5 @@ def test_a_resumed_tail_shorter_than_a_patch_makes_whole_patches(embedder: OnnxE
     rng = np.random.default_rng(5)
     front_end = ChunkFrontEnd(embedder)
     front_end.prime(0.01 * rng.standard_normal(20 * 7_680).astype(np.float32))
-    patches, onsets = front_end.feed(0.01 * rng.standard_normal(3_840).astype(np.float32))
-    assert patches.shape == (1, embedder.dim) and onsets.shape[0] == 1
+    patches, onsets, spectrograms = front_end.feed(0.01 * rng.standard_normal(3_840).astype(np.float32))
+    assert patches.shape == (1, embedder.dim) and onsets.shape[0] == 1 and spectrograms.shape == (1, 48, 32)

@@ -102,10 +102,10 @@ def with_bang_every(bed: np.ndarray, bang: np.ndarray, every_s: float) -> np.nda
     return out
 
 
-def gun_shot_events(detector: EventDetector, patches: np.ndarray, onsets: np.ndarray, head: object,
-                    offsets: np.ndarray | None = None) -> tuple[int, np.ndarray]:
+def gun_shot_events(detector: EventDetector, patches: np.ndarray, onsets: np.ndarray, spectrograms: np.ndarray,
+                    head: object, offsets: np.ndarray | None = None) -> tuple[int, np.ndarray]:
     scorer = PatchScorer(detector, head, offsets)  # type: ignore[arg-type]
-    first, labels, scores = scorer.feed(patches, onsets, True)
+    first, labels, scores = scorer.feed(patches, onsets, spectrograms, True)
     events = merge_windows(labels, scores, detector.classes, detector.background, scorer.window_s, first)
     return sum(e.label == "gun_shot" for e in events), scorer.histogram
 
@@ -121,7 +121,7 @@ def test_a_site_with_a_recurring_bang_stops_alarming_on_it_and_a_quiet_site_is_u
     assert rate == 16_000
     bed = field_bed(field_corpus, 25 * 60)
 
-    def embedded(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def embedded(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return ChunkFrontEnd(yamnet).feed(audio)  # type: ignore[arg-type]
 
     split = 20 * 60 * 16_000  # 20 minutes to learn from, the next 5 to detect in

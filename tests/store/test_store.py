@@ -231,6 +231,31 @@ def test_a_version_1_cache_is_upgraded_in_place_by_every_later_migration(tmp_pat
     assert indexes == {"files_by_sha256_label", "files_by_state_sha256_label"}
 
 
+def test_a_cache_without_cnn_inputs_reads_its_recordings_once_more_and_keeps_their_detections(tmp_path: Path) -> None:
+    from ecosight_daemon.store.schema import MIGRATIONS
+
+    path = tmp_path / "cache.sqlite3"
+    with sqlite3.connect(path) as db:  # a cache as version 9 of the program left it: one recording analysed
+        for _, script in MIGRATIONS[:9]:
+            db.executescript(script)
+        db.execute("INSERT INTO meta VALUES ('schema_version', '9')")
+        db.execute("INSERT INTO recordings (path, sha256, size, mtime_ns, state, seconds, model_version, first_seen, "
+                   "updated_at) VALUES ('a.wav', 'h1', 10, 20, 'done', 60.0, 'v0001', 0, 0)")
+        db.execute("INSERT INTO recording_chunks (sha256, model_id, first_patch, patches, dtype, embeddings, onsets) "
+                   "VALUES ('h1', 'm', 0, 1, 'float32', ?, ?)", (bytes(4 * 1024), bytes(16)))
+        db.execute("INSERT INTO detections (path, label, start_s, end_s, peak_s, score, model_version, found_at) "
+                   "VALUES ('a.wav', 'gun_shot', 1.0, 2.0, 1.5, 0.9, 'v0001', 0)")
+    store = Database.open(path)
+    assert store.recordings.waiting() == ["a.wav"] and store.recordings.chunk_rows() == 0
+    assert [d.label for d in store.recordings.detections()] == ["gun_shot"]  # replaced once it is scored again
+    codes = np.arange(48 * 32, dtype=np.int64).reshape(1, 48, 32) % 200 - 100
+    store.recordings.add_chunk("h1", "m", 0, patches(1, 1), np.ones((1, 4), np.float32), codes.astype(np.int8),
+                               "float32", 0.96, "a.wav", last=True)
+    (chunk,) = store.recordings.chunks("h1", "m")
+    assert chunk.spectrograms.dtype == np.int8 and np.array_equal(chunk.spectrograms, codes)
+    store.close()
+
+
 def test_every_migration_has_the_next_number() -> None:
     from ecosight_daemon.store.schema import MIGRATIONS
 

@@ -9,8 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ecosight_daemon.artifacts.event_detector import TRAINED_SCORER, YAMNET_GUNSHOT, YAMNET_SCORER, EventDetector
+from ecosight_daemon.artifacts.event_detector import (
+    TRAINED_SCORER,
+    YAMNET_GUNSHOT,
+    YAMNET_PLUS_CNN_SCORER,
+    YAMNET_SCORER,
+    EventDetector,
+)
 from ecosight_daemon.artifacts.linear_head import LogisticFit
+from ecosight_daemon.artifacts.shot_spectrogram import ShotSpectrogramModel
 from ecosight_daemon.artifacts.split_rule import Split
 from ecosight_daemon.training.dataset import Sample
 from ecosight_daemon.training.detector_training import ClipBudget, read_clips
@@ -50,6 +57,45 @@ def test_the_yamnet_scorer_ranks_gun_shots_by_yamnets_own_log_odds_and_is_saved(
     np.testing.assert_array_equal(loaded.margins(features), margins)
 
 
+
+def random_cnn(seed: int) -> ShotSpectrogramModel:
+    rng = np.random.default_rng(seed)
+
+    def convolution(inputs: int, outputs: int) -> tuple[np.ndarray, np.ndarray]:
+        return rng.normal(size=(3, 3, inputs, outputs)).astype(np.float32) * 0.3, np.zeros(outputs, np.float32)
+
+    def normalization(width: int) -> tuple[np.ndarray, ...]:
+        return (np.ones(width, np.float32), np.zeros(width, np.float32), np.zeros(width, np.float32),
+                np.ones(width, np.float32))
+
+    return ShotSpectrogramModel([convolution(1, 16), convolution(16, 32), convolution(32, 64)],
+                                [normalization(16), normalization(32)],  # type: ignore[list-item]
+                                (rng.normal(size=(64, 1)).astype(np.float32), np.zeros(1, np.float32)))
+
+
+def test_the_cnn_scorer_adds_its_log_odds_to_yamnets_and_travels_in_the_detectors_file(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    features = rng.normal(size=(50, 525)).astype(np.float32) * 3
+    codes = rng.integers(-40, 40, size=(50, 48, 32)).astype(np.int8)
+    with_cnn = detector(YAMNET_PLUS_CNN_SCORER, 1.0)
+    with_cnn.cnn = random_cnn(3)
+    margins = with_cnn.margins(features, codes)
+    cnn_log_odds = with_cnn.cnn.log_odds(codes)
+    assert np.std(cnn_log_odds) > 0.1
+    np.testing.assert_allclose(margins[:, 2], features[:, YAMNET_GUNSHOT] + cnn_log_odds, rtol=1e-6)
+    np.testing.assert_array_equal(margins[:, :2], detector(YAMNET_SCORER).margins(features)[:, :2])
+    with pytest.raises(ValueError, match="reads each patch's spectrogram"):
+        with_cnn.margins(features)
+
+    with_cnn.save(tmp_path / "detector.npz")
+    loaded = EventDetector.load(tmp_path / "detector.npz")
+    assert loaded.reads_spectrograms and loaded.cnn is not None
+    np.testing.assert_array_equal(loaded.margins(features, codes), margins)
+    without = dict(np.load(tmp_path / "detector.npz"))
+    np.savez(tmp_path / "broken.npz", **{k: v for k, v in without.items() if not k.startswith("cnn_")})
+    with pytest.raises(ValueError, match="needs a CNN the file does not hold"):
+        EventDetector.load(tmp_path / "broken.npz")
+
 def test_a_detector_saved_before_scorers_existed_loads_as_trained_and_an_unknown_scorer_is_refused(
     tmp_path: Path,
 ) -> None:
@@ -67,11 +113,20 @@ def test_the_trained_scorer_ships_only_where_it_beats_yamnet_out_of_fold() -> No
     def point(recall: float | None) -> dict[str, float | None]:
         return {"out_of_fold_recall": recall}
 
-    assert choose_priority_scorer(point(0.5), point(0.4), "gun_shot")[0] == TRAINED_SCORER
-    scorer, why = choose_priority_scorer(point(0.3), point(0.3), "gun_shot")
+    def choose(trained: float | None, yamnet: float | None, cnn: float | None = None) -> tuple[str, str]:
+        points = {TRAINED_SCORER: point(trained), YAMNET_SCORER: point(yamnet)}
+        if cnn is not None:
+            points[YAMNET_PLUS_CNN_SCORER] = point(cnn)
+        return choose_priority_scorer(points, "gun_shot")
+
+    assert choose(0.5, 0.4)[0] == TRAINED_SCORER
+    scorer, why = choose(0.3, 0.3)
     assert scorer == YAMNET_SCORER and "0.300" in why  # a tie: no evidence that training helped
-    scorer, why = choose_priority_scorer(point(0.0), point(0.12), "gun_shot")
+    scorer, why = choose(0.0, 0.12)
     assert scorer == YAMNET_SCORER and "0.000" in why and "0.120" in why
+    assert choose(0.0, 0.12, 0.12)[0] == YAMNET_SCORER  # the CNN must beat YAMNet, not equal it
+    assert choose(0.2, 0.12, 0.3)[0] == YAMNET_PLUS_CNN_SCORER
+    assert choose(0.3, 0.12, 0.3)[0] == TRAINED_SCORER  # and the simpler fitted scorer
 
 
 def test_the_operating_point_is_the_lowest_threshold_within_the_budget() -> None:
@@ -150,7 +205,7 @@ def test_a_retrain_reads_long_background_confusers_and_every_review_clip(
     assert len([c for c in first_only if c.label == "clips"]) == 1  # the background total is bounded
 
 
-@pytest.mark.parametrize("scorer", [TRAINED_SCORER, YAMNET_SCORER])
+@pytest.mark.parametrize("scorer", [TRAINED_SCORER, YAMNET_SCORER, YAMNET_PLUS_CNN_SCORER])
 def test_the_onnx_detector_gives_the_detectors_own_margins_and_labels(scorer: str) -> None:
     from ecosight_daemon.pooling import AudiosetHead
     from ecosight_daemon.training.detector_export import check_detector_graph, detector_graph
@@ -158,7 +213,9 @@ def test_the_onnx_detector_gives_the_detectors_own_margins_and_labels(scorer: st
     rng = np.random.default_rng(4)
     head = AudiosetHead(rng.normal(0, 0.05, (1024, 521)).astype(np.float32), rng.normal(0, 1, 521).astype(np.float32))
     shipped = detector(scorer, threshold=0.5)
+    shipped.cnn = random_cnn(6) if scorer == YAMNET_PLUS_CNN_SCORER else None
     embeddings = rng.random((300, 1024)).astype(np.float32) * np.linspace(0.1, 8, 300, dtype=np.float32)[:, None]
     onsets = rng.normal(0, 4, (300, 4)).astype(np.float32)  # up to saturated classes, where margins are large
-    worst = check_detector_graph(detector_graph(shipped, head), shipped, head, embeddings, onsets)
+    spectrograms = rng.integers(-80, 80, (300, 48, 32)).astype(np.int8)
+    worst = check_detector_graph(detector_graph(shipped, head), shipped, head, embeddings, onsets, spectrograms)
     assert worst < 1e-3

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from ecosight_daemon.config import DetectionSettings
 from ecosight_daemon.ingest.limits import IngestLimits
 from ecosight_daemon.ingest.one_shot import embed_pending
 from ecosight_daemon.ingest.reconcile import reconcile
@@ -39,6 +40,7 @@ pytestmark = pytest.mark.slow
 
 OPERATOR_FILES = [MODEL_FILE, METADATA_FILE, METRICS_FILE, HISTORY_PICKLE, HISTORY_JSON, CLASS_NAMES_FILE]
 LIMITS = IngestLimits((".wav",), 600, 10**9)
+DEFAULT_SHOT_CNN_EPOCHS = DetectionSettings().shot_cnn_epochs
 
 
 @pytest.fixture(scope="session")
@@ -62,11 +64,14 @@ def project(tmp_path: Path, embedded_dev: Path, yamnet_handle: str) -> Path:
     return tmp_path
 
 
-def write_config(root: Path, handle: str, training: str = "") -> None:
+def write_config(root: Path, handle: str, training: str = "", shot_cnn_epochs: int = 0) -> None:
+    """The shot CNN (4 Keras fits, ~50 s a retrain here) only where a test asks for it: the
+    first retrain and the exports' test train it as shipped."""
     seed_onnx_body(root / "models")
     (root / "config.toml").write_text(
         f'[paths]\naudio_dir = "audio"\nmodels_dir = "models"\n'
         f'[embedding]\nyamnet_handle = "{handle}"\n[http]\nport = 0\n[training]\n{training}\n'
+        f'[detection]\nshot_cnn_epochs = {shot_cnn_epochs}\n'
     )
 
 
@@ -102,7 +107,8 @@ def assert_models_consistent(models: Path) -> dict[str, Any]:
     return metadata
 
 
-def test_first_retrain_promotes_and_writes_every_artifact(project: Path) -> None:
+def test_first_retrain_promotes_and_writes_every_artifact(project: Path, yamnet_handle: str) -> None:
+    write_config(project, yamnet_handle, shot_cnn_epochs=DEFAULT_SHOT_CNN_EPOCHS)
     result = retrain(project, "--reason", "first test")
     assert result["promoted"] is True and result["version"] == "v0001"
     assert set(result["metrics"]) >= {"macro_f1", "accuracy", "recall"}
@@ -129,6 +135,22 @@ def test_first_retrain_promotes_and_writes_every_artifact(project: Path) -> None
     assert sentinel["hours"] >= 1.0 and sentinel["shots"] > 0  # the gate's detection check: an hour never trained on
     assert sentinel["candidate"]["false_alarms"] == round(sentinel["candidate"]["false_alarms_per_hour"]
                                                           * sentinel["hours"])
+    check_the_scorer_chosen(version)
+
+
+def check_the_scorer_chosen(version: Path) -> None:
+    """Three gun-shot scorers tried out of fold; YAMNet's own unless another's recall beats it,
+    and the CNN in the detector's file exactly when its scorer ships."""
+    from ecosight_daemon.artifacts.event_detector import EventDetector
+
+    figures = json.loads((version / "metadata.json").read_text())["event_detector"]
+    recall = {name: point["out_of_fold_recall"] for name, point in figures["out_of_fold_by_scorer"].items()}
+    assert set(recall) == {"trained", "yamnet_gunshot", "yamnet_gunshot_plus_cnn"}, figures
+    chosen = figures["priority_scorer"]
+    assert recall[chosen] == max(recall.values()), figures
+    assert chosen == "yamnet_gunshot" or recall[chosen] > recall["yamnet_gunshot"], figures
+    detector = EventDetector.load(version / "event_detector.npz")
+    assert detector.priority_scorer == chosen and (detector.cnn is not None) == (chosen == "yamnet_gunshot_plus_cnn")
 
 
 def test_manifest_has_no_recording_on_both_sides_and_model_reproduces_its_metrics(project: Path) -> None:
@@ -270,7 +292,7 @@ def test_a_held_lock_means_retraining_already_in_progress(project: Path) -> None
     assert "Retraining already in progress" in result.stderr
 
 
-def test_predict_agrees_with_the_model_and_both_exports_match(project: Path, yamnet: Any) -> None:
+def test_predict_agrees_with_the_model_and_both_exports_match(project: Path, yamnet: Any, yamnet_handle: str) -> None:
     import onnxruntime
     import tensorflow as tf
 
@@ -281,6 +303,7 @@ def test_predict_agrees_with_the_model_and_both_exports_match(project: Path, yam
     from ecosight_daemon.pooling import pool_patches
     from ecosight_daemon.training.onnx_export import FRONT_END_FILE, PATCHES_MODEL
 
+    write_config(project, yamnet_handle, shot_cnn_epochs=DEFAULT_SHOT_CNN_EPOCHS)  # the export of what ships
     retrain(project)
     models = project / "models"
     metadata = json.loads((models / METADATA_FILE).read_text())
@@ -523,8 +546,11 @@ def check_detector_device_files(export: Path, version: str, head: Any) -> None:
     np.testing.assert_allclose(port_of_the_onsets(vector["log_mel_frames"], spec["onset_features"]), vector["onsets"],
                                atol=1e-3)
     session = onnxruntime.InferenceSession(str(export / DETECTOR_MODEL), providers=["CPUExecutionProvider"])
-    margins, labels = session.run(None, {"embeddings": vector["embeddings"], "onsets": vector["onsets"]})
-    expected = detector.margins(patch_features(vector["embeddings"], vector["onsets"], head))
+    feeds = {"embeddings": vector["embeddings"], "onsets": vector["onsets"]}
+    if detector.reads_spectrograms:  # the shot CNN's input as a third one (its words: test_shot_spectrogram.py)
+        feeds["spectrograms"] = vector["spectrograms"]
+    margins, labels = session.run(None, feeds)
+    expected = detector.margins(patch_features(vector["embeddings"], vector["onsets"], head), vector["spectrograms"])
     np.testing.assert_allclose(margins, expected, atol=1e-3)
     np.testing.assert_array_equal(labels, detector.labels(expected))
     np.testing.assert_array_equal(labels, vector["labels"])
