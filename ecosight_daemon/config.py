@@ -211,7 +211,8 @@ class DetectionSettings:
     min_sample_rate: int = setting(8_000, "recordings whose header says a lower sample rate are refused (a damaged "
                                    "header can claim 10 Hz: days of audio once resampled)", between(1, 768_000))
     max_hours: float = setting(48.0, "recordings longer than this many hours are refused with a reason; each "
-                               "analysed hour keeps ~15 MB of embeddings in the cache", between(0.01, 10_000.0))
+                               "analysed hour keeps ~27 MB of embeddings and CNN inputs in the cache",
+                               between(0.01, 10_000.0))
     turn_minutes: float = setting(60.0, "minutes of one recording analysed before the next waiting recording has "
                                   "its turn (a 24 h file does not hold up the rest)", between(1.0, 100_000.0))
     site_learning: bool = setting(True, "learn each recorder's own background from its analysed recordings (no "

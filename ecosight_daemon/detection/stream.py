@@ -97,7 +97,7 @@ def checked_header(probe: Probe, limits: HeaderLimits) -> RecordingHeader:
     hours = max(header.duration_s, header.declared_s or 0.0) / 3600
     if hours > limits.max_hours:
         raise AudioDecodeError(f"{hours:.1f} h of audio; [detection] max_hours is {limits.max_hours:g} (split the "
-                               "file, or raise max_hours: each hour costs ~15 MB of cache)")
+                               "file, or raise max_hours: each hour costs ~27 MB of cache)")
     return header
 
 

@@ -13,8 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from ecosight_daemon.artifacts.shot_spectrogram import INPUT_SHAPE
-
 Transaction = Callable[[], AbstractContextManager[sqlite3.Connection]]
 ONSET_COLUMNS = 4
 
@@ -56,7 +54,7 @@ class CachedChunk:
     first_patch: int
     embeddings: np.ndarray  # (patches, dim) float32
     onsets: np.ndarray  # (patches, 4) float32
-    spectrograms: np.ndarray  # (patches, 48, 32) int8 codes
+    spectrograms: np.ndarray  # (patches, 48 * 32) int8: each patch's shot-CNN input codes, flat
 
 
 _COLUMNS = ("path, sha256, size, mtime_ns, state, reason, truncated, start_utc, clock_source, seconds, model_version, "
@@ -229,7 +227,7 @@ class RecordingLedger:
         return next_patch
 
     def chunks(self, sha256: str, model_id: str) -> Iterator[CachedChunk]:
-        """The cached chunks in order, one query each (a 24 h recording is ~370 MB of them,
+        """The cached chunks in order, one query each (a 24 h recording is ~650 MB of them,
         and no read stays open between the loop's steps)."""
         firsts = [row[0] for row in self._db.execute(
             "SELECT first_patch FROM recording_chunks WHERE sha256 = ? AND model_id = ? ORDER BY first_patch",
@@ -243,7 +241,7 @@ class RecordingLedger:
             count, dtype, embeddings, onsets, spectrograms = row
             yield CachedChunk(first, np.frombuffer(embeddings, dtype=dtype).reshape(count, -1).astype(np.float32),
                               np.frombuffer(onsets, dtype=np.float32).reshape(count, ONSET_COLUMNS),
-                              np.frombuffer(spectrograms, dtype=np.int8).reshape(count, *INPUT_SHAPE))
+                              np.frombuffer(spectrograms, dtype=np.int8).reshape(count, -1))
 
     def chunk_rows(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM recording_chunks").fetchone()[0])

@@ -23,14 +23,13 @@ from ecosight_daemon.artifacts.event_detector import (
     patch_features,
 )
 from ecosight_daemon.artifacts.shot_spectrogram import (
-    BN_EPSILON,
     CODE_STEP,
     INPUT_SHAPE,
     LEVEL_HALF,
     LEVEL_HOLD,
     LEVEL_STRIDE,
     POOL,
-    ShotSpectrogramModel,
+    cnn_nodes,
     spectrogram_inputs,
 )
 from ecosight_daemon.pooling import AudiosetHead
@@ -40,35 +39,6 @@ from ecosight_daemon.util.digest import sha256_of
 DETECTOR_MODEL = "event_detector.onnx"
 DETECTOR_TEST_VECTOR = "event_detector_test_vector.npz"
 MAX_MARGIN_DIFF = 1e-3  # ONNX Runtime's float32 against numpy's
-
-
-def cnn_nodes(cnn: ShotSpectrogramModel, constants: dict[str, np.ndarray]) -> list[Any]:
-    """spectrograms int8 [N, 48, 32] -> cnn_log_odds [N, 1], as ShotSpectrogramModel runs it."""
-    from onnx import TensorProto, helper
-
-    constants["code_step"] = np.array(CODE_STEP, np.float32)
-    constants["axes_channel"] = np.array([1], np.int64)
-    nodes = [helper.make_node("Cast", ["spectrograms"], ["codes"], to=TensorProto.FLOAT),
-             helper.make_node("Mul", ["codes", "code_step"], ["decoded"]),
-             helper.make_node("Unsqueeze", ["decoded", "axes_channel"], ["x0"])]
-    x = "x0"
-    for i, (kernel, bias) in enumerate(cnn.convolutions):
-        constants[f"conv{i}_w"] = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1), np.float32)  # HWIO -> OIHW
-        constants[f"conv{i}_b"] = bias.astype(np.float32)
-        nodes += [helper.make_node("Conv", [x, f"conv{i}_w", f"conv{i}_b"], [f"conv{i}"], pads=[1, 1, 1, 1]),
-                  helper.make_node("Relu", [f"conv{i}"], [f"relu{i}"])]
-        x = f"relu{i}"
-        if i < len(cnn.normalizations):
-            for name, value in zip(("gamma", "beta", "mean", "var"), cnn.normalizations[i], strict=True):
-                constants[f"norm{i}_{name}"] = value.astype(np.float32)
-            nodes += [helper.make_node("BatchNormalization", [x] + [f"norm{i}_{n}" for n in ("gamma", "beta", "mean",
-                                       "var")], [f"norm{i}"], epsilon=BN_EPSILON),
-                      helper.make_node("MaxPool", [f"norm{i}"], [f"pool{i}"], kernel_shape=[2, 2], strides=[2, 2])]
-            x = f"pool{i}"
-    constants["dense_w"], constants["dense_b"] = (a.astype(np.float32) for a in cnn.dense)
-    return nodes + [helper.make_node("ReduceMax", [x], ["pooled_max"], axes=[2, 3], keepdims=0),
-                    helper.make_node("MatMul", ["pooled_max", "dense_w"], ["dense"]),
-                    helper.make_node("Add", ["dense", "dense_b"], ["cnn_log_odds"])]
 
 
 def detector_graph(detector: EventDetector, head: AudiosetHead, opset: int = 17) -> Any:

@@ -252,7 +252,7 @@ def test_a_cache_without_cnn_inputs_reads_its_recordings_once_more_and_keeps_the
     store.recordings.add_chunk("h1", "m", 0, patches(1, 1), np.ones((1, 4), np.float32), codes.astype(np.int8),
                                "float32", 0.96, "a.wav", last=True)
     (chunk,) = store.recordings.chunks("h1", "m")
-    assert chunk.spectrograms.dtype == np.int8 and np.array_equal(chunk.spectrograms, codes)
+    assert chunk.spectrograms.dtype == np.int8 and np.array_equal(chunk.spectrograms, codes.reshape(1, -1))
     store.close()
 
 

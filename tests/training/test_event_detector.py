@@ -82,6 +82,7 @@ def test_the_cnn_scorer_adds_its_log_odds_to_yamnets_and_travels_in_the_detector
     margins = with_cnn.margins(features, codes)
     cnn_log_odds = with_cnn.cnn.log_odds(codes)
     assert np.std(cnn_log_odds) > 0.1
+    np.testing.assert_allclose(cnn_log_odds, with_cnn.cnn.log_odds_numpy(codes), rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(margins[:, 2], features[:, YAMNET_GUNSHOT] + cnn_log_odds, rtol=1e-6)
     np.testing.assert_array_equal(margins[:, :2], detector(YAMNET_SCORER).margins(features)[:, :2])
     with pytest.raises(ValueError, match="reads each patch's spectrogram"):
