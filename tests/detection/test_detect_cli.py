@@ -86,8 +86,9 @@ def test_detect_finds_gun_shots_at_their_clock_times(trained: tuple[Path, Path])
     summary, rows = _detect(root, recording, out)
     assert summary["parameters"]["scorer"] == "event detector (per patch)"
     detector = metadata["event_detector"]
-    by_scorer = {name: figures["out_of_fold_recall"] for name, figures in detector["out_of_fold_by_scorer"].items()}
-    # another scorer ranks gun shots only where it beat YAMNet's own score out of fold (and the others)
+    by_scorer = {name: figures["out_of_fold_ranking_recall"]
+                 for name, figures in detector["out_of_fold_by_scorer"].items()}
+    # another scorer ranks gun shots only where it ranked them better than YAMNet's own score out of fold
     assert len(by_scorer) == 3 and by_scorer[detector["priority_scorer"]] == max(by_scorer.values()), detector
     assert detector["priority_scorer"] == "yamnet_gunshot" or \
         by_scorer[detector["priority_scorer"]] > by_scorer["yamnet_gunshot"], detector

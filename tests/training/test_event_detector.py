@@ -110,9 +110,9 @@ def test_a_detector_saved_before_scorers_existed_loads_as_trained_and_an_unknown
         EventDetector.load(tmp_path / "odd.npz")
 
 
-def test_the_trained_scorer_ships_only_where_it_beats_yamnet_out_of_fold() -> None:
+def test_another_scorer_ships_only_where_it_ranks_shots_better_than_yamnet_out_of_fold() -> None:
     def point(recall: float | None) -> dict[str, float | None]:
-        return {"out_of_fold_recall": recall}
+        return {"out_of_fold_ranking_recall": recall}
 
     def choose(trained: float | None, yamnet: float | None, cnn: float | None = None) -> tuple[str, str]:
         points = {TRAINED_SCORER: point(trained), YAMNET_SCORER: point(yamnet)}
@@ -143,6 +143,24 @@ def test_the_operating_point_is_the_lowest_threshold_within_the_budget() -> None
     assert point["out_of_fold_false_alarms_per_hour"] <= 1.0
     few = operating_point([PartScores(shots, hours=1.0, scores=scores)], 1.0, "gun_shot")
     assert few["calibration"].startswith("fitted tail")  # one hour cannot show 3 alarms at 1 an hour
+
+
+def test_the_ranking_compared_is_the_recall_within_the_budget_and_a_few_times_it() -> None:
+    hop = 0.48
+    shots = [PlacedEvent("gun_shot", k * hop, k * hop + 1.0, k * hop + 0.2, 5.0, False, f"s{k}") for k in (10, 40)]
+    quiet = np.random.default_rng(2).normal(-3.0, 0.3, 400).astype(np.float32)
+    clean, thunder_above = quiet.copy(), quiet.copy()
+    clean[10], clean[40] = 3.0, 2.0
+    thunder_above[10], thunder_above[40], thunder_above[200] = 3.0, 1.0, 2.0  # a clap between the two shots
+    def ranking(scores: np.ndarray) -> float | None:
+        return operating_point([PartScores(shots, 0.5, scores)], 1.0, "gun_shot")["out_of_fold_ranking_recall"]
+
+    assert ranking(clean) == 1.0  # both shots above everything else, at every budget
+    # at 1 an hour (half an hour: no false alarm allowed) only the first shot; at 2 or more, both
+    assert ranking(thunder_above) == pytest.approx((0.5 + 1.0 + 1.0 + 1.0) / 4)
+    buried = quiet.copy()
+    buried[[100, 200, 300]] = 3.0  # three loud non-shots above shots that sit in the background's noise
+    assert ranking(buried) == 0.0
 
 
 def test_an_alarm_on_a_confuser_counts_as_the_share_of_them_a_field_hour_holds() -> None:

@@ -139,12 +139,12 @@ def test_first_retrain_promotes_and_writes_every_artifact(project: Path, yamnet_
 
 
 def check_the_scorer_chosen(version: Path) -> None:
-    """Three gun-shot scorers tried out of fold; YAMNet's own unless another's recall beats it,
+    """Three gun-shot scorers tried out of fold; YAMNet's own unless another ranks shots better,
     and the CNN in the detector's file exactly when its scorer ships."""
     from ecosight_daemon.artifacts.event_detector import EventDetector
 
     figures = json.loads((version / "metadata.json").read_text())["event_detector"]
-    recall = {name: point["out_of_fold_recall"] for name, point in figures["out_of_fold_by_scorer"].items()}
+    recall = {name: point["out_of_fold_ranking_recall"] for name, point in figures["out_of_fold_by_scorer"].items()}
     assert set(recall) == {"trained", "yamnet_gunshot", "yamnet_gunshot_plus_cnn"}, figures
     chosen = figures["priority_scorer"]
     assert recall[chosen] == max(recall.values()), figures
