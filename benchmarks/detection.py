@@ -224,7 +224,8 @@ class Bench:
                 "detector_site_learning": Scored(scape.events, scape.hours, shipped, PATCH_SECONDS,
                                                  detector.threshold + raised),
                 }, {"scorer": chosen, "site_raised": raised, "threshold": detector.threshold,
-                    "out_of_fold": {name: {key: point[key] for key in ("out_of_fold_recall", "out_of_fold_ranking_recall")}
+                    "out_of_fold": {name: {key: point[key] for key in ("out_of_fold_recall",
+                                                                      "out_of_fold_ranking_recall")}
                                     for name, point in detector.figures["out_of_fold_by_scorer"].items()}}
 
     def site_hours(self, chosen: list[Clip], rng: np.random.Generator) -> tuple[Soundscape, np.ndarray, np.ndarray]:
