@@ -24,9 +24,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ecosight_daemon.embedding.frontend import (
     MEL_BANDS,
     PATCH_FRAMES,
+    PATCH_HOP_FRAMES,
     log_mel_in_blocks,
     pad_to_whole_patches,
-    patches_from_frames,
 )
 
 LEVEL_STRIDE = 20  # frames (0.2 s) between the values a band's level is the median of
@@ -61,21 +61,21 @@ def spectrogram_inputs_from_frames(frames: np.ndarray) -> np.ndarray:
     """(patches, 48, 32) int8 codes from the log-mel frames of a waveform padded to whole
     patches. Coded here, not only in the cache, so training, a live run and a re-score from
     the cache all feed the CNN the same values (1.5 KB a patch cached)."""
-    values = pooled(patches_from_frames(band_normalized(frames)))
-    return np.clip(np.round(values / CODE_STEP), -127, 127).astype(np.int8)
+    # Averaging POOL x POOL blocks commutes with cutting patches (they start on even frames):
+    # pool the frames once, then cut, instead of pooling every overlapping patch.
+    normalized = band_normalized(frames)
+    usable = len(normalized) // POOL * POOL
+    pooled_frames = normalized[:usable].reshape(usable // POOL, POOL, MEL_BANDS // POOL, POOL).mean(axis=(1, 3))
+    count = (len(frames) - PATCH_FRAMES) // PATCH_HOP_FRAMES + 1
+    windows = sliding_window_view(pooled_frames, PATCH_FRAMES // POOL, axis=0)[::PATCH_HOP_FRAMES // POOL][:count]
+    codes = np.clip(np.round(windows.transpose(0, 2, 1) / np.float32(CODE_STEP)), -127, 127)
+    return np.ascontiguousarray(codes, np.int8)
 
 
 def decoded(codes: np.ndarray) -> np.ndarray:
     """The CNN's float input from spectrogram_inputs' codes."""
     values: np.ndarray = np.asarray(codes, np.float32) * np.float32(CODE_STEP)
     return values
-
-
-def pooled(patches: np.ndarray) -> np.ndarray:
-    """(N, 96 / POOL, 64 / POOL) float32: each patch's mean over POOL x POOL frames and bands."""
-    n, frames, bands = patches.shape
-    blocks = patches.reshape(n, frames // POOL, POOL, bands // POOL, POOL).astype(np.float32)
-    return np.asarray(blocks.mean(axis=(2, 4)), np.float32)
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ class ShotSpectrogramModel:
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 8
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 1  # beside YAMNet's session in the same loop; small batches
+        options.intra_op_num_threads = 2  # run between YAMNet's chunks, never beside them
         return onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
     def _batch(self, inputs: np.ndarray) -> np.ndarray:
