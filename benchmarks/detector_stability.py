@@ -1,11 +1,12 @@
 """Does the same corpus, plus or minus a few clips, give a detector of the same quality?
-Issue #32's stability check, run by hand (not part of `make bench`; about 15 minutes on 2
-cores): `.venv/bin/python -m benchmarks.detector_stability`.
+Issue #32's stability check, run by hand (not part of `make bench`; about 30 minutes on 2
+cores, most of it the shot CNN's fits): `.venv/bin/python -m benchmarks.detector_stability`.
 
 The folds and test hours of `benchmarks/detection.py` (seed 42, its first FOLDS folds). Per
 fold, VARIANTS retrains of the shipped detector (training/event_detector.py): each on the
 fold's training sources less DROPPED clips drawn at random (any class but a confuser), with
-its own soundscape seed, as two retrains a few clips apart would differ. Reported per fold:
+its own soundscape seed, as two retrains a few clips apart would differ; the shot CNN is a
+candidate as in a retrain (SHOT_CNN_EPOCHS). Reported per fold:
 the spread over variants of the threshold, the scorer chosen, and on the same test hour the
 recall and false alarms per hour at the default point and the best recall at <= 1 FA/h.
 """
@@ -23,6 +24,7 @@ from benchmarks.detection import (
     BUDGET_PER_HOUR,
     CLASSES,
     GUN,
+    SHOT_CNN_EPOCHS,
     TEST_SECONDS,
     Bench,
     Scored,
@@ -31,14 +33,15 @@ from benchmarks.detection import (
 )
 from benchmarks.detection import FOLDS as ALL_FOLDS
 from ecosight_daemon.artifacts.event_detector import patch_features
+from ecosight_daemon.artifacts.shot_spectrogram import spectrogram_inputs
 from ecosight_daemon.embedding.frontend import PATCH_SECONDS
 from ecosight_daemon.embedding.onnx_runtime import OnnxEmbedder
-from ecosight_daemon.training.detector_training import is_confuser
+from ecosight_daemon.training.detector_training import cnn_fitter, is_confuser
 from ecosight_daemon.training.event_detector import LabeledAudio, train_event_detector
 
 SEED = 42
 FOLDS = 3
-VARIANTS = 5
+VARIANTS = 3  # 5 before the shot CNN: each retrain now spends ~2 minutes in its fits
 DROPPED = 3
 
 
@@ -58,7 +61,7 @@ def main() -> None:
         test_clips = [c for c in bench.clips if fold_of[c.group] == fold]
         train_clips = [c for c in bench.clips if fold_of[c.group] != fold]
         scape, patches, onsets = bench.soundscape(test_clips, TEST_SECONDS, rng, shots_each=2)
-        features = patch_features(patches, onsets, head)
+        features, spectrograms = patch_features(patches, onsets, head), spectrogram_inputs(scape.waveform)
         per_fold: dict[str, list[float]] = {key: [] for key in spreads}
         for variant in range(VARIANTS):
             pick = np.random.default_rng(1000 + 10 * fold + variant)
@@ -68,9 +71,10 @@ def main() -> None:
                                   c.training_label == "clips" and is_confuser(c.waveform))
                      for i, c in enumerate(train_clips) if i not in dropped]
             detector = train_event_detector(clips, embedder.embed, head, CLASSES, "clips", "gun_shot",
-                                            BUDGET_PER_HOUR, seed=SEED * 1000 + 10 * fold + variant)
-            row = figures_of(Scored(scape.events, scape.hours, detector.margins(features)[:, GUN], PATCH_SECONDS,
-                                    detector.threshold))
+                                            BUDGET_PER_HOUR, seed=SEED * 1000 + 10 * fold + variant,
+                                            fit_cnn=cnn_fitter(SHOT_CNN_EPOCHS))
+            row = figures_of(Scored(scape.events, scape.hours, detector.margins(features, spectrograms)[:, GUN],
+                                    PATCH_SECONDS, detector.threshold))
             for key in spreads:
                 per_fold[key].append(row[key])
                 spreads[key].append(row[key])
