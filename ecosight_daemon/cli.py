@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         action.add_argument("--json", action="store_true", help="print JSON")
     review.set_defaults(handler=cmd_review)
 
-    sites = commands.add_parser("sites", help="what each recorder's analysed audio raised its thresholds by (for a "
+    sites = commands.add_parser("sites", help="how far each recorder's analysed audio moved its thresholds (for a "
                                 "device port: --json)")
     sites.add_argument("--json", action="store_true", help="the offsets as JSON, beside the version's device files")
     sites.set_defaults(handler=cmd_sites)
@@ -334,9 +334,10 @@ def cmd_sites(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"model {table['model_version']}: {table['note']}")
     for site in table["sites"]:
-        raised = {c: o for c, o in site["margin_offsets"].items() if o > 0} or "nothing"
+        moved = {c: o for c, o in site["margin_offsets"].items() if o != 0} or "nothing"
         state = "applies" if site["applies"] else f"not yet ({table['min_hours']:g} h needed)"
-        print(f"{site['recorder']}: {site['hours_learned']:.2f} h learned, {state}; raised: {raised}")
+        print(f"{site['recorder']}: {site['hours_learned']:.2f} h learned, {state}; thresholds moved (+ raised, "
+              f"- lowered): {moved}")
     return EXIT_OK
 
 

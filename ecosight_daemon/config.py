@@ -217,8 +217,10 @@ class DetectionSettings:
                                   "its turn (a 24 h file does not hold up the rest)", between(1.0, 100_000.0))
     site_learning: bool = setting(True, "learn each recorder's own background from its analysed recordings (no "
                                   "review needed): where a class alarms more often than false_alarms_per_hour on a "
-                                  "site's own audio (a recurring frog, a generator), its threshold there is raised; "
-                                  "the site's highest-scoring 0.1% of patches are held out for the real events")
+                                  "site's own audio (a recurring frog, a generator), its threshold there is raised "
+                                  "(the site's highest-scoring 0.1% of patches held out for the real events); once "
+                                  "3 alarms at the budget can be counted (3 h at 1 an hour), the gun-shot threshold "
+                                  "is also lowered where the site's own audio crossed it less often than that")
     site_learning_min_hours: float = setting(1.0, "hours of a recorder's audio analysed before its learned background "
                                              "applies", between(0.1, 10_000.0))
 

@@ -101,6 +101,12 @@ class EventDetector:
             raise ValueError("this detector's gun-shot scorer reads each patch's spectrogram; none was given")
         return self.cnn.log_odds(spectrograms)
 
+    @property
+    def calibrated_class(self) -> int | None:
+        """The index of the class whose threshold was calibrated for the false-alarm budget (the
+        priority class); None without one."""
+        return self.classes.index(self.priority_class) if self.priority_class in self.classes else None
+
     def base_thresholds(self) -> np.ndarray:
         """Per class, the margin it must clear to be reported: the calibrated threshold for the
         priority class, 0 (beating every other class) for the rest; never for the background."""

@@ -20,6 +20,7 @@ BIN_WIDTH = 2 * MARGIN_RANGE / BINS
 HELD_OUT_FRACTION = 0.001  # real events up to this share of patches barely move the fit (they are above its points)
 TAIL_FRACTION = 0.02  # the fit's points: the upper quantiles from this share of patches
 LAST_POINT = 2 * HELD_OUT_FRACTION  # ... to this one
+MIN_ALARMS_OBSERVED = 3  # hours enough to count this many alarms at the budget: a threshold may be counted
 
 
 def margin_histogram(margins: np.ndarray) -> np.ndarray:
@@ -53,6 +54,17 @@ def tail_threshold(counts: np.ndarray, hours: float, budget_per_hour: float) -> 
     if wanted <= rarity[0]:
         return _upper_quantile(counts, math.exp(-wanted))
     return float(levels[0] + slope * (wanted - rarity[0]))
+
+
+def counted_threshold(counts: np.ndarray, hours: float, budget_per_hour: float) -> float:
+    """The lowest bin edge above which at most `budget_per_hour` patches an hour were counted:
+    every patch a possible alarm (an alarm lifts 2-3 patches, so this is cautious), the
+    loudest ones (real events among them) included."""
+    counts = np.asarray(counts, np.float64)
+    at_or_above = np.cumsum(counts[::-1])[::-1]  # patches in this bin or higher
+    within = np.flatnonzero(at_or_above <= budget_per_hour * hours)
+    index = int(within[0]) if len(within) else BINS
+    return float(-MARGIN_RANGE + index * BIN_WIDTH)
 
 
 def _upper_quantile(counts: np.ndarray, fraction: float) -> float:

@@ -1,7 +1,7 @@
 """Scores over a stream of patches with a version's event detector: every 0.96 s patch
 scored on its own (AudioSet logits, onset features and, for a detector with a shot CNN,
 its spectrogram codes; see chunk_front_end.py), one hop apart.
-A site's learned background (site_background.py) raises its classes' thresholds; every
+A site's learned background (site_background.py) moves its classes' thresholds; every
 patch's margins are counted for the site's next recordings."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ class PatchScorer:
     def __init__(self, detector: EventDetector, head: AudiosetHead, site_offsets: np.ndarray | None = None) -> None:
         self._detector = detector
         self._head = head
-        self._offsets = site_offsets  # per class, added to its threshold at this site
+        self._offsets = site_offsets  # per class, added to its threshold at this site (+ raised, - lowered)
         self._next_patch = 0
         self.histogram = np.zeros((len(detector.classes), BINS), np.int64)  # every patch's margins, counted
 

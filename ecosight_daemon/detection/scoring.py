@@ -31,15 +31,19 @@ class Scoring:
 
     def scorer(self, site_offsets: np.ndarray | None = None) -> WindowScorer | PatchScorer:
         """A fresh scorer for one recording (scorers carry state from chunk to chunk), its
-        classes' thresholds raised by `site_offsets` (event detector only)."""
+        classes' thresholds moved by `site_offsets` (event detector only)."""
         if self._detector is not None and self._head is not None:
             return PatchScorer(self._detector, self._head, site_offsets)
         return WindowScorer(self._model, self._head, self._window_patches)
 
     def base_thresholds(self) -> np.ndarray | None:
-        """Each class's threshold before a site raises it; None when this version cannot learn
+        """Each class's threshold before a site moves it; None when this version cannot learn
         sites (no event detector: the clip model over windows has no per-class margins)."""
         return self._detector.base_thresholds() if self._detector is not None else None
+
+    def calibrated_class(self) -> int | None:
+        """The class whose threshold a quiet site may also lower (the detector's priority class)."""
+        return self._detector.calibrated_class if self._detector is not None else None
 
 
 def current_scoring(registry: ModelRegistry, embedder: Embedder, background: str,

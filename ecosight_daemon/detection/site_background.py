@@ -2,13 +2,19 @@
 every analysed patch's per-class margins counted in a histogram, and from the site's
 pooled histograms a threshold per class that its background crosses at most `budget`
 times an hour. A recurring frog or generator that makes one class alarm at a site raises
-that class's threshold there; a site quieter than the training background changes nothing
-(thresholds are only ever raised).
+that class's threshold there.
 
-The threshold comes from the fitted tail of the site's scores (artifacts/score_tail.py),
-not from "above the loudest patch heard". Real events are rare in unlabeled audio (a shot is
+The raise comes from the fitted tail of the site's scores (artifacts/score_tail.py), not
+from "above the loudest patch heard". Real events are rare in unlabeled audio (a shot is
 far below 0.1% of patches), so the values of the site's highest-scoring patches are held out
 of the fit: they neither set the tail's slope nor hide the events they may be.
+
+The one class whose threshold was calibrated for the budget (gun shot: the retrain's
+out-of-fold hours of other sites' background, too few to count an alarm an hour) is also
+lowered at a site quieter than that, once the site has hours enough to count its alarms
+at the budget (MIN_ALARMS_OBSERVED): to where its own audio crossed at most `budget`
+times an hour, counting every patch, the loudest included (real shots among them can only
+keep the threshold higher), and never below its fitted tail.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ecosight_daemon.artifacts.score_tail import tail_threshold
+from ecosight_daemon.artifacts.score_tail import MIN_ALARMS_OBSERVED, counted_threshold, tail_threshold
 
 
 @dataclass(frozen=True)
@@ -34,8 +40,20 @@ class SiteBackground:
     def thresholds(self, budget_per_hour: float) -> np.ndarray:
         return np.array([tail_threshold(row, self.hours, budget_per_hour) for row in self.histogram])
 
-    def offsets(self, base_thresholds: np.ndarray, budget_per_hour: float) -> np.ndarray:
-        """How far each class's threshold is raised at this site (>= 0): its site threshold over the base."""
-        raised = self.thresholds(budget_per_hour) - np.asarray(base_thresholds, np.float64)
-        return np.asarray(np.maximum(0.0, raised), np.float64)
+    def counts_alarms(self, budget_per_hour: float) -> bool:
+        """Hours enough to count MIN_ALARMS_OBSERVED alarms at the budget."""
+        return self.hours * budget_per_hour >= MIN_ALARMS_OBSERVED
+
+    def offsets(self, base_thresholds: np.ndarray, budget_per_hour: float,
+                calibrated: int | None = None) -> np.ndarray:
+        """How far each class's threshold moves at this site: raised (>= 0) where its fitted tail
+        is above the base; the `calibrated` class's (the priority class) set to the higher of its
+        fitted tail and its counted threshold once the site counts alarms, lower or higher."""
+        base = np.asarray(base_thresholds, np.float64)
+        tails = self.thresholds(budget_per_hour)
+        offsets = np.maximum(0.0, tails - base)
+        if calibrated is not None and self.counts_alarms(budget_per_hour):
+            counted = counted_threshold(self.histogram[calibrated], self.hours, budget_per_hour)
+            offsets[calibrated] = max(tails[calibrated], counted) - base[calibrated]
+        return np.asarray(offsets, np.float64)
 

@@ -34,10 +34,13 @@ def site_offsets_for_devices(settings: Settings, store: Database) -> dict[str, A
     return {
         "model_version": version, "classes": detector.classes, "site_learning": detection.site_learning,
         "min_hours": detection.site_learning_min_hours, "budget_false_alarms_per_hour": detection.false_alarms_per_hour,
-        "note": "offsets apply once a recorder has min_hours analysed; thresholds are only ever raised"
+        "note": "offsets apply once a recorder has min_hours analysed: a threshold is raised where the site's "
+                "background alarms more than the budget; the priority class's also lowered (a negative offset) "
+                "once the site has hours enough to count its alarms at the budget"
                 if detection.site_learning else "site learning is off ([detection] site_learning): the daemon applies "
                                                 "no offsets",
         "label_rule": LABEL_RULE,
         "sites": site_offsets(store.sites, version, detector.classes, detector.base_thresholds(),
-                              detection.site_learning_min_hours, detection.false_alarms_per_hour),
+                              detection.site_learning_min_hours, detection.false_alarms_per_hour,
+                              detector.calibrated_class),
     }

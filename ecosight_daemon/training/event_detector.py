@@ -46,7 +46,7 @@ from ecosight_daemon.artifacts.event_detector import (
     patch_features,
 )
 from ecosight_daemon.artifacts.linear_head import LogisticFit
-from ecosight_daemon.artifacts.score_tail import BINS, tail_threshold, weighted_histogram
+from ecosight_daemon.artifacts.score_tail import BINS, MIN_ALARMS_OBSERVED, tail_threshold, weighted_histogram
 from ecosight_daemon.artifacts.shot_spectrogram import ShotSpectrogramModel, spectrogram_inputs
 from ecosight_daemon.embedding.frontend import PATCH_HOP_SECONDS, PATCH_SECONDS, SAMPLE_RATE
 from ecosight_daemon.pooling import AudiosetHead
@@ -60,7 +60,6 @@ MIN_PART_SECONDS = 60.0
 REGULARIZATION_C = 0.001  # strong: a few thousand patches, 525 features, sites it never heard (docs/detection.md)
 COLLAR_S = 0.5
 CONFUSERS_PER_HOUR = 25.0  # loud non-shot impulses a field hour holds (the issue's field recordings: 25)
-MIN_ALARMS_OBSERVED = 3  # fewer out-of-fold hours than this many alarms at the budget: the fitted tail instead
 RANKING_BUDGETS = (1.0, 2.0, 5.0, 10.0)  # multiples of the budget at which the scorers' ranking is compared
 CNN_SHOT_COPIES = 4  # benchmarks/detection_cnn.py: more copies of the few shots, more for the CNN to learn
 CNN_CONFUSER_COPIES = 2

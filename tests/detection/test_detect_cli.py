@@ -184,10 +184,11 @@ def test_the_current_model_runs_in_numpy_exactly_as_its_keras_file(trained: tupl
     np.testing.assert_allclose(model.probabilities(features), predict_probabilities(keras_model, features), atol=1e-5)
 
 
-def test_sites_gives_a_device_port_each_recorders_offsets_that_quiet_its_recurring_sound(
+def test_sites_gives_a_device_port_each_recorders_offsets_raised_for_a_recurring_sound_lowered_where_quiet(
         trained: tuple[Path, Path]) -> None:
     """What the daemon learned per recorder, exported for a device: a recorder whose own audio
-    holds a recurring gun-shot-like sound gets the offset that keeps it within the budget."""
+    holds a recurring gun-shot-like sound gets the offset that keeps it within the budget; a
+    quiet one with hours enough to count alarms gets a lower gun-shot threshold."""
     import numpy as np
 
     from ecosight_daemon.artifacts.event_detector import EventDetector
@@ -204,11 +205,13 @@ def test_sites_gives_a_device_port_each_recorders_offsets_that_quiet_its_recurri
     store = Database.open(settings.cache_path, settings.embedding.storage_dtype)
     bangs: list[np.ndarray] = []
     for path, hours in (("AM07/AM07_20260501_060000.WAV", 1.0), ("AM07/AM07_20260501_070000.WAV", 1.0),
-                        ("AM08/AM08_20260501_060000.WAV", 0.5)):
+                        ("AM08/AM08_20260501_060000.WAV", 0.5), ("AM09/AM09_20260501_000000.WAV", 4.0)):
         margins = rng.gumbel(-9.0, 0.8, size=(round(hours * 7500), len(detector.classes)))
         if path.startswith("AM07"):  # a generator's knock 200 times an hour, well above the gun-shot threshold
             margins[:200, gun] = bang = rng.normal(detector.threshold + 3.0, 0.5, 200)
             bangs.append(bang)
+        if path.startswith("AM09"):
+            margins -= 4.0  # far quieter than the sites the threshold was calibrated on
         store.recordings.note(path, 1, 1)
         store.recordings.started(path, path, None, "none", None)
         store.recordings.done_from_cache(path, hours * 3600, None)
@@ -226,8 +229,13 @@ def test_sites_gives_a_device_port_each_recorders_offsets_that_quiet_its_recurri
     knocks = np.concatenate(bangs)
     assert np.sum(knocks >= detector.threshold) == len(knocks)  # every knock alarmed before
     assert np.sum(knocks - offset >= detector.threshold) / 2.0 <= table["budget_false_alarms_per_hour"] * 1.5
+    # AM09: 4 quiet hours (its gun-shot margins far below the threshold) count alarms at the budget:
+    # its gun-shot threshold is lowered to where its own audio crossed it at most once an hour.
+    quiet = sites["AM09"]["margin_offsets"]["gun_shot"]
+    assert sites["AM09"]["applies"] is True and quiet < 0, sites["AM09"]
     human = run_cli(root, "sites")
     assert human.returncode == 0 and "AM07: 2.00 h learned, applies" in human.stdout, human.stdout + human.stderr
+    assert f"'gun_shot': {quiet}" in human.stdout.split("AM09")[1], human.stdout
 
 
 def test_a_version_without_an_event_detector_runs_the_clip_model_over_windows(trained: tuple[Path, Path]) -> None:

@@ -180,7 +180,7 @@ def test_recordings_are_detected_alerted_shown_rescored_and_resumed(field: dict[
         learned = status["site_learning"]  # AM01's 150 s are learned from; under an hour, they change nothing yet
         assert learned["enabled"] and learned["sites"] == [
             {"recorder": "AM01", "hours_learned": pytest.approx(150 / 3600, abs=1e-3), "applies": False,
-             "thresholds_raised": {}}]
+             "threshold_offsets": {}}]
         for item in status["recent"]:
             clock = datetime.fromisoformat(item["clock_time"].replace("Z", "+00:00"))
             assert clock == START + timedelta(seconds=item["peak_s"])

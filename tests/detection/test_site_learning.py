@@ -1,7 +1,9 @@
 """Site learning: a site's own unlabeled audio raises a class's threshold there when its
-background alarms more than the budget (a recurring firework-like bang), never lowers it,
-and holds out the rare real events. The tail fit on seeded scores with a known tail; the
-whole chain on real field audio through real YAMNet; the ledger on real SQLite."""
+background alarms more than the budget (a recurring firework-like bang), holding out the
+rare real events; the gun-shot threshold is also lowered at a quiet site once its hours can
+count alarms at the budget, and never below where its own audio (real shots too) stays in
+it. The tail fit on seeded scores with a known tail; the whole chain on real field audio
+through real YAMNet; the ledger on real SQLite."""
 
 from __future__ import annotations
 
@@ -59,9 +61,33 @@ def test_a_recurring_sound_raises_its_class_threshold_and_only_raises() -> None:
     frog = np.column_stack([np.full(300, -9.0), rng.normal(2.0, 0.7, 300)])  # 2% of patches, class 1 only
     site = SiteBackground(margin_histogram(np.concatenate([background, frog])), 2 * 3600.0)
     offsets = site.offsets(np.array([3.0, 0.5]), budget_per_hour=1.0)
-    assert offsets[0] == 0.0  # class 0 crosses 3.0 less than once an hour here: its threshold is never lowered
+    assert offsets[0] == 0.0  # class 0 crosses 3.0 less than once an hour here, and is not the calibrated class
     assert np.sum(frog[:, 1] >= 0.5 + offsets[1]) / 2 <= 1.0  # the frog alarms at most once an hour there
     assert np.sum(frog[:, 1] >= 0.5) > 250  # as it did before
+
+
+def test_a_quiet_site_lowers_the_calibrated_threshold_once_its_hours_count_alarms() -> None:
+    rng = np.random.default_rng(6)
+    base = np.array([np.inf, 5.0])  # background never reported; gun shot calibrated on other sites' hours
+
+    def site(hours: float, extra: np.ndarray | None = None) -> tuple[SiteBackground, np.ndarray]:
+        scores = rng.gumbel(-8.0, 1.0, size=round(hours * PATCHES_PER_HOUR))  # crosses ~0.9 once an hour
+        if extra is not None:
+            scores = np.concatenate([scores, extra])
+        margins = np.column_stack([np.zeros_like(scores), scores])
+        return SiteBackground(margin_histogram(margins), hours * 3600.0), scores
+
+    quiet, scores = site(4.0)
+    offsets = quiet.offsets(base, 1.0, calibrated=1)
+    assert offsets[0] == 0.0 and -5.5 < offsets[1] < -3.0, offsets  # 5.0 down to about 0.9
+    assert np.sum(scores >= base[1] + offsets[1]) <= 4  # its own 4 h cross the new threshold at most 4 times
+    assert quiet.offsets(base, 1.0)[1] == 0.0  # not the calibrated class: only ever raised
+    too_few, _ = site(2.0)  # 2 alarms at the budget: too few to count, so the base stands
+    assert too_few.offsets(base, 1.0, calibrated=1)[1] == 0.0
+    shots = np.full(12, 3.0)  # 4 shots' patches in 4 h: counted as alarms, they keep the threshold above them
+    busy, _ = site(4.0, shots)
+    lowered_to = base[1] + busy.offsets(base, 1.0, calibrated=1)[1]
+    assert 3.0 < lowered_to < base[1], lowered_to
 
 
 def test_the_site_ledger_pools_a_recorders_other_recordings_of_one_version(tmp_path: Path) -> None:
