@@ -23,8 +23,8 @@ where its recall there is higher (artifacts/event_detector.py says how each runs
 
 Given `fit_cnn`, a third candidate: YAMNet's gun-shot score plus a small CNN's log-odds on
 the patch's band-normalised log-mel (artifacts/shot_spectrogram.py). The CNN learns from
-soundscapes of the same parts' sources with every shot mixed in CNN_SHOT_COPIES times and
-every confuser CNN_CONFUSER_COPIES times (log-mel only: no YAMNet), scored out of fold on
+CNN_SOUNDSCAPES soundscapes of each part's sources with every shot mixed in CNN_SHOT_COPIES
+times and every confuser CNN_CONFUSER_COPIES times (log-mel only: no YAMNet), scored out of fold on
 the plain parts like the others, and fitted once more on all three only when it wins.
 """
 
@@ -63,6 +63,7 @@ CONFUSERS_PER_HOUR = 25.0  # loud non-shot impulses a field hour holds (the issu
 RANKING_BUDGETS = (1.0, 2.0, 5.0, 10.0)  # multiples of the budget at which the scorers' ranking is compared
 CNN_SHOT_COPIES = 4  # benchmarks/detection_cnn.py: more copies of the few shots, more for the CNN to learn
 CNN_CONFUSER_COPIES = 2
+CNN_SOUNDSCAPES = 2  # per part, each its own placements and SNRs (docs/detection.md: twice the data, ranks better)
 FitCnn = Callable[[np.ndarray, np.ndarray, int], ShotSpectrogramModel]  # (codes, is_shot, seed) -> CNN
 
 
@@ -270,17 +271,21 @@ def _backgrounds_of(chosen: list[LabeledAudio], clips: list[LabeledAudio], backg
 
 def cnn_training_patches(chosen: list[LabeledAudio], clips: list[LabeledAudio], classes: list[str], background: str,
                          priority: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(codes, is_shot) of a soundscape of one part's sources for the CNN to learn from: every
-    shot CNN_SHOT_COPIES times, every confuser CNN_CONFUSER_COPIES times, the other events once;
-    patches holding part of an event left out."""
+    """(codes, is_shot) of CNN_SOUNDSCAPES soundscapes of one part's sources for the CNN to learn
+    from: in each, every shot CNN_SHOT_COPIES times, every confuser CNN_CONFUSER_COPIES times, the
+    other events once; patches holding part of an event left out."""
     copies = {priority: CNN_SHOT_COPIES, background: CNN_CONFUSER_COPIES}
     events = [(c.label, c.group, c.waveform) for c in chosen if c.label != background or c.impulsive
               for _ in range(copies.get(c.label, 1))]
-    scape = build_soundscape(_backgrounds_of(chosen, clips, background), events,
-                             max(MIN_PART_SECONDS, SECONDS_PER_EVENT * len(events) + 7), np.random.default_rng(seed))
-    codes = spectrogram_inputs(scape.waveform)
-    labels = patch_labels(scape.events, len(codes), classes, background)
-    return codes[labels >= 0], (labels[labels >= 0] == classes.index(priority)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    pieces = []
+    for _ in range(CNN_SOUNDSCAPES):
+        scape = build_soundscape(_backgrounds_of(chosen, clips, background), events,
+                                 max(MIN_PART_SECONDS, SECONDS_PER_EVENT * len(events) + 7), rng)
+        codes = spectrogram_inputs(scape.waveform)
+        labels = patch_labels(scape.events, len(codes), classes, background)
+        pieces.append((codes[labels >= 0], (labels[labels >= 0] == classes.index(priority)).astype(np.float32)))
+    return _joined(pieces)
 
 
 def _joined(pieces: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

@@ -19,11 +19,16 @@ from ecosight_daemon.artifacts.event_detector import (
 from ecosight_daemon.artifacts.linear_head import LogisticFit
 from ecosight_daemon.artifacts.shot_spectrogram import ShotSpectrogramModel
 from ecosight_daemon.artifacts.split_rule import Split
+from ecosight_daemon.training import event_detector as event_training
 from ecosight_daemon.training.dataset import Sample
 from ecosight_daemon.training.detector_training import ClipBudget, read_clips
 from ecosight_daemon.training.event_detector import (
+    CNN_SHOT_COPIES,
+    CNN_SOUNDSCAPES,
+    LabeledAudio,
     PartScores,
     choose_priority_scorer,
+    cnn_training_patches,
     confuser_weight,
     operating_point,
     weighted_false_alarms,
@@ -222,6 +227,30 @@ def test_a_retrain_reads_long_background_confusers_and_every_review_clip(
 
     first_only = read_clips(audio, samples, "clips", seed=3, budget=ClipBudget(1, 10.0, 5.0))
     assert len([c for c in first_only if c.label == "clips"]) == 1  # the background total is bounded
+
+
+def test_the_shot_cnn_learns_every_shot_in_several_soundscapes_of_its_own(
+    dev_corpus: Path, field_corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ecosight_daemon.audio import decode_audio
+
+    def clip(label: str, path: Path, impulsive: bool = False) -> LabeledAudio:
+        return LabeledAudio(label, path.stem, decode_audio(path.read_bytes(), 60).waveform, impulsive)
+
+    clips = [clip("clips", field_corpus / "background" / "dsur_crickets.flac"),
+             clip("clips", field_corpus / "confusers" / "alarm_thunder_ev1.flac", impulsive=True)]
+    clips += [clip("gun_shot", path) for path in sorted((dev_corpus / "gun_shot").glob("*.wav"))[:3]]
+
+    codes, is_shot = cnn_training_patches(clips, clips, CLASSES, "clips", "gun_shot", seed=4)
+    assert CNN_SOUNDSCAPES >= 2 and codes.shape[1:] == (48, 32) and len(codes) == len(is_shot)
+    assert is_shot.sum() >= 3 * CNN_SHOT_COPIES * CNN_SOUNDSCAPES  # each copy's loudest moment at least once
+    monkeypatch.setattr(event_training, "CNN_SOUNDSCAPES", 1)
+    one_codes, one_is_shot = cnn_training_patches(clips, clips, CLASSES, "clips", "gun_shot", seed=4)
+    np.testing.assert_array_equal(codes[:len(one_codes)], one_codes)  # the first soundscape is the same
+    rest = codes[len(one_codes):]
+    assert len(rest) >= 0.8 * len(one_codes)  # and the others more of it, placed and mixed anew
+    assert not np.array_equal(rest[:len(one_codes) // 2], one_codes[:len(one_codes) // 2])
+    assert is_shot[len(one_codes):].sum() >= 3 * CNN_SHOT_COPIES
 
 
 @pytest.mark.parametrize("scorer", [TRAINED_SCORER, YAMNET_SCORER, YAMNET_PLUS_CNN_SCORER])
