@@ -19,6 +19,10 @@ fold's three calibration parts two at a time, YAMNet + CNN scored out of fold on
 the threshold calibrated there for 1 false alarm an hour as training/event_detector.py does,
 then the CNN trained on all three parts and run on the test hour at that threshold; beside
 YAMNet's own score calibrated the same way (what ships today). About 30 minutes for 2 x 2.
+
+`detection_cnn scapes SEED...` asks how much augmented audio the shipped 48 x 32 CNN needs: the
+same CNN trained on 1 and on 2 augmented soundscapes of each fold's training sources (a retrain
+before 2026-12-05 gave it about 1), YAMNet + CNN on the same test hours. About 30 minutes a seed.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from benchmarks.detection_rankers import (
     TEST_SECONDS,
     Source,
     best_recalls,
+    build_folds,
     gun_labels,
     load,
     sources,
@@ -218,6 +223,42 @@ def main_calibrated(seed: int, ranker: str) -> None:
         print(f"| {key} | " + " / ".join(f"{f(values):.2f}" for f in (np.min, np.median, np.max)) + " |")
 
 
+def main_scapes(seeds: list[int], counts: tuple[int, ...] = (1, 2)) -> None:
+    all_sources = sources()
+    groups = sorted({s.group for s in all_sources})
+    rows = []
+    for seed in seeds:
+        fold_of = {g: i % FOLDS for i, g in enumerate(np.random.default_rng(seed).permutation(groups))}
+        for fold in range(FOLDS):
+            cached = load(CACHE / f"s{seed}_f{fold}")[0]
+            rebuilt = test_soundscape([s for s in all_sources if fold_of[s.group] == fold],
+                                      np.random.default_rng(seed * 100 + fold))
+            if rebuilt.events != cached.events:
+                raise RuntimeError(f"fold {fold}: the rebuilt test hour is not the cached one (sources changed?)")
+            test = pooled(normalized_patches(rebuilt.waveform), 2)[..., None].astype(np.float32)
+            train = [s for s in all_sources if fold_of[s.group] != fold]
+            made = [training_scape(train, np.random.default_rng(seed * 1000 + fold * 10 + k))
+                    for k in range(max(counts))]
+            yamnet = cached.logits[:, 421]
+            row = {"yamnet_gunshot": best_recalls(cached.events, cached.hours, yamnet)}
+            for count in counts:
+                x = np.concatenate([m[0] for m in made[:count]])
+                y = np.concatenate([m[1] for m in made[:count]])
+                x, y = x[y >= 0], y[y >= 0].astype(np.float32)
+                model = cnn(seed, (48, 32))
+                model.fit(pooled(x, 2)[..., None].astype(np.float32), y, batch_size=64, epochs=EPOCHS, verbose=0,
+                          class_weight={0: 1.0, 1: (len(y) - y.sum()) / y.sum() / 4})
+                scores = model.predict(test, batch_size=256, verbose=0)[:, 0]
+                row[f"yamnet_plus_cnn_{count}_scapes"] = best_recalls(cached.events, cached.hours, yamnet + scores)
+            rows.append(row)
+            print(f"s{seed}_f{fold}", {k: f"{a:.2f}/{b:.2f}" for k, (a, b) in row.items()}, flush=True)
+    print("| ranker | best recall <= 1 FA/h (min / median / max) | <= 5 FA/h |\n| --- | --- | --- |")
+    for name in rows[0]:
+        spread = [" / ".join(f"{f(v):.2f}" for f in (np.min, np.median, np.max))
+                  for v in ([r[name][i] for r in rows] for i in (0, 1))]
+        print(f"| {name} | {spread[0]} | {spread[1]} |")
+
+
 def main(seed: int, rankers: tuple[str, ...]) -> None:
     started = time.monotonic()
     all_sources = sources()
@@ -239,7 +280,10 @@ def main(seed: int, rankers: tuple[str, ...]) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if len(sys.argv) > 2 and sys.argv[2] == "calibrated":
+    if len(sys.argv) > 1 and sys.argv[1] == "scapes":
+        build_folds([int(a) for a in sys.argv[2:]])
+        main_scapes([int(a) for a in sys.argv[2:]])
+    elif len(sys.argv) > 2 and sys.argv[2] == "calibrated":
         main_calibrated(int(sys.argv[1]), sys.argv[3] if len(sys.argv) > 3 else "cnn_pooled_24x16")
     else:
         main(int(sys.argv[1]) if len(sys.argv) > 1 else 7, tuple(sys.argv[2:]) or RANKERS)
