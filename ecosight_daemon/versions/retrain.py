@@ -197,6 +197,10 @@ def _attempt(
                                      (result.test_labels, result.candidate_predictions, result.incumbent_predictions)))
     outcome.event_detector = _event_detector(settings, snapshot, staging, process, should_stop, on_progress,
                                              registry.version_dir(incumbent.version) if incumbent else None)
+    if should_stop():  # stopped while the detector trained: a version without it is never promoted on the way out
+        shutil.rmtree(staging, ignore_errors=True)
+        outcome.reason = "training did not finish: stopped on request"
+        return outcome
     policy = gate_policy(settings)
     decision = judge_detection(gate(result.candidate_metrics, result.incumbent_metrics, policy, paired),
                                outcome.event_detector.get("test_split"), policy.priority_class,

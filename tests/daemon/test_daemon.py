@@ -176,17 +176,24 @@ def test_sigterm_during_embedding_and_training_exits_cleanly_and_restart_carries
     daemon.wait_idle(timeout=120)
     assert sum(state == "embedded" for state in daemon.embedded_paths().values()) == 72
 
-    daemon.signal(signal.SIGHUP)
-    wait_for(lambda: daemon.status().get("state") == "training", 60, "training state")
-    wait_for(lambda: "training in process" in daemon.log_text(), 60, "the job handed to the training process")
-    started = time.monotonic()
-    assert daemon.stop() == 0
-    assert time.monotonic() - started < 30
-    log = daemon.retrain_log()
-    assert log and log[-1]["status"] == "failed" and "stopped on request" in log[-1]["reason"]
-    assert not list((daemon.models / "versions").glob(".staging-*"))
+    for attempt, stage in enumerate(("training", "detector_training"), start=1):  # the fit, then the detector's
+        daemon.kill()
+        pause_file = daemon_root / f"paused-{stage}.pid"
+        daemon.extra_env = {"ECOSIGHT_PAUSE_AT": stage, "ECOSIGHT_PAUSE_FILE": str(pause_file)}
+        daemon.start()
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda p=pause_file: p.exists() and p.read_text(), 300, f"the training process at {stage}")
+        started = time.monotonic()
+        assert daemon.stop() == 0
+        assert time.monotonic() - started < 30
+        log = daemon.retrain_log()
+        assert len(log) == attempt and log[-1]["status"] == "failed", log
+        assert "stopped on request" in log[-1]["reason"], log[-1]
+        assert not list((daemon.models / "versions").glob(".staging-*"))
+        assert not (daemon.models / "yamnet_classifier_v2.keras").exists()
 
     daemon.kill()
+    daemon.extra_env = {}
     daemon.start()
     daemon.signal(signal.SIGHUP)
     wait_for(lambda: any(e["status"] == "promoted" for e in daemon.retrain_log()), 180, "a promoted retrain")
