@@ -58,20 +58,36 @@ def embedded_dev(tmp_path_factory: pytest.TempPathFactory, dev_corpus: Path, yam
 
 
 @pytest.fixture
-def project(tmp_path: Path, embedded_dev: Path, yamnet_handle: str) -> Path:
+def project(request: pytest.FixtureRequest, tmp_path: Path, embedded_dev: Path, yamnet_handle: str) -> Path:
     shutil.copytree(embedded_dev, tmp_path, dirs_exist_ok=True)
-    write_config(tmp_path, yamnet_handle)
+    write_config(tmp_path, yamnet_handle, detector=request.node.get_closest_marker("without_detector") is None)
     return tmp_path
 
 
-def write_config(root: Path, handle: str, training: str = "", shot_cnn_epochs: int = 0) -> None:
-    """The shot CNN (4 Keras fits, ~50 s a retrain here) only where a test asks for it: the
-    first retrain and the exports' test train it as shipped."""
+@pytest.fixture(scope="module")
+def first_shipped_retrain(tmp_path_factory: pytest.TempPathFactory, embedded_dev: Path,
+                          yamnet_handle: str) -> tuple[Path, dict[str, Any]]:
+    """One first retrain as shipped (the shot CNN too: ~4 minutes here) and its outcome, for the
+    tests that read what it made; each works on its own copy."""
+    root = tmp_path_factory.mktemp("first-shipped-retrain")
+    shutil.copytree(embedded_dev, root, dirs_exist_ok=True)
+    write_config(root, yamnet_handle, shot_cnn_epochs=DEFAULT_SHOT_CNN_EPOCHS)
+    return root, retrain(root, "--reason", "first test")
+
+
+def copy_of(first: tuple[Path, dict[str, Any]], tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    shutil.copytree(first[0], tmp_path, dirs_exist_ok=True)
+    return tmp_path, first[1]
+
+
+def write_config(root: Path, handle: str, training: str = "", shot_cnn_epochs: int = 0, detector: bool = True) -> None:
+    """The shot CNN (4 Keras fits, ~3 minutes a retrain here) only where a test asks for it: the
+    first shipped retrain trains it. Without `detector` a retrain skips the event detector (~30 s)."""
     seed_onnx_body(root / "models")
     (root / "config.toml").write_text(
         f'[paths]\naudio_dir = "audio"\nmodels_dir = "models"\n'
         f'[embedding]\nyamnet_handle = "{handle}"\n[http]\nport = 0\n[training]\n{training}\n'
-        f'[detection]\nshot_cnn_epochs = {shot_cnn_epochs}\n'
+        f'[detection]\nshot_cnn_epochs = {shot_cnn_epochs}\ntrain_detector = {str(detector).lower()}\n'
     )
 
 
@@ -107,9 +123,9 @@ def assert_models_consistent(models: Path) -> dict[str, Any]:
     return metadata
 
 
-def test_first_retrain_promotes_and_writes_every_artifact(project: Path, yamnet_handle: str) -> None:
-    write_config(project, yamnet_handle, shot_cnn_epochs=DEFAULT_SHOT_CNN_EPOCHS)
-    result = retrain(project, "--reason", "first test")
+def test_first_retrain_promotes_and_writes_every_artifact(first_shipped_retrain: tuple[Path, dict[str, Any]],
+                                                          tmp_path: Path) -> None:
+    project, result = copy_of(first_shipped_retrain, tmp_path)
     assert result["promoted"] is True and result["version"] == "v0001"
     assert set(result["metrics"]) >= {"macro_f1", "accuracy", "recall"}
     assert result["metrics"]["macro_f1"] > 0.6
@@ -153,6 +169,7 @@ def check_the_scorer_chosen(version: Path) -> None:
     assert detector.priority_scorer == chosen and (detector.cnn is not None) == (chosen == "yamnet_gunshot_plus_cnn")
 
 
+@pytest.mark.without_detector
 def test_manifest_has_no_recording_on_both_sides_and_model_reproduces_its_metrics(project: Path) -> None:
     from ecosight_daemon.artifacts.keras_model import load_classifier, predict_probabilities
     from ecosight_daemon.artifacts.priority_rule import apply_priority_threshold
@@ -196,6 +213,7 @@ def test_manifest_has_no_recording_on_both_sides_and_model_reproduces_its_metric
     assert np.mean(shipped == np.array([classes.index(r["class"]) for r in rows])) > 0.97
 
 
+@pytest.mark.without_detector
 def test_split_is_stable_across_retrains_and_test_only_grows(project: Path, write_wav: Any) -> None:
     retrain(project)
     for i in range(12):
@@ -234,6 +252,7 @@ def test_gate_rejects_a_worse_candidate_and_leaves_operator_files_untouched(
     assert [e["status"] for e in log] == ["promoted", "rejected"]
 
 
+@pytest.mark.without_detector
 def test_kill_9_of_the_training_child_leaves_models_consistent(project: Path) -> None:
     retrain(project)
     models = project / "models"
@@ -292,7 +311,8 @@ def test_a_held_lock_means_retraining_already_in_progress(project: Path) -> None
     assert "Retraining already in progress" in result.stderr
 
 
-def test_predict_agrees_with_the_model_and_both_exports_match(project: Path, yamnet: Any, yamnet_handle: str) -> None:
+def test_predict_agrees_with_the_model_and_both_exports_match(first_shipped_retrain: tuple[Path, dict[str, Any]],
+                                                              tmp_path: Path, yamnet: Any) -> None:
     import onnxruntime
     import tensorflow as tf
 
@@ -303,8 +323,7 @@ def test_predict_agrees_with_the_model_and_both_exports_match(project: Path, yam
     from ecosight_daemon.pooling import pool_patches
     from ecosight_daemon.training.onnx_export import FRONT_END_FILE, PATCHES_MODEL
 
-    write_config(project, yamnet_handle, shot_cnn_epochs=DEFAULT_SHOT_CNN_EPOCHS)  # the export of what ships
-    retrain(project)
+    project, _ = copy_of(first_shipped_retrain, tmp_path)  # the export of what ships
     models = project / "models"
     metadata = json.loads((models / METADATA_FILE).read_text())
     classes = metadata["classes"]
@@ -412,6 +431,7 @@ def check_device_files(export: Path, version: str) -> None:
         np.testing.assert_allclose(one_window, same, atol=1e-4)
 
 
+@pytest.mark.without_detector
 def test_rollback_restores_the_previous_version(project: Path) -> None:
     retrain(project)
     models = project / "models"
@@ -427,6 +447,7 @@ def test_rollback_restores_the_previous_version(project: Path) -> None:
     assert [e["status"] for e in json.loads(history.stdout)] == ["promoted", "promoted", "rolled back"]
 
 
+@pytest.mark.without_detector
 def test_too_small_classes_are_left_out_not_fatal(project: Path, write_wav: Any) -> None:
     for i in range(2):
         write_wav(project / "audio" / "chainsaw" / f"saw{i}.wav", "noise", seed=i)
@@ -451,6 +472,7 @@ def test_a_training_run_over_its_time_limit_is_stopped(project: Path, yamnet_han
         os.kill(paused_pid, 0)  # the hung child is gone, not orphaned
 
 
+@pytest.mark.without_detector
 def test_drift_on_newly_arrived_samples_triggers_a_retrain(project: Path, yamnet: Any, yamnet_handle: str) -> None:
     """The daemon stepped in-process (its loop is steppable); the real YAMNet, real files."""
     import soundfile
@@ -482,6 +504,7 @@ def test_drift_on_newly_arrived_samples_triggers_a_retrain(project: Path, yamnet
     assert entry["trigger_reason"].startswith("drift: accuracy 0.000 < 0.500 on 6 new samples"), entry
 
 
+@pytest.mark.without_detector
 def test_a_retrain_on_unchanged_data_makes_no_new_version(project: Path, write_wav: Any) -> None:
     """5,000 POST /retrain on unchanged data had minted 3 identical versions (tens of MB each)."""
     assert retrain(project, "--reason", "first")["version"] == "v0001"
