@@ -63,7 +63,7 @@ CONFUSERS_PER_HOUR = 25.0  # loud non-shot impulses a field hour holds (the issu
 RANKING_BUDGETS = (1.0, 2.0, 5.0, 10.0)  # multiples of the budget at which the scorers' ranking is compared
 CNN_SHOT_COPIES = 4  # benchmarks/detection_cnn.py: more copies of the few shots, more for the CNN to learn
 CNN_CONFUSER_COPIES = 2
-CNN_SOUNDSCAPES = 2  # per part, each its own placements and SNRs (docs/detection.md: twice the data, ranks better)
+CNN_SOUNDSCAPES = 1  # per part: with 2 the CNN lost the out-of-fold choice to YAMNet (docs/detection.md)
 FitCnn = Callable[[np.ndarray, np.ndarray, int], ShotSpectrogramModel]  # (codes, is_shot, seed) -> CNN
 
 
