@@ -67,7 +67,7 @@ def project(request: pytest.FixtureRequest, tmp_path: Path, embedded_dev: Path, 
 @pytest.fixture(scope="module")
 def first_shipped_retrain(tmp_path_factory: pytest.TempPathFactory, embedded_dev: Path,
                           yamnet_handle: str) -> tuple[Path, dict[str, Any]]:
-    """One first retrain as shipped (the shot CNN too: ~4 minutes here) and its outcome, for the
+    """One first retrain as shipped (the shot CNN too: a few minutes here) and its outcome, for the
     tests that read what it made; each works on its own copy."""
     root = tmp_path_factory.mktemp("first-shipped-retrain")
     shutil.copytree(embedded_dev, root, dirs_exist_ok=True)
@@ -81,7 +81,7 @@ def copy_of(first: tuple[Path, dict[str, Any]], tmp_path: Path) -> tuple[Path, d
 
 
 def write_config(root: Path, handle: str, training: str = "", shot_cnn_epochs: int = 0, detector: bool = True) -> None:
-    """The shot CNN (4 Keras fits, ~3 minutes a retrain here) only where a test asks for it: the
+    """The shot CNN (4 Keras fits, minutes a retrain here) only where a test asks for it: the
     first shipped retrain trains it. Without `detector` a retrain skips the event detector (~30 s)."""
     seed_onnx_body(root / "models")
     (root / "config.toml").write_text(
