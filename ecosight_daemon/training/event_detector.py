@@ -16,8 +16,8 @@ out-of-fold parts raise no more false alarms per hour than the budget. The parts
 their confusers far denser than a field hour does, so an alarm on one counts only as
 much as `confusers_per_hour` says a real hour holds; and where the parts' hours are too
 few to observe a few alarms at the budget, the threshold comes from the fitted tail of
-their non-shot patch scores (artifacts/score_tail.py), not from "above the loudest
-thing heard". YAMNet's own
+their non-shot alarm peaks (each alarm counted once, at its loudest patch;
+artifacts/score_tail.py), not from "above the loudest thing heard". YAMNet's own
 gun-shot score is calibrated on the same parts; the fitted scorer ranks gun shots only
 where its recall there is higher (artifacts/event_detector.py says how each runs).
 
@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from ecosight_daemon.artifacts.event_detector import (
     TRAINED_SCORER,
@@ -59,6 +60,7 @@ PRIORITY_COPIES = 1  # each priority-class clip is mixed in this many times per 
 MIN_PART_SECONDS = 60.0
 REGULARIZATION_C = 0.001  # strong: a few thousand patches, 525 features, sites it never heard (docs/detection.md)
 COLLAR_S = 0.5
+ALARM_GAP_PATCHES = 2  # patches above a threshold this close together are one alarm
 CONFUSERS_PER_HOUR = 25.0  # loud non-shot impulses a field hour holds (the issue's field recordings: 25)
 RANKING_BUDGETS = (1.0, 2.0, 5.0, 10.0)  # multiples of the budget at which the scorers' ranking is compared
 CNN_SHOT_COPIES = 4  # benchmarks/detection_cnn.py: more copies of the few shots, more for the CNN to learn
@@ -138,7 +140,7 @@ def _alarms(part: PartScores, threshold: float, priority: str) -> tuple[list[tup
     """(the false alarms' spans, the indices among the part's priority-class events of those found)."""
     shots = [e for e in part.events if e.label == priority]
     above = np.flatnonzero(part.scores >= threshold)
-    runs = np.split(above, np.flatnonzero(np.diff(above) > 2) + 1) if len(above) else []
+    runs = np.split(above, np.flatnonzero(np.diff(above) > ALARM_GAP_PATCHES) + 1) if len(above) else []
     found: set[int] = set()
     alarms = []
     for run in runs:
@@ -171,11 +173,11 @@ def calibrated_threshold(parts: list[PartScores], budget_per_hour: float, priori
 
 
 def _tail_threshold(parts: list[PartScores], budget_per_hour: float, priority: str, background: str) -> float:
-    """The fitted tail of every patch away from a shot, a confuser's patches at its weight."""
+    """The fitted tail of the alarm peaks away from a shot, a confuser's at its weight."""
     histogram = np.zeros(BINS)
     for part in parts:
         starts = np.arange(len(part.scores)) * PATCH_HOP_SECONDS
-        weights = np.ones(len(part.scores))
+        weights = alarm_peaks(part.scores)
         for event in part.events:
             near = (starts < event.end_s + COLLAR_S) & (starts + PATCH_SECONDS > event.start_s - COLLAR_S)
             if event.label == priority:
@@ -184,6 +186,16 @@ def _tail_threshold(parts: list[PartScores], budget_per_hour: float, priority: s
                 weights[near] = np.minimum(weights[near], part.confuser_weight)
         histogram += weighted_histogram(part.scores, weights)
     return tail_threshold(histogram, sum(p.hours for p in parts), budget_per_hour)
+
+
+def alarm_peaks(scores: np.ndarray) -> np.ndarray:
+    """1.0 where a patch scores highest within ALARM_GAP_PATCHES of it, else 0.0: one patch per
+    alarm. A loud moment lifts the 2-3 patches that hold it, and counted per patch an alarm
+    counted that many times: the tail sat ~1 log-odds too high (docs/detection.md)."""
+    padded = np.pad(np.asarray(scores, np.float64), ALARM_GAP_PATCHES, constant_values=-np.inf)
+    highest = sliding_window_view(padded, 2 * ALARM_GAP_PATCHES + 1).max(axis=1)
+    peaks: np.ndarray = (scores >= highest).astype(np.float64)
+    return peaks
 
 
 def train_event_detector(clips: list[LabeledAudio], embed: Callable[[np.ndarray], np.ndarray], head: AudiosetHead,

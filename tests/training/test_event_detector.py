@@ -195,6 +195,19 @@ def test_too_few_hours_are_calibrated_on_the_fitted_tail_not_above_the_loudest_p
     assert point["out_of_fold_recall"] == 1.0
 
 
+def test_the_fitted_tail_counts_an_alarm_once_not_per_patch_it_lifts() -> None:
+    rng = np.random.default_rng(7)
+    loud = rng.gumbel(-8.0, 1.0, 75002)  # ten hours of loud moments, an exponential tail
+    # each lifts its own patch and, a little less, the two beside it (patches overlap by half)
+    scores = np.maximum.reduce([loud[:-2] - 0.3, loud[1:-1], loud[2:] - 0.3]).astype(np.float32)
+    budget = 0.25  # ten hours cannot show 3 alarms at 0.25 an hour: the tail decides
+    point = operating_point([PartScores([], hours=10.0, scores=scores)], budget, "gun_shot")
+    assert point["calibration"].startswith("fitted tail")
+    # Loud moments cross -8 + ln(7500 / 0.25) = 2.31 once in 4 hours. Counted per patch, each
+    # alarm counted ~3 times: the threshold sat 0.6-1 log-odds higher (3.0 here).
+    assert abs(point["threshold"] - (-8.0 + np.log(7500 / budget))) < 0.5, point
+
+
 def _sample(root: Path, path: str, label: str, group: str) -> Sample:
     return Sample(path, sha256_of_bytes((root / path).read_bytes()), label, group, Split.TRAIN)
 
