@@ -23,6 +23,10 @@ YAMNet's own score calibrated the same way (what ships today). About 30 minutes 
 `detection_cnn scapes SEED...` asks how much augmented audio the shipped 48 x 32 CNN needs: the
 same CNN trained on 1 and on 2 augmented soundscapes of each fold's training sources (a retrain
 before 2026-12-05 gave it about 1), YAMNet + CNN on the same test hours. About 30 minutes a seed.
+
+`detection_cnn inits SEED...` asks whether averaging initialisations steadies it: the shipped CNN
+(its own inputs and fit) trained three times on one augmented soundscape, each alone and the
+mean of their log-odds, added to YAMNet's.
 """
 
 from __future__ import annotations
@@ -259,6 +263,53 @@ def main_scapes(seeds: list[int], counts: tuple[int, ...] = (1, 2)) -> None:
         print(f"| {name} | {spread[0]} | {spread[1]} |")
 
 
+def main_inits(seeds: list[int], count: int = 3) -> None:
+    """The shipped CNN (spectrogram_inputs codes, training/shot_spectrogram_fit.py) trained COUNT
+    times on the same augmented soundscape from different initialisations: each alone, and
+    their log-odds averaged, added to YAMNet's on the same test hours."""
+    from ecosight_daemon.artifacts.shot_spectrogram import spectrogram_inputs
+    from ecosight_daemon.training.shot_spectrogram_fit import fit_shot_spectrogram
+
+    all_sources = sources()
+    groups = sorted({s.group for s in all_sources})
+    rows = []
+    for seed in seeds:
+        fold_of = {g: i % FOLDS for i, g in enumerate(np.random.default_rng(seed).permutation(groups))}
+        for fold in range(FOLDS):
+            cached = load(CACHE / f"s{seed}_f{fold}")[0]
+            rebuilt = test_soundscape([s for s in all_sources if fold_of[s.group] == fold],
+                                      np.random.default_rng(seed * 100 + fold))
+            if rebuilt.events != cached.events:
+                raise RuntimeError(f"fold {fold}: the rebuilt test hour is not the cached one (sources changed?)")
+            test = spectrogram_inputs(rebuilt.waveform)
+            train = [s for s in all_sources if fold_of[s.group] != fold]
+            rng = np.random.default_rng(seed * 1000 + fold * 10)
+            copies = {"gun_shot": SHOT_COPIES, "confuser": CONFUSER_COPIES}
+            events = [(s.label, s.group, s.waveform) for s in train if s.label != "clips"
+                      for _ in range(copies.get(s.label, 1))]
+            scape = build_soundscape([s.waveform for s in train if s.label == "clips"], events,
+                                     8.0 * len(events) + 7, rng)
+            codes = spectrogram_inputs(scape.waveform)
+            labels = gun_labels(scape.events, len(codes))
+            fits = [fit_shot_spectrogram(codes[labels >= 0], labels[labels >= 0], seed * 100 + fold * 10 + k)
+                    for k in range(count)]
+            log_odds = [fit.log_odds(test) for fit in fits]
+            yamnet = cached.logits[:, 421]
+            row = {"yamnet_gunshot": best_recalls(cached.events, cached.hours, yamnet)}
+            for k in range(count):
+                row[f"yamnet_plus_cnn_init_{k}"] = best_recalls(cached.events, cached.hours, yamnet + log_odds[k])
+            for k in range(2, count + 1):
+                row[f"yamnet_plus_mean_of_{k}_cnns"] = best_recalls(cached.events, cached.hours,
+                                                                    yamnet + np.mean(log_odds[:k], axis=0))
+            rows.append(row)
+            print(f"s{seed}_f{fold}", {k: f"{a:.2f}/{b:.2f}" for k, (a, b) in row.items()}, flush=True)
+    print("| ranker | best recall <= 1 FA/h (min / median / max) | <= 5 FA/h |\n| --- | --- | --- |")
+    for name in rows[0]:
+        spread = [" / ".join(f"{f(v):.2f}" for f in (np.min, np.median, np.max))
+                  for v in ([r[name][i] for r in rows] for i in (0, 1))]
+        print(f"| {name} | {spread[0]} | {spread[1]} |")
+
+
 def main(seed: int, rankers: tuple[str, ...]) -> None:
     started = time.monotonic()
     all_sources = sources()
@@ -283,6 +334,9 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "scapes":
         build_folds([int(a) for a in sys.argv[2:]])
         main_scapes([int(a) for a in sys.argv[2:]])
+    elif len(sys.argv) > 1 and sys.argv[1] == "inits":
+        build_folds([int(a) for a in sys.argv[2:]])
+        main_inits([int(a) for a in sys.argv[2:]])
     elif len(sys.argv) > 2 and sys.argv[2] == "calibrated":
         main_calibrated(int(sys.argv[1]), sys.argv[3] if len(sys.argv) > 3 else "cnn_pooled_24x16")
     else:
