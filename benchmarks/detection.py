@@ -62,7 +62,7 @@ from ecosight_daemon.artifacts.event_detector import (
     onset_features,
     patch_features,
 )
-from ecosight_daemon.artifacts.score_tail import margin_histogram
+from ecosight_daemon.artifacts.score_tail import alarm_peak_histogram
 from ecosight_daemon.artifacts.shot_spectrogram import spectrogram_inputs
 from ecosight_daemon.audio import decode_audio
 from ecosight_daemon.detection.chunk_front_end import ChunkFrontEnd
@@ -214,7 +214,7 @@ class Bench:
                                                                       site_onsets[k:k + SCORED_SLICE], self.head),
                                                        site_spectrograms[k:k + SCORED_SLICE])
                                        for k in range(0, len(site_patches), SCORED_SLICE)])
-        learned = SiteBackground(margin_histogram(site_margins), site_scape.hours * 3600)
+        learned = SiteBackground(alarm_peak_histogram(site_margins), site_scape.hours * 3600)
         moved = float(learned.offsets(detector.base_thresholds(), BUDGET_PER_HOUR, detector.calibrated_class)[GUN])
         chosen = detector.figures["priority_scorer"]
         detector.priority_scorer = YAMNET_PLUS_CNN_SCORER

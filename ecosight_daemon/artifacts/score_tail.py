@@ -1,11 +1,16 @@
-"""The fitted tail of background scores: the score a background's patches cross a given
-number of times an hour, from a line through their upper quantiles (the top 2% of patches
+"""The fitted tail of background scores: the score a background's alarms cross a given
+number of times an hour, from a line through their upper quantiles (the top 2% of them
 down to the top 0.2%) against the log of their rarity, extrapolated to the wanted rarity;
-not "above the loudest patch heard", which says nothing when the hours are few. The patches
-above the last point count only by their number, so real events among them (far below 0.1%
-of patches) barely move it. Scores are counted in a fixed histogram, so hours of them cost
-a few kilobytes. Used by the retrain's calibration (training/event_detector.py) and by
-each site's learned background (detection/site_background.py).
+not "above the loudest patch heard", which says nothing when the hours are few. The alarms
+above the last point count only by their number, so rare real events among them barely move
+it. Scores are counted in a fixed histogram, so hours of them cost a few kilobytes. Used by
+the retrain's calibration (training/event_detector.py) and by each site's learned background
+(detection/site_background.py).
+
+Both count each alarm once, at its loudest patch (`alarm_peaks`, ~15% of patches): a loud
+moment lifts the 2-3 overlapping patches that hold it, and counted per patch one alarm counted
+that many times, so the threshold sat ~1 log-odds above what the budget asked
+(docs/detection.md).
 """
 
 from __future__ import annotations
@@ -13,20 +18,58 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 MARGIN_RANGE = 32.0  # margins are counted in [-32, 32] log-odds; beyond it, in the edge bins
 BINS = 1024
 BIN_WIDTH = 2 * MARGIN_RANGE / BINS
-HELD_OUT_FRACTION = 0.001  # real events up to this share of patches barely move the fit (they are above its points)
-TAIL_FRACTION = 0.02  # the fit's points: the upper quantiles from this share of patches
+HELD_OUT_FRACTION = 0.001  # real events up to this share of alarms barely move the fit (they are above its points)
+TAIL_FRACTION = 0.02  # the fit's points: the upper quantiles from this share of alarms
 LAST_POINT = 2 * HELD_OUT_FRACTION  # ... to this one
 MIN_ALARMS_OBSERVED = 3  # hours enough to count this many alarms at the budget: a threshold may be counted
+ALARM_GAP_PATCHES = 2  # patches above a threshold this close together are one alarm
 
 
-def margin_histogram(margins: np.ndarray) -> np.ndarray:
-    """(classes, BINS) int64 counts of (patches, classes) margins."""
-    bins = _bin_of(margins)
-    return np.stack([np.bincount(bins[:, c], minlength=BINS) for c in range(bins.shape[1])]).astype(np.int64)
+def alarm_peaks(scores: np.ndarray) -> np.ndarray:
+    """True where a patch scores highest within ALARM_GAP_PATCHES of it (per column of a 2-d
+    (patches, classes) array): the one patch of each alarm that is counted."""
+    scores = np.asarray(scores, np.float64)
+    if len(scores) == 0:
+        return np.zeros(scores.shape, bool)
+    pad = [(ALARM_GAP_PATCHES, ALARM_GAP_PATCHES)] + [(0, 0)] * (scores.ndim - 1)
+    padded = np.pad(scores, pad, constant_values=-np.inf)
+    highest = sliding_window_view(padded, 2 * ALARM_GAP_PATCHES + 1, axis=0).max(axis=-1)
+    peaks: np.ndarray = scores >= highest
+    return peaks
+
+
+class AlarmPeakHistogram:
+    """`counts`: (classes, BINS) of each class's alarm peaks over a stream of patches' margins
+    fed in chunks, as if counted over the whole stream at once: the last patches of a chunk
+    wait for the next one, which says whether they peak."""
+
+    def __init__(self, classes: int) -> None:
+        self.counts = np.zeros((classes, BINS), np.int64)
+        self._recent = np.zeros((0, classes))  # the stream's last 2 x ALARM_GAP_PATCHES patches
+        self._waiting = 0  # how many of them are not counted yet
+
+    def add(self, margins: np.ndarray, last: bool) -> None:
+        window = np.concatenate([self._recent, np.asarray(margins, np.float64).reshape(-1, self.counts.shape[0])])
+        start = len(self._recent) - self._waiting
+        end = len(window) if last else max(start, len(window) - ALARM_GAP_PATCHES)
+        peaks = alarm_peaks(window)[start:end]
+        bins = _bin_of(window[start:end])
+        for column in range(self.counts.shape[0]):
+            self.counts[column] += np.bincount(bins[peaks[:, column], column], minlength=BINS)
+        self._recent = window[-2 * ALARM_GAP_PATCHES:]
+        self._waiting = len(window) - end
+
+
+def alarm_peak_histogram(margins: np.ndarray) -> np.ndarray:
+    """(classes, BINS) counts of the alarm peaks of (patches, classes) margins, all at once."""
+    histogram = AlarmPeakHistogram(np.asarray(margins).shape[1])
+    histogram.add(margins, last=True)
+    return histogram.counts
 
 
 def weighted_histogram(scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -39,27 +82,26 @@ def _bin_of(values: np.ndarray) -> np.ndarray:
 
 
 def tail_threshold(counts: np.ndarray, hours: float, budget_per_hour: float) -> float:
-    """The margin one class's background patches cross `budget_per_hour` times an hour: the line
-    through its upper quantiles (2% down to 0.2% of patches) against the log of their rarity,
-    extrapolated to the budget's rarity. The patches above the last point count only by their
+    """The margin one class's background alarms cross `budget_per_hour` times an hour: the line
+    through their upper quantiles (2% down to 0.2% of them) against the log of their rarity,
+    extrapolated to the budget's rarity. The alarms above the last point count only by their
     number: the rare real events among them barely move the line."""
     counts = np.asarray(counts, np.float64)
     total = counts.sum()
     if total == 0 or hours <= 0:
         return -math.inf
     rarity = np.log(1 / np.geomspace(TAIL_FRACTION, LAST_POINT, 5))
-    levels = np.array([_upper_quantile(counts, float(np.exp(-r))) for r in rarity])
+    levels = np.array([upper_quantile(counts, float(np.exp(-r))) for r in rarity])
     slope = max(BIN_WIDTH / 4, float(np.polyfit(rarity, levels, 1)[0]))
-    wanted = math.log(total / max(budget_per_hour * hours, 1e-9))  # the rarity of one patch in budget * hours
+    wanted = math.log(total / max(budget_per_hour * hours, 1e-9))  # the rarity of one alarm in budget * hours
     if wanted <= rarity[0]:
-        return _upper_quantile(counts, math.exp(-wanted))
+        return upper_quantile(counts, math.exp(-wanted))
     return float(levels[0] + slope * (wanted - rarity[0]))
 
 
 def counted_threshold(counts: np.ndarray, hours: float, budget_per_hour: float) -> float:
-    """The lowest bin edge above which at most `budget_per_hour` patches an hour were counted:
-    every patch a possible alarm (an alarm lifts 2-3 patches, so this is cautious), the
-    loudest ones (real events among them) included."""
+    """The lowest bin edge above which at most `budget_per_hour` alarms an hour were counted,
+    the loudest ones (real events among them) included."""
     counts = np.asarray(counts, np.float64)
     at_or_above = np.cumsum(counts[::-1])[::-1]  # patches in this bin or higher
     within = np.flatnonzero(at_or_above <= budget_per_hour * hours)
@@ -67,7 +109,7 @@ def counted_threshold(counts: np.ndarray, hours: float, budget_per_hour: float) 
     return float(-MARGIN_RANGE + index * BIN_WIDTH)
 
 
-def _upper_quantile(counts: np.ndarray, fraction: float) -> float:
+def upper_quantile(counts: np.ndarray, fraction: float) -> float:
     """The margin with `fraction` of the counted patches above it (linear within its bin)."""
     above = np.cumsum(counts[::-1])[::-1]  # patches in this bin or higher
     wanted = fraction * counts.sum()

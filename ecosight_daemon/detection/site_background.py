@@ -1,5 +1,6 @@
 """What one site's own audio says about its background, learned without anyone listening:
-every analysed patch's per-class margins counted in a histogram, and from the site's
+each class's alarm peaks (one patch per alarm, artifacts/score_tail.py) counted in a
+histogram of their margins, and from the site's
 pooled histograms a threshold per class that its background crosses at most `budget`
 times an hour. A recurring frog or generator that makes one class alarm at a site raises
 that class's threshold there.
@@ -13,7 +14,7 @@ The one class whose threshold was calibrated for the budget (gun shot: the retra
 out-of-fold hours of other sites' background, too few to count an alarm an hour) is also
 lowered at a site quieter than that, once the site has hours enough to count its alarms
 at the budget (MIN_ALARMS_OBSERVED): to where its own audio crossed at most `budget`
-times an hour, counting every patch, the loudest included (real shots among them can only
+times an hour, counting every alarm, the loudest included (real shots among them can only
 keep the threshold higher), and never below its fitted tail.
 """
 
@@ -28,7 +29,7 @@ from ecosight_daemon.artifacts.score_tail import MIN_ALARMS_OBSERVED, counted_th
 
 @dataclass(frozen=True)
 class SiteBackground:
-    """A site's pooled margin histograms over `seconds` of its analysed audio."""
+    """A site's pooled alarm-peak margin histograms over `seconds` of its analysed audio."""
 
     histogram: np.ndarray  # (classes, BINS)
     seconds: float

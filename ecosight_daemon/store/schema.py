@@ -200,6 +200,12 @@ ALTER TABLE recording_chunks ADD COLUMN spectrograms BLOB;
 DELETE FROM recording_chunks;
 UPDATE recordings SET state = 'pending', attempts = 0 WHERE state IN ('done', 'detecting');
 """),
+    # Site histograms count each alarm once, at its loudest patch. Rows counted per patch (an
+    # alarm 2-3 times) are kept but no longer pooled: the site learns again as its recordings
+    # are scored (every one is re-scored when a new version is promoted).
+    (11, """
+ALTER TABLE site_scores ADD COLUMN counted TEXT NOT NULL DEFAULT 'patches';
+"""),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -1,5 +1,5 @@
-"""Each analysed recording's margin histograms (what its patches scored, per class, under one
-version), kept by recorder: the site's own background, pooled when its next recording is
+"""Each analysed recording's margin histograms (what its alarm peaks scored, per class, under
+one version), kept by recorder: the site's own background, pooled when its next recording is
 scored. Rebuildable: any re-score writes them again."""
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import time
 import numpy as np
 
 from ecosight_daemon.store.recordings import Transaction
+
+COUNTED = "alarm peaks"  # what a row's histogram counts; rows of other counts are not pooled
 
 
 class SiteScoreLedger:
@@ -23,10 +25,11 @@ class SiteScoreLedger:
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO site_scores (path, sha256, recorder, model_version, seconds, classes, histogram, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET sha256 = excluded.sha256, "
-                "recorder = excluded.recorder, model_version = excluded.model_version, seconds = excluded.seconds, "
-                "classes = excluded.classes, histogram = excluded.histogram, updated_at = excluded.updated_at",
-                (path, sha256, recorder, version, seconds, counts.shape[0], counts.tobytes(), time.time()))
+                "counted, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
+                "sha256 = excluded.sha256, recorder = excluded.recorder, model_version = excluded.model_version, "
+                "seconds = excluded.seconds, classes = excluded.classes, histogram = excluded.histogram, "
+                "counted = excluded.counted, updated_at = excluded.updated_at",
+                (path, sha256, recorder, version, seconds, counts.shape[0], counts.tobytes(), COUNTED, time.time()))
 
     def pooled(self, recorder: str, version: str, excluding: str) -> tuple[np.ndarray | None, float]:
         """The summed histograms and seconds of the recorder's other analysed recordings under
@@ -36,7 +39,7 @@ class SiteScoreLedger:
         for classes, blob, row_seconds in self._db.execute(
                 "SELECT s.classes, s.histogram, s.seconds FROM site_scores s JOIN recordings r ON r.path = s.path "
                 "AND r.sha256 = s.sha256 AND r.state = 'done' WHERE s.recorder = ? AND s.model_version = ? "
-                "AND s.path != ?", (recorder, version, excluding)):
+                "AND s.path != ? AND s.counted = ?", (recorder, version, excluding, COUNTED)):
             counts = np.frombuffer(blob, dtype=np.int64).reshape(classes, -1)
             if total is not None and total.shape != counts.shape:
                 continue  # written by a build with other bins: ignored until re-scored
@@ -48,5 +51,5 @@ class SiteScoreLedger:
         """Hours of each recorder's audio learned from under `version`."""
         return {recorder: seconds / 3600 for recorder, seconds in self._db.execute(
             "SELECT s.recorder, SUM(s.seconds) FROM site_scores s JOIN recordings r ON r.path = s.path "
-            "AND r.sha256 = s.sha256 AND r.state = 'done' WHERE s.model_version = ? GROUP BY s.recorder "
-            "ORDER BY s.recorder", (version,))}
+            "AND r.sha256 = s.sha256 AND r.state = 'done' WHERE s.model_version = ? AND s.counted = ? "
+            "GROUP BY s.recorder ORDER BY s.recorder", (version, COUNTED))}

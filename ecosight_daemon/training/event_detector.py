@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from ecosight_daemon.artifacts.event_detector import (
     TRAINED_SCORER,
@@ -47,7 +46,14 @@ from ecosight_daemon.artifacts.event_detector import (
     patch_features,
 )
 from ecosight_daemon.artifacts.linear_head import LogisticFit
-from ecosight_daemon.artifacts.score_tail import BINS, MIN_ALARMS_OBSERVED, tail_threshold, weighted_histogram
+from ecosight_daemon.artifacts.score_tail import (
+    ALARM_GAP_PATCHES,
+    BINS,
+    MIN_ALARMS_OBSERVED,
+    alarm_peaks,
+    tail_threshold,
+    weighted_histogram,
+)
 from ecosight_daemon.artifacts.shot_spectrogram import ShotSpectrogramModel, spectrogram_inputs
 from ecosight_daemon.embedding.frontend import PATCH_HOP_SECONDS, PATCH_SECONDS, SAMPLE_RATE
 from ecosight_daemon.pooling import AudiosetHead
@@ -60,7 +66,6 @@ PRIORITY_COPIES = 1  # each priority-class clip is mixed in this many times per 
 MIN_PART_SECONDS = 60.0
 REGULARIZATION_C = 0.001  # strong: a few thousand patches, 525 features, sites it never heard (docs/detection.md)
 COLLAR_S = 0.5
-ALARM_GAP_PATCHES = 2  # patches above a threshold this close together are one alarm
 CONFUSERS_PER_HOUR = 25.0  # loud non-shot impulses a field hour holds (the issue's field recordings: 25)
 RANKING_BUDGETS = (1.0, 2.0, 5.0, 10.0)  # multiples of the budget at which the scorers' ranking is compared
 CNN_SHOT_COPIES = 4  # benchmarks/detection_cnn.py: more copies of the few shots, more for the CNN to learn
@@ -177,7 +182,7 @@ def _tail_threshold(parts: list[PartScores], budget_per_hour: float, priority: s
     histogram = np.zeros(BINS)
     for part in parts:
         starts = np.arange(len(part.scores)) * PATCH_HOP_SECONDS
-        weights = alarm_peaks(part.scores)
+        weights = alarm_peaks(part.scores).astype(np.float64)  # each alarm counted once
         for event in part.events:
             near = (starts < event.end_s + COLLAR_S) & (starts + PATCH_SECONDS > event.start_s - COLLAR_S)
             if event.label == priority:
@@ -186,16 +191,6 @@ def _tail_threshold(parts: list[PartScores], budget_per_hour: float, priority: s
                 weights[near] = np.minimum(weights[near], part.confuser_weight)
         histogram += weighted_histogram(part.scores, weights)
     return tail_threshold(histogram, sum(p.hours for p in parts), budget_per_hour)
-
-
-def alarm_peaks(scores: np.ndarray) -> np.ndarray:
-    """1.0 where a patch scores highest within ALARM_GAP_PATCHES of it, else 0.0: one patch per
-    alarm. A loud moment lifts the 2-3 patches that hold it, and counted per patch an alarm
-    counted that many times: the tail sat ~1 log-odds too high (docs/detection.md)."""
-    padded = np.pad(np.asarray(scores, np.float64), ALARM_GAP_PATCHES, constant_values=-np.inf)
-    highest = sliding_window_view(padded, 2 * ALARM_GAP_PATCHES + 1).max(axis=1)
-    peaks: np.ndarray = (scores >= highest).astype(np.float64)
-    return peaks
 
 
 def train_event_detector(clips: list[LabeledAudio], embed: Callable[[np.ndarray], np.ndarray], head: AudiosetHead,
