@@ -36,8 +36,9 @@ Rows:
   engines and confusers again (other draws, other placements), and SITE_SHOTS_PER_HOUR of its
   gun shots (rare, as real shots are; nobody labelled them). The site's fitted tail raises the
   gun-shot threshold where its own audio would alarm more than once an hour; with hours enough
-  to count 3 alarms at the budget, the threshold is set to where the site's own audio crossed it
-  at most once an hour (never below the tail), which may lower it. Those hours go through the
+  to count 3 alarms at the budget, the threshold is set to where the site's own alarms were
+  counted few enough to be within once an hour with 84% confidence (never below the tail),
+  which may lower it. Those hours go through the
   daemon's chunk front end, 10 minutes at a time, and are scored in slices (memory).
 
 An event counts as found when a detected gun-shot event overlaps it (0.5 s collar); a detected

@@ -27,6 +27,7 @@ HELD_OUT_FRACTION = 0.001  # real events up to this share of alarms barely move 
 TAIL_FRACTION = 0.02  # the fit's points: the upper quantiles from this share of alarms
 LAST_POINT = 2 * HELD_OUT_FRACTION  # ... to this one
 MIN_ALARMS_OBSERVED = 3  # hours enough to count this many alarms at the budget: a threshold may be counted
+COUNT_CONFIDENCE = 0.84  # a counted threshold holds the budget this surely (one standard deviation)
 ALARM_GAP_PATCHES = 2  # patches above a threshold this close together are one alarm
 
 
@@ -100,13 +101,32 @@ def tail_threshold(counts: np.ndarray, hours: float, budget_per_hour: float) -> 
 
 
 def counted_threshold(counts: np.ndarray, hours: float, budget_per_hour: float) -> float:
-    """The lowest bin edge above which at most `budget_per_hour` alarms an hour were counted,
-    the loudest ones (real events among them) included."""
+    """The lowest bin edge above which so few alarms were counted that their rate is within
+    `budget_per_hour` with COUNT_CONFIDENCE (`allowed_alarms`), the loudest ones (real events
+    among them) included."""
     counts = np.asarray(counts, np.float64)
-    at_or_above = np.cumsum(counts[::-1])[::-1]  # patches in this bin or higher
-    within = np.flatnonzero(at_or_above <= budget_per_hour * hours)
+    at_or_above = np.cumsum(counts[::-1])[::-1]  # alarms in this bin or higher
+    within = np.flatnonzero(at_or_above <= allowed_alarms(budget_per_hour * hours))
     index = int(within[0]) if len(within) else BINS
     return float(-MARGIN_RANGE + index * BIN_WIDTH)
+
+
+def allowed_alarms(expected: float) -> int:
+    """The most alarms a threshold may have been seen to raise when `expected` are allowed: n
+    counted say the rate is below the Poisson upper bound on n with COUNT_CONFIDENCE, so 4
+    allowed (4 h at 1 an hour) allow 1 counted, 12 allow 8; counting 4 would place the
+    threshold with the spread of 4 counts (measured: 2 false alarms an hour at a budget of 1)."""
+    if expected <= 0:
+        return 0
+    log_term = log_cumulative = -expected  # log P(0 alarms), then log P(<= n alarms) at the allowed rate
+    allowed = 0
+    while True:  # in logs: months of hours would underflow P(0)
+        log_term += math.log(expected / (allowed + 1))
+        log_next = float(np.logaddexp(log_cumulative, log_term))
+        if log_next > math.log(1 - COUNT_CONFIDENCE):
+            return allowed
+        log_cumulative = log_next
+        allowed += 1
 
 
 def upper_quantile(counts: np.ndarray, fraction: float) -> float:

@@ -13,9 +13,10 @@ of the fit: they neither set the tail's slope nor hide the events they may be.
 The one class whose threshold was calibrated for the budget (gun shot: the retrain's
 out-of-fold hours of other sites' background, too few to count an alarm an hour) is also
 lowered at a site quieter than that, once the site has hours enough to count its alarms
-at the budget (MIN_ALARMS_OBSERVED): to where its own audio crossed at most `budget`
-times an hour, counting every alarm, the loudest included (real shots among them can only
-keep the threshold higher), and never below its fitted tail.
+at the budget (MIN_ALARMS_OBSERVED): to where so few of its own alarms were counted that
+their rate is within `budget` with COUNT_CONFIDENCE (score_tail.allowed_alarms), the loudest
+included (real shots among them can only keep the threshold higher), and never below its
+fitted tail.
 """
 
 from __future__ import annotations
