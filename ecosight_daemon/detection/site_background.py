@@ -16,7 +16,8 @@ lowered at a site quieter than that, once the site has hours enough to count its
 at the budget (MIN_ALARMS_OBSERVED): to where so few of its own alarms were counted that
 their rate is within `budget` with COUNT_CONFIDENCE (score_tail.allowed_alarms), the loudest
 included (real shots among them can only keep the threshold higher), and never below its
-fitted tail.
+fitted tail. That count never raises it: only the fitted tail, which holds loud rarities out,
+raises a threshold.
 """
 
 from __future__ import annotations
@@ -49,13 +50,15 @@ class SiteBackground:
     def offsets(self, base_thresholds: np.ndarray, budget_per_hour: float,
                 calibrated: int | None = None) -> np.ndarray:
         """How far each class's threshold moves at this site: raised (>= 0) where its fitted tail
-        is above the base; the `calibrated` class's (the priority class) set to the higher of its
-        fitted tail and its counted threshold once the site counts alarms, lower or higher."""
+        is above the base; the `calibrated` class's (the priority class) also lowered, once the
+        site counts alarms, to its counted threshold, never below its fitted tail. The counted
+        threshold only lowers: above the base it would sit above the site's loudest alarms,
+        which may be the real shots the site heard (at 3 h, none may be counted)."""
         base = np.asarray(base_thresholds, np.float64)
         tails = self.thresholds(budget_per_hour)
         offsets = np.maximum(0.0, tails - base)
         if calibrated is not None and self.counts_alarms(budget_per_hour):
             counted = counted_threshold(self.histogram[calibrated], self.hours, budget_per_hour)
-            offsets[calibrated] = max(tails[calibrated], counted) - base[calibrated]
+            offsets[calibrated] = max(tails[calibrated], min(counted, base[calibrated])) - base[calibrated]
         return np.asarray(offsets, np.float64)
 

@@ -114,6 +114,19 @@ def test_a_quiet_site_lowers_the_calibrated_threshold_once_its_hours_count_alarm
     assert 3.0 < lowered_to < base[1], lowered_to
 
 
+def test_a_shot_in_a_sites_own_audio_never_raises_the_threshold_above_it() -> None:
+    rng = np.random.default_rng(9)
+    base = np.array([np.inf, 5.0])
+    scores = rng.gumbel(-8.0, 1.0, size=3 * PATCHES_PER_HOUR)  # 3 h: no alarm may be counted at 1 an hour
+    scores[5000] = 7.0  # one real shot, louder than the base threshold
+    site = SiteBackground(alarm_peak_histogram(np.column_stack([np.zeros_like(scores), scores])), 3 * 3600.0)
+    threshold = base[1] + site.offsets(base, 1.0, calibrated=1)[1]
+    # counted alone, the threshold would go above the shot (above every alarm the site made), and
+    # the next shot as loud would be missed there; only the fitted tail may raise it
+    assert counted_threshold(site.histogram[1], 3.0, 1.0) > 7.0
+    assert threshold <= base[1] and threshold < 7.0, threshold
+
+
 def test_alarm_peaks_counted_chunk_by_chunk_are_those_of_the_whole_recording() -> None:
     rng = np.random.default_rng(8)
     margins = np.round(rng.normal(0.0, 2.0, size=(997, 3)), 1)  # rounded: ties between neighbours too
