@@ -27,6 +27,11 @@ before 2026-12-05 gave it about 1), YAMNet + CNN on the same test hours. About 3
 `detection_cnn inits SEED...` asks whether averaging initialisations steadies it: the shipped CNN
 (its own inputs and fit) trained three times on one augmented soundscape, each alone and the
 mean of their log-odds, added to YAMNet's.
+
+`detection_cnn resolution SEED... [NAME...]` asks which input resolution (RESOLUTIONS) ranks
+best, each CNN on the one augmented soundscape a retrain gives it: the shipped 48 x 32, every
+frame with bands in pairs (96 x 32), the full patch, and the full patch through a stride-2
+first layer. About 10 minutes a fold for the first two alone.
 """
 
 from __future__ import annotations
@@ -100,14 +105,17 @@ def pooled(patches: np.ndarray, size: int = 4) -> np.ndarray:
     return blocks.mean(axis=(2, 4)).astype(np.float16)
 
 
-def cnn(seed: int, shape: tuple[int, int] = (96, 64)):  # type: ignore[no-untyped-def]
+def cnn(seed: int, shape: tuple[int, int] = (96, 64), strided: bool = False):  # type: ignore[no-untyped-def]
     import keras
 
     keras.utils.set_random_seed(seed)
     layers = keras.layers
     inputs = keras.Input((*shape, 1))
     x = inputs
-    for width in (16, 32, 48)[:3 if shape[0] > 48 else 2]:
+    if strided:  # the full patch, brought to 48 x 32 by a learned stride-2 convolution, not by averaging
+        x = layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x)
+        x = layers.BatchNormalization()(x)
+    for width in (16, 32, 48)[:3 if shape[0] > 48 and not strided else 2]:
         x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
         x = layers.BatchNormalization()(x)
         x = layers.MaxPooling2D(2)(x)
@@ -310,6 +318,61 @@ def main_inits(seeds: list[int], count: int = 3) -> None:
         print(f"| {name} | {spread[0]} | {spread[1]} |")
 
 
+RESOLUTIONS = {  # name: (CNN input shape, view of the (N, 96, 64) patches, strided first layer)
+    "pooled_48x32": ((48, 32), lambda p: pooled(p, 2), False),
+    "time_96_bands_32": ((96, 32), lambda p: p.reshape(len(p), 96, 32, 2).astype(np.float32).mean(axis=3), False),
+    "full_96x64": ((96, 64), lambda p: p, False),
+    "strided_96x64": ((96, 64), lambda p: p, True),
+}
+
+
+def main_resolution(seeds: list[int], names: tuple[str, ...] = tuple(RESOLUTIONS)) -> None:
+    """The CNN on one augmented soundscape (as a retrain trains it) at each input resolution in
+    RESOLUTIONS, added to YAMNet's logit on the same test hours; the seconds each fit and each
+    hour's scoring took."""
+    all_sources = sources()
+    groups = sorted({s.group for s in all_sources})
+    resolutions = {name: RESOLUTIONS[name] for name in names}
+    rows, costs = [], {name: [] for name in resolutions}
+    for seed in seeds:
+        fold_of = {g: i % FOLDS for i, g in enumerate(np.random.default_rng(seed).permutation(groups))}
+        for fold in range(FOLDS):
+            cached = load(CACHE / f"s{seed}_f{fold}")[0]
+            rebuilt = test_soundscape([s for s in all_sources if fold_of[s.group] == fold],
+                                      np.random.default_rng(seed * 100 + fold))
+            if rebuilt.events != cached.events:
+                raise RuntimeError(f"fold {fold}: the rebuilt test hour is not the cached one (sources changed?)")
+            test = normalized_patches(rebuilt.waveform)
+            train = [s for s in all_sources if fold_of[s.group] != fold]
+            x, y = training_scape(train, np.random.default_rng(seed * 1000 + fold * 10))
+            x, y = x[y >= 0], y[y >= 0].astype(np.float32)
+            yamnet = cached.logits[:, 421]
+            row = {"yamnet_gunshot": best_recalls(cached.events, cached.hours, yamnet)}
+            for name, (shape, view, strided) in resolutions.items():
+                started = time.monotonic()
+                model = cnn(seed * 10 + fold, shape, strided)
+                model.fit(view(x)[..., None].astype(np.float32), y, batch_size=64, epochs=EPOCHS, verbose=0,
+                          class_weight={0: 1.0, 1: (len(y) - y.sum()) / y.sum() / 4})
+                fitted = time.monotonic()
+                scores = model.predict(view(test)[..., None].astype(np.float32), batch_size=256, verbose=0)[:, 0]
+                costs[name].append((fitted - started, time.monotonic() - fitted, model.count_params()))
+                row[f"yamnet_plus_{name}"] = best_recalls(cached.events, cached.hours, yamnet + scores)
+            rows.append(row)
+            print(f"s{seed}_f{fold}", {k: f"{a:.2f}/{b:.2f}" for k, (a, b) in row.items()}, flush=True)
+    print("| ranker | best recall <= 1 FA/h (min / median / max) | minus 48x32, per fold | <= 5 FA/h |")
+    print("| --- | --- | --- | --- |")
+    for name in rows[0]:
+        spread = [" / ".join(f"{f(v):.2f}" for f in (np.min, np.median, np.max))
+                  for v in ([r[name][i] for r in rows] for i in (0, 1))]
+        gain = [r[name][0] - r["yamnet_plus_pooled_48x32"][0] for r in rows]
+        gains = " / ".join(f"{f(gain):+.2f}" for f in (np.min, np.median, np.max))
+        print(f"| {name} | {spread[0]} | {gains} (better in {sum(g > 0 for g in gain)}, "
+              f"worse in {sum(g < 0 for g in gain)}) | {spread[1]} |")
+    for name, values in costs.items():
+        fit_s, score_s, params = np.median(np.array(values), axis=0)
+        print(f"{name}: fit {fit_s:.0f} s, scoring the test hour {score_s:.1f} s (Keras, median), {params:.0f} weights")
+
+
 def main(seed: int, rankers: tuple[str, ...]) -> None:
     started = time.monotonic()
     all_sources = sources()
@@ -334,6 +397,10 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "scapes":
         build_folds([int(a) for a in sys.argv[2:]])
         main_scapes([int(a) for a in sys.argv[2:]])
+    elif len(sys.argv) > 1 and sys.argv[1] == "resolution":
+        wanted = tuple(a for a in sys.argv[2:] if not a.isdigit()) or tuple(RESOLUTIONS)
+        build_folds([int(a) for a in sys.argv[2:] if a.isdigit()])
+        main_resolution([int(a) for a in sys.argv[2:] if a.isdigit()], wanted)
     elif len(sys.argv) > 1 and sys.argv[1] == "inits":
         build_folds([int(a) for a in sys.argv[2:]])
         main_inits([int(a) for a in sys.argv[2:]])
