@@ -28,6 +28,10 @@ before 2026-12-05 gave it about 1), YAMNet + CNN on the same test hours. About 3
 (its own inputs and fit) trained three times on one augmented soundscape, each alone and the
 mean of their log-odds, added to YAMNet's.
 
+`detection_cnn vary SEED...` asks whether varied copies of each event (training/event_variation.py:
+speed, a decaying tail, a spectral tilt) teach the shipped CNN more than copies as recorded, the
+placements the same. About 8 minutes a fold.
+
 `detection_cnn resolution SEED... [NAME...]` asks which input resolution (RESOLUTIONS) ranks
 best, each CNN on the one augmented soundscape a retrain gives it: the shipped 48 x 32, every
 frame with bands in pairs (96 x 32), the full patch, and the full patch through a stride-2
@@ -318,6 +322,54 @@ def main_inits(seeds: list[int], count: int = 3) -> None:
         print(f"| {name} | {spread[0]} | {spread[1]} |")
 
 
+def main_vary(seeds: list[int]) -> None:
+    """The shipped CNN (spectrogram_inputs, fit_shot_spectrogram) trained on the one augmented
+    soundscape a retrain gives it, its copies of each event as recorded (as before 2026-12-06)
+    and each copy varied (training/event_variation.py), the placements the same; YAMNet + CNN
+    on the same test hours."""
+    from ecosight_daemon.artifacts.shot_spectrogram import spectrogram_inputs
+    from ecosight_daemon.training.event_variation import varied
+    from ecosight_daemon.training.shot_spectrogram_fit import fit_shot_spectrogram
+
+    all_sources = sources()
+    groups = sorted({s.group for s in all_sources})
+    rows = []
+    for seed in seeds:
+        fold_of = {g: i % FOLDS for i, g in enumerate(np.random.default_rng(seed).permutation(groups))}
+        for fold in range(FOLDS):
+            cached = load(CACHE / f"s{seed}_f{fold}")[0]
+            rebuilt = test_soundscape([s for s in all_sources if fold_of[s.group] == fold],
+                                      np.random.default_rng(seed * 100 + fold))
+            if rebuilt.events != cached.events:
+                raise RuntimeError(f"fold {fold}: the rebuilt test hour is not the cached one (sources changed?)")
+            test = spectrogram_inputs(rebuilt.waveform)
+            train = [s for s in all_sources if fold_of[s.group] != fold]
+            copies = {"gun_shot": SHOT_COPIES, "confuser": CONFUSER_COPIES}
+            events = [(s.label, s.group, s.waveform) for s in train if s.label != "clips"
+                      for _ in range(copies.get(s.label, 1))]
+            yamnet = cached.logits[:, 421]
+            row = {"yamnet_gunshot": best_recalls(cached.events, cached.hours, yamnet)}
+            for name, vary in (("as_recorded", False), ("varied", True)):
+                variation = np.random.default_rng([seed, fold, 1])
+                scape = build_soundscape([s.waveform for s in train if s.label == "clips"], events,
+                                         8.0 * len(events) + 7, np.random.default_rng(seed * 1000 + fold * 10),
+                                         vary=(lambda clip, r=variation: varied(clip, r)) if vary else None)
+                codes = spectrogram_inputs(scape.waveform)
+                labels = gun_labels(scape.events, len(codes))
+                fit = fit_shot_spectrogram(codes[labels >= 0], labels[labels >= 0], seed * 100 + fold)
+                row[f"yamnet_plus_cnn_{name}"] = best_recalls(cached.events, cached.hours, yamnet + fit.log_odds(test))
+            rows.append(row)
+            print(f"s{seed}_f{fold}", {k: f"{a:.2f}/{b:.2f}" for k, (a, b) in row.items()}, flush=True)
+    print("| ranker | best recall <= 1 FA/h (min / median / max) | minus as recorded, per fold | <= 5 FA/h |")
+    print("| --- | --- | --- | --- |")
+    for name in rows[0]:
+        spread = [" / ".join(f"{f(v):.2f}" for f in (np.min, np.median, np.max))
+                  for v in ([r[name][i] for r in rows] for i in (0, 1))]
+        gain = [r[name][0] - r["yamnet_plus_cnn_as_recorded"][0] for r in rows]
+        print(f"| {name} | {spread[0]} | {' '.join(f'{g:+.2f}' for g in gain)} (better in "
+              f"{sum(g > 0 for g in gain)}, worse in {sum(g < 0 for g in gain)}) | {spread[1]} |")
+
+
 RESOLUTIONS = {  # name: (CNN input shape, view of the (N, 96, 64) patches, strided first layer)
     "pooled_48x32": ((48, 32), lambda p: pooled(p, 2), False),
     "time_96_bands_32": ((96, 32), lambda p: p.reshape(len(p), 96, 32, 2).astype(np.float32).mean(axis=3), False),
@@ -401,6 +453,9 @@ if __name__ == "__main__":
         wanted = tuple(a for a in sys.argv[2:] if not a.isdigit()) or tuple(RESOLUTIONS)
         build_folds([int(a) for a in sys.argv[2:] if a.isdigit()])
         main_resolution([int(a) for a in sys.argv[2:] if a.isdigit()], wanted)
+    elif len(sys.argv) > 1 and sys.argv[1] == "vary":
+        build_folds([int(a) for a in sys.argv[2:]])
+        main_vary([int(a) for a in sys.argv[2:]])
     elif len(sys.argv) > 1 and sys.argv[1] == "inits":
         build_folds([int(a) for a in sys.argv[2:]])
         main_inits([int(a) for a in sys.argv[2:]])

@@ -11,6 +11,7 @@ heard (which clips and backgrounds may appear is always the caller's choice).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -111,15 +112,19 @@ def _stretch(backgrounds: list[np.ndarray], rng: np.random.Generator, samples: i
 
 def build_soundscape(backgrounds: list[np.ndarray], events: list[tuple[str, str, np.ndarray]], seconds: float,
                      rng: np.random.Generator, min_gap_s: float = 6.0,
-                     snr_db: tuple[float, float] = SNR_DB, lowpass_share: float = LOWPASS_SHARE) -> Soundscape:
+                     snr_db: tuple[float, float] = SNR_DB, lowpass_share: float = LOWPASS_SHARE,
+                     vary: Callable[[np.ndarray], np.ndarray] | None = None) -> Soundscape:
     """A soundscape of `seconds` with `events` ((label, source, waveform)) at random times,
-    at least `min_gap_s` apart, in random order."""
+    at least `min_gap_s` apart, in random order; each event's waveform passed through `vary`
+    first where given (one copy at a time: copies are not all held at once)."""
     bed = background_bed(backgrounds, seconds, rng)
     order = rng.permutation(len(events))
     slots = _event_starts(len(events), seconds, min_gap_s, rng)
     placed: list[PlacedEvent] = []
     for slot, index in zip(slots, order, strict=True):
         label, source, clip = events[index]
+        if vary is not None:
+            clip = vary(clip)
         piece, peak_in_piece = loudest_stretch(clip, EVENT_SECONDS.get(label, 2.5))
         lowpassed = label == "gun_shot" and rng.random() < lowpass_share
         if lowpassed:
