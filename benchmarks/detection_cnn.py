@@ -370,6 +370,58 @@ def main_vary(seeds: list[int]) -> None:
               f"{sum(g > 0 for g in gain)}, worse in {sum(g < 0 for g in gain)}) | {spread[1]} |")
 
 
+def main_bandwidth(seeds: list[int]) -> None:
+    """Each fold's test hour as recorded (16 kHz) and through an 8 kHz recorder (nothing above
+    4 kHz: how many AudioMoths are set, and how the corpus's own field shots were recorded),
+    YAMNet re-run on it; the shipped CNN learning from its augmented soundscape as recorded,
+    and from the same soundscape with every other 5 minutes through an 8 kHz recorder."""
+    from benchmarks.common import yamnet_handle
+    from ecosight_daemon.artifacts.shot_spectrogram import spectrogram_inputs
+    from ecosight_daemon.embedding.onnx_runtime import OnnxEmbedder
+    from ecosight_daemon.training.event_variation import narrowband_stretches, through_recorder
+    from ecosight_daemon.training.shot_spectrogram_fit import fit_shot_spectrogram
+
+    embedder = OnnxEmbedder.load(yamnet_handle(), CACHE.parent / "models")
+    all_sources = sources()
+    groups = sorted({s.group for s in all_sources})
+    rows = []
+    for seed in seeds:
+        fold_of = {g: i % FOLDS for i, g in enumerate(np.random.default_rng(seed).permutation(groups))}
+        for fold in range(FOLDS):
+            cached = load(CACHE / f"s{seed}_f{fold}")[0]
+            rebuilt = test_soundscape([s for s in all_sources if fold_of[s.group] == fold],
+                                      np.random.default_rng(seed * 100 + fold))
+            if rebuilt.events != cached.events:
+                raise RuntimeError(f"fold {fold}: the rebuilt test hour is not the cached one (sources changed?)")
+            narrow = through_recorder(rebuilt.waveform, 8000)
+            narrow_gunshot = embedder.audioset_head().logits(embedder.embed(narrow))[:, 421]
+            tests = {"16k": (cached.logits[:, 421], spectrogram_inputs(rebuilt.waveform)),
+                     "8k": (narrow_gunshot, spectrogram_inputs(narrow))}
+            train = [s for s in all_sources if fold_of[s.group] != fold]
+            copies = {"gun_shot": SHOT_COPIES, "confuser": CONFUSER_COPIES}
+            events = [(s.label, s.group, s.waveform) for s in train if s.label != "clips"
+                      for _ in range(copies.get(s.label, 1))]
+            scape = build_soundscape([s.waveform for s in train if s.label == "clips"], events,
+                                     8.0 * len(events) + 7, np.random.default_rng(seed * 1000 + fold * 10))
+            row = {}
+            for name, waveform in (("as_recorded", scape.waveform),
+                                   ("half_8k", narrowband_stretches(scape.waveform, 8000, 300.0))):
+                codes = spectrogram_inputs(waveform)
+                labels = gun_labels(scape.events, len(codes))
+                fit = fit_shot_spectrogram(codes[labels >= 0], labels[labels >= 0], seed * 100 + fold)
+                for test_name, (yamnet, test_codes) in tests.items():
+                    row[f"{test_name}_yamnet"] = best_recalls(cached.events, cached.hours, yamnet)
+                    row[f"{test_name}_yamnet_plus_cnn_{name}"] = best_recalls(cached.events, cached.hours,
+                                                                              yamnet + fit.log_odds(test_codes))
+            rows.append(row)
+            print(f"s{seed}_f{fold}", {k: f"{a:.2f}/{b:.2f}" for k, (a, b) in row.items()}, flush=True)
+    print("| test hour, ranker | best recall <= 1 FA/h (min / median / max) | <= 5 FA/h |\n| --- | --- | --- |")
+    for name in rows[0]:
+        spread = [" / ".join(f"{f(v):.2f}" for f in (np.min, np.median, np.max))
+                  for v in ([r[name][i] for r in rows] for i in (0, 1))]
+        print(f"| {name} | {spread[0]} | {spread[1]} |")
+
+
 RESOLUTIONS = {  # name: (CNN input shape, view of the (N, 96, 64) patches, strided first layer)
     "pooled_48x32": ((48, 32), lambda p: pooled(p, 2), False),
     "time_96_bands_32": ((96, 32), lambda p: p.reshape(len(p), 96, 32, 2).astype(np.float32).mean(axis=3), False),
@@ -456,6 +508,9 @@ if __name__ == "__main__":
     elif len(sys.argv) > 1 and sys.argv[1] == "vary":
         build_folds([int(a) for a in sys.argv[2:]])
         main_vary([int(a) for a in sys.argv[2:]])
+    elif len(sys.argv) > 1 and sys.argv[1] == "bandwidth":
+        build_folds([int(a) for a in sys.argv[2:]])
+        main_bandwidth([int(a) for a in sys.argv[2:]])
     elif len(sys.argv) > 1 and sys.argv[1] == "inits":
         build_folds([int(a) for a in sys.argv[2:]])
         main_inits([int(a) for a in sys.argv[2:]])
