@@ -58,7 +58,7 @@ from ecosight_daemon.artifacts.shot_spectrogram import ShotSpectrogramModel, spe
 from ecosight_daemon.embedding.frontend import PATCH_HOP_SECONDS, PATCH_SECONDS, SAMPLE_RATE
 from ecosight_daemon.pooling import AudiosetHead
 from ecosight_daemon.training.event_mixing import PlacedEvent, Soundscape, build_soundscape
-from ecosight_daemon.training.event_variation import varied
+from ecosight_daemon.training.event_variation import from_afar
 from ecosight_daemon.training.logistic_head import fit_logistic
 
 PARTS = 3
@@ -72,7 +72,7 @@ RANKING_BUDGETS = (1.0, 2.0, 5.0, 10.0)  # multiples of the budget at which the 
 CNN_SHOT_COPIES = 4  # benchmarks/detection_cnn.py: more copies of the few shots, more for the CNN to learn
 CNN_CONFUSER_COPIES = 2
 CNN_SOUNDSCAPES = 1  # per part: with 2 the CNN lost the out-of-fold choice to YAMNet (docs/detection.md)
-CNN_VARIED = True  # each copy of an event varied (training/event_variation.py); benchmarks/detection_cnn.py `vary`
+CNN_FAR_SHARE = 0.5  # of the copies of each event heard from afar (training/event_variation.py)
 FitCnn = Callable[[np.ndarray, np.ndarray, int], ShotSpectrogramModel]  # (codes, is_shot, seed) -> CNN
 
 
@@ -279,20 +279,20 @@ def _backgrounds_of(chosen: list[LabeledAudio], clips: list[LabeledAudio], backg
 
 
 def cnn_training_patches(chosen: list[LabeledAudio], clips: list[LabeledAudio], classes: list[str], background: str,
-                         priority: str, seed: int, vary: bool = CNN_VARIED) -> tuple[np.ndarray, np.ndarray]:
+                         priority: str, seed: int, far_share: float = CNN_FAR_SHARE) -> tuple[np.ndarray, np.ndarray]:
     """(codes, is_shot) of CNN_SOUNDSCAPES soundscapes of one part's sources for the CNN to learn
     from: in each, every shot CNN_SHOT_COPIES times, every confuser CNN_CONFUSER_COPIES times, the
-    other events once, each copy varied where `vary`; patches holding part of an event left out."""
+    other events once, `far_share` of the copies heard from afar; patches holding part of an event left out."""
     copies = {priority: CNN_SHOT_COPIES, background: CNN_CONFUSER_COPIES}
     events = [(c.label, c.group, c.waveform) for c in chosen if c.label != background or c.impulsive
               for _ in range(copies.get(c.label, 1))]
     rng = np.random.default_rng(seed)
-    variation = np.random.default_rng([seed, 1])  # its own draws: the same placements with or without it
+    afar = np.random.default_rng([seed, 1])  # its own draws: the same placements however many are far
     pieces = []
     for _ in range(CNN_SOUNDSCAPES):
         scape = build_soundscape(_backgrounds_of(chosen, clips, background), events,
                                  max(MIN_PART_SECONDS, SECONDS_PER_EVENT * len(events) + 7), rng,
-                                 vary=(lambda clip: varied(clip, variation)) if vary else None)
+                                 vary=lambda clip: from_afar(clip, afar) if afar.random() < far_share else clip)
         codes = spectrogram_inputs(scape.waveform)
         labels = patch_labels(scape.events, len(codes), classes, background)
         pieces.append((codes[labels >= 0], (labels[labels >= 0] == classes.index(priority)).astype(np.float32)))

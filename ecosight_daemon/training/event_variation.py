@@ -1,39 +1,37 @@
-"""Varied copies of an event clip, as another gun, another distance or another place would
-sound: what the shot CNN learns from, so a few dozen recorded shots stand for more guns than
-themselves (benchmarks/detection_cnn.py `vary` measures it).
+"""Copies of an event as heard from afar, and audio as a narrower recorder keeps it.
 
-A copy is played faster or slower (pitch and length together: a smaller or larger calibre,
-another recorder's clock), given a room or a forest (a decaying noise tail) and a colour
-(a tilt of the spectrum, dB per octave, as a far-off or muffled recorder hears it). Every
-event class is varied alike, confusers too, so how a copy was varied tells the CNN nothing
-about whether it is a shot.
+The corpus's gun shots are mostly close and clean (recorded on purpose, or from sound
+libraries); a shot at a field recorder is mostly far: its highs gone to the air and the
+leaves, its boom smeared into a tail by the forest, a few dB above the site's own sound (the
+corpus's six field-recorded shots, from Gabon and Belize, look like that, and YAMNet's
+gun-shot logit on them is -3 to -10). A far copy is played a little faster or slower (another
+gun), low-passed at a few hundred Hz to 1.5 kHz and given a decaying tail. Every event class is
+made far alike, confusers too, so that a copy is far tells the CNN nothing about whether it is
+a shot (benchmarks/detection_cnn.py `vary` measures it, on the field-recorded shots apart).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import fftconvolve, resample_poly
+from scipy.signal import butter, fftconvolve, resample_poly, sosfilt
 
 from ecosight_daemon.audio import TARGET_SAMPLE_RATE as RATE
 
-SPEED = (0.85, 1.2)  # playback rate
-REVERB_SHARE = 0.5  # of copies given a decaying tail
-DECAY_S = (0.15, 1.2)  # time for the tail to fall 60 dB
-TAIL_DB = (-20.0, -6.0)  # the tail's level against the dry sound
-TILT_DB_PER_OCTAVE = (-3.0, 2.0)
-TILT_PIVOT_HZ = 1000.0
+SPEED = (0.9, 1.1)  # playback rate
+LOWPASS_HZ = (300.0, 1500.0)
+DECAY_S = (0.4, 2.0)  # time for the tail to fall 60 dB
+TAIL_DB = (-10.0, -2.0)  # the tail's level against the dry sound
 
 
-def varied(waveform: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One varied copy of `waveform` (16 kHz mono), at its original peak level."""
+def from_afar(waveform: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One far copy of `waveform` (16 kHz mono), at its original peak level."""
     x = np.asarray(waveform, np.float32)
     peak = float(np.max(np.abs(x))) if len(x) else 0.0
     if peak == 0.0:
         return x.copy()
     x = played_at(x, float(rng.uniform(*SPEED)))
-    if rng.random() < REVERB_SHARE:
-        x = with_tail(x, float(rng.uniform(*DECAY_S)), float(rng.uniform(*TAIL_DB)), rng)
-    x = tilted(x, float(rng.uniform(*TILT_DB_PER_OCTAVE)))
+    x = lowpassed(x, float(rng.uniform(*LOWPASS_HZ)))
+    x = with_tail(x, float(rng.uniform(*DECAY_S)), float(rng.uniform(*TAIL_DB)), rng)
     return np.asarray(x * np.float32(peak / (float(np.max(np.abs(x))) + 1e-12)), np.float32)
 
 
@@ -41,6 +39,10 @@ def played_at(x: np.ndarray, rate: float) -> np.ndarray:
     """`x` played `rate` times as fast (shorter and higher above 1)."""
     down = max(1, round(100 * rate))
     return np.asarray(resample_poly(x, 100, down), np.float32)
+
+
+def lowpassed(x: np.ndarray, cutoff_hz: float) -> np.ndarray:
+    return np.asarray(sosfilt(butter(4, cutoff_hz, btype="low", fs=RATE, output="sos"), x), np.float32)
 
 
 def with_tail(x: np.ndarray, decay_s: float, tail_db: float, rng: np.random.Generator) -> np.ndarray:
@@ -52,14 +54,6 @@ def with_tail(x: np.ndarray, decay_s: float, tail_db: float, rng: np.random.Gene
     wet = fftconvolve(x.astype(np.float64), response)
     wet[:len(x)] += x
     return np.asarray(wet, np.float32)
-
-
-def tilted(x: np.ndarray, db_per_octave: float) -> np.ndarray:
-    """`x` with its spectrum tilted about TILT_PIVOT_HZ (flat below 100 Hz)."""
-    spectrum = np.fft.rfft(x.astype(np.float64))
-    hz = np.maximum(np.fft.rfftfreq(len(x), 1 / RATE), 100.0)
-    spectrum *= 10 ** (db_per_octave * np.log2(hz / TILT_PIVOT_HZ) / 20)
-    return np.asarray(np.fft.irfft(spectrum, len(x)), np.float32)
 
 
 def through_recorder(waveform: np.ndarray, recorder_rate: int) -> np.ndarray:
