@@ -44,9 +44,11 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from math import gcd
 
 import numpy as np
 from scipy.ndimage import median_filter
+from scipy.signal import resample_poly
 
 from benchmarks.detection_rankers import (
     CACHE,
@@ -62,6 +64,7 @@ from benchmarks.detection_rankers import (
 from ecosight_daemon.embedding.frontend import (
     PATCH_HOP_SECONDS,
     PATCH_SECONDS,
+    SAMPLE_RATE,
     log_mel_in_blocks,
     pad_to_whole_patches,
     patches_from_frames,
@@ -413,6 +416,24 @@ def main_vary(seeds: list[int], shares: tuple[float, ...] = (0.0, 0.5, 1.0),
         print(f"| {name} | {spread} | " + " | ".join(f"{a / n:.2f} / {ff} of {fn}" for a, n, ff, fn in counts) + " |")
 
 
+def through_recorder(waveform: np.ndarray, recorder_rate: int) -> np.ndarray:
+    """`waveform` (16 kHz) as a recorder sampling at `recorder_rate` would have kept it: nothing
+    above its Nyquist frequency (an AudioMoth set to 8 kHz keeps nothing above 4 kHz)."""
+    step = gcd(SAMPLE_RATE, recorder_rate)
+    down = resample_poly(np.asarray(waveform, np.float32), recorder_rate // step, SAMPLE_RATE // step)
+    return np.asarray(resample_poly(down, SAMPLE_RATE // step, recorder_rate // step)[:len(waveform)], np.float32)
+
+
+def narrowband_stretches(waveform: np.ndarray, recorder_rate: int, stretch_s: float) -> np.ndarray:
+    """`waveform` with every other `stretch_s` through a recorder at `recorder_rate` (the rest as it is)."""
+    narrow = through_recorder(waveform, recorder_rate)
+    out = np.array(waveform, np.float32)
+    stretch = int(stretch_s * SAMPLE_RATE)
+    for start in range(stretch, len(out), 2 * stretch):
+        out[start:start + stretch] = narrow[start:start + stretch]
+    return out
+
+
 def main_bandwidth(seeds: list[int]) -> None:
     """Each fold's test hour as recorded (16 kHz) and through an 8 kHz recorder (nothing above
     4 kHz: how many AudioMoths are set, and how the corpus's own field shots were recorded),
@@ -421,7 +442,6 @@ def main_bandwidth(seeds: list[int]) -> None:
     from benchmarks.common import yamnet_handle
     from ecosight_daemon.artifacts.shot_spectrogram import spectrogram_inputs
     from ecosight_daemon.embedding.onnx_runtime import OnnxEmbedder
-    from ecosight_daemon.training.event_variation import narrowband_stretches, through_recorder
     from ecosight_daemon.training.shot_spectrogram_fit import fit_shot_spectrogram
 
     embedder = OnnxEmbedder.load(yamnet_handle(), CACHE.parent / "models")

@@ -55,22 +55,3 @@ def with_tail(x: np.ndarray, decay_s: float, tail_db: float, rng: np.random.Gene
     wet[:len(x)] += x
     return np.asarray(wet, np.float32)
 
-
-def through_recorder(waveform: np.ndarray, recorder_rate: int) -> np.ndarray:
-    """`waveform` (16 kHz) as a recorder sampling at `recorder_rate` would have kept it: nothing
-    above its Nyquist frequency (an AudioMoth set to 8 kHz keeps nothing above 4 kHz)."""
-    from math import gcd
-
-    step = gcd(RATE, recorder_rate)
-    down = resample_poly(np.asarray(waveform, np.float32), recorder_rate // step, RATE // step)
-    return np.asarray(resample_poly(down, RATE // step, recorder_rate // step)[:len(waveform)], np.float32)
-
-
-def narrowband_stretches(waveform: np.ndarray, recorder_rate: int, stretch_s: float) -> np.ndarray:
-    """`waveform` with every other `stretch_s` through a recorder at `recorder_rate` (the rest as it is)."""
-    narrow = through_recorder(waveform, recorder_rate)
-    out = np.array(waveform, np.float32)
-    stretch = int(stretch_s * RATE)
-    for start in range(stretch, len(out), 2 * stretch):
-        out[start:start + stretch] = narrow[start:start + stretch]
-    return out
