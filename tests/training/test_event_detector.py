@@ -23,6 +23,7 @@ from ecosight_daemon.training import event_detector as event_training
 from ecosight_daemon.training.dataset import Sample
 from ecosight_daemon.training.detector_training import ClipBudget, read_clips
 from ecosight_daemon.training.event_detector import (
+    CNN_FAR_SHARE,
     CNN_SHOT_COPIES,
     LabeledAudio,
     PartScores,
@@ -280,3 +281,21 @@ def test_the_onnx_detector_gives_the_detectors_own_margins_and_labels(scorer: st
     spectrograms = rng.integers(-80, 80, (300, 48, 32)).astype(np.int8)
     worst = check_detector_graph(detector_graph(shipped, head), shipped, head, embeddings, onsets, spectrograms)
     assert worst < 1e-3
+
+
+def test_the_shot_cnn_hears_a_share_of_every_events_copies_from_afar(dev_corpus: Path, field_corpus: Path) -> None:
+    from ecosight_daemon.audio import decode_audio
+
+    clips = [LabeledAudio("clips", "crickets", decode_audio(
+        (field_corpus / "background" / "dsur_crickets.flac").read_bytes(), 60).waveform)]
+    clips += [LabeledAudio("gun_shot", path.stem, decode_audio(path.read_bytes(), 60).waveform)
+              for path in sorted((dev_corpus / "gun_shot").glob("*.wav"))[:4]]
+
+    def highs_at_shots(far_share: float) -> float:  # the upper half of the bands, where the shots peak
+        codes, is_shot = cnn_training_patches(clips, clips, CLASSES, "clips", "gun_shot", seed=5, far_share=far_share)
+        assert is_shot.sum() >= 4 * CNN_SHOT_COPIES
+        return float(codes[is_shot == 1][:, :, 16:].astype(np.float32).mean())
+
+    as_recorded, half, all_far = highs_at_shots(0.0), highs_at_shots(CNN_FAR_SHARE), highs_at_shots(1.0)
+    assert CNN_FAR_SHARE == 0.5
+    assert as_recorded > half > all_far  # far copies lose their highs to the air and the leaves
