@@ -7,7 +7,8 @@ corpus's six field-recorded shots, from Gabon and Belize, look like that, and YA
 gun-shot logit on them is -3 to -10). A far copy is played a little faster or slower (another
 gun), low-passed at a few hundred Hz to 1.5 kHz and given a decaying tail. Every event class is
 made far alike, confusers too, so that a copy is far tells the CNN nothing about whether it is
-a shot (benchmarks/detection_cnn.py `vary` measures it, on the field-recorded shots apart).
+a shot (benchmarks/detection_cnn.py `vary` measures it, on the field-recorded shots apart;
+training/event_detector.py's CNN_FAR_SHARE says how many copies a retrain makes far: none yet).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def from_afar(waveform: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     x = np.asarray(waveform, np.float32)
     peak = float(np.max(np.abs(x))) if len(x) else 0.0
     if peak == 0.0:
-        return x.copy()
+        return np.zeros(len(x), np.float32)
     x = played_at(x, float(rng.uniform(*SPEED)))
     x = lowpassed(x, float(rng.uniform(*LOWPASS_HZ)))
     x = with_tail(x, float(rng.uniform(*DECAY_S)), float(rng.uniform(*TAIL_DB)), rng)

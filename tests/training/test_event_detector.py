@@ -283,7 +283,7 @@ def test_the_onnx_detector_gives_the_detectors_own_margins_and_labels(scorer: st
     assert worst < 1e-3
 
 
-def test_the_shot_cnn_hears_a_share_of_every_events_copies_from_afar(dev_corpus: Path, field_corpus: Path) -> None:
+def test_copies_from_afar_lose_their_highs_and_a_retrain_makes_none_yet(dev_corpus: Path, field_corpus: Path) -> None:
     from ecosight_daemon.audio import decode_audio
 
     clips = [LabeledAudio("clips", "crickets", decode_audio(
@@ -296,6 +296,6 @@ def test_the_shot_cnn_hears_a_share_of_every_events_copies_from_afar(dev_corpus:
         assert is_shot.sum() >= 4 * CNN_SHOT_COPIES
         return float(codes[is_shot == 1][:, :, 16:].astype(np.float32).mean())
 
-    as_recorded, half, all_far = highs_at_shots(0.0), highs_at_shots(CNN_FAR_SHARE), highs_at_shots(1.0)
-    assert CNN_FAR_SHARE == 0.5
+    as_recorded, half, all_far = highs_at_shots(0.0), highs_at_shots(0.5), highs_at_shots(1.0)
     assert as_recorded > half > all_far  # far copies lose their highs to the air and the leaves
+    assert highs_at_shots(CNN_FAR_SHARE) == as_recorded  # none far in a retrain: not shipped (docs/detection.md)
