@@ -129,6 +129,26 @@ def allowed_alarms(expected: float) -> int:
         allowed += 1
 
 
+def excess_alarms(expected: float) -> int:
+    """The fewest alarms that say a threshold is crossed more often than `expected` allows: so
+    many happen by chance at that rate with less than 1 - COUNT_CONFIDENCE (1 allowed in 1 h:
+    3; 4 in 4 h: 7). Fewer may be bad luck at a site within the budget."""
+    log_cumulative = log_term = -max(expected, 0.0)  # log P(<= n alarms) at the allowed rate, from n = 0
+    needed = 1
+    while log_cumulative <= math.log(COUNT_CONFIDENCE):
+        log_term += math.log(max(expected, 1e-300) / needed)
+        log_cumulative = float(np.logaddexp(log_cumulative, log_term))
+        needed += 1
+    return needed
+
+
+def alarms_at_or_above(counts: np.ndarray, threshold: float) -> int:
+    """How many of the counted alarms are in the bin holding `threshold` or higher."""
+    if math.isinf(threshold):
+        return 0 if threshold > 0 else int(np.sum(counts))
+    return int(np.asarray(counts)[int(_bin_of(np.array([threshold]))[0]):].sum())
+
+
 def upper_quantile(counts: np.ndarray, fraction: float) -> float:
     """The margin with `fraction` of the counted patches above it (linear within its bin)."""
     above = np.cumsum(counts[::-1])[::-1]  # patches in this bin or higher

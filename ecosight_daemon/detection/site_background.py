@@ -18,6 +18,12 @@ their rate is within `budget` with COUNT_CONFIDENCE (score_tail.allowed_alarms),
 included (real shots among them can only keep the threshold higher), and never below its
 fitted tail. That count never raises it: only the fitted tail, which holds loud rarities out,
 raises a threshold.
+
+A threshold is raised only where the site's own alarms at it recur: more of them counted in
+its hours than chance at the budget would give (score_tail.excess_alarms: 3 in 1 h, 7 in
+4 h). A site whose tail merely extrapolates above the threshold, with no more alarms than
+the budget allows, keeps it: raising there costs its shots and removes no false alarm
+(measured on the detection benchmark, docs/detection.md).
 """
 
 from __future__ import annotations
@@ -26,7 +32,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ecosight_daemon.artifacts.score_tail import MIN_ALARMS_OBSERVED, counted_threshold, tail_threshold
+from ecosight_daemon.artifacts.score_tail import (
+    MIN_ALARMS_OBSERVED,
+    alarms_at_or_above,
+    counted_threshold,
+    excess_alarms,
+    tail_threshold,
+)
 
 
 @dataclass(frozen=True)
@@ -47,18 +59,26 @@ class SiteBackground:
         """Hours enough to count MIN_ALARMS_OBSERVED alarms at the budget."""
         return self.hours * budget_per_hour >= MIN_ALARMS_OBSERVED
 
+    def recurring(self, base_thresholds: np.ndarray, budget_per_hour: float) -> np.ndarray:
+        """Per class: its alarms at the base threshold are more than chance within the budget."""
+        needed = excess_alarms(budget_per_hour * self.hours)
+        return np.array([alarms_at_or_above(row, float(threshold)) >= needed
+                         for row, threshold in zip(self.histogram, base_thresholds, strict=True)])
+
     def offsets(self, base_thresholds: np.ndarray, budget_per_hour: float,
                 calibrated: int | None = None) -> np.ndarray:
-        """How far each class's threshold moves at this site: raised (>= 0) where its fitted tail
-        is above the base; the `calibrated` class's (the priority class) also lowered, once the
-        site counts alarms, to its counted threshold, never below its fitted tail. The counted
-        threshold only lowers: above the base it would sit above the site's loudest alarms,
-        which may be the real shots the site heard (at 3 h, none may be counted)."""
+        """How far each class's threshold moves at this site: raised (>= 0) to its fitted tail
+        where its alarms at the base recur; the `calibrated` class's (the priority class) also
+        lowered, once the site counts alarms, to its counted threshold, never below its fitted
+        tail. The counted threshold only lowers: above the base it would sit above the site's
+        loudest alarms, which may be the real shots the site heard (at 3 h, none may be counted)."""
         base = np.asarray(base_thresholds, np.float64)
         tails = self.thresholds(budget_per_hour)
-        offsets = np.maximum(0.0, tails - base)
+        recurring = self.recurring(base, budget_per_hour)
+        offsets = np.where(recurring, np.maximum(0.0, tails - base), 0.0)
         if calibrated is not None and self.counts_alarms(budget_per_hour):
             counted = counted_threshold(self.histogram[calibrated], self.hours, budget_per_hour)
-            offsets[calibrated] = max(tails[calibrated], min(counted, base[calibrated])) - base[calibrated]
+            moved = max(tails[calibrated], min(counted, base[calibrated])) - base[calibrated]
+            offsets[calibrated] = moved if recurring[calibrated] else min(moved, 0.0)
         return np.asarray(offsets, np.float64)
 
