@@ -36,8 +36,8 @@ Rows:
   barks, engines and confusers again every hour (other draws, other placements; as many an hour
   as the test hour holds: until 2026-12-06 once in all 4 hours, an easier site than the hour it
   was tested on), and SITE_SHOTS_PER_HOUR of its gun shots (rare, as real shots are; nobody
-  labelled them). The site's fitted tail raises the gun-shot threshold where its own audio would
-  alarm more than once an hour; with hours enough to count 3 alarms at the budget, the threshold
+  labelled them). The site's fitted tail raises the gun-shot threshold where its own alarms at it
+  recur, more than chance within once an hour allows; with hours enough to count 3 alarms at the budget, the threshold
   is lowered to where the site's own alarms were counted few enough to be within once an hour
   with 84% confidence (never below the tail, never raised by that count). Those hours go through the
   daemon's chunk front end, 10 minutes at a time, and are scored in slices (memory).

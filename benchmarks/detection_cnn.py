@@ -416,6 +416,63 @@ def main_vary(seeds: list[int], shares: tuple[float, ...] = (0.0, 0.5, 1.0),
         print(f"| {name} | {spread} | " + " | ".join(f"{a / n:.2f} / {ff} of {fn}" for a, n, ff, fn in counts) + " |")
 
 
+CONFUSER_FAMILY = (280, 281, 426, 427)  # YAMNet's "Thunderstorm", "Thunder", "Fireworks", "Firecracker"
+
+
+def context_variants(yamnet_logits: np.ndarray, cnn_log_odds: np.ndarray) -> dict[str, np.ndarray]:
+    """YAMNet + CNN as shipped, and cheap ways the patches around a patch, or YAMNet's confuser
+    family, could lower it: a shot decays within a second or two, thunder and rock falls roll on."""
+    shipped = yamnet_logits[:, 421] + cnn_log_odds
+    padded = np.pad(shipped, 6, mode="edge")
+    after = np.max([padded[6 + k:6 + k + len(shipped)] for k in range(3, 7)], axis=0)
+    before = np.max([padded[6 - k:6 - k + len(shipped)] for k in range(3, 7)], axis=0)
+    confuser = yamnet_logits[:, list(CONFUSER_FAMILY)].max(axis=1)
+    return {"yamnet_plus_cnn": shipped,
+            "less_half_what_follows": shipped - 0.5 * np.maximum(after, 0.0),
+            "less_half_what_surrounds": shipped - 0.5 * np.maximum(np.maximum(after, before), 0.0),
+            "less_what_follows_above_it": shipped - np.maximum(after - shipped + 2.0, 0.0),
+            "less_half_confuser_family": shipped - 0.5 * np.maximum(confuser - yamnet_logits[:, 421], 0.0)}
+
+
+def main_context(seeds: list[int]) -> None:
+    """The shipped CNN trained on the one soundscape a retrain gives it; YAMNet + CNN as shipped
+    beside context_variants of it on the same test hours (best threshold after the fact)."""
+    from ecosight_daemon.artifacts.shot_spectrogram import spectrogram_inputs
+    from ecosight_daemon.training.shot_spectrogram_fit import fit_shot_spectrogram
+
+    all_sources = sources()
+    groups = sorted({s.group for s in all_sources})
+    rows = []
+    for seed in seeds:
+        fold_of = {g: i % FOLDS for i, g in enumerate(np.random.default_rng(seed).permutation(groups))}
+        for fold in range(FOLDS):
+            cached = load(CACHE / f"s{seed}_f{fold}")[0]
+            rebuilt = test_soundscape([s for s in all_sources if fold_of[s.group] == fold],
+                                      np.random.default_rng(seed * 100 + fold))
+            if rebuilt.events != cached.events:
+                raise RuntimeError(f"fold {fold}: the rebuilt test hour is not the cached one (sources changed?)")
+            train = [s for s in all_sources if fold_of[s.group] != fold]
+            copies = {"gun_shot": SHOT_COPIES, "confuser": CONFUSER_COPIES}
+            events = [(s.label, s.group, s.waveform) for s in train if s.label != "clips"
+                      for _ in range(copies.get(s.label, 1))]
+            scape = build_soundscape([s.waveform for s in train if s.label == "clips"], events,
+                                     8.0 * len(events) + 7, np.random.default_rng(seed * 1000 + fold * 10))
+            codes = spectrogram_inputs(scape.waveform)
+            labels = gun_labels(scape.events, len(codes))
+            fit = fit_shot_spectrogram(codes[labels >= 0], labels[labels >= 0], seed * 100 + fold)
+            variants = context_variants(cached.logits, fit.log_odds(spectrogram_inputs(rebuilt.waveform)))
+            row = {"yamnet_gunshot": best_recalls(cached.events, cached.hours, cached.logits[:, 421])}
+            row.update({name: best_recalls(cached.events, cached.hours, v) for name, v in variants.items()})
+            rows.append(row)
+            print(f"s{seed}_f{fold}", {k: f"{a:.2f}/{b:.2f}" for k, (a, b) in row.items()}, flush=True)
+    print("| ranker | best recall <= 1 FA/h (min / median / max) | <= 5 FA/h | per fold, <= 1 FA/h |")
+    print("| --- | --- | --- | --- |")
+    for name in rows[0]:
+        spread = [" / ".join(f"{f(v):.2f}" for f in (np.min, np.median, np.max))
+                  for v in ([r[name][i] for r in rows] for i in (0, 1))]
+        print(f"| {name} | {spread[0]} | {spread[1]} | {' '.join(f'{r[name][0]:.2f}' for r in rows)} |")
+
+
 def through_recorder(waveform: np.ndarray, recorder_rate: int) -> np.ndarray:
     """`waveform` (16 kHz) as a recorder sampling at `recorder_rate` would have kept it: nothing
     above its Nyquist frequency (an AudioMoth set to 8 kHz keeps nothing above 4 kHz)."""
@@ -574,6 +631,9 @@ if __name__ == "__main__":
     elif len(sys.argv) > 1 and sys.argv[1] == "bandwidth":
         build_folds([int(a) for a in sys.argv[2:]])
         main_bandwidth([int(a) for a in sys.argv[2:]])
+    elif len(sys.argv) > 1 and sys.argv[1] == "context":
+        build_folds([int(a) for a in sys.argv[2:]])
+        main_context([int(a) for a in sys.argv[2:]])
     elif len(sys.argv) > 1 and sys.argv[1] == "inits":
         build_folds([int(a) for a in sys.argv[2:]])
         main_inits([int(a) for a in sys.argv[2:]])
