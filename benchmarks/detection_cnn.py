@@ -32,6 +32,11 @@ mean of their log-odds, added to YAMNet's.
 low-passed, a decaying tail) teach the shipped CNN more than copies as recorded, the placements the
 same, on all shots and on the field-recorded ones apart. About 2 minutes a fold.
 
+`detection_cnn context SEED...` asks whether cheap changes to the shipped combination rank better:
+the patches around a patch (a shot decays, thunder rolls on), YAMNet's confuser family, its gun
+family as the prior instead of its "Gunshot, gunfire" logit alone, the CNN's weight; one CNN
+per fold (its log-odds cached), every variant on the same test hours. About 2 minutes a fold.
+
 `detection_cnn resolution SEED... [NAME...]` asks which input resolution (RESOLUTIONS) ranks
 best, each CNN on the one augmented soundscape a retrain gives it: the shipped 48 x 32, every
 frame with bands in pairs (96 x 32), the full patch, and the full patch through a stride-2
@@ -53,6 +58,7 @@ from scipy.signal import resample_poly
 from benchmarks.detection_rankers import (
     CACHE,
     FOLDS,
+    GUN_FAMILY,
     TEST_SECONDS,
     Source,
     best_recalls,
@@ -420,18 +426,27 @@ CONFUSER_FAMILY = (280, 281, 426, 427)  # YAMNet's "Thunderstorm", "Thunder", "F
 
 
 def context_variants(yamnet_logits: np.ndarray, cnn_log_odds: np.ndarray) -> dict[str, np.ndarray]:
-    """YAMNet + CNN as shipped, and cheap ways the patches around a patch, or YAMNet's confuser
-    family, could lower it: a shot decays within a second or two, thunder and rock falls roll on."""
-    shipped = yamnet_logits[:, 421] + cnn_log_odds
+    """YAMNet + CNN as shipped, and cheap ways to combine or lower it: the patches around a patch
+    (a shot decays within a second or two, thunder and rock falls roll on), YAMNet's confuser
+    family, its gun family, and the CNN's weight."""
+    gunshot = yamnet_logits[:, 421]
+    shipped = gunshot + cnn_log_odds
     padded = np.pad(shipped, 6, mode="edge")
     after = np.max([padded[6 + k:6 + k + len(shipped)] for k in range(3, 7)], axis=0)
     before = np.max([padded[6 - k:6 - k + len(shipped)] for k in range(3, 7)], axis=0)
     confuser = yamnet_logits[:, list(CONFUSER_FAMILY)].max(axis=1)
+    family = yamnet_logits[:, GUN_FAMILY].max(axis=1)
     return {"yamnet_plus_cnn": shipped,
             "less_half_what_follows": shipped - 0.5 * np.maximum(after, 0.0),
             "less_half_what_surrounds": shipped - 0.5 * np.maximum(np.maximum(after, before), 0.0),
-            "less_what_follows_above_it": shipped - np.maximum(after - shipped + 2.0, 0.0),
-            "less_half_confuser_family": shipped - 0.5 * np.maximum(confuser - yamnet_logits[:, 421], 0.0)}
+            "less_half_confuser_family": shipped - 0.5 * np.maximum(confuser - gunshot, 0.0),
+            "gun_family_max_plus_cnn": family + cnn_log_odds,
+            "guns_without_explosion_max_plus_cnn": yamnet_logits[:, GUN_FAMILY[1:]].max(axis=1) + cnn_log_odds,
+            "gun_family_logsumexp_plus_cnn": np.logaddexp.reduce(yamnet_logits[:, GUN_FAMILY], axis=1) + cnn_log_odds,
+            "mean_of_gunshot_and_family_max_plus_cnn": (gunshot + family) / 2 + cnn_log_odds,
+            "yamnet_plus_half_cnn": gunshot + 0.5 * cnn_log_odds,
+            "yamnet_plus_cnn_clipped_at_0": gunshot + np.minimum(cnn_log_odds, 0.0),
+            "cnn_alone": cnn_log_odds}
 
 
 def main_context(seeds: list[int]) -> None:
@@ -457,10 +472,13 @@ def main_context(seeds: list[int]) -> None:
                       for _ in range(copies.get(s.label, 1))]
             scape = build_soundscape([s.waveform for s in train if s.label == "clips"], events,
                                      8.0 * len(events) + 7, np.random.default_rng(seed * 1000 + fold * 10))
-            codes = spectrogram_inputs(scape.waveform)
-            labels = gun_labels(scape.events, len(codes))
-            fit = fit_shot_spectrogram(codes[labels >= 0], labels[labels >= 0], seed * 100 + fold)
-            variants = context_variants(cached.logits, fit.log_odds(spectrogram_inputs(rebuilt.waveform)))
+            log_odds_file = CACHE / f"cnn_log_odds_s{seed}_f{fold}.npy"  # the CNN costs; the variants do not
+            if not log_odds_file.exists():
+                codes = spectrogram_inputs(scape.waveform)
+                labels = gun_labels(scape.events, len(codes))
+                fit = fit_shot_spectrogram(codes[labels >= 0], labels[labels >= 0], seed * 100 + fold)
+                np.save(log_odds_file, fit.log_odds(spectrogram_inputs(rebuilt.waveform)))
+            variants = context_variants(cached.logits, np.load(log_odds_file))
             row = {"yamnet_gunshot": best_recalls(cached.events, cached.hours, cached.logits[:, 421])}
             row.update({name: best_recalls(cached.events, cached.hours, v) for name, v in variants.items()})
             rows.append(row)
