@@ -148,8 +148,10 @@ def _on_test_split(clips: list[LabeledAudio], embedder: Any, background: str, pr
     return figures
 
 
-def test_split_summary(figures: dict[str, Any] | None) -> str:
-    """The gate's detection figures in words, for its reason ("" when there are none)."""
+def sentinel_summary(figures: dict[str, Any] | None, budget_per_hour: float) -> str:
+    """The gate's detection figures in words, for its reason ("" when there are none); says so
+    when the candidate raises more false alarms there than the budget, which the gate lets
+    through when the current version raises as many (it compares the two)."""
     test = (figures or {}).get("test_split") or {}
     if "candidate" not in test:
         return ""
@@ -159,8 +161,10 @@ def test_split_summary(figures: dict[str, Any] | None) -> str:
         now = f"{test['candidate'][key]:.2f}"
         return f"{before[key]:.2f} -> {now}" if before else now
 
+    over = test["candidate"]["false_alarms_per_hour"] > budget_per_hour
     return (f"; detection on a {test['hours'] * 60:.0f}-minute soundscape of the test split ({test['shots']} shots):"
-            f" gun-shot recall {pair('recall')}, false alarms per hour {pair('false_alarms_per_hour')}")
+            f" gun-shot recall {pair('recall')}, false alarms per hour {pair('false_alarms_per_hour')}"
+            + (f", over the budget of {budget_per_hour:g} an hour on that unseen background" if over else ""))
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from ecosight_daemon.errors import EcosightError
 from ecosight_daemon.pooling import AudiosetHead, needs_audioset_head
 from ecosight_daemon.store.database import Database
 from ecosight_daemon.training.dataset import Snapshot, SnapshotOptions, take_snapshot
-from ecosight_daemon.training.detector_training import detector_job, test_split_summary
+from ecosight_daemon.training.detector_training import detector_job, sentinel_summary
 from ecosight_daemon.training.evaluation import class_recall
 from ecosight_daemon.training.gate import GateDecision, GatePolicy, PairedPredictions, gate, judge_detection
 from ecosight_daemon.training.input_digest import training_input_digest
@@ -211,7 +211,9 @@ def _attempt(
     outcome.gate = decision.as_dict()
     outcome.version, outcome.metrics = version, result.candidate_metrics
     outcome.incumbent_metrics = result.incumbent_metrics
-    outcome.promoted, outcome.reason = decision.promote, decision.reason + test_split_summary(outcome.event_detector)
+    outcome.promoted = decision.promote
+    budget = settings.detection.false_alarms_per_hour
+    outcome.reason = decision.reason + sentinel_summary(outcome.event_detector, budget)
     outcome.status = RetrainStatus.PROMOTED if decision.promote else RetrainStatus.REJECTED
     _write_version_files(staging, version, snapshot, settings, store, result, outcome)
     registry.finalize(version)

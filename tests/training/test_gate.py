@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ecosight_daemon.training.detector_training import sentinel_summary
 from ecosight_daemon.training.gate import GateDecision, detection_verdict, judge_detection
 
 HOURS = 0.5
@@ -71,3 +72,15 @@ def test_losing_one_shot_people_confirmed_refuses_the_candidate_whatever_the_noi
     assert not verdict(never_found).worse
     unconfirmed = split((ALL[1:], 0), (ALL, 0)) | {"confirmed": [7]}
     assert not verdict(unconfirmed).worse  # one ordinary shot lost is noise
+
+
+def test_a_candidate_let_through_over_the_budget_says_so_in_the_reason() -> None:
+    # Both raise as many false alarms on the sentinel (3 in half an hour, the budget 1 an hour): no
+    # evidence the candidate is worse, so it is not refused, but the version's reason says where it stands.
+    both_over = split((ALL, 3), (ALL, 3))
+    assert not verdict(both_over).worse
+    said = sentinel_summary({"test_split": both_over}, budget_per_hour=1.0)
+    assert "false alarms per hour 6.00 -> 6.00, over the budget of 1 an hour" in said, said
+    assert "over the budget" not in sentinel_summary({"test_split": split((ALL, 0), (ALL, 3))}, 1.0)
+    assert "over the budget" not in sentinel_summary({"test_split": both_over}, budget_per_hour=10.0)
+    assert sentinel_summary({"test_split": {"skipped": "no shots"}}, 1.0) == ""
