@@ -87,6 +87,7 @@ def build_status(parts: StatusInputs) -> dict[str, Any]:
         "next_scheduled_run": next_run.isoformat() if next_run else None,
         "model_version": metadata.get("version"),
         "model_metrics": model_metrics(metadata),
+        "model_detector": detector_summary(metadata, parts.settings.detection.false_alarms_per_hour),
         "last_retrain": last_retrain,
         "heartbeat_s": HEARTBEAT_S,
         "rescans": parts.indexer.rescans if parts.indexer is not None else 0,
@@ -109,6 +110,30 @@ def model_metrics(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     summary = {key: metadata.get(key) for key in ("accuracy", "macro_f1", "priority_recall")}
     return {**summary, **(metadata.get("test_metrics") or {})}
+
+
+def detector_summary(metadata: dict[str, Any] | None, budget_per_hour: float) -> dict[str, Any] | None:
+    """The current version's event detector: which scorer ranks gun shots, at what threshold,
+    and what it did on the gate's sentinel hour (background it never trained on), with a
+    `warning` where its false alarms there exceed the budget: the gate lets such a version
+    through when the one it replaced was as bad, and an operator should know."""
+    figures = (metadata or {}).get("event_detector")
+    if not figures:
+        return None
+    if "skipped" in figures:
+        return {"skipped": figures["skipped"]}
+    summary: dict[str, Any] = {key: figures.get(key) for key in ("priority_scorer", "threshold", "calibration")}
+    sentinel = figures.get("test_split") or {}
+    own = sentinel.get("candidate")
+    if own:
+        rate = float(own["false_alarms_per_hour"])
+        summary["sentinel"] = {"hours": sentinel.get("hours"), "shots": sentinel.get("shots"),
+                               "recall": own.get("recall"), "false_alarms_per_hour": rate}
+        if rate > budget_per_hour:
+            summary["warning"] = (f"{rate:g} false alarms an hour on the gate's sentinel hour (background it never "
+                                  f"trained on), over the budget of {budget_per_hour:g}: expect more gun-shot alarms "
+                                  "than asked for; check them by ear and confirm or reject them on the Review page")
+    return summary
 
 
 def status_path(models_dir: Path) -> Path:

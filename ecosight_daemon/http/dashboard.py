@@ -81,9 +81,23 @@ def status_fragment(status: dict[str, Any], problem: str | None) -> str:
 <table id=classes><tr><th>class</th>{''.join(f'<th>{k}</th>' for k in keys)}</tr>{rows}</table>
 <h2>Current model {esc(status.get('model_version') or '')}</h2>
 {model_summary(metrics)}
+{detector_line(status.get('model_detector'))}
 <h2>Failed files ({esc(status.get('failed', 0))})</h2>
 {f'<ul class=failed>{failed}</ul>' if failed else '<p>None.</p>'}
 """
+
+
+def detector_line(detector: dict[str, Any] | None) -> str:
+    """The current event detector in a line, its over-budget warning as a badge."""
+    if not detector:
+        return ""
+    if "skipped" in detector:
+        return f"<p id=detector>No event detector: {esc(detector['skipped'])}</p>"
+    sentinel = detector.get("sentinel")
+    seen = (f"; on the gate's unseen hour ({esc(sentinel['shots'])} shots) recall {esc(sentinel['recall'])}, "
+            f"{esc(sentinel['false_alarms_per_hour'])} false alarms an hour") if sentinel else ""
+    warning = f' <span class="badge bad">{esc(detector["warning"])}</span>' if detector.get("warning") else ""
+    return f"<p id=detector>Gun shots ranked by <code>{esc(detector.get('priority_scorer'))}</code>{seen}.{warning}</p>"
 
 
 def gate_fragment(entry: dict[str, Any] | None) -> str:

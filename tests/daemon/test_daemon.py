@@ -56,7 +56,7 @@ def test_ready_status_and_files_dropped_while_running_or_stopped(
     status = daemon.wait_idle()
     assert status["pid"] == daemon.proc.pid  # type: ignore[union-attr]
     assert {"state", "pid", "new_samples", "min_new_samples", "model_version"} <= set(status)
-    assert status["min_new_samples"] == 1000 and status["model_version"] is None
+    assert status["min_new_samples"] == 1000 and status["model_version"] is None and status["model_detector"] is None
 
     write_wav(daemon.audio / "clips" / "dropped.wav", "tone", seed=2)
     daemon.wait_embedded("clips/dropped.wav")

@@ -58,6 +58,9 @@ def test_the_dashboard_follows_files_and_retrains_from_the_page(
         expect(page.locator("#gate")).to_contain_text("gun_shot recall")
         screenshot(page, tmp_path, "training")
         assert daemon.retrain_log()[-1]["trigger_reason"] == "HTTP: " + reason
+        page.click("text=Status")  # a version too small for a detector says so under the current model
+        expect(page.locator("#detector")).to_contain_text("No event detector:")
+        page.click("text=Training")
 
         second_version(page, daemon, write_wav)
         daemon.wait_idle()  # the run has written its report and export and let go of the retrain lock

@@ -152,6 +152,22 @@ def test_first_retrain_promotes_and_writes_every_artifact(first_shipped_retrain:
     assert sentinel["candidate"]["false_alarms"] == round(sentinel["candidate"]["false_alarms_per_hour"]
                                                           * sentinel["hours"])
     check_the_scorer_chosen(version)
+    check_status_says_when_the_sentinel_is_over_budget(json.loads((version / "metadata.json").read_text()))
+
+
+def check_status_says_when_the_sentinel_is_over_budget(metadata: dict[str, Any]) -> None:
+    """The status's line on the current detector, from a version's real metadata: its scorer, its
+    sentinel hour, and a warning exactly where the false alarms there exceed the budget."""
+    from ecosight_daemon.daemon.status import detector_summary
+
+    rate = metadata["event_detector"]["test_split"]["candidate"]["false_alarms_per_hour"]
+    summary = detector_summary(metadata, budget_per_hour=max(rate, 0.01))
+    assert summary is not None and "warning" not in summary, summary
+    assert summary["priority_scorer"] == metadata["event_detector"]["priority_scorer"]
+    assert summary["sentinel"]["false_alarms_per_hour"] == rate and summary["sentinel"]["hours"] >= 1.0
+    over = detector_summary(metadata, budget_per_hour=rate - 0.01)
+    assert over is not None and f"{rate:g} false alarms an hour on the gate's sentinel hour" in over["warning"]
+    assert "over the budget of" in over["warning"]
 
 
 def check_the_scorer_chosen(version: Path) -> None:
