@@ -63,13 +63,25 @@ def spectrogram_inputs_from_frames(frames: np.ndarray) -> np.ndarray:
     the cache all feed the CNN the same values (1.5 KB a patch cached)."""
     # Averaging POOL x POOL blocks commutes with cutting patches (they start on even frames):
     # pool the frames once, then cut, instead of pooling every overlapping patch.
-    normalized = band_normalized(frames)
-    usable = len(normalized) // POOL * POOL
-    pooled_frames = normalized[:usable].reshape(usable // POOL, POOL, MEL_BANDS // POOL, POOL).mean(axis=(1, 3))
+    pooled_frames = pooled_in_blocks(band_normalized(frames))
     count = (len(frames) - PATCH_FRAMES) // PATCH_HOP_FRAMES + 1
     windows = sliding_window_view(pooled_frames, PATCH_FRAMES // POOL, axis=0)[::PATCH_HOP_FRAMES // POOL][:count]
     codes = np.clip(np.round(windows.transpose(0, 2, 1) / np.float32(CODE_STEP)), -127, 127)
     return np.ascontiguousarray(codes, np.int8)
+
+
+def pooled_in_blocks(frames: np.ndarray) -> np.ndarray:
+    """(T // POOL, 32): the mean of each POOL x POOL block of frames and bands. Strided sums,
+    not `reshape(...).mean(axis=(1, 3))`: that took 5x as long, ~3% of detection's time."""
+    usable = len(frames) // POOL * POOL
+    frame_sums = np.array(frames[0:usable:POOL], np.float32)
+    for k in range(1, POOL):
+        frame_sums += frames[k:usable:POOL]
+    block_sums = frame_sums[:, 0::POOL].copy()
+    for k in range(1, POOL):
+        block_sums += frame_sums[:, k::POOL]
+    pooled: np.ndarray = block_sums / np.float32(POOL ** 2)
+    return pooled
 
 
 def decoded(codes: np.ndarray) -> np.ndarray:

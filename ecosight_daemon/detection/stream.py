@@ -135,18 +135,15 @@ def _mono_16k_blocks(reader: RecordingReader, path: Path, header: RecordingHeade
         rate, TARGET_SAMPLE_RATE, 1, dtype="float32", quality="HQ")
     read = start_frame
     try:
-        while read < header.frames:
-            waiting = reader.read(path, read, min(block_frames, header.frames - read))
-            while True:
-                try:
-                    next(waiting)
-                except StopIteration as done:
-                    mono: np.ndarray = done.value
-                    break
-                yield None
+        ahead = reader.read_ahead(path, read, min(block_frames, header.frames - read)) if read < header.frames else None
+        while ahead is not None:
+            mono: np.ndarray = yield from ahead
             if len(mono) == 0:
                 break
             read += len(mono)
+            # The next block is asked for before this one is handed on: the child reads it meanwhile.
+            ahead = reader.read_ahead(path, read, min(block_frames, header.frames - read)) \
+                if read < header.frames else None
             yield mono if resampler is None else resampler.resample_chunk(mono)
     except AudioDecodeError as exc:
         if read == start_frame:

@@ -24,7 +24,7 @@ from ecosight_daemon.detection.stream import (
     stream_chunks,
 )
 from ecosight_daemon.detection.stream import read_header as probe_header
-from ecosight_daemon.embedding.frontend import log_mel_patches
+from ecosight_daemon.embedding.frontend import PATCH_HOP_SAMPLES, log_mel_patches
 from ecosight_daemon.errors import AudioDecodeError
 from testkit.paths import hanging_wav
 
@@ -152,3 +152,26 @@ def wait_until_gone(pid: int) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"reader process {pid} still alive")
+
+
+def test_a_stream_dropped_part_way_leaves_its_read_ahead_block_to_nobody(tmp_path: Path) -> None:
+    """The stream asks for its next block before it hands on the one it has: dropped there,
+    that block's answer must not be taken for the reader's next request."""
+    rate = 16_000
+    data = (0.1 * np.random.default_rng(3).standard_normal(300 * rate)).astype(np.float32)  # 3 reader blocks
+    path = tmp_path / "three_blocks.wav"
+    soundfile.write(path, data, rate, subtype="FLOAT")
+    reader = RecordingReader(budget_s=30.0)
+    try:
+        stream = stream_chunks(reader, path, read_header(reader, path), StreamEnd())
+        first = next(c for c in stream if c is not None)
+        np.testing.assert_array_equal(first.waveform, data[:len(first.waveform)])
+        child = reader.pid
+        del stream  # its request for the second block is under way
+        np.testing.assert_array_equal(finish(reader.read(path, 5 * rate, rate)), data[5 * rate:6 * rate])
+        assert reader.pid == child  # the unread answer was waited for and dropped, not the child killed
+        for chunk in chunks_of(reader, path, StreamEnd()):  # and the next stream reads every block right
+            start = chunk.first_patch * PATCH_HOP_SAMPLES
+            np.testing.assert_array_equal(chunk.waveform, data[start:start + len(chunk.waveform)])
+    finally:
+        reader.close()
