@@ -91,7 +91,9 @@ def test_file_written_slowly_in_chunks_is_embedded_once_when_complete(
         for chunk in np.array_split(samples, 6):
             sound.write(chunk)
             sound.flush()
-            time.sleep(0.4)  # slower than settle_s between chunks would allow
+            # Each pause well inside settle_s (0.5 s), the whole write (1.5 s) well beyond it: at 0.4 s
+            # a loaded machine's scheduling delay settled the file half-written once (stop 48).
+            time.sleep(0.25)
     daemon.wait_embedded("clips/slow.wav")
     daemon.wait_idle()
     assert daemon.embedding_rows() == 1
