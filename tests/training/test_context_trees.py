@@ -4,6 +4,7 @@ a real fit on features that need the neighbours; the features see the patches ar
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from ecosight_daemon.artifacts.context_trees import CONTEXT_LOGITS, NEIGHBOURS, ContextTrees, context_features
@@ -38,3 +39,26 @@ def test_trees_match_scikit_learn_on_onnx_runtime_and_in_numpy_and_survive_a_rou
     assert np.abs(ours.log_odds(features) - theirs).max() < 1e-4  # float32 on ONNX Runtime, as the daemon would
     assert np.std(theirs) > 1.0  # the fit split on the features: not a comparison of constants
     assert len(ours.log_odds(features[:0])) == 0
+
+
+def echoed_shots(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random logits and onsets in which only the patch two after a shot gives it away (its echo)."""
+    rng = np.random.default_rng(seed)
+    logits = (3 * rng.standard_normal((3000, 521))).astype(np.float32)
+    onsets = rng.standard_normal((3000, 4)).astype(np.float32)
+    shot = np.zeros(3000, np.int64)
+    shot[rng.choice(np.arange(5, 2995), 60, replace=False)] = 1
+    logits[np.flatnonzero(shot) + 2, 426] += 12.0
+    return logits, onsets, shot
+
+
+def test_the_fit_learns_a_shot_that_only_its_neighbours_give_away_and_refuses_one_class() -> None:
+    from ecosight_daemon.training.context_trees_fit import fit_context_trees
+
+    logits, onsets, shot = echoed_shots(1)
+    trees = fit_context_trees(context_features(logits, onsets), shot, seed=0)
+    logits, onsets, shot = echoed_shots(2)  # other draws: what it learned, not what it memorised
+    scores = trees.log_odds(context_features(logits, onsets))
+    assert scores[shot == 1].min() > np.quantile(scores[shot == 0], 0.99)
+    with pytest.raises(ValueError, match="both"):
+        fit_context_trees(context_features(logits, onsets), np.zeros(3000), seed=0)
