@@ -1,6 +1,7 @@
 """Gradient-boosted trees on YAMNet's view of the seconds around a patch: a third opinion on gun
 shots beside YAMNet's "Gunshot, gunfire" logit and the shot CNN (benchmarks/detection_stacked.py
-found it ranked shots better in 18 of 25 folds; not yet a scorer a retrain can ship).
+found it ranked shots better in 18 of 25 folds); artifacts/event_detector.py adds it to their sum
+where a retrain found that ranks shots better out of fold.
 
 Features per patch (`context_features`): CONTEXT_LOGITS of its 521 AudioSet logits (the gun
 family, its impulsive look-alikes, weather, dogs, engines), its four onset features and the gun
@@ -22,6 +23,7 @@ GUN_FAMILY = tuple(range(420, 426))  # explosion, gunshot, machine gun, fusillad
 CONTEXT_LOGITS = (tuple(range(420, 436)) + (280, 281, 277, 279, 283, 292, 293, 58, 352, 353, 413, 460, 461, 463,
                                            466, 69, 70, 117, 337, 338, 342, 343, 346, 0, 494, 500))
 NEIGHBOURS = (-3, -2, -1, 1, 2, 3)  # patches away: - before, + after
+CONTEXT_FEATURES = (len(CONTEXT_LOGITS) + 4) * (1 + len(NEIGHBOURS)) + 1  # the picked logits and 4 onsets, + gun max
 ONNX_ML_OPSET = 3
 
 
@@ -108,6 +110,19 @@ class ContextTrees:
         """features float [N, F] -> trees_log_odds float [N, 1], as log_odds_numpy computes it."""
         from onnx import TensorProto, helper
 
+        graph = helper.make_graph(
+            [self.onnx_node("features", "trees_log_odds")], "ecosight_context_trees",
+            [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", None])],
+            [helper.make_tensor_value_info("trees_log_odds", TensorProto.FLOAT, ["N", 1])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                        helper.make_opsetid("ai.onnx.ml", ONNX_ML_OPSET)])
+        model.ir_version = 8
+        return model
+
+    def onnx_node(self, features: str, log_odds: str) -> Any:
+        """The trees as one ONNX-ML TreeEnsembleRegressor node: `features` [N, F] -> `log_odds` [N, 1]."""
+        from onnx import helper
+
         tree_of = np.repeat(np.arange(len(self.offsets)), np.diff(np.append(self.offsets, len(self.leaf))))
         node_in_tree = np.arange(len(self.leaf)) - self.offsets[tree_of]
         leaves = np.flatnonzero(self.leaf)
@@ -115,8 +130,8 @@ class ContextTrees:
         thresholds = np.nextafter(self.threshold.astype(np.float32), np.float32(-np.inf),
                                   where=self.threshold.astype(np.float32) > self.threshold,
                                   out=self.threshold.astype(np.float32))
-        node = helper.make_node(
-            "TreeEnsembleRegressor", ["features"], ["trees_log_odds"], domain="ai.onnx.ml", n_targets=1,
+        return helper.make_node(
+            "TreeEnsembleRegressor", [features], [log_odds], domain="ai.onnx.ml", n_targets=1,
             nodes_treeids=tree_of.tolist(), nodes_nodeids=node_in_tree.tolist(),
             nodes_featureids=np.where(self.leaf, 0, self.feature).tolist(),
             nodes_values=np.where(self.leaf, 0.0, thresholds).astype(np.float32).tolist(),
@@ -127,11 +142,31 @@ class ContextTrees:
             target_treeids=tree_of[leaves].tolist(), target_nodeids=node_in_tree[leaves].tolist(),
             target_ids=[0] * len(leaves), target_weights=self.value[leaves].astype(np.float32).tolist(),
             base_values=[float(self.baseline)], aggregate_function="SUM", post_transform="NONE")
-        graph = helper.make_graph(
-            [node], "ecosight_context_trees",
-            [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", None])],
-            [helper.make_tensor_value_info("trees_log_odds", TensorProto.FLOAT, ["N", 1])])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
-                                                        helper.make_opsetid("ai.onnx.ml", ONNX_ML_OPSET)])
-        model.ir_version = 8
-        return model
+
+
+def onnx_context_nodes(logits: str, onsets: str, features: str, constants: dict[str, np.ndarray]) -> list[Any]:
+    """ONNX nodes computing context_features of a whole run of patches: `logits` [N, 521] and
+    `onsets` [N, 4] -> `features` [N, F]; their constants are added to `constants`."""
+    from onnx import helper
+
+    constants |= {"context_logits": np.array(CONTEXT_LOGITS, np.int64),
+                  "gun_family": np.array(GUN_FAMILY, np.int64), "context_zero": np.array(0, np.int64),
+                  "context_one": np.array(1, np.int64), "context_axes_1": np.array([1], np.int64)}
+    nodes = [helper.make_node("Gather", [logits, "context_logits"], ["context_picked"], axis=1),
+             helper.make_node("Gather", [logits, "gun_family"], ["context_gun_logits"], axis=1),
+             helper.make_node("ReduceMax", ["context_gun_logits"], ["context_gun_max"], axes=[1], keepdims=1),
+             helper.make_node("Concat", ["context_picked", onsets], ["context_here"], axis=1),
+             helper.make_node("Shape", [onsets], ["context_shape"]),
+             helper.make_node("Gather", ["context_shape", "context_zero"], ["context_count"], axis=0),
+             helper.make_node("Sub", ["context_count", "context_one"], ["context_last"]),
+             helper.make_node("Range", ["context_zero", "context_count", "context_one"], ["context_rows"])]
+    parts = ["context_here", "context_gun_max"]
+    for offset in NEIGHBOURS:
+        name = f"context_{'before' if offset < 0 else 'after'}_{abs(offset)}"
+        constants[name + "_offset"] = np.array(offset, np.int64)
+        nodes += [helper.make_node("Add", ["context_rows", name + "_offset"], [name + "_moved"]),
+                  helper.make_node("Max", [name + "_moved", "context_zero"], [name + "_from_first"]),
+                  helper.make_node("Min", [name + "_from_first", "context_last"], [name + "_rows"]),
+                  helper.make_node("Gather", ["context_here", name + "_rows"], [name], axis=0)]
+        parts.append(name)
+    return [*nodes, helper.make_node("Concat", parts, [features], axis=1)]

@@ -3,10 +3,12 @@ and four onset features from the log-mel frames) and the fitted detector that tu
 into per-class margins and labels (its threshold on the priority class's margin).
 training/event_detector.py fits it.
 
-The priority class's margin comes from one of two scorers, whichever the retrain's
-out-of-fold figures found the better: the fitted model's, or YAMNet's own "Gunshot,
-gunfire" log-odds out of the box (a trained detector must beat the network it is built on
-before it replaces it)."""
+The priority class's margin comes from one of four scorers, whichever the retrain's
+out-of-fold figures found the better: the fitted model's; YAMNet's own "Gunshot, gunfire"
+log-odds out of the box (a trained detector must beat the network it is built on before it
+replaces it); that plus the shot CNN's log-odds on the patch's spectrogram; or that plus the
+context trees' log-odds on YAMNet's view of the patch and the CONTEXT_PATCHES either side
+(artifacts/context_trees.py), which a stream can score only once those later patches arrived."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.ndimage import median_filter, uniform_filter1d
 
+from ecosight_daemon.artifacts.context_trees import NEIGHBOURS, ContextTrees, context_features
 from ecosight_daemon.artifacts.linear_head import LogisticFit
 from ecosight_daemon.artifacts.shot_spectrogram import ShotSpectrogramModel
 from ecosight_daemon.embedding.frontend import (
@@ -34,8 +37,11 @@ YAMNET_GUNSHOT = 421  # AudioSet's "Gunshot, gunfire": its column among the 521 
 TRAINED_SCORER = "trained"
 YAMNET_SCORER = "yamnet_gunshot"
 YAMNET_PLUS_CNN_SCORER = "yamnet_gunshot_plus_cnn"
-SCORERS = (TRAINED_SCORER, YAMNET_SCORER, YAMNET_PLUS_CNN_SCORER)
+YAMNET_PLUS_CNN_PLUS_TREES_SCORER = "yamnet_gunshot_plus_cnn_plus_context_trees"
+SCORERS = (TRAINED_SCORER, YAMNET_SCORER, YAMNET_PLUS_CNN_SCORER, YAMNET_PLUS_CNN_PLUS_TREES_SCORER)
 CNN_PREFIX = "cnn_"  # the CNN's arrays in the detector's file
+TREES_PREFIX = "trees_"
+CONTEXT_PATCHES = max(NEIGHBOURS)  # how many later patches the context trees read
 
 
 def onset_features(waveform: np.ndarray) -> np.ndarray:
@@ -64,6 +70,12 @@ def patch_features(patches: np.ndarray, onsets: np.ndarray, head: AudiosetHead) 
     return np.concatenate([head.logits(np.asarray(patches, np.float32)), onsets], axis=1).astype(np.float32)
 
 
+def patch_context(features: np.ndarray) -> np.ndarray:
+    """The context trees' features for a run of consecutive patches' patch_features (the run's
+    first and last patches stand in beyond its ends)."""
+    return context_features(features[:, :-ONSET_FEATURES], features[:, -ONSET_FEATURES:])
+
+
 @dataclass
 class EventDetector:
     fit: LogisticFit
@@ -73,16 +85,24 @@ class EventDetector:
     threshold: float  # on the priority class's margin
     figures: dict[str, Any]
     priority_scorer: str = TRAINED_SCORER  # one of SCORERS: where the priority class's margin comes from
-    cnn: ShotSpectrogramModel | None = None  # with YAMNET_PLUS_CNN_SCORER
+    cnn: ShotSpectrogramModel | None = None  # with YAMNET_PLUS_CNN_SCORER and YAMNET_PLUS_CNN_PLUS_TREES_SCORER
+    trees: ContextTrees | None = None  # with YAMNET_PLUS_CNN_PLUS_TREES_SCORER
 
     @property
     def reads_spectrograms(self) -> bool:
         """Whether margins() needs each patch's CNN input (shot_spectrogram.spectrogram_inputs)."""
-        return self.priority_scorer == YAMNET_PLUS_CNN_SCORER
+        return self.priority_scorer in (YAMNET_PLUS_CNN_SCORER, YAMNET_PLUS_CNN_PLUS_TREES_SCORER)
 
-    def margins(self, features: np.ndarray, spectrograms: np.ndarray | None = None) -> np.ndarray:
+    @property
+    def reads_context(self) -> bool:
+        """Whether a patch's margins depend on the CONTEXT_PATCHES patches either side."""
+        return self.priority_scorer == YAMNET_PLUS_CNN_PLUS_TREES_SCORER
+
+    def margins(self, features: np.ndarray, spectrograms: np.ndarray | None = None,
+                context: np.ndarray | None = None) -> np.ndarray:
         """(patches, classes): log p(class) - log p(any other), which does not saturate like p.
-        `spectrograms`: (patches, 48, 32), needed when reads_spectrograms."""
+        `spectrograms`: (patches, 48, 32), needed when reads_spectrograms. `context`: the
+        patches' patch_context where `features` is not a whole recording (a stream's chunk)."""
         logits = ((features - self.fit.mean) / self.fit.std) @ self.fit.kernel + self.fit.bias
         out = np.empty_like(logits)
         for c in range(logits.shape[1]):
@@ -91,8 +111,15 @@ class EventDetector:
             out[:, c] = logits[:, c] - (top[:, 0] + np.log(np.exp(others - top).sum(axis=1)))
         if self.priority_scorer != TRAINED_SCORER and self.priority_class in self.classes:
             out[:, self.classes.index(self.priority_class)] = features[:, YAMNET_GUNSHOT] + self._cnn_log_odds(
-                spectrograms, len(features))
+                spectrograms, len(features)) + self._trees_log_odds(features, context)
         return np.asarray(out, dtype=np.float32)
+
+    def _trees_log_odds(self, features: np.ndarray, context: np.ndarray | None) -> np.ndarray | float:
+        if not self.reads_context:
+            return 0.0
+        if self.trees is None:
+            raise ValueError("this detector's gun-shot scorer reads context trees it does not hold")
+        return self.trees.log_odds(patch_context(features) if context is None else context)
 
     def _cnn_log_odds(self, spectrograms: np.ndarray | None, count: int) -> np.ndarray | float:
         if not self.reads_spectrograms:
@@ -134,6 +161,8 @@ class EventDetector:
                 "threshold": self.threshold, "priority_scorer": self.priority_scorer}
             if self.cnn is not None:
                 arrays |= {CNN_PREFIX + name: value for name, value in self.cnn.arrays().items()}
+            if self.trees is not None:
+                arrays |= {TREES_PREFIX + name: value for name, value in self.trees.arrays().items()}
             np.savez(handle, **arrays)
 
     @classmethod
@@ -144,7 +173,11 @@ class EventDetector:
                 raise ValueError(f"{path}: unknown priority scorer {scorer!r}")
             cnn_arrays = {k[len(CNN_PREFIX):]: a[k] for k in a.files if k.startswith(CNN_PREFIX)}
             cnn = ShotSpectrogramModel.from_arrays(cnn_arrays) if cnn_arrays else None
-            if scorer == YAMNET_PLUS_CNN_SCORER and cnn is None:
+            trees_arrays = {k[len(TREES_PREFIX):]: a[k] for k in a.files if k.startswith(TREES_PREFIX)}
+            trees = ContextTrees.from_arrays(trees_arrays) if trees_arrays else None
+            if scorer in (YAMNET_PLUS_CNN_SCORER, YAMNET_PLUS_CNN_PLUS_TREES_SCORER) and cnn is None:
                 raise ValueError(f"{path}: its gun-shot scorer needs a CNN the file does not hold")
+            if scorer == YAMNET_PLUS_CNN_PLUS_TREES_SCORER and trees is None:
+                raise ValueError(f"{path}: its gun-shot scorer needs context trees the file does not hold")
             return cls(LogisticFit(a["mean"], a["std"], a["kernel"], a["bias"]), [str(c) for c in a["classes"]],
-                       str(a["background"]), str(a["priority"]), float(a["threshold"]), {}, scorer, cnn)
+                       str(a["background"]), str(a["priority"]), float(a["threshold"]), {}, scorer, cnn, trees)

@@ -3,7 +3,10 @@
 margin and each patch's label, as artifacts/event_detector.py computes them (checked against
 it before it is written); the onset features in words in front_end.json; a test vector.
 A detector whose gun-shot scorer adds the shot CNN's log-odds takes each patch's CNN input
-(artifacts/shot_spectrogram.py) as a third input, `spectrograms`, described there too."""
+(artifacts/shot_spectrogram.py) as a third input, `spectrograms`, described there too; one that
+adds the context trees computes their features inside the graph from the N patches it is given
+(a patch's neighbours are the rows either side), so N must be a whole recording, or a chunk with
+CONTEXT_PATCHES patches of overlap either side whose middle is kept."""
 
 from __future__ import annotations
 
@@ -13,9 +16,20 @@ from typing import Any
 
 import numpy as np
 
+from ecosight_daemon.artifacts.context_trees import (
+    CONTEXT_FEATURES,
+    CONTEXT_LOGITS,
+    GUN_FAMILY,
+    NEIGHBOURS,
+    ONNX_ML_OPSET,
+    onnx_context_nodes,
+)
 from ecosight_daemon.artifacts.event_detector import (
+    CONTEXT_PATCHES,
     ONSET_FEATURES,
+    TRAINED_SCORER,
     YAMNET_GUNSHOT,
+    YAMNET_PLUS_CNN_PLUS_TREES_SCORER,
     YAMNET_PLUS_CNN_SCORER,
     YAMNET_SCORER,
     EventDetector,
@@ -73,7 +87,7 @@ def detector_graph(detector: EventDetector, head: AudiosetHead, opset: int = 17)
         helper.make_node("ReduceLogSumExp", ["others"], ["others_lse"], axes=[2], keepdims=0),
         helper.make_node("Sub", ["class_logits", "others_lse"], ["fitted_margins"]),
     ]
-    if detector.priority_scorer in (YAMNET_SCORER, YAMNET_PLUS_CNN_SCORER) and priority >= 0:
+    if detector.priority_scorer != TRAINED_SCORER and priority >= 0:
         # the priority class's column is YAMNet's own "Gunshot, gunfire" logit (plus the CNN's log-odds)
         constants["priority_mask"] = (np.arange(classes) == priority).astype(bool)
         constants["gun_column"] = np.array([YAMNET_GUNSHOT], np.int64)
@@ -83,6 +97,11 @@ def detector_graph(detector: EventDetector, head: AudiosetHead, opset: int = 17)
             nodes += cnn_nodes(detector.cnn, constants)
             nodes.append(helper.make_node("Add", ["gun_logit", "cnn_log_odds"], ["gun_margin"]))
             gun = "gun_margin"
+        if detector.reads_context and detector.trees is not None:
+            nodes += onnx_context_nodes("audioset_logits", "onsets", "context_features", constants)
+            nodes += [detector.trees.onnx_node("context_features", "trees_log_odds"),
+                      helper.make_node("Add", [gun, "trees_log_odds"], ["gun_margin_in_context"])]
+            gun = "gun_margin_in_context"
         nodes.append(helper.make_node("Where", ["priority_mask", gun, "fitted_margins"], ["margins"]))
     else:
         nodes.append(helper.make_node("Identity", ["fitted_margins"], ["margins"]))
@@ -112,7 +131,8 @@ def detector_graph(detector: EventDetector, head: AudiosetHead, opset: int = 17)
         [helper.make_tensor_value_info("margins", TensorProto.FLOAT, ["N", classes]),
          helper.make_tensor_value_info("labels", TensorProto.INT64, ["N"])],
         initializer=[numpy_helper.from_array(value, name) for name, value in constants.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    ml = [helper.make_opsetid("ai.onnx.ml", ONNX_ML_OPSET)] if detector.reads_context else []
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), *ml])
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model
@@ -183,6 +203,24 @@ def spectrogram_spec() -> dict[str, Any]:
     }
 
 
+def context_spec() -> dict[str, Any]:
+    """The context trees' features in words (artifacts/context_trees.py context_features); the
+    graph computes them from its inputs."""
+    return {
+        "input": "the N patches given: their AudioSet logits A [N, 521] (inside the graph) and onsets [N, 4]",
+        "steps": [
+            f"here h[i] = [A[i, j] for j in {list(CONTEXT_LOGITS)}] followed by onsets[i] (46 values)",
+            f"gun g[i] = max of A[i, j] for j in {list(GUN_FAMILY)}",
+            f"features[i] = h[i], g[i], then h[clip(i + k, 0, N - 1)] for k in {list(NEIGHBOURS)}",
+        ],
+        "chunks": f"a patch's score reads the {CONTEXT_PATCHES} patches either side: score a whole recording at "
+                  f"once, or chunks with {CONTEXT_PATCHES} patches of overlap either side and keep their middle "
+                  "(the recording's first and last patches stand in beyond its ends, as above)",
+        "output": f"float32 [N, {CONTEXT_FEATURES}], read by the graph's TreeEnsembleRegressor (ai.onnx.ml)",
+        "reference": "ecosight_daemon/artifacts/context_trees.py: context_features(logits, onsets)",
+    }
+
+
 def detector_description(detector: EventDetector) -> dict[str, Any]:
     rule = (f"labels: the class with the largest margin where that margin is > 0, else {detector.background!r}; "
             f"{detector.priority_class!r} wherever its margin >= {detector.threshold:.6g} (its calibrated "
@@ -191,6 +229,9 @@ def detector_description(detector: EventDetector) -> dict[str, Any]:
     scorer = {YAMNET_SCORER: f"{gun} is the priority class's margin",
               YAMNET_PLUS_CNN_SCORER: f"{gun} plus the shot CNN's log-odds (inside this graph, from the spectrograms "
                                       "input) is the priority class's margin",
+              YAMNET_PLUS_CNN_PLUS_TREES_SCORER: f"{gun} plus the shot CNN's log-odds plus the context trees' log-odds "
+                                                 "(inside this graph, see context_features) is the priority class's "
+                                                 "margin",
               }.get(detector.priority_scorer, "the fitted model's margin")
     inputs = {"embeddings": "float32 [N, 1024], patches_to_embeddings.onnx's output for N consecutive patches",
               "onsets": "float32 [N, 4], see onset_features"}
@@ -198,6 +239,8 @@ def detector_description(detector: EventDetector) -> dict[str, Any]:
     if detector.reads_spectrograms:
         inputs["spectrograms"] = f"int8 [N, {INPUT_SHAPE[0]}, {INPUT_SHAPE[1]}], see spectrogram_inputs"
         extra["spectrogram_inputs"] = spectrogram_spec()
+    if detector.reads_context:
+        extra["context_features"] = context_spec()
     return {"model": DETECTOR_MODEL, "inputs": inputs, **extra,
             "outputs": {"margins": "float32 [N, classes]: log p(class) - log p(any other)",
                         "labels": "int64 [N], indices into classes"},

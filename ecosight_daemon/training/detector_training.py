@@ -58,7 +58,7 @@ def detector_job(settings: Settings, snapshot: Snapshot, staging: Path, incumben
         settings.detection.false_alarms_per_hour, str(settings.paths.audio_dir), str(settings.paths.models_dir),
         settings.embedding.yamnet_handle, settings.embedding.yamnet_sha256, snapshot.embedding_model_id,
         str(incumbent_dir) if incumbent_dir is not None else "", settings.detection.confusers_per_hour,
-        settings.detection.shot_cnn_epochs)
+        settings.detection.shot_cnn_epochs, settings.detection.context_trees)
 
 
 def train_detector_into(job: DetectorJob, progress: Callable[[str], None] = lambda what: None) -> dict[str, Any]:
@@ -91,7 +91,8 @@ def train_detector_into(job: DetectorJob, progress: Callable[[str], None] = lamb
     pause.point("detector_training")
     detector = train_event_detector(clips, embedder.embed, embedder.audioset_head(), job.classes, background,
                                     priority, job.false_alarms_per_hour, seed=len(learnable), progress=progress,
-                                    confusers_per_hour=job.confusers_per_hour, fit_cnn=cnn_fitter(job.shot_cnn_epochs))
+                                    confusers_per_hour=job.confusers_per_hour, fit_cnn=cnn_fitter(job.shot_cnn_epochs),
+                                    context_trees=job.context_trees)
     del clips  # the test split's clips are read next
     detector.save(Path(job.staging) / files.EVENT_DETECTOR)
     logger.info("event detector: threshold %.3f for <= %g false alarms/hour out of fold (%s)", detector.threshold,

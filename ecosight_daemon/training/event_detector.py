@@ -26,6 +26,9 @@ the patch's band-normalised log-mel (artifacts/shot_spectrogram.py). The CNN lea
 CNN_SOUNDSCAPES soundscapes of each part's sources with every shot mixed in CNN_SHOT_COPIES
 times and every confuser CNN_CONFUSER_COPIES times (log-mel only: no YAMNet), scored out of fold on
 the plain parts like the others, and fitted once more on all three only when it wins.
+With `context_trees` (and the CNN), a fourth: that sum plus gradient-boosted trees on YAMNet's
+view of the patch and the three either side (artifacts/context_trees.py), fitted on the plain
+parts' patches two parts at a time and scored on the third like the others.
 """
 
 from __future__ import annotations
@@ -36,13 +39,16 @@ from typing import Any
 
 import numpy as np
 
+from ecosight_daemon.artifacts.context_trees import ContextTrees
 from ecosight_daemon.artifacts.event_detector import (
     TRAINED_SCORER,
     YAMNET_GUNSHOT,
+    YAMNET_PLUS_CNN_PLUS_TREES_SCORER,
     YAMNET_PLUS_CNN_SCORER,
     YAMNET_SCORER,
     EventDetector,
     onset_features,
+    patch_context,
     patch_features,
 )
 from ecosight_daemon.artifacts.linear_head import LogisticFit
@@ -57,6 +63,7 @@ from ecosight_daemon.artifacts.score_tail import (
 from ecosight_daemon.artifacts.shot_spectrogram import ShotSpectrogramModel, spectrogram_inputs
 from ecosight_daemon.embedding.frontend import PATCH_HOP_SECONDS, PATCH_SECONDS, SAMPLE_RATE
 from ecosight_daemon.pooling import AudiosetHead
+from ecosight_daemon.training.context_trees_fit import fit_context_trees
 from ecosight_daemon.training.event_mixing import PlacedEvent, Soundscape, build_soundscape
 from ecosight_daemon.training.event_variation import from_afar
 from ecosight_daemon.training.logistic_head import fit_logistic
@@ -202,10 +209,11 @@ def train_event_detector(clips: list[LabeledAudio], embed: Callable[[np.ndarray]
                          seed: int = 0, progress: Callable[[str], None] = lambda what: None,
                          priority_copies: int = PRIORITY_COPIES, cover_background: bool = True,
                          confusers_per_hour: float = CONFUSERS_PER_HOUR,
-                         fit_cnn: FitCnn | None = None, keep_cnn: bool = False) -> EventDetector:
+                         fit_cnn: FitCnn | None = None, keep_cnn: bool = False,
+                         context_trees: bool = True) -> EventDetector:
     """Soundscapes in PARTS parts from disjoint source recordings, a threshold out of fold,
-    then the detector fitted on every part (the CNN too where it won, or `keep_cnn`: a
-    benchmark comparing it)."""
+    then the detector fitted on every part (the CNN and trees too where they won, or
+    `keep_cnn`: a benchmark comparing them)."""
     rng = np.random.default_rng(seed)
     groups = sorted({c.group for c in clips})
     rng.shuffle(groups)
@@ -258,6 +266,22 @@ def train_event_detector(clips: list[LabeledAudio], embed: Callable[[np.ndarray]
         points[YAMNET_PLUS_CNN_SCORER] = operating_point(
             [PartScores(scape.events, scape.hours, scores, weight) for (scape, _), scores, weight
              in zip(parts, cnn_scores, weights, strict=True)], budget_per_hour, priority, priority_in, background)
+    fit_trees: Callable[[list[int]], ContextTrees] | None = None
+    shots_in = [int((part_labels == classes.index(priority)).sum()) if priority_in else 0 for part_labels in labels]
+    if cnn_training and context_trees and all(sum(shots_in) > shots for shots in shots_in):  # shots to learn from
+        contexts = [patch_context(features) for _, features in parts]
+
+        def fit_trees(indices: list[int]) -> ContextTrees:
+            x, y = np.concatenate([contexts[i] for i in indices]), np.concatenate([labels[i] for i in indices])
+            return fit_context_trees(x[y >= 0], y[y >= 0] == classes.index(priority), seed + len(indices))
+
+        trees_scores = []
+        for k in range(PARTS):
+            progress(f"event detector: the context trees out of fold {k + 1} of {PARTS}")
+            trees_scores.append(cnn_scores[k] + fit_trees([i for i in range(PARTS) if i != k]).log_odds(contexts[k]))
+        points[YAMNET_PLUS_CNN_PLUS_TREES_SCORER] = operating_point(
+            [PartScores(scape.events, scape.hours, scores, weight) for (scape, _), scores, weight
+             in zip(parts, trees_scores, weights, strict=True)], budget_per_hour, priority, priority_in, background)
     scorer, why = choose_priority_scorer(points, priority)
     point = points[scorer]
     figures = {"budget_false_alarms_per_hour": budget_per_hour, **point, "parts": PARTS,
@@ -265,12 +289,16 @@ def train_event_detector(clips: list[LabeledAudio], embed: Callable[[np.ndarray]
                "source_recordings": len(groups), "priority_scorer": scorer, "priority_scorer_reason": why,
                "out_of_fold_by_scorer": points}
     progress("event detector: the shipped fit (every part)")
-    shipped_cnn = None
-    if fit_cnn is not None and cnn_training and (scorer == YAMNET_PLUS_CNN_SCORER or keep_cnn):
+    shipped_cnn, shipped_trees = None, None
+    adds_cnn = scorer in (YAMNET_PLUS_CNN_SCORER, YAMNET_PLUS_CNN_PLUS_TREES_SCORER)
+    if fit_cnn is not None and cnn_training and (adds_cnn or keep_cnn):
         progress("event detector: the shipped shot CNN (every part)")
         shipped_cnn = fit_cnn(*_joined(cnn_training), seed + PARTS)
+    if fit_trees is not None and (scorer == YAMNET_PLUS_CNN_PLUS_TREES_SCORER or keep_cnn):
+        progress("event detector: the shipped context trees (every part)")
+        shipped_trees = fit_trees(list(range(PARTS)))
     return EventDetector(fit_on(list(range(PARTS))), classes, background, priority, float(point["threshold"]),
-                         figures, scorer, shipped_cnn)
+                         figures, scorer, shipped_cnn, shipped_trees)
 
 
 def _backgrounds_of(chosen: list[LabeledAudio], clips: list[LabeledAudio], background: str) -> list[np.ndarray]:
@@ -344,13 +372,13 @@ def ranking_recall(parts: list[PartScores], budget_per_hour: float, priority: st
 def choose_priority_scorer(points: dict[str, dict[str, Any]], priority: str) -> tuple[str, str]:
     """YAMNet's own gun-shot score unless a candidate ranks shots better out of fold on the same
     soundscapes (ranking_recall; and better than every simpler candidate: the fitted scorer,
-    then YAMNet + CNN); a trained detector must beat the network it is built on."""
+    then YAMNet + CNN, then YAMNet + CNN + context trees); a trained detector must beat the network it is built on."""
     ranked: dict[str, float] = {name: point["out_of_fold_ranking_recall"] for name, point in points.items()
                                 if point.get("out_of_fold_ranking_recall") is not None}
     if YAMNET_SCORER not in ranked:
         return TRAINED_SCORER, f"no {priority!r} events to compare the scorers on"
     best = YAMNET_SCORER
-    for name in (TRAINED_SCORER, YAMNET_PLUS_CNN_SCORER):
+    for name in (TRAINED_SCORER, YAMNET_PLUS_CNN_SCORER, YAMNET_PLUS_CNN_PLUS_TREES_SCORER):
         if name in ranked and ranked[name] > ranked[best]:
             best = name
     said = ", ".join(f"{name} {recall:.3f}" for name, recall in ranked.items())

@@ -75,6 +75,7 @@ class DetectorJob:
     incumbent_dir: str = ""  # the current version's folder, for the gate's side-by-side ("": none)
     confusers_per_hour: float = 25.0  # [detection] confusers_per_hour
     shot_cnn_epochs: int = 8  # [detection] shot_cnn_epochs (0: no CNN candidate)
+    context_trees: bool = True  # [detection] context_trees
 
 
 @dataclass(frozen=True)

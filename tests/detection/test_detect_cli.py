@@ -89,7 +89,7 @@ def test_detect_finds_gun_shots_at_their_clock_times(trained: tuple[Path, Path])
     by_scorer = {name: figures["out_of_fold_ranking_recall"]
                  for name, figures in detector["out_of_fold_by_scorer"].items()}
     # another scorer ranks gun shots only where it ranked them better than YAMNet's own score out of fold
-    assert len(by_scorer) == 3 and by_scorer[detector["priority_scorer"]] == max(by_scorer.values()), detector
+    assert len(by_scorer) == 4 and by_scorer[detector["priority_scorer"]] == max(by_scorer.values()), detector
     assert detector["priority_scorer"] == "yamnet_gunshot" or \
         by_scorer[detector["priority_scorer"]] > by_scorer["yamnet_gunshot"], detector
     assert summary["parameters"]["priority_scorer"] == detector["priority_scorer"]

@@ -9,12 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ecosight_daemon.artifacts.context_trees import ContextTrees
 from ecosight_daemon.artifacts.event_detector import (
     TRAINED_SCORER,
     YAMNET_GUNSHOT,
+    YAMNET_PLUS_CNN_PLUS_TREES_SCORER,
     YAMNET_PLUS_CNN_SCORER,
     YAMNET_SCORER,
     EventDetector,
+    patch_context,
 )
 from ecosight_daemon.artifacts.linear_head import LogisticFit
 from ecosight_daemon.artifacts.shot_spectrogram import ShotSpectrogramModel
@@ -102,6 +105,45 @@ def test_the_cnn_scorer_adds_its_log_odds_to_yamnets_and_travels_in_the_detector
     with pytest.raises(ValueError, match="needs a CNN the file does not hold"):
         EventDetector.load(tmp_path / "broken.npz")
 
+def small_trees(seed: int) -> ContextTrees:
+    """Trees fitted (scikit-learn, a few iterations) on random features where the shot is the
+    patch whose next neighbour's gun logit is high: their log-odds move with the neighbours."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(seed)
+    features = (3 * rng.standard_normal((600, 525))).astype(np.float32)
+    context = patch_context(features)
+    shot = np.roll(features[:, YAMNET_GUNSHOT], -1) > 2
+    return ContextTrees.from_sklearn(HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(context, shot))
+
+
+def test_the_trees_scorer_adds_their_log_odds_on_the_patches_around_and_travels_in_the_file(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    features = rng.normal(size=(80, 525)).astype(np.float32) * 3
+    codes = rng.integers(-40, 40, size=(80, 48, 32)).astype(np.int8)
+    with_trees = detector(YAMNET_PLUS_CNN_PLUS_TREES_SCORER, 1.0)
+    with_trees.cnn, with_trees.trees = random_cnn(3), small_trees(8)
+    assert with_trees.reads_context and with_trees.reads_spectrograms
+    margins = with_trees.margins(features, codes)
+    trees_log_odds = with_trees.trees.log_odds(patch_context(features))
+    assert np.std(trees_log_odds) > 0.1
+    np.testing.assert_allclose(margins[:, 2], features[:, YAMNET_GUNSHOT] + with_trees.cnn.log_odds(codes)
+                               + trees_log_odds, rtol=1e-5, atol=1e-5)
+    # a chunk scored with its context from the whole run: the middle patches as in the whole run
+    np.testing.assert_array_equal(with_trees.margins(features[30:40], codes[30:40], patch_context(features)[30:40]),
+                                  margins[30:40])
+    assert not np.allclose(with_trees.margins(features[30:40], codes[30:40])[:, 2], margins[30:40, 2])
+
+    with_trees.save(tmp_path / "detector.npz")
+    loaded = EventDetector.load(tmp_path / "detector.npz")
+    assert loaded.priority_scorer == YAMNET_PLUS_CNN_PLUS_TREES_SCORER and loaded.trees is not None
+    np.testing.assert_array_equal(loaded.margins(features, codes), margins)
+    without = dict(np.load(tmp_path / "detector.npz"))
+    np.savez(tmp_path / "broken.npz", **{k: v for k, v in without.items() if not k.startswith("trees_")})
+    with pytest.raises(ValueError, match="needs context trees the file does not hold"):
+        EventDetector.load(tmp_path / "broken.npz")
+
+
 def test_a_detector_saved_before_scorers_existed_loads_as_trained_and_an_unknown_scorer_is_refused(
     tmp_path: Path,
 ) -> None:
@@ -119,10 +161,13 @@ def test_another_scorer_ships_only_where_it_ranks_shots_better_than_yamnet_out_o
     def point(recall: float | None) -> dict[str, float | None]:
         return {"out_of_fold_ranking_recall": recall}
 
-    def choose(trained: float | None, yamnet: float | None, cnn: float | None = None) -> tuple[str, str]:
+    def choose(trained: float | None, yamnet: float | None, cnn: float | None = None,
+               trees: float | None = None) -> tuple[str, str]:
         points = {TRAINED_SCORER: point(trained), YAMNET_SCORER: point(yamnet)}
         if cnn is not None:
             points[YAMNET_PLUS_CNN_SCORER] = point(cnn)
+        if trees is not None:
+            points[YAMNET_PLUS_CNN_PLUS_TREES_SCORER] = point(trees)
         return choose_priority_scorer(points, "gun_shot")
 
     assert choose(0.5, 0.4)[0] == TRAINED_SCORER
@@ -133,6 +178,9 @@ def test_another_scorer_ships_only_where_it_ranks_shots_better_than_yamnet_out_o
     assert choose(0.0, 0.12, 0.12)[0] == YAMNET_SCORER  # the CNN must beat YAMNet, not equal it
     assert choose(0.2, 0.12, 0.3)[0] == YAMNET_PLUS_CNN_SCORER
     assert choose(0.3, 0.12, 0.3)[0] == TRAINED_SCORER  # and the simpler fitted scorer
+    assert choose(0.2, 0.12, 0.3, 0.35)[0] == YAMNET_PLUS_CNN_PLUS_TREES_SCORER
+    assert choose(0.2, 0.12, 0.3, 0.3)[0] == YAMNET_PLUS_CNN_SCORER  # the trees must beat the sum they add to
+    assert choose(0.2, 0.12, 0.1, 0.15)[0] == TRAINED_SCORER
 
 
 def test_the_operating_point_is_the_lowest_threshold_within_the_budget() -> None:
@@ -267,7 +315,8 @@ def test_the_shot_cnn_learns_every_shot_in_several_soundscapes_of_its_own(
     assert is_shot[len(one_codes):].sum() >= 3 * CNN_SHOT_COPIES
 
 
-@pytest.mark.parametrize("scorer", [TRAINED_SCORER, YAMNET_SCORER, YAMNET_PLUS_CNN_SCORER])
+@pytest.mark.parametrize("scorer", [TRAINED_SCORER, YAMNET_SCORER, YAMNET_PLUS_CNN_SCORER,
+                                    YAMNET_PLUS_CNN_PLUS_TREES_SCORER])
 def test_the_onnx_detector_gives_the_detectors_own_margins_and_labels(scorer: str) -> None:
     from ecosight_daemon.pooling import AudiosetHead
     from ecosight_daemon.training.detector_export import check_detector_graph, detector_graph
@@ -275,7 +324,8 @@ def test_the_onnx_detector_gives_the_detectors_own_margins_and_labels(scorer: st
     rng = np.random.default_rng(4)
     head = AudiosetHead(rng.normal(0, 0.05, (1024, 521)).astype(np.float32), rng.normal(0, 1, 521).astype(np.float32))
     shipped = detector(scorer, threshold=0.5)
-    shipped.cnn = random_cnn(6) if scorer == YAMNET_PLUS_CNN_SCORER else None
+    shipped.cnn = random_cnn(6) if scorer in (YAMNET_PLUS_CNN_SCORER, YAMNET_PLUS_CNN_PLUS_TREES_SCORER) else None
+    shipped.trees = small_trees(9) if scorer == YAMNET_PLUS_CNN_PLUS_TREES_SCORER else None
     embeddings = rng.random((300, 1024)).astype(np.float32) * np.linspace(0.1, 8, 300, dtype=np.float32)[:, None]
     onsets = rng.normal(0, 4, (300, 4)).astype(np.float32)  # up to saturated classes, where margins are large
     spectrograms = rng.integers(-80, 80, (300, 48, 32)).astype(np.int8)

@@ -171,18 +171,21 @@ def check_status_says_when_the_sentinel_is_over_budget(metadata: dict[str, Any])
 
 
 def check_the_scorer_chosen(version: Path) -> None:
-    """Three gun-shot scorers tried out of fold; YAMNet's own unless another ranks shots better,
-    and the CNN in the detector's file exactly when its scorer ships."""
+    """Four gun-shot scorers tried out of fold; YAMNet's own unless another ranks shots better,
+    and the CNN and the context trees in the detector's file exactly when a scorer adding them ships."""
     from ecosight_daemon.artifacts.event_detector import EventDetector
 
     figures = json.loads((version / "metadata.json").read_text())["event_detector"]
     recall = {name: point["out_of_fold_ranking_recall"] for name, point in figures["out_of_fold_by_scorer"].items()}
-    assert set(recall) == {"trained", "yamnet_gunshot", "yamnet_gunshot_plus_cnn"}, figures
+    assert set(recall) == {"trained", "yamnet_gunshot", "yamnet_gunshot_plus_cnn",
+                           "yamnet_gunshot_plus_cnn_plus_context_trees"}, figures
     chosen = figures["priority_scorer"]
     assert recall[chosen] == max(recall.values()), figures
     assert chosen == "yamnet_gunshot" or recall[chosen] > recall["yamnet_gunshot"], figures
     detector = EventDetector.load(version / "event_detector.npz")
-    assert detector.priority_scorer == chosen and (detector.cnn is not None) == (chosen == "yamnet_gunshot_plus_cnn")
+    assert detector.priority_scorer == chosen
+    assert (detector.cnn is not None) == chosen.startswith("yamnet_gunshot_plus_cnn"), figures
+    assert (detector.trees is not None) == (chosen == "yamnet_gunshot_plus_cnn_plus_context_trees"), figures
 
 
 @pytest.mark.without_detector
