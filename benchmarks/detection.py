@@ -25,8 +25,9 @@ Rows:
   YAMNet's gun-shot score, or that score plus the shot CNN's log-odds, whichever ranked shots
   best out of fold on the training soundscapes, at the threshold calibrated there for 1 false
   alarm per hour.
-- detector_trained_scorer, detector_yamnet_plus_cnn: the same retrain's fitted scorer, and
-  its YAMNet + CNN scorer, forced, for comparison.
+- detector_trained_scorer, detector_yamnet_plus_cnn, detector_plus_context_trees: the same
+  retrain's fitted scorer, its YAMNet + CNN scorer, and that plus the context trees, forced, each
+  at its own calibrated threshold, for comparison.
 - detector_trained_parts_by_events: the fitted scorer of a retrain whose calibration
   soundscapes are sized by their events only (8 s each), not by all their background
   (what retrains did before #32), for comparison.
@@ -60,8 +61,10 @@ from benchmarks.common import SHARED, Figure, dev_corpus, save_report, yamnet_ha
 from ecosight_daemon.artifacts.event_detector import (
     TRAINED_SCORER,
     YAMNET_GUNSHOT,
+    YAMNET_PLUS_CNN_PLUS_TREES_SCORER,
     YAMNET_PLUS_CNN_SCORER,
     onset_features,
+    patch_context,
     patch_features,
 )
 from ecosight_daemon.artifacts.score_tail import alarm_peak_histogram
@@ -215,9 +218,11 @@ class Bench:
         features, spectrograms = patch_features(patches, onsets, self.head), spectrogram_inputs(scape.waveform)
         shipped = detector.margins(features, spectrograms)[:, GUN]
         site_scape, site_patches, site_onsets, site_spectrograms = site
-        site_margins = np.concatenate([detector.margins(patch_features(site_patches[k:k + SCORED_SLICE],
-                                                                      site_onsets[k:k + SCORED_SLICE], self.head),
-                                                       site_spectrograms[k:k + SCORED_SLICE])
+        site_features = patch_features(site_patches, site_onsets, self.head)
+        site_context = patch_context(site_features)
+        site_margins = np.concatenate([detector.margins(site_features[k:k + SCORED_SLICE],
+                                                        site_spectrograms[k:k + SCORED_SLICE],
+                                                        site_context[k:k + SCORED_SLICE])
                                        for k in range(0, len(site_patches), SCORED_SLICE)])
         learned = SiteBackground(alarm_peak_histogram(site_margins), site_scape.hours * 3600)
         moved = float(learned.offsets(detector.base_thresholds(), BUDGET_PER_HOUR, detector.calibrated_class)[GUN])
@@ -225,6 +230,9 @@ class Bench:
         detector.priority_scorer = YAMNET_PLUS_CNN_SCORER
         with_cnn = detector.margins(features, spectrograms)[:, GUN]
         cnn_threshold = detector.figures["out_of_fold_by_scorer"][YAMNET_PLUS_CNN_SCORER]["threshold"]
+        detector.priority_scorer = YAMNET_PLUS_CNN_PLUS_TREES_SCORER
+        with_trees = detector.margins(features, spectrograms)[:, GUN]
+        trees_threshold = detector.figures["out_of_fold_by_scorer"][YAMNET_PLUS_CNN_PLUS_TREES_SCORER]["threshold"]
         detector.priority_scorer = before.priority_scorer = TRAINED_SCORER
         trained = detector.margins(features)[:, GUN]
         trained_threshold = detector.figures["out_of_fold_by_scorer"][TRAINED_SCORER]["threshold"]
@@ -233,6 +241,8 @@ class Bench:
                 "detector_trained_scorer": Scored(scape.events, scape.hours, trained, PATCH_SECONDS,
                                                   trained_threshold),
                 "detector_yamnet_plus_cnn": Scored(scape.events, scape.hours, with_cnn, PATCH_SECONDS, cnn_threshold),
+                "detector_plus_context_trees": Scored(scape.events, scape.hours, with_trees, PATCH_SECONDS,
+                                                      trees_threshold),
                 "detector_trained_parts_by_events": Scored(scape.events, scape.hours, before.margins(features)[:, GUN],
                                                            PATCH_SECONDS, before_threshold),
                 "detector_site_learning": Scored(scape.events, scape.hours, shipped, PATCH_SECONDS,
@@ -292,7 +302,8 @@ def load_clips(embedder: OnnxEmbedder) -> list[Clip]:
 
 
 ROWS = ("floor", "yamnet_gunshot", "yamnet_gun_family", "detector", "detector_site_learning",
-        "detector_trained_scorer", "detector_yamnet_plus_cnn", "detector_trained_parts_by_events")
+        "detector_trained_scorer", "detector_yamnet_plus_cnn", "detector_plus_context_trees",
+        "detector_trained_parts_by_events")
 
 
 def run() -> list[Figure]:
