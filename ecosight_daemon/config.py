@@ -200,8 +200,8 @@ class DetectionSettings:
                                    "each for 250 clips on 2 cores); it ships only where it wins out of fold; 0: not "
                                    "tried", between(0, 100))
     context_trees: bool = setting(True, "the fourth: that sum plus gradient-boosted trees on YAMNet's view of the "
-                                  "patch and the 3 either side (~10 s a retrain; needs shot_cnn_epochs > 0); it "
-                                  "ships only where it wins out of fold; false: not tried")
+                                  "patch and the 3 either side (4 fits, ~15 s each on 2 cores; needs "
+                                  "shot_cnn_epochs > 0); it ships only where it wins out of fold; false: not tried")
     recordings_dir: Path = setting(Path("recordings"), "long field recordings the daemon detects in (files copied "
                                    "in, any depth; outside audio_dir); empty: off")
     incomplete_settle_s: float = setting(60.0, "a WAV holding less audio than its header says is taken only once "
