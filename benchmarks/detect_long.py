@@ -100,7 +100,8 @@ def run() -> list[Figure]:
     ratio = detect_rate / model_rate
     details = {"hours": HOURS, "detect_seconds": seconds, "detect_patches_per_s": detect_rate,
                "model_only_patches_per_s": model_rate, "peak_rss_mib": peak_mib,
-               "events": summary["recordings"][0]["events"], "hours_analysed": summary["hours_analysed"], **daemon}
+               "events": summary["recordings"][0]["events"], "hours_analysed": summary["hours_analysed"],
+               "priority_scorer": summary["parameters"].get("priority_scorer"), **daemon}  # what the ratio includes
     save_report("detect_long", [], details)
     return [
         Figure("detect 6 h: speed over the model alone", ratio, "x", ">= 0.8", ratio >= 0.8),
