@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from ecosight_daemon.artifacts.graph_session import graph_session
+
 GUN_FAMILY = tuple(range(420, 426))  # explosion, gunshot, machine gun, fusillade, artillery, cap gun
 CONTEXT_LOGITS = (tuple(range(420, 436)) + (280, 281, 277, 279, 283, 292, 293, 58, 352, 353, 413, 460, 461, 463,
                                            466, 69, 70, 117, 337, 338, 342, 343, 346, 0, 494, 500))
@@ -99,12 +101,7 @@ class ContextTrees:
 
     @cached_property
     def _session(self) -> Any:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 2  # run between YAMNet's chunks, never beside them
-        return onnxruntime.InferenceSession(self.onnx_model().SerializeToString(), options,
-                                            providers=["CPUExecutionProvider"])
+        return graph_session(self.onnx_model().SerializeToString())
 
     def onnx_model(self) -> Any:
         """features float [N, F] -> trees_log_odds float [N, 1], as log_odds_numpy computes it."""

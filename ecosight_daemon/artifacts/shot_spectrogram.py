@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ecosight_daemon.artifacts.graph_session import graph_session
 from ecosight_daemon.embedding.frontend import (
     MEL_BANDS,
     PATCH_FRAMES,
@@ -111,7 +112,6 @@ class ShotSpectrogramModel:
 
     @cached_property
     def _session(self) -> Any:
-        import onnxruntime
         from onnx import TensorProto, helper, numpy_helper
 
         constants: dict[str, np.ndarray] = {}
@@ -123,9 +123,7 @@ class ShotSpectrogramModel:
             initializer=[numpy_helper.from_array(value, name) for name, value in constants.items()])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 8
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 2  # run between YAMNet's chunks, never beside them
-        return onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return graph_session(model.SerializeToString())
 
     def _batch(self, inputs: np.ndarray) -> np.ndarray:
         x = np.asarray(inputs, np.float32)[..., None]
