@@ -41,6 +41,7 @@ from benchmarks.detection import SHOT_CNN_EPOCHS
 from ecosight_daemon.artifacts import version_files as files
 from ecosight_daemon.artifacts.event_detector import YAMNET_PLUS_CNN_PLUS_TREES_SCORER, EventDetector
 from ecosight_daemon.audio import decode_audio
+from ecosight_daemon.config import DetectionSettings
 from ecosight_daemon.embedding.frontend import patch_count
 from ecosight_daemon.embedding.onnx_runtime import OnnxEmbedder
 from ecosight_daemon.training.detector_training import cnn_fitter, is_confuser
@@ -93,7 +94,7 @@ def costliest_detector(detector_file: Path, clips: list[tuple[str, str, np.ndarr
                for label, group, waveform in clips]
     detector = train_event_detector(labeled, embedder.embed, embedder.audioset_head(), shipped.classes,
                                     shipped.background, shipped.priority_class,
-                                    float(shipped.figures["budget_false_alarms_per_hour"]), seed=SEED,
+                                    DetectionSettings().false_alarms_per_hour, seed=SEED,
                                     fit_cnn=cnn_fitter(SHOT_CNN_EPOCHS), keep_cnn=True)
     if detector.cnn is None or detector.trees is None:
         raise RuntimeError("the dev corpus's detector has no shot CNN or context trees to measure")
