@@ -1,5 +1,6 @@
 """One recording through the detector: header checked, clock found, streamed in chunks,
-embedded, scored window by window, merged into events. Memory stays that of one chunk."""
+embedded (the next chunk while this one is scored), scored window by window, merged into
+events. Memory stays that of two chunks."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from ecosight_daemon.detection.chunk_front_end import ChunkFrontEnd
 from ecosight_daemon.detection.clock import UTC, RecordingClock, iso_utc, recording_clock
 from ecosight_daemon.detection.events import Event, join_across_chunks, merge_windows
+from ecosight_daemon.detection.front_end_ahead import front_end_ahead
 from ecosight_daemon.detection.patch_scorer import PatchScorer
 from ecosight_daemon.detection.recording_reader import ReaderInterrupted, RecordingReader, finish
 from ecosight_daemon.detection.stream import DEFAULT_LIMITS, HeaderLimits, StreamEnd, read_header, stream_chunks
@@ -65,10 +67,8 @@ def detect_recording(path: Path, embedder: Embedder, make_scorer: Callable[[], S
     front_end = ChunkFrontEnd(embedder)
     end = StreamEnd()
     try:
-        for chunk in stream_chunks(reader, path, header, end):
-            if chunk is None:
-                continue
-            patches, onsets, spectrograms = front_end.feed(chunk.waveform)
+        for chunk, (patches, onsets, spectrograms) in front_end_ahead(stream_chunks(reader, path, header, end),
+                                                                      front_end):
             first, labels, scores = scorer.feed(patches, onsets, spectrograms, chunk.last)
             if trace is not None:
                 trace.add(first, labels, scores)

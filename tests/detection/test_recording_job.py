@@ -144,6 +144,76 @@ def test_one_front_end_per_chunk_gives_what_embedding_and_onsets_apart_gave(tmp_
     assert chunks == 3 and before == CONTEXT_HOPS  # the carried context was full by the last chunk
 
 
+def test_the_front_end_one_chunk_ahead_gives_each_chunk_what_feeding_them_in_turn_gave(
+        tmp_path: Path, embedder: OnnxEmbedder, reader: RecordingReader) -> None:
+    """`detect` scores a chunk while a worker runs the next one through YAMNet: the outputs are
+    exactly those of one front end fed the chunks in turn, and the next chunk's front end has
+    finished while the caller still holds this one (here it waits for it: without the worker
+    it would wait out the timeout)."""
+    import threading
+
+    from ecosight_daemon.detection.chunk_front_end import ChunkFrontEnd
+    from ecosight_daemon.detection.front_end_ahead import front_end_ahead
+    from ecosight_daemon.detection.recording_reader import finish
+    from ecosight_daemon.detection.stream import StreamEnd, read_header, stream_chunks
+
+    class Watched(ChunkFrontEnd):
+        def __init__(self) -> None:
+            super().__init__(embedder)
+            self.fed: list[tuple[int, str]] = []
+            self.done = threading.Event()
+
+        def feed(self, waveform: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            out = super().feed(waveform)
+            self.fed.append((len(self.fed), threading.current_thread().name))
+            self.done.set()
+            return out
+
+    path = field_like(tmp_path / "c.wav", seconds=150)
+    header, _ = finish(read_header(reader, path))
+    in_turn = ChunkFrontEnd(embedder)
+    expected = [(c.first_patch, in_turn.feed(c.waveform)) for c in stream_chunks(reader, path, header, StreamEnd())
+                if c is not None]
+    watched, got = Watched(), []
+    for chunk, outputs in front_end_ahead(stream_chunks(reader, path, header, StreamEnd()), watched):
+        if not chunk.last:
+            watched.done.clear()
+            assert len(watched.fed) == len(got) + 2 or watched.done.wait(30), "the next chunk's front end never ran"
+        got.append((chunk.first_patch, outputs))
+    assert len(got) == len(expected) == 3
+    for (first, outputs), (first_expected, outputs_expected) in zip(got, expected, strict=True):
+        assert first == first_expected
+        for array, array_expected in zip(outputs, outputs_expected, strict=True):
+            assert np.array_equal(array, array_expected)
+    assert all(name.startswith("ecosight-front-end") for _, name in watched.fed)
+
+
+def test_an_error_in_the_front_end_ahead_reaches_the_caller_and_leaves_no_thread(
+        tmp_path: Path, embedder: OnnxEmbedder, reader: RecordingReader) -> None:
+    from ecosight_daemon.detection.chunk_front_end import ChunkFrontEnd
+    from ecosight_daemon.detection.front_end_ahead import front_end_ahead
+    from ecosight_daemon.detection.recording_reader import finish
+    from ecosight_daemon.detection.stream import StreamEnd, read_header, stream_chunks
+
+    class FailsOnTheSecond(ChunkFrontEnd):
+        calls = 0
+
+        def feed(self, waveform: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            self.calls += 1
+            if self.calls == 2:
+                raise MemoryError("the second chunk")
+            return super().feed(waveform)
+
+    path = field_like(tmp_path / "c.wav", seconds=150)
+    header, _ = finish(read_header(reader, path))
+    handed_on = []
+    with pytest.raises(MemoryError, match="the second chunk"):
+        for chunk, _outputs in front_end_ahead(stream_chunks(reader, path, header, StreamEnd()),
+                                               FailsOnTheSecond(embedder)):
+            handed_on.append(chunk.first_patch)
+    assert handed_on == [0]  # the first chunk was scored; the error came with the second
+
+
 def test_content_whose_every_patch_is_cached_is_done_without_reading_it_again(
         tmp_path: Path, embedder: OnnxEmbedder, reader: RecordingReader) -> None:
     """A file moved inside the folder is seen gone (its row forgotten, its chunks kept) before it
