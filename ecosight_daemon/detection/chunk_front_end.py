@@ -11,6 +11,7 @@ before its first patch.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,6 +33,23 @@ from ecosight_daemon.embedding.interface import Embedder
 CONTEXT_HOPS = math.ceil(ONSET_CONTEXT_S / PATCH_HOP_SECONDS)
 
 
+@dataclass(frozen=True)
+class EmbeddedChunk:
+    frames: np.ndarray  # the chunk's log-mel frames, the carried frames before it first
+    first: int  # the chunk's first patch among the frames' patches
+    embeddings: np.ndarray  # (patches, dim): YAMNet's, one per patch of the chunk
+
+
+def features_of(chunk: EmbeddedChunk) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """feed's second half, on any thread: the embeddings with their onset features and CNN inputs."""
+    count = len(chunk.embeddings)
+    if count == 0:
+        return chunk.embeddings, np.zeros((0, ONSET_FEATURES), np.float32), np.zeros((0, *INPUT_SHAPE), np.float32)
+    onsets = onset_features_from_frames(chunk.frames)[chunk.first:chunk.first + count]
+    spectrograms = spectrogram_inputs_from_frames(chunk.frames)[chunk.first:chunk.first + count]
+    return chunk.embeddings, onsets, spectrograms
+
+
 class ChunkFrontEnd:
     def __init__(self, embedder: Embedder) -> None:
         self._embedder = embedder
@@ -46,9 +64,14 @@ class ChunkFrontEnd:
     def feed(self, waveform: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(patches, dim) embeddings, (patches, 4) onset features and (patches, 48, 32) CNN
         inputs of one chunk's audio."""
+        return features_of(self.embed(waveform))
+
+    def embed(self, waveform: np.ndarray) -> EmbeddedChunk:
+        """feed's first half, chunk after chunk in order: the chunk's frames (those carried
+        before it included) and YAMNet's embeddings of its patches."""
         if len(waveform) == 0:
-            return (np.zeros((0, self._embedder.dim), np.float32), np.zeros((0, ONSET_FEATURES), np.float32),
-                    np.zeros((0, *INPUT_SHAPE), np.float32))
+            return EmbeddedChunk(np.zeros((0, MEL_BANDS), np.float32), 0,
+                                 np.zeros((0, self._embedder.dim), np.float32))
         if len(self._primed):  # the frames at the seam need the audio on both sides
             # Pad the chunk, not the whole: a tail shorter than a patch still makes whole patches.
             frames = log_mel(np.concatenate([self._primed, pad_to_whole_patches(waveform)]))
@@ -59,12 +82,9 @@ class ChunkFrontEnd:
             context_frames = len(self._context)
         count = patch_count(len(waveform))
         embeddings = self._embed(waveform, frames[context_frames:])
-        first = context_frames // PATCH_HOP_FRAMES
-        onsets = onset_features_from_frames(frames)[first:first + count]
-        spectrograms = spectrogram_inputs_from_frames(frames)[first:first + count]
         next_start = context_frames + count * PATCH_HOP_FRAMES
         self._context = frames[max(0, next_start - CONTEXT_HOPS * PATCH_HOP_FRAMES):next_start]
-        return embeddings, onsets, spectrograms
+        return EmbeddedChunk(frames, context_frames // PATCH_HOP_FRAMES, embeddings)
 
     def _embed(self, waveform: np.ndarray, frames: np.ndarray) -> np.ndarray:
         embed_features = getattr(self._embedder, "embed_features", None)

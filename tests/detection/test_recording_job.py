@@ -147,12 +147,12 @@ def test_one_front_end_per_chunk_gives_what_embedding_and_onsets_apart_gave(tmp_
 def test_the_front_end_one_chunk_ahead_gives_each_chunk_what_feeding_them_in_turn_gave(
         tmp_path: Path, embedder: OnnxEmbedder, reader: RecordingReader) -> None:
     """`detect` scores a chunk while a worker runs the next one through YAMNet: the outputs are
-    exactly those of one front end fed the chunks in turn, and the next chunk's front end has
+    exactly those of one front end fed the chunks in turn, and the next chunk's embedding has
     finished while the caller still holds this one (here it waits for it: without the worker
     it would wait out the timeout)."""
     import threading
 
-    from ecosight_daemon.detection.chunk_front_end import ChunkFrontEnd
+    from ecosight_daemon.detection.chunk_front_end import ChunkFrontEnd, EmbeddedChunk
     from ecosight_daemon.detection.front_end_ahead import front_end_ahead
     from ecosight_daemon.detection.recording_reader import finish
     from ecosight_daemon.detection.stream import StreamEnd, read_header, stream_chunks
@@ -163,8 +163,8 @@ def test_the_front_end_one_chunk_ahead_gives_each_chunk_what_feeding_them_in_tur
             self.fed: list[tuple[int, str]] = []
             self.done = threading.Event()
 
-        def feed(self, waveform: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            out = super().feed(waveform)
+        def embed(self, waveform: np.ndarray) -> EmbeddedChunk:
+            out = super().embed(waveform)
             self.fed.append((len(self.fed), threading.current_thread().name))
             self.done.set()
             return out
@@ -178,7 +178,7 @@ def test_the_front_end_one_chunk_ahead_gives_each_chunk_what_feeding_them_in_tur
     for chunk, outputs in front_end_ahead(stream_chunks(reader, path, header, StreamEnd()), watched):
         if not chunk.last:
             watched.done.clear()
-            assert len(watched.fed) == len(got) + 2 or watched.done.wait(30), "the next chunk's front end never ran"
+            assert len(watched.fed) == len(got) + 2 or watched.done.wait(30), "the next chunk's embedding never ran"
         got.append((chunk.first_patch, outputs))
     assert len(got) == len(expected) == 3
     for (first, outputs), (first_expected, outputs_expected) in zip(got, expected, strict=True):
@@ -190,7 +190,7 @@ def test_the_front_end_one_chunk_ahead_gives_each_chunk_what_feeding_them_in_tur
 
 def test_an_error_in_the_front_end_ahead_reaches_the_caller_and_leaves_no_thread(
         tmp_path: Path, embedder: OnnxEmbedder, reader: RecordingReader) -> None:
-    from ecosight_daemon.detection.chunk_front_end import ChunkFrontEnd
+    from ecosight_daemon.detection.chunk_front_end import ChunkFrontEnd, EmbeddedChunk
     from ecosight_daemon.detection.front_end_ahead import front_end_ahead
     from ecosight_daemon.detection.recording_reader import finish
     from ecosight_daemon.detection.stream import StreamEnd, read_header, stream_chunks
@@ -198,11 +198,11 @@ def test_an_error_in_the_front_end_ahead_reaches_the_caller_and_leaves_no_thread
     class FailsOnTheSecond(ChunkFrontEnd):
         calls = 0
 
-        def feed(self, waveform: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        def embed(self, waveform: np.ndarray) -> EmbeddedChunk:
             self.calls += 1
             if self.calls == 2:
                 raise MemoryError("the second chunk")
-            return super().feed(waveform)
+            return super().embed(waveform)
 
     path = field_like(tmp_path / "c.wav", seconds=150)
     header, _ = finish(read_header(reader, path))
