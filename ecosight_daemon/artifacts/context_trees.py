@@ -99,6 +99,9 @@ class ContextTrees:
             rows[at] = tree_start + np.where(goes_left, self.left[here], self.right[here])
         return np.asarray(self.baseline + self.value[rows].sum(axis=0), np.float32)
 
+    def warm_up(self) -> None:
+        self._session  # noqa: B018 (built now, once)
+
     @cached_property
     def _session(self) -> Any:
         return graph_session(self.onnx_model().SerializeToString())

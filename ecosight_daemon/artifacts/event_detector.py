@@ -128,6 +128,13 @@ class EventDetector:
             raise ValueError("this detector's gun-shot scorer reads each patch's spectrogram; none was given")
         return self.cnn.log_odds(spectrograms)
 
+    def warm_up(self) -> None:
+        """Build the ONNX sessions its scorer runs on, before the first patches need them."""
+        if self.reads_spectrograms and self.cnn is not None:
+            self.cnn.warm_up()
+        if self.reads_context and self.trees is not None:
+            self.trees.warm_up()
+
     @property
     def calibrated_class(self) -> int | None:
         """The index of the class whose threshold was calibrated for the false-alarm budget (the

@@ -110,6 +110,9 @@ class ShotSpectrogramModel:
         out = [self._batch(decoded(codes[i:i + BATCH])) for i in range(0, len(codes), BATCH)]
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
+    def warm_up(self) -> None:
+        self._session  # noqa: B018 (built now, once)
+
     @cached_property
     def _session(self) -> Any:
         from onnx import TensorProto, helper, numpy_helper

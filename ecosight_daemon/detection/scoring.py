@@ -3,6 +3,8 @@ model over sliding windows otherwise. Shared by `detect` and the daemon's record
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,8 @@ from ecosight_daemon.embedding.frontend import PATCH_HOP_SECONDS, PATCH_SECONDS
 from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.pooling import needs_audioset_head
 from ecosight_daemon.versions.registry import ModelRegistry
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,10 @@ def current_scoring(registry: ModelRegistry, embedder: Embedder, background: str
     version = str(model.version)
     detector_file = registry.version_dir(version) / files.EVENT_DETECTOR
     detector = EventDetector.load(detector_file) if detector_file.is_file() else None
+    if detector is not None:
+        # Its ONNX sessions (the `onnx` package's import alone ~0.4 s) are built while the first
+        # chunks are read and embedded, not in front of the first chunk's scoring.
+        threading.Thread(target=_warm_up, args=(detector,), name="ecosight-detector-warm-up", daemon=True).start()
     head = embedder.audioset_head() if detector is not None or needs_audioset_head(model.pooling) else None
     if detector is not None:
         parameters: dict[str, Any] = {
@@ -66,3 +74,10 @@ def current_scoring(registry: ModelRegistry, embedder: Embedder, background: str
                       "window_patches": window_patches, "hop_s": PATCH_HOP_SECONDS, "background_class": background,
                       "pooling": model.pooling, "priority_threshold": model.threshold}
     return Scoring(version, list(model.classes), background, parameters, model, detector, head, window_patches)
+
+
+def _warm_up(detector: EventDetector) -> None:
+    try:
+        detector.warm_up()
+    except Exception:  # the first scoring builds them again, and its error is the one reported
+        logger.debug("event detector not warmed up", exc_info=True)

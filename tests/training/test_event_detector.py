@@ -144,6 +144,24 @@ def test_the_trees_scorer_adds_their_log_odds_on_the_patches_around_and_travels_
         EventDetector.load(tmp_path / "broken.npz")
 
 
+def test_warming_a_loaded_detector_up_builds_the_sessions_its_scorer_runs_on_and_only_those(tmp_path: Path) -> None:
+    """The published version's scoring warms its detector up on a thread (detection/scoring.py),
+    so the first chunk's scoring does not wait ~0.4 s for the `onnx` import and the graphs."""
+    with_trees = detector(YAMNET_PLUS_CNN_PLUS_TREES_SCORER, 1.0)
+    with_trees.cnn, with_trees.trees = random_cnn(3), small_trees(8)
+    with_trees.save(tmp_path / "detector.npz")
+    loaded = EventDetector.load(tmp_path / "detector.npz")
+    assert loaded.cnn is not None and loaded.trees is not None
+    assert "_session" not in vars(loaded.cnn) and "_session" not in vars(loaded.trees)
+    loaded.warm_up()
+    assert "_session" in vars(loaded.cnn) and "_session" in vars(loaded.trees)
+    kept_for_a_benchmark = EventDetector.load(tmp_path / "detector.npz")
+    kept_for_a_benchmark.priority_scorer = TRAINED_SCORER  # the CNN and trees in the file, not run
+    kept_for_a_benchmark.warm_up()
+    assert kept_for_a_benchmark.cnn is not None and kept_for_a_benchmark.trees is not None
+    assert "_session" not in vars(kept_for_a_benchmark.cnn) and "_session" not in vars(kept_for_a_benchmark.trees)
+
+
 def test_a_detector_saved_before_scorers_existed_loads_as_trained_and_an_unknown_scorer_is_refused(
     tmp_path: Path,
 ) -> None:
