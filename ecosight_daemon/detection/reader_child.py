@@ -6,7 +6,8 @@ recording_reader.py is the parent's side, util/child_channel.py the framing.
 Requests ({"op": ...} and its fields; an answer is {"error": reason} or as below):
 - probe {path}: the header (rate, channels, frames, declared_s) and the clock evidence
 - hash {path, offset}: hashes the next HASH_STEP_BYTES; {"offset", "sha256" once done}
-- read {path, start_frame, frames}: those frames down-mixed to mono float32 at the file's rate
+- read {path, start_frame, frames}: those frames down-mixed to mono float32 at the file's rate;
+  a mono 16-bit file's as they are ({"dtype": "int16"}: half the bytes through the pipe)
 - cut {path, centre_s, seconds}: that stretch as 16 kHz mono float32
 Memory stays that of BLOCK_BYTES of samples, whatever the file's rate and channel count.
 """
@@ -102,10 +103,13 @@ class Reader:
         self._hashing = (path, at + len(block), digest)
         return {"offset": at + len(block)}
 
-    def read(self, path: str, start_frame: int, frames: int) -> Answer:
+    def read(self, path: str, start_frame: int, frames: int, as_int16: bool = True) -> Answer:
         sound = self._sound(path)
         if sound.tell() != start_frame:
             sound.seek(min(start_frame, sound.frames))
+        if as_int16 and sound.channels == 1 and sound.subtype == "PCM_16":
+            samples = sound.read(frames, dtype="int16")
+            return {"frames": len(samples), "dtype": "int16"}, samples.tobytes()
         parts, got = [], 0
         step = max(1, BLOCK_BYTES // (4 * sound.channels))
         while got < frames:
@@ -123,7 +127,7 @@ class Reader:
         sound = self._sound(path)
         rate = sound.samplerate
         start = max(0, int((centre_s - seconds / 2) * rate))
-        _, data = self.read(path, min(start, sound.frames), int(seconds * rate))
+        _, data = self.read(path, min(start, sound.frames), int(seconds * rate), as_int16=False)
         samples = np.frombuffer(data, np.float32)
         if rate != TARGET_SAMPLE_RATE and len(samples):
             samples = soxr.resample(samples, rate, TARGET_SAMPLE_RATE).astype(np.float32)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ecosight_daemon.detection.clock import ClockEvidence
 from ecosight_daemon.errors import AudioDecodeError
-from ecosight_daemon.util.child_channel import Answer, ChildChannel, Exchange
+from ecosight_daemon.util.child_channel import ChildChannel, Exchange, Received
 
 POLL_S = 0.1  # the longest a loop step waits for an answer before yielding
 SEND_S = 0.001  # what `read_ahead` waits: enough to send its request, not to wait for the answer
@@ -104,7 +104,9 @@ class RecordingReader:
 
     def _read(self, path: Path, start_frame: int, frames: int, first_wait_s: float) -> Waiting[np.ndarray]:
         request = {"op": "read", "path": str(path), "start_frame": start_frame, "frames": frames}
-        _, data = yield from self._ask(request, path, first_wait_s)
+        header, data = yield from self._ask(request, path, first_wait_s)
+        if header.get("dtype") == "int16":
+            return as_float(np.frombuffer(data, dtype=np.int16))
         return np.frombuffer(data, dtype=np.float32)
 
     def cut(self, path: Path, centre_s: float, seconds: float) -> Waiting[np.ndarray]:
@@ -124,7 +126,7 @@ class RecordingReader:
     def pid(self) -> int | None:
         return self._channel.pid
 
-    def _ask(self, request: dict[str, Any], path: Path, first_wait_s: float = POLL_S) -> Waiting[Answer]:
+    def _ask(self, request: dict[str, Any], path: Path, first_wait_s: float = POLL_S) -> Waiting[Received]:
         yield from self._drop_unread_answer()
         try:
             exchange = self._under_way = self._channel.begin(request, self.budget_s)
@@ -158,6 +160,13 @@ class RecordingReader:
                 yield
         except (TimeoutError, EOFError, OSError, ValueError):  # late, the child gone, or its pipes closed
             self._channel.stop()
+
+
+def as_float(samples: np.ndarray) -> np.ndarray:
+    """16-bit samples as libsndfile gives them in float32: scaled by 1/32768, which is exact."""
+    scaled: np.ndarray = samples.astype(np.float32)
+    scaled *= np.float32(1 / 32768)
+    return scaled
 
 
 class SharedCutter:

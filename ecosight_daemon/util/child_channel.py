@@ -32,6 +32,7 @@ F_SETPIPE_SZ = 1031  # from <linux/fcntl.h>
 PIPE_BYTES = 1 << 20  # Linux's default /proc/sys/fs/pipe-max-size
 
 Answer = tuple[dict[str, Any], bytes]
+Received = tuple[dict[str, Any], bytearray]  # the answer's bytes as they came in, not copied again
 
 
 class Exchange:
@@ -41,9 +42,10 @@ class Exchange:
         assert child.stdin is not None and child.stdout is not None
         self._child = child
         self._to_send = memoryview(request)
-        self._received = bytearray()
+        self._line = bytearray()  # the answer's JSON line, until its newline is in
         self._header: dict[str, Any] | None = None
-        self._needed = -1
+        self._body = bytearray()  # made its full size once the line says how many bytes follow
+        self._filled = 0
         self.deadline = deadline
         self._selector = selectors.DefaultSelector()
         os.set_blocking(child.stdin.fileno(), False)
@@ -70,12 +72,12 @@ class Exchange:
 
     @property
     def done(self) -> bool:
-        return self._header is not None and len(self._received) >= self._needed
+        return self._header is not None and self._filled >= len(self._body)
 
     @property
-    def answer(self) -> Answer:
+    def answer(self) -> Received:
         assert self._header is not None
-        return self._header, bytes(self._received)
+        return self._header, self._body
 
     def _send(self) -> None:
         assert self._child.stdin is not None
@@ -90,16 +92,25 @@ class Exchange:
 
     def _receive(self) -> None:
         assert self._child.stdout is not None
-        piece = os.read(self._child.stdout.fileno(), CHUNK)
+        fd = self._child.stdout.fileno()
+        if self._header is not None:  # straight into its place: an 8 MiB block is copied once, not three times
+            got = os.readv(fd, [memoryview(self._body)[self._filled:self._filled + CHUNK]])
+            if not got:
+                self._selector.close()
+                raise EOFError
+            self._filled += got
+            return
+        piece = os.read(fd, CHUNK)
         if not piece:
             self._selector.close()
             raise EOFError
-        self._received += piece
-        if self._header is None and b"\n" in self._received:
-            line, _, rest = bytes(self._received).partition(b"\n")
+        self._line += piece
+        if b"\n" in self._line:
+            line, _, rest = bytes(self._line).partition(b"\n")
             self._header = json.loads(line)
-            self._received = bytearray(rest)
-            self._needed = int(self._header.get("bytes", 0))
+            self._body = bytearray(int(self._header.get("bytes", 0)))
+            self._body[:len(rest)] = rest
+            self._filled = len(rest)
 
 
 class ChildChannel:
@@ -119,7 +130,7 @@ class ChildChannel:
         line = json.dumps({**header, "bytes": len(payload)}).encode() + b"\n"
         return Exchange(child, line + payload, time.monotonic() + budget_s)
 
-    def request(self, header: dict[str, Any], budget_s: float, payload: bytes = b"") -> Answer:
+    def request(self, header: dict[str, Any], budget_s: float, payload: bytes = b"") -> Received:
         """Send a request and wait for its answer (TimeoutError, EOFError as `Exchange.advance`)."""
         exchange = self.begin(header, budget_s, payload)
         while not exchange.advance(exchange.deadline - time.monotonic() + 0.01):

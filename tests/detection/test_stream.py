@@ -14,6 +14,7 @@ import pytest
 import soundfile
 
 from ecosight_daemon.audio import decode_audio
+from ecosight_daemon.detection.reader_child import Reader
 from ecosight_daemon.detection.recording_reader import ReadTimedOut, RecordingReader, finish
 from ecosight_daemon.detection.stream import (
     CHUNK_PATCHES,
@@ -78,6 +79,24 @@ def test_a_recording_cut_short_is_read_to_where_its_data_ends(tmp_path: Path, re
     assert end.seconds_read == pytest.approx(50.0, abs=0.01)
     assert len(streamed) == 1 + int(np.ceil((50 * 16_000 - 15_600) / 7_680))
     assert header.declared_s == pytest.approx(120.0) and header.duration_s == pytest.approx(50.0)
+
+
+def test_a_mono_16_bit_recording_crosses_as_16_bit_and_streams_exactly_its_samples(
+        tmp_path: Path, reader: RecordingReader) -> None:
+    path = tmp_path / "AM01_20260501_000000.WAV"
+    rng = np.random.default_rng(16)
+    samples = rng.integers(-32768, 32768, size=16_000 * 150, dtype=np.int16)  # every extreme included
+    samples[:2] = [-32768, 32767]
+    soundfile.write(path, samples, 16_000, subtype="PCM_16")
+    header, body = Reader().read(str(path), 0, 1000)
+    assert header == {"frames": 1000, "dtype": "int16"} and len(body) == 2 * 1000  # half of float32's bytes
+    chunks = chunks_of(reader, path, StreamEnd())
+    assert len(chunks) == 3
+    hop = CHUNK_PATCHES * PATCH_HOP_SAMPLES
+    streamed = np.concatenate([c.waveform[:hop] for c in chunks[:-1]] + [chunks[-1].waveform])
+    expected = soundfile.read(path, dtype="float32")[0]  # what libsndfile gives as float
+    assert streamed.dtype == np.float32
+    np.testing.assert_array_equal(streamed, expected)
 
 
 @pytest.mark.parametrize("content", [b"", b"RIFF\x00\x00\x00\x00WAVEjunk"])
