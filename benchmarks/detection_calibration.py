@@ -56,9 +56,11 @@ from ecosight_daemon.artifacts.shot_spectrogram import spectrogram_inputs
 from ecosight_daemon.embedding.frontend import PATCH_HOP_SECONDS, PATCH_SECONDS
 from ecosight_daemon.embedding.onnx_runtime import OnnxEmbedder
 from ecosight_daemon.training import event_detector as training
+from ecosight_daemon.training import operating_point as calibration
 from ecosight_daemon.training.detector_training import cnn_fitter, is_confuser
-from ecosight_daemon.training.event_detector import COLLAR_S, LabeledAudio, PartScores
+from ecosight_daemon.training.event_detector import LabeledAudio
 from ecosight_daemon.training.event_mixing import PlacedEvent
+from ecosight_daemon.training.operating_point import COLLAR_S, PartScores
 
 CACHE = Path(__file__).resolve().parent / "results" / "detection_calibration"
 SCORERS = (TRAINED_SCORER, YAMNET_SCORER, YAMNET_PLUS_CNN_SCORER)  # the order train_event_detector calibrates them
@@ -176,7 +178,7 @@ def counted_on_parts(parts: list[PartScores]) -> float:
     """The lowest threshold at which the parts' own (weighted) false alarms stay within the budget."""
     hours = sum(p.hours for p in parts)
     for threshold in np.unique(np.concatenate([np.quantile(p.scores, np.linspace(0.9, 1.0, 401)) for p in parts])):
-        false_alarms = sum(training.weighted_false_alarms(p, float(threshold), "gun_shot", "clips") for p in parts)
+        false_alarms = sum(calibration.weighted_false_alarms(p, float(threshold), "gun_shot", "clips") for p in parts)
         if false_alarms / hours <= BUDGET:
             return float(threshold)
     return float(max(p.scores.max() for p in parts)) + 1e-3
@@ -210,13 +212,13 @@ def report_weights(folds: list[Fold]) -> None:
                 scorer = YAMNET_PLUS_CNN_SCORER
                 if compared is not None:
                     parts = {**fold.parts, YAMNET_PLUS_CNN_SCORER: fold.cnn_parts(compared)}
-                    points = {s: {"out_of_fold_ranking_recall": training.ranking_recall(p, BUDGET, "gun_shot", "clips")}
-                              for s, p in parts.items()}
+                    points = {s: {"out_of_fold_ranking_recall":
+                                  calibration.ranking_recall(p, BUDGET, "gun_shot", "clips")} for s, p in parts.items()}
                     scorer = training.choose_priority_scorer(points, "gun_shot")[0]
                 shipped_cnn += scorer == YAMNET_PLUS_CNN_SCORER
                 parts_of = fold.cnn_parts(weight) if scorer == YAMNET_PLUS_CNN_SCORER else fold.parts[scorer]
                 scores = fold.cnn_test(weight) if scorer == YAMNET_PLUS_CNN_SCORER else fold.test[scorer]
-                threshold = training.calibrated_threshold(parts_of, BUDGET, "gun_shot", "clips")[0]
+                threshold = calibration.calibrated_threshold(parts_of, BUDGET, "gun_shot", "clips")[0]
                 b, r, f = fold.judged(scores, threshold)
                 best.append(b)
                 recall.append(r)

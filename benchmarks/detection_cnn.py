@@ -75,14 +75,14 @@ from ecosight_daemon.embedding.frontend import (
     pad_to_whole_patches,
     patches_from_frames,
 )
-from ecosight_daemon.training.event_detector import (
-    CONFUSERS_PER_HOUR,
+from ecosight_daemon.training.event_detector import CONFUSERS_PER_HOUR
+from ecosight_daemon.training.event_mixing import Soundscape, build_soundscape
+from ecosight_daemon.training.operating_point import (
     PartScores,
     calibrated_threshold,
     confuser_weight,
     false_alarms_and_found,
 )
-from ecosight_daemon.training.event_mixing import Soundscape, build_soundscape
 
 SHOT_COPIES = 4
 CONFUSER_COPIES = 2

@@ -189,8 +189,9 @@ class DetectionSettings:
                                   "detector", between(1, 64))
     train_detector: bool = setting(True, "each retrain also trains the event detector for long recordings "
                                    "(soundscapes built from the training split; ~15 s for 250 clips)")
-    false_alarms_per_hour: float = setting(1.0, "the event detector's gun-shot threshold is calibrated, out of "
-                                           "fold, for at most this many false alarms per hour", at_least(0.01))
+    false_alarms_per_hour: float = setting(1.0, "the event detector's gun-shot threshold (and each other event "
+                                           "class's) is calibrated, out of fold, for at most this many false alarms "
+                                           "per hour", at_least(0.01))
     confusers_per_hour: float = setting(25.0, "loud non-shot impulses (thunder, fireworks, falling branches) a field "
                                         "hour holds: the calibration mixes its confusers far denser, and counts an "
                                         "alarm on one as this share of them; 0: each counts whole (most cautious)",

@@ -1,6 +1,7 @@
 """The event detector as shipped and run: per-patch features (YAMNet's 521 AudioSet logits
 and four onset features from the log-mel frames) and the fitted detector that turns them
-into per-class margins and labels (its threshold on the priority class's margin).
+into per-class margins and labels (a threshold on the priority class's margin, and on each
+other event class's where the retrain calibrated one for the same false-alarm budget).
 training/event_detector.py fits it.
 
 The priority class's margin comes from one of four scorers, whichever the retrain's
@@ -87,6 +88,7 @@ class EventDetector:
     priority_scorer: str = TRAINED_SCORER  # one of SCORERS: where the priority class's margin comes from
     cnn: ShotSpectrogramModel | None = None  # with YAMNET_PLUS_CNN_SCORER and YAMNET_PLUS_CNN_PLUS_TREES_SCORER
     trees: ContextTrees | None = None  # with YAMNET_PLUS_CNN_PLUS_TREES_SCORER
+    class_thresholds: np.ndarray | None = None  # per class, on the other event classes' margins; None: all 0
 
     @property
     def reads_spectrograms(self) -> bool:
@@ -143,17 +145,27 @@ class EventDetector:
 
     def base_thresholds(self) -> np.ndarray:
         """Per class, the margin it must clear to be reported: the calibrated threshold for the
-        priority class, 0 (beating every other class) for the rest; never for the background."""
-        base = np.zeros(len(self.classes))
+        priority class, the other event classes' own (0, beating every other class, in a
+        version trained before they had one); never for the background."""
+        base = self.label_thresholds().astype(np.float64)
         if self.priority_class in self.classes:
             base[self.classes.index(self.priority_class)] = self.threshold
         if self.background in self.classes:
             base[self.classes.index(self.background)] = np.inf
         return base
 
+    def label_thresholds(self) -> np.ndarray:
+        """(classes,) float32: what each class's margin must exceed to win the plain label rule
+        (the other event classes' calibrated thresholds; 0 for the priority class and the background)."""
+        if self.class_thresholds is None:
+            return np.zeros(len(self.classes), np.float32)
+        return np.asarray(self.class_thresholds, np.float32)
+
     def labels(self, margins: np.ndarray) -> np.ndarray:
-        """The winning class per patch; the priority class wins wherever it clears its threshold."""
-        labels = np.where(margins.max(axis=1) > 0, margins.argmax(axis=1), self.classes.index(self.background))
+        """The winning class per patch: the largest margin above its class's threshold, else the
+        background; the priority class wins wherever it clears its own threshold."""
+        over = margins - self.label_thresholds()
+        labels = np.where(over.max(axis=1) > 0, over.argmax(axis=1), self.classes.index(self.background))
         if self.priority_class in self.classes:
             priority = self.classes.index(self.priority_class)
             labels = np.where(margins[:, priority] >= self.threshold, priority,
@@ -170,6 +182,8 @@ class EventDetector:
                 arrays |= {CNN_PREFIX + name: value for name, value in self.cnn.arrays().items()}
             if self.trees is not None:
                 arrays |= {TREES_PREFIX + name: value for name, value in self.trees.arrays().items()}
+            if self.class_thresholds is not None:
+                arrays["class_thresholds"] = np.asarray(self.class_thresholds, np.float32)
             np.savez(handle, **arrays)
 
     @classmethod
@@ -186,5 +200,7 @@ class EventDetector:
                 raise ValueError(f"{path}: its gun-shot scorer needs a CNN the file does not hold")
             if scorer == YAMNET_PLUS_CNN_PLUS_TREES_SCORER and trees is None:
                 raise ValueError(f"{path}: its gun-shot scorer needs context trees the file does not hold")
+            class_thresholds = a["class_thresholds"] if "class_thresholds" in a.files else None
             return cls(LogisticFit(a["mean"], a["std"], a["kernel"], a["bias"]), [str(c) for c in a["classes"]],
-                       str(a["background"]), str(a["priority"]), float(a["threshold"]), {}, scorer, cnn, trees)
+                       str(a["background"]), str(a["priority"]), float(a["threshold"]), {}, scorer, cnn, trees,
+                       class_thresholds)

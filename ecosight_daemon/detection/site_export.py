@@ -15,9 +15,9 @@ from ecosight_daemon.store.database import Database
 from ecosight_daemon.versions.registry import ModelRegistry
 
 LABEL_RULE = ("margins = event_detector.onnx's margins minus this recorder's margin_offsets (per class); then the "
-              "detector's own label rule: the priority class where its margin >= its threshold, else the largest "
-              "margin's class where that margin is > 0 (the priority class only at its threshold), else the "
-              "background class")
+              "detector's own label rule: the priority class where its margin >= its threshold, else the class "
+              "whose margin most exceeds its class threshold where one does (the priority class only at its "
+              "threshold), else the background class")
 
 
 def site_offsets_for_devices(settings: Settings, store: Database) -> dict[str, Any]:

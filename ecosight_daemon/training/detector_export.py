@@ -71,7 +71,7 @@ def detector_graph(detector: EventDetector, head: AudiosetHead, opset: int = 17)
         "kernel": detector.fit.kernel.astype(np.float32), "bias": detector.fit.bias.astype(np.float32),
         "not_self": not_self, "zero": np.array(0.0, np.float32),
         "threshold": np.array(detector.threshold, np.float32), "background": np.array(background, np.int64),
-        "axes_1": np.array([1], np.int64),
+        "axes_1": np.array([1], np.int64), "class_thresholds": detector.label_thresholds(),
     }
     nodes = [
         helper.make_node("MatMul", ["embeddings", "head_kernel"], ["raw_logits"]),
@@ -105,10 +105,11 @@ def detector_graph(detector: EventDetector, head: AudiosetHead, opset: int = 17)
         nodes.append(helper.make_node("Where", ["priority_mask", gun, "fitted_margins"], ["margins"]))
     else:
         nodes.append(helper.make_node("Identity", ["fitted_margins"], ["margins"]))
-    # labels: the best class where its margin is positive, else background; the priority class
-    # wins wherever it clears its threshold and never below it
-    nodes += [helper.make_node("ArgMax", ["margins"], ["best"], axis=1, keepdims=0),
-              helper.make_node("ReduceMax", ["margins"], ["top"], axes=[1], keepdims=0),
+    # labels: the class whose margin most exceeds its class threshold where one does, else
+    # background; the priority class wins wherever it clears its threshold and never below it
+    nodes += [helper.make_node("Sub", ["margins", "class_thresholds"], ["over"]),
+              helper.make_node("ArgMax", ["over"], ["best"], axis=1, keepdims=0),
+              helper.make_node("ReduceMax", ["over"], ["top"], axes=[1], keepdims=0),
               helper.make_node("Greater", ["top", "zero"], ["positive"]),
               helper.make_node("Where", ["positive", "best", "background"], ["plain_labels"])]
     if priority >= 0:
@@ -155,6 +156,7 @@ def check_detector_graph(model: Any, detector: EventDetector, head: AudiosetHead
     worst = float(np.abs(margins - expected).max())
     near = np.abs(expected[:, detector.classes.index(detector.priority_class)] - detector.threshold) < 1e-3 \
         if detector.priority_class in detector.classes else np.zeros(len(labels), bool)
+    near |= (np.abs(expected - detector.label_thresholds()) < 1e-3).any(axis=1)  # float32 rounding at a threshold
     differ = (labels != detector.labels(expected)) & ~near
     if differ.any():
         raise ValueError(f"the ONNX detector labels {int(differ.sum())} patches differently")
@@ -222,9 +224,9 @@ def context_spec() -> dict[str, Any]:
 
 
 def detector_description(detector: EventDetector) -> dict[str, Any]:
-    rule = (f"labels: the class with the largest margin where that margin is > 0, else {detector.background!r}; "
-            f"{detector.priority_class!r} wherever its margin >= {detector.threshold:.6g} (its calibrated "
-            f"threshold) and never below it")
+    rule = (f"labels: the class whose margin most exceeds its class_thresholds entry where one does, else "
+            f"{detector.background!r}; {detector.priority_class!r} wherever its margin >= {detector.threshold:.6g} "
+            f"(its calibrated threshold) and never below it")
     gun = "YAMNet's own 'Gunshot, gunfire' logit (AudioSet class 421)"
     scorer = {YAMNET_SCORER: f"{gun} is the priority class's margin",
               YAMNET_PLUS_CNN_SCORER: f"{gun} plus the shot CNN's log-odds (inside this graph, from the spectrograms "
@@ -247,6 +249,8 @@ def detector_description(detector: EventDetector) -> dict[str, Any]:
             "classes": detector.classes, "priority_class": detector.priority_class,
             "priority_scorer": detector.priority_scorer, "priority_margin": scorer,
             "threshold": detector.threshold, "label_rule": rule, "onset_features": onset_spec(),
+            "class_thresholds": {c: float(t) for c, t in zip(detector.classes, detector.label_thresholds(),
+                                                                 strict=True)},
             "events": "consecutive patches with the same label (background excluded) are one event",
             "test_vector": DETECTOR_TEST_VECTOR}
 

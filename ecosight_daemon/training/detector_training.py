@@ -33,11 +33,10 @@ from ecosight_daemon.training.event_detector import (
     SECONDS_PER_EVENT,
     FitCnn,
     LabeledAudio,
-    PartScores,
-    false_alarms_and_found,
     train_event_detector,
 )
 from ecosight_daemon.training.event_mixing import build_soundscape, loudest_stretch
+from ecosight_daemon.training.operating_point import PartScores, false_alarms_and_found
 from ecosight_daemon.training.protocol import DetectorJob, DetectorSample
 from ecosight_daemon.util import pause
 from ecosight_daemon.util.digest import sha256_of_bytes

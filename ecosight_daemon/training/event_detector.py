@@ -52,14 +52,6 @@ from ecosight_daemon.artifacts.event_detector import (
     patch_features,
 )
 from ecosight_daemon.artifacts.linear_head import LogisticFit
-from ecosight_daemon.artifacts.score_tail import (
-    ALARM_GAP_PATCHES,
-    BINS,
-    MIN_ALARMS_OBSERVED,
-    alarm_peaks,
-    tail_threshold,
-    weighted_histogram,
-)
 from ecosight_daemon.artifacts.shot_spectrogram import ShotSpectrogramModel, spectrogram_inputs
 from ecosight_daemon.embedding.frontend import PATCH_HOP_SECONDS, PATCH_SECONDS, SAMPLE_RATE
 from ecosight_daemon.pooling import AudiosetHead
@@ -67,15 +59,19 @@ from ecosight_daemon.training.context_trees_fit import fit_context_trees
 from ecosight_daemon.training.event_mixing import PlacedEvent, Soundscape, build_soundscape
 from ecosight_daemon.training.event_variation import from_afar
 from ecosight_daemon.training.logistic_head import fit_logistic
+from ecosight_daemon.training.operating_point import (
+    PartScores,
+    confuser_weight,
+    operating_point,
+    other_class_thresholds,
+)
 
 PARTS = 3
 SECONDS_PER_EVENT = 8.0  # of soundscape per event mixed in (events are >= 6 s apart)
 PRIORITY_COPIES = 1  # each priority-class clip is mixed in this many times per soundscape
 MIN_PART_SECONDS = 60.0
 REGULARIZATION_C = 0.001  # strong: a few thousand patches, 525 features, sites it never heard (docs/detection.md)
-COLLAR_S = 0.5
 CONFUSERS_PER_HOUR = 25.0  # loud non-shot impulses a field hour holds (the issue's field recordings: 25)
-RANKING_BUDGETS = (1.0, 2.0, 5.0, 10.0)  # multiples of the budget at which the scorers' ranking is compared
 CNN_SHOT_COPIES = 4  # benchmarks/detection_cnn.py: more copies of the few shots, more for the CNN to learn
 CNN_CONFUSER_COPIES = 2
 CNN_SOUNDSCAPES = 1  # per part: with 2 the CNN lost the out-of-fold choice to YAMNet (docs/detection.md)
@@ -113,95 +109,6 @@ class LabeledAudio:
     waveform: np.ndarray
     impulsive: bool = False  # a short loud background clip (thunder, a branch): mixed in like an event
     confirmed: bool = False  # a clip a person confirmed on the Review page
-
-
-@dataclass
-class PartScores:
-    events: list[PlacedEvent]
-    hours: float
-    scores: np.ndarray  # the priority class's margin per patch
-    confuser_weight: float = 1.0  # what an alarm on a mixed-in confuser counts for (see confuser_weight)
-
-
-def confuser_weight(events: list[PlacedEvent], hours: float, background: str, confusers_per_hour: float) -> float:
-    """A part holds its confusers (background-class events) denser than a field hour does: an
-    alarm on one counts as the share of them a real hour would hold (1: as many or fewer;
-    confusers_per_hour 0: every alarm counts whole)."""
-    mixed = sum(e.label == background for e in events)
-    if not mixed or confusers_per_hour <= 0:
-        return 1.0
-    return min(1.0, confusers_per_hour * hours / mixed)
-
-
-def false_alarms_and_hits(part: PartScores, threshold: float, priority: str) -> tuple[int, int]:
-    """(detected priority-class events overlapping no such event, such events found)."""
-    false_alarms, found = false_alarms_and_found(part, threshold, priority)
-    return false_alarms, len(found)
-
-
-def false_alarms_and_found(part: PartScores, threshold: float, priority: str) -> tuple[int, set[int]]:
-    """(false alarms, the indices among the part's priority-class events of those found)."""
-    alarms, found = _alarms(part, threshold, priority)
-    return len(alarms), found
-
-
-def weighted_false_alarms(part: PartScores, threshold: float, priority: str, background: str) -> float:
-    """The part's false alarms, each on a mixed-in confuser counted at the part's confuser weight."""
-    confusers = [e for e in part.events if e.label == background]
-    return sum(part.confuser_weight if any(_overlaps(start, end, c) for c in confusers) else 1.0
-               for start, end in _alarms(part, threshold, priority)[0])
-
-
-def _alarms(part: PartScores, threshold: float, priority: str) -> tuple[list[tuple[float, float]], set[int]]:
-    """(the false alarms' spans, the indices among the part's priority-class events of those found)."""
-    shots = [e for e in part.events if e.label == priority]
-    above = np.flatnonzero(part.scores >= threshold)
-    runs = np.split(above, np.flatnonzero(np.diff(above) > ALARM_GAP_PATCHES) + 1) if len(above) else []
-    found: set[int] = set()
-    alarms = []
-    for run in runs:
-        start, end = run[0] * PATCH_HOP_SECONDS, run[-1] * PATCH_HOP_SECONDS + PATCH_SECONDS
-        hits = [i for i, s in enumerate(shots) if _overlaps(start, end, s)]
-        found.update(hits)
-        if not hits:
-            alarms.append((start, end))
-    return alarms, found
-
-
-def _overlaps(start: float, end: float, event: PlacedEvent) -> bool:
-    return start < event.end_s + COLLAR_S and end > event.start_s - COLLAR_S
-
-
-def calibrated_threshold(parts: list[PartScores], budget_per_hour: float, priority: str,
-                         background: str = "") -> tuple[float, str]:
-    """The lowest threshold at which the parts raise <= budget false alarms per hour (confusers
-    weighted); from the fitted tail of their non-shot patches where too few hours; and how."""
-    hours = sum(p.hours for p in parts)
-    if hours * budget_per_hour < MIN_ALARMS_OBSERVED:
-        return _tail_threshold(parts, budget_per_hour, priority, background), (
-            f"fitted tail ({hours:.2f} h out of fold: too few to observe {MIN_ALARMS_OBSERVED} alarms at the budget)")
-    candidates = np.unique(np.concatenate([np.quantile(p.scores, np.linspace(0.9, 1.0, 401)) for p in parts]))
-    for threshold in candidates:
-        if sum(weighted_false_alarms(p, float(threshold), priority, background) for p in parts) / hours \
-                <= budget_per_hour:
-            return float(threshold), "counted"
-    return float(candidates[-1]) + 1e-3, "counted (above every score)"
-
-
-def _tail_threshold(parts: list[PartScores], budget_per_hour: float, priority: str, background: str) -> float:
-    """The fitted tail of the alarm peaks away from a shot, a confuser's at its weight."""
-    histogram = np.zeros(BINS)
-    for part in parts:
-        starts = np.arange(len(part.scores)) * PATCH_HOP_SECONDS
-        weights = alarm_peaks(part.scores).astype(np.float64)  # each alarm counted once
-        for event in part.events:
-            near = (starts < event.end_s + COLLAR_S) & (starts + PATCH_SECONDS > event.start_s - COLLAR_S)
-            if event.label == priority:
-                weights[near] = 0.0
-            elif event.label == background:
-                weights[near] = np.minimum(weights[near], part.confuser_weight)
-        histogram += weighted_histogram(part.scores, weights)
-    return tail_threshold(histogram, sum(p.hours for p in parts), budget_per_hour)
 
 
 def train_event_detector(clips: list[LabeledAudio], embed: Callable[[np.ndarray], np.ndarray], head: AudiosetHead,
@@ -242,13 +149,17 @@ def train_event_detector(clips: list[LabeledAudio], embed: Callable[[np.ndarray]
 
     priority_in = priority in classes
     out_of_fold: list[PartScores] = []
+    out_of_fold_margins = []
     for k in range(PARTS):
         progress(f"event detector: out-of-fold scores {k + 1} of {PARTS}")
         twin = EventDetector(fit_on([i for i in range(PARTS) if i != k]), classes, background, priority, 0.0, {})
         margins = twin.margins(parts[k][1])
+        out_of_fold_margins.append(margins)
         out_of_fold.append(PartScores(parts[k][0].events, parts[k][0].hours,
                                       margins[:, classes.index(priority)] if priority_in else margins.max(axis=1),
                                       weights[k]))
+    class_thresholds, by_class = other_class_thresholds(out_of_fold, out_of_fold_margins, classes, background,
+                                                        priority, budget_per_hour)
     yamnet_scores = [features[:, YAMNET_GUNSHOT] for _, features in parts]
     points = {TRAINED_SCORER: operating_point(out_of_fold, budget_per_hour, priority, priority_in, background),
               YAMNET_SCORER: operating_point([PartScores(scape.events, scape.hours, scores, weight) for (scape, _),
@@ -287,7 +198,7 @@ def train_event_detector(clips: list[LabeledAudio], embed: Callable[[np.ndarray]
     figures = {"budget_false_alarms_per_hour": budget_per_hour, **point, "parts": PARTS,
                "confusers_per_hour": confusers_per_hour, "confuser_weights": [round(w, 4) for w in weights],
                "source_recordings": len(groups), "priority_scorer": scorer, "priority_scorer_reason": why,
-               "out_of_fold_by_scorer": points}
+               "out_of_fold_by_scorer": points, "other_classes": by_class}
     progress("event detector: the shipped fit (every part)")
     shipped_cnn, shipped_trees = None, None
     adds_cnn = scorer in (YAMNET_PLUS_CNN_SCORER, YAMNET_PLUS_CNN_PLUS_TREES_SCORER)
@@ -298,7 +209,7 @@ def train_event_detector(clips: list[LabeledAudio], embed: Callable[[np.ndarray]
         progress("event detector: the shipped context trees (every part)")
         shipped_trees = fit_trees(list(range(PARTS)))
     return EventDetector(fit_on(list(range(PARTS))), classes, background, priority, float(point["threshold"]),
-                         figures, scorer, shipped_cnn, shipped_trees)
+                         figures, scorer, shipped_cnn, shipped_trees, class_thresholds)
 
 
 def _backgrounds_of(chosen: list[LabeledAudio], clips: list[LabeledAudio], background: str) -> list[np.ndarray]:
@@ -331,42 +242,6 @@ def cnn_training_patches(chosen: list[LabeledAudio], clips: list[LabeledAudio], 
 
 def _joined(pieces: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([codes for codes, _ in pieces]), np.concatenate([y for _, y in pieces])
-
-
-def operating_point(parts: list[PartScores], budget_per_hour: float, priority: str,
-                    calibrate: bool = True, background: str = "") -> dict[str, Any]:
-    """The calibrated threshold for the budget and what the parts show there."""
-    threshold, how = calibrated_threshold(parts, budget_per_hour, priority, background) if calibrate \
-        else (0.0, "none: no priority class")
-    hours = sum(p.hours for p in parts)
-    counted = [false_alarms_and_hits(p, threshold, priority) for p in parts]
-    weighted = sum(weighted_false_alarms(p, threshold, priority, background) for p in parts)
-    shots = sum(1 for p in parts for e in p.events if e.label == priority)
-    found = sum(hits for _, hits in counted)
-    return {"threshold": threshold, "calibration": how, "out_of_fold_hours": round(hours, 4),
-            "out_of_fold_false_alarms_per_hour": round(sum(fa for fa, _ in counted) / hours, 3) if hours else None,
-            "out_of_fold_false_alarms_per_hour_confusers_weighted": round(weighted / hours, 3) if hours else None,
-            "out_of_fold_recall": round(found / shots, 4) if shots else None, "out_of_fold_events": shots,
-            "out_of_fold_ranking_recall": ranking_recall(parts, budget_per_hour, priority, background)}
-
-
-def ranking_recall(parts: list[PartScores], budget_per_hour: float, priority: str, background: str) -> float | None:
-    """How well a scorer ranks shots above everything else near the budget, free of the tail
-    fit's noise: the mean over RANKING_BUDGETS x the budget of the best recall at a threshold
-    whose false alarms per hour (confusers weighted), counted on the out-of-fold parts, stay
-    within it. At the calibrated point alone every cautious scorer finds almost nothing, and
-    which one finds one shot more is chance."""
-    shots = sum(1 for p in parts for e in p.events if e.label == priority)
-    hours = sum(p.hours for p in parts)
-    if not shots or not hours:
-        return None
-    candidates = np.unique(np.concatenate([np.quantile(p.scores, np.linspace(0.95, 1.0, 101)) for p in parts]))
-    rates = np.array([sum(weighted_false_alarms(p, float(t), priority, background) for p in parts) / hours
-                      for t in candidates])
-    recalls = np.array([sum(false_alarms_and_hits(p, float(t), priority)[1] for p in parts) / shots
-                        for t in candidates])
-    best = [float(recalls[rates <= times * budget_per_hour].max(initial=0.0)) for times in RANKING_BUDGETS]
-    return round(float(np.mean(best)), 4)
 
 
 def choose_priority_scorer(points: dict[str, dict[str, Any]], priority: str) -> tuple[str, str]:

@@ -18,6 +18,7 @@ from ecosight_daemon.artifacts.event_detector import (
     YAMNET_SCORER,
     EventDetector,
     patch_context,
+    patch_features,
 )
 from ecosight_daemon.artifacts.linear_head import LogisticFit
 from ecosight_daemon.artifacts.shot_spectrogram import ShotSpectrogramModel
@@ -29,14 +30,17 @@ from ecosight_daemon.training.event_detector import (
     CNN_FAR_SHARE,
     CNN_SHOT_COPIES,
     LabeledAudio,
-    PartScores,
     choose_priority_scorer,
     cnn_training_patches,
-    confuser_weight,
-    operating_point,
-    weighted_false_alarms,
 )
 from ecosight_daemon.training.event_mixing import PlacedEvent
+from ecosight_daemon.training.operating_point import (
+    PartScores,
+    confuser_weight,
+    operating_point,
+    other_class_thresholds,
+    weighted_false_alarms,
+)
 from ecosight_daemon.util.digest import sha256_of_bytes
 
 CLASSES = ["clips", "dog_bark", "gun_shot"]
@@ -169,10 +173,49 @@ def test_a_detector_saved_before_scorers_existed_loads_as_trained_and_an_unknown
     arrays = {"mean": old.fit.mean, "std": old.fit.std, "kernel": old.fit.kernel, "bias": old.fit.bias,
               "classes": np.array(CLASSES), "background": "clips", "priority": "gun_shot", "threshold": 0.5}
     np.savez(tmp_path / "old.npz", **arrays)
-    assert EventDetector.load(tmp_path / "old.npz").priority_scorer == TRAINED_SCORER
+    loaded = EventDetector.load(tmp_path / "old.npz")
+    assert loaded.priority_scorer == TRAINED_SCORER
+    assert not loaded.label_thresholds().any()  # before the other classes had thresholds: beating every other class
     np.savez(tmp_path / "odd.npz", **arrays, priority_scorer="magic")
     with pytest.raises(ValueError, match="unknown priority scorer 'magic'"):
         EventDetector.load(tmp_path / "odd.npz")
+
+
+def test_another_event_class_is_reported_only_above_its_own_threshold_which_travels_in_the_file(
+        tmp_path: Path) -> None:
+    held = detector(TRAINED_SCORER, threshold=0.5)
+    held.class_thresholds = np.array([0.0, 2.0, 0.0], np.float32)  # dog barks held to a budget
+    margins = np.array([[-1.0, 1.0, -3.0],  # a dog bark beating every other class, below its threshold
+                        [-4.0, 3.0, -5.0],  # above it
+                        [-1.0, 1.0, 0.7]], np.float32)  # the gun shot clears its own threshold whatever the dog
+    assert held.labels(margins).tolist() == [0, 1, 2]
+    assert detector(TRAINED_SCORER, threshold=0.5).labels(margins).tolist() == [1, 1, 2]  # the rule before
+    assert held.base_thresholds().tolist() == [np.inf, 2.0, 0.5]  # what a site's learning moves
+    held.save(tmp_path / "held.npz")
+    loaded = EventDetector.load(tmp_path / "held.npz")
+    np.testing.assert_array_equal(loaded.label_thresholds(), [0.0, 2.0, 0.0])
+    assert loaded.labels(margins).tolist() == [0, 1, 2]
+
+
+def test_the_other_event_classes_are_held_to_the_same_false_alarm_budget_out_of_fold() -> None:
+    hop = 0.48
+    barks = [PlacedEvent("dog_bark", k * hop, k * hop + 1.5, k * hop + 0.5, 5.0, False, f"d{k}") for k in (100, 400)]
+    rng = np.random.default_rng(3)
+    margins = []
+    for _ in range(2):
+        columns = np.full((2000, 3), -4.0, np.float32) + rng.normal(0, 0.3, (2000, 3)).astype(np.float32)
+        columns[rng.choice(np.arange(600, 2000), 40, replace=False), 1] = rng.uniform(0.2, 1.5, 40)  # barking-ish noise
+        columns[[100, 101, 400, 401], 1] = 2.5  # the barks themselves
+        margins.append(columns)
+    parts = [PartScores(barks, hours=2.0, scores=m[:, 2]) for m in margins]  # 4 h: enough to count
+    thresholds, figures = other_class_thresholds(parts, margins, CLASSES, "clips", "gun_shot", 1.0)
+    assert thresholds[0] == 0.0 and thresholds[2] == 0.0  # the background and the priority class: not here
+    assert 1.0 < thresholds[1] < 2.5  # above the noise's 40 alarms a part at 0, below the barks
+    dog = figures["dog_bark"]
+    assert dog["calibration"] == "counted" and dog["at_0"]["false_alarms_per_hour"] >= 15
+    assert dog["at_threshold"]["false_alarms_per_hour"] <= 1.0 and dog["at_threshold"]["recall"] == 1.0
+    quiet = [PartScores([], hours=2.0, scores=m[:, 2]) for m in margins]  # no bark mixed in: nothing to hold
+    assert not other_class_thresholds(quiet, margins, CLASSES, "clips", "gun_shot", 1.0)[0].any()
 
 
 def test_another_scorer_ships_only_where_it_ranks_shots_better_than_yamnet_out_of_fold() -> None:
@@ -347,6 +390,12 @@ def test_the_onnx_detector_gives_the_detectors_own_margins_and_labels(scorer: st
     embeddings = rng.random((300, 1024)).astype(np.float32) * np.linspace(0.1, 8, 300, dtype=np.float32)[:, None]
     onsets = rng.normal(0, 4, (300, 4)).astype(np.float32)  # up to saturated classes, where margins are large
     spectrograms = rng.integers(-80, 80, (300, 48, 32)).astype(np.int8)
+    features = patch_features(embeddings, onsets, head)
+    shipped.fit.bias[1] -= np.median(shipped.margins(features, spectrograms)[:, 1])  # dog barks win half the patches
+    barks = shipped.margins(features, spectrograms)[:, 1]
+    assert (barks > 0).sum() >= 10
+    # dog barks held to a budget: half of those beating every other class are held back, so the rule is tried
+    shipped.class_thresholds = np.array([0.0, np.median(barks[barks > 0]), 0.0], np.float32)
     worst = check_detector_graph(detector_graph(shipped, head), shipped, head, embeddings, onsets, spectrograms)
     assert worst < 1e-3
 
