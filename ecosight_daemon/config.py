@@ -233,8 +233,8 @@ class DetectionSettings:
 class AlertSettings:
     webhook_url: str = setting("", "POST each gun-shot detection as JSON here (retried with back-off on its own "
                                "thread); empty: none", valid_webhook)
-    webhook_timeout_s: float = setting(5.0, "seconds one attempt may take in all (connect, send, status and "
-                                       "headers; the answer's body is never read)", between(0.1, 120.0))
+    webhook_timeout_s: float = setting(5.0, "seconds one attempt may take in all (name lookup, connect, send, "
+                                       "status and headers; the answer's body is never read)", between(0.1, 120.0))
     webhook_attempts: int = setting(6, "tries per alert (waits 1, 2, 4 ... s between them) before it is dropped "
                                     "with a log line; a redirect or a 4xx answer is not tried again", between(1, 20))
     webhook_secret_file: Path = setting(Path(""), "file (mode 0600) holding a key: each POST is signed "

@@ -1,8 +1,10 @@
 """The webhook: gun-shot alerts POSTed as JSON to one receiver, on a thread of its own with
 a bounded queue, so a slow or dead receiver delays nothing else.
 
-Each attempt has one monotonic deadline for everything (connect, request, status line and
-headers): a receiver that trickles a byte a second is cut off at it. The answer's body is
+Each attempt has one monotonic deadline for everything (the name's lookup, connect, request,
+status line and headers): a receiver that trickles a byte a second is cut off at it, and so is
+a resolver that does not answer (the lookup runs on a thread of its own; the attempt stops
+waiting for it). The answer's body is
 never read and redirects are never followed (a 3xx is reported, not obeyed). With a signing
 key, each POST carries `X-EcoSight-Timestamp` and `X-EcoSight-Signature: sha256=<hex>`, the
 HMAC-SHA256 of `<timestamp>.<body>`, so the receiver can refuse forged or replayed alerts.
@@ -59,6 +61,11 @@ def post_once(url: str, body: bytes, headers: dict[str, str], budget_s: float) -
                                                  context=ssl.create_default_context())
     else:
         connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=budget_s)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    addresses = addresses_within(parts.hostname or "", port, deadline)
+    if isinstance(addresses, str):
+        return WebhookAnswer(False, True, addresses)
+    connection._create_connection = lambda _, __, ___=None: connected(addresses, deadline)  # type: ignore[attr-defined]
     timer = threading.Timer(budget_s, lambda: _shut(connection.sock))  # a TLS handshake too
     timer.daemon = True
     timer.start()
@@ -85,6 +92,41 @@ def post_once(url: str, body: bytes, headers: dict[str, str], budget_s: float) -
     return WebhookAnswer(False, status >= 500 or status in (408, 429), f"answered {status}")
 
 
+def addresses_within(host: str, port: int, deadline: float) -> list[Any] | str:
+    """getaddrinfo's answers for host, or why there are none by the deadline. The lookup runs
+    on a daemon thread: glibc's resolver can take 5 s per try and server, and nothing stops
+    it, so a dead resolver costs the attempt its deadline, not the lookup's own timeouts."""
+    answer: list[list[Any] | str] = []
+    done = threading.Event()
+
+    def look_up() -> None:
+        try:
+            answer.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except OSError as exc:
+            answer.append(f"no address for {host}: {exc}")
+        done.set()
+
+    threading.Thread(target=look_up, name="ecosight-webhook-dns", daemon=True).start()
+    if not done.wait(max(0.0, deadline - time.monotonic())):
+        return f"no address for {host} within the attempt's deadline (the resolver did not answer)"
+    return answer[0]
+
+
+def connected(addresses: list[Any], deadline: float) -> socket.socket:
+    """A socket connected to the first of addresses that accepts before the deadline."""
+    failure: OSError = OSError(f"no address to connect to among {len(addresses)}")
+    for family, kind, protocol, _, address in addresses:
+        sock = socket.socket(family, kind, protocol)
+        try:
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            sock.connect(address)
+            return sock
+        except OSError as exc:
+            sock.close()
+            failure = exc
+    raise failure
+
+
 def _shut(sock: socket.socket | None) -> None:
     if sock is not None:
         try:
@@ -107,13 +149,16 @@ def unit_blocks_receiver(url: str, budget_s: float) -> str | None:
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    addresses: set[str] = {host}
+    deadline = time.monotonic() + budget_s
+    found = addresses_within(host, port, deadline)
+    if isinstance(found, str):
+        return None  # the attempts will say why
+    addresses = {str(info[4][0]) for info in found}
+    if all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
+        return None
     try:
-        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
-        if all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
-            return None
-        with socket.create_connection((host, port), timeout=budget_s):
-            return None
+        connected(found, deadline).close()
+        return None
     except OSError as exc:
         if exc.errno == errno.EPERM:
             return (f"webhook {url}: connecting to {host} is not permitted; "

@@ -126,6 +126,40 @@ def test_a_trickling_receiver_is_cut_off_at_the_deadline_and_later_alerts_go_out
         trickler.listener.close()
 
 
+def test_a_resolver_that_never_answers_costs_an_attempt_its_deadline_not_more(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fake resolver: there is no DNS server here to make slow. Before, the lookup ran
+    # outside the deadline (glibc: 5 s per try and server), holding the webhook's thread.
+    released = threading.Event()
+    real_lookup = socket.getaddrinfo
+
+    def silent_resolver(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host == "receiver.example":
+            released.wait(60)
+        return real_lookup(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", silent_resolver)
+    try:
+        began = time.monotonic()
+        answer = post_once("http://receiver.example/alerts", b"{}", {}, BUDGET_S)
+        took = time.monotonic() - began
+        assert not answer.delivered and answer.retry and "resolver did not answer" in answer.why
+        assert took < BUDGET_S + 1.0, took
+    finally:
+        released.set()
+
+
+def test_a_receiver_named_by_host_name_is_reached_through_its_resolved_address() -> None:
+    receiver = Receiver()
+    try:
+        by_name = receiver.url.replace("127.0.0.1", "localhost")
+        assert post_once(by_name, b'{"a": 1}', {}, BUDGET_S).delivered
+        headers, body = receiver.posts[0]
+        assert body == b'{"a": 1}' and headers["Host"].startswith("localhost:")
+    finally:
+        receiver.close()
+
+
 def test_a_configured_key_signs_each_post_so_a_receiver_can_verify_it() -> None:
     receiver = Receiver()
     secret = "k" * 32
