@@ -41,6 +41,12 @@ per fold (its log-odds cached), every variant on the same test hours. About 2 mi
 best, each CNN on the one augmented soundscape a retrain gives it: the shipped 48 x 32, every
 frame with bands in pairs (96 x 32), the full patch, and the full patch through a stride-2
 first layer. About 10 minutes a fold for the first two alone.
+
+`detection_cnn neighbours SEED...` asks whether the shipped CNN ranks better reading half a patch
+either side (1.92 s, 96 x 32: the first half of the patch before, the patch, the last half of
+the one after), max-pooled everywhere as shipped or position-aware (the maximum over bands, then
+dense over time), each fitted from the same two initialisations as the shipped CNN on the one
+augmented soundscape a retrain gives it. About 3 minutes a fold.
 """
 
 from __future__ import annotations
@@ -615,6 +621,91 @@ def main_resolution(seeds: list[int], names: tuple[str, ...] = tuple(RESOLUTIONS
         print(f"{name}: fit {fit_s:.0f} s, scoring the test hour {score_s:.1f} s (Keras, median), {params:.0f} weights")
 
 
+NEIGHBOUR_HALF = 24  # frames of the 48 x 32 codes: half a patch
+
+
+def with_neighbours(codes: np.ndarray) -> np.ndarray:
+    """(N, 96, 32): each patch's codes with the first half of the patch before and the last
+    half of the one after (the ends repeat their own patch)."""
+    before = np.concatenate([codes[:1], codes[:-1]])
+    after = np.concatenate([codes[1:], codes[-1:]])
+    return np.concatenate([before[:, :NEIGHBOUR_HALF], codes, after[:, NEIGHBOUR_HALF:]], axis=1)
+
+
+def wide_cnn(seed: int, positional: bool):  # type: ignore[no-untyped-def]
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    layers = keras.layers
+    inputs = keras.Input((96, 32, 1))
+    x = inputs
+    for width in (16, 32):
+        x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
+        x = layers.BatchNormalization(epsilon=1e-3)(x)
+        x = layers.MaxPooling2D(2)(x)
+    x = layers.Conv2D(64, 3, padding="same", activation="relu")(x)
+    if positional:  # where in the 1.92 s it stands out: the maximum over bands, then dense over time
+        x = layers.Lambda(lambda t: keras.ops.max(t, axis=2))(x)
+        x = layers.Conv1D(32, 1, activation="relu")(x)
+        x = layers.Flatten()(x)
+    else:
+        x = layers.GlobalMaxPooling2D()(x)
+    x = layers.Dropout(0.3)(x)
+    model = keras.Model(inputs, layers.Dense(1)(x))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    return model
+
+
+def main_neighbours(seeds: list[int], inits: int = 2) -> None:
+    from ecosight_daemon.artifacts.shot_spectrogram import decoded, spectrogram_inputs
+    from ecosight_daemon.training.shot_spectrogram_fit import POSITIVE_WEIGHT_SHARE, fit_shot_spectrogram
+
+    all_sources = sources()
+    groups = sorted({s.group for s in all_sources})
+    rows = []
+    for seed in seeds:
+        fold_of = {g: i % FOLDS for i, g in enumerate(np.random.default_rng(seed).permutation(groups))}
+        for fold in range(FOLDS):
+            cached = load(CACHE / f"s{seed}_f{fold}")[0]
+            rebuilt = test_soundscape([s for s in all_sources if fold_of[s.group] == fold],
+                                      np.random.default_rng(seed * 100 + fold))
+            if rebuilt.events != cached.events:
+                raise RuntimeError(f"fold {fold}: the rebuilt test hour is not the cached one (sources changed?)")
+            test = spectrogram_inputs(rebuilt.waveform)
+            train = [s for s in all_sources if fold_of[s.group] != fold]
+            copies = {"gun_shot": SHOT_COPIES, "confuser": CONFUSER_COPIES}
+            events = [(s.label, s.group, s.waveform) for s in train if s.label != "clips"
+                      for _ in range(copies.get(s.label, 1))]
+            scape = build_soundscape([s.waveform for s in train if s.label == "clips"], events,
+                                     8.0 * len(events) + 7, np.random.default_rng(seed * 1000 + fold * 10))
+            codes = spectrogram_inputs(scape.waveform)
+            labels = gun_labels(scape.events, len(codes))
+            keep = labels >= 0
+            y = labels[keep].astype(np.float32)
+            weight = max(1.0, (len(y) - y.sum()) / max(1.0, y.sum()) * POSITIVE_WEIGHT_SHARE)
+            wide = decoded(with_neighbours(codes)[keep])[..., None]
+            wide_test = decoded(with_neighbours(test))[..., None]
+            yamnet = cached.logits[:, 421]
+            row = {"yamnet_gunshot": best_recalls(cached.events, cached.hours, yamnet)}
+            for k in range(inits):
+                init = seed * 100 + fold * 10 + k
+                shipped = fit_shot_spectrogram(codes[keep], y, init).log_odds(test)
+                row[f"shipped_{k}"] = best_recalls(cached.events, cached.hours, yamnet + shipped)
+                for name, positional in (("wide_max_pooled", False), ("wide_positional", True)):
+                    model = wide_cnn(init, positional)
+                    model.fit(wide, y, batch_size=64, epochs=EPOCHS, verbose=0, class_weight={0: 1.0, 1: weight})
+                    scores = model.predict(wide_test, batch_size=256, verbose=0)[:, 0]
+                    row[f"{name}_{k}"] = best_recalls(cached.events, cached.hours, yamnet + scores)
+            rows.append(row)
+            print(f"s{seed}_f{fold}", {k: f"{a:.2f}/{b:.2f}" for k, (a, b) in row.items()}, flush=True)
+    for budget, column in ((1, 0), (5, 1)):
+        shipped = np.array([np.mean([r[f"shipped_{k}"][column] for k in range(inits)]) for r in rows])
+        print(f"<= {budget} FA/h, mean of {inits} initialisations per fold: shipped {shipped.mean():.3f}")
+        for name in ("wide_max_pooled", "wide_positional"):
+            arm = np.array([np.mean([r[f"{name}_{k}"][column] for k in range(inits)]) for r in rows])
+            print(f"  {name}: {arm.mean():.3f}, better in {(arm > shipped).sum()}, worse in {(arm < shipped).sum()}")
+
+
 def main(seed: int, rankers: tuple[str, ...]) -> None:
     started = time.monotonic()
     all_sources = sources()
@@ -652,6 +743,9 @@ if __name__ == "__main__":
     elif len(sys.argv) > 1 and sys.argv[1] == "context":
         build_folds([int(a) for a in sys.argv[2:]])
         main_context([int(a) for a in sys.argv[2:]])
+    elif len(sys.argv) > 1 and sys.argv[1] == "neighbours":
+        build_folds([int(a) for a in sys.argv[2:]])
+        main_neighbours([int(a) for a in sys.argv[2:]])
     elif len(sys.argv) > 1 and sys.argv[1] == "inits":
         build_folds([int(a) for a in sys.argv[2:]])
         main_inits([int(a) for a in sys.argv[2:]])
