@@ -151,7 +151,7 @@ def onnx_context_nodes(logits: str, onsets: str, features: str, constants: dict[
 
     constants |= {"context_logits": np.array(CONTEXT_LOGITS, np.int64),
                   "gun_family": np.array(GUN_FAMILY, np.int64), "context_zero": np.array(0, np.int64),
-                  "context_one": np.array(1, np.int64), "context_axes_1": np.array([1], np.int64)}
+                  "context_one": np.array(1, np.int64)}
     nodes = [helper.make_node("Gather", [logits, "context_logits"], ["context_picked"], axis=1),
              helper.make_node("Gather", [logits, "gun_family"], ["context_gun_logits"], axis=1),
              helper.make_node("ReduceMax", ["context_gun_logits"], ["context_gun_max"], axes=[1], keepdims=1),
