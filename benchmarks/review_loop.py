@@ -18,7 +18,8 @@ Each round then runs the product's own code in this process, as the daemon would
    round): gun-shot recall (0.5 s collar) and false alarms per hour (detected gun-shot
    events that overlap no shot).
 
-Figures are min / median / max over seeds. The test soundscape's background is its sites'
+Figures are min / median / max over seeds (SEEDS, or the seeds given: `python -m
+benchmarks.review_loop 7 11` saves review_loop_7_11.json). The test soundscape's background is its sites'
 share of the corpus's 10 minutes of `clips`, repeated at random offsets and gains: false
 alarms per hour are counted on repeated material (said beside the table).
 """
@@ -26,6 +27,7 @@ alarms per hour are counted on repeated material (said beside the table).
 from __future__ import annotations
 
 import logging
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -115,7 +117,9 @@ def score_test(settings: Any, recording: Path, truth: Soundscape, out: Path) -> 
         false_alarms += not hits
     hours = float(summary["hours_analysed"])
     return {"recall": len(found) / max(1, len(shots)), "false_alarms_per_hour": false_alarms / hours,
-            "model_version": summary["model_version"], **threshold_sweep(*traces[0], truth, hours)}
+            "model_version": summary["model_version"],
+            "priority_scorer": traces[0][1].parameters.get("priority_scorer", "(clip model)"),
+            **threshold_sweep(*traces[0], truth, hours)}
 
 
 def review_round(settings: Any, root: Path, sites: dict[str, list[dict[str, str]]], seed: int,
@@ -142,8 +146,10 @@ def review_round(settings: Any, root: Path, sites: dict[str, list[dict[str, str]
         outcome = retrain(settings, store, trigger=f"review round {round_number}")
     finally:
         store.close()
+    detector = outcome.event_detector or {}
     return {"queued": len(reviewer.queued), "answers": answers, "retrain": outcome.status.value,
-            "reason": outcome.reason}
+            "reason": outcome.reason, "candidate_scorer": detector.get("priority_scorer"),
+            "candidate_scorer_reason": detector.get("priority_scorer_reason")}
 
 
 def one_seed(seed: int) -> list[dict[str, Any]]:
@@ -189,8 +195,8 @@ def _cut(before: float, after: float) -> float:
     return 1 - after / before
 
 
-def run() -> list[Figure]:
-    runs = {seed: one_seed(seed) for seed in SEEDS}
+def run(seeds: tuple[int, ...] = SEEDS) -> list[Figure]:
+    runs = {seed: one_seed(seed) for seed in seeds}
     figures: list[Figure] = []
     for key, label, unit in FIGURES:
         for number in range(ROUNDS + 1):
@@ -205,7 +211,8 @@ def run() -> list[Figure]:
                           cut, "share", ">= 0.30", cut >= 0.30))
     figures.append(Figure(f"best recall at <= 1 false alarm per hour, change after {ROUNDS} rounds", change, "",
                           ">= -0.02", change >= -0.02))
-    save_report("review_loop", figures, {"seeds": list(SEEDS), "per_round": PER_ROUND,
+    name = "review_loop" if seeds == SEEDS else "review_loop_" + "_".join(map(str, seeds))
+    save_report(name, figures, {"seeds": list(seeds), "per_round": PER_ROUND,
                                          "review_seconds": REVIEW_SECONDS, "test_seconds": TEST_SECONDS,
                                          "runs": {str(k): v for k, v in runs.items()}})
     return figures
@@ -213,5 +220,5 @@ def run() -> list[Figure]:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    for figure in run():
+    for figure in run(tuple(int(a) for a in sys.argv[1:]) or SEEDS):
         print(figure.row())
