@@ -19,7 +19,8 @@ few to observe a few alarms at the budget, the threshold comes from the fitted t
 their non-shot alarm peaks (each alarm counted once, at its loudest patch;
 artifacts/score_tail.py), not from "above the loudest thing heard". YAMNet's own
 gun-shot score is calibrated on the same parts; the fitted scorer ranks gun shots only
-where its recall there is higher (artifacts/event_detector.py says how each runs).
+where it ranks them better there than every YAMNet-based candidate, by more than the
+comparison's noise (artifacts/event_detector.py says how each runs).
 
 Given `fit_cnn`, a third candidate: YAMNet's gun-shot score plus a small CNN's log-odds on
 the patch's band-normalised log-mel (artifacts/shot_spectrogram.py). The CNN learns from
@@ -246,18 +247,34 @@ def _joined(pieces: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np
 
 def choose_priority_scorer(points: dict[str, dict[str, Any]], priority: str) -> tuple[str, str]:
     """YAMNet's own gun-shot score unless a candidate ranks shots better out of fold on the same
-    soundscapes (ranking_recall; and better than every simpler candidate: the fitted scorer,
-    then YAMNet + CNN, then YAMNet + CNN + context trees); a trained detector must beat the network it is built on."""
+    soundscapes (ranking_recall): YAMNet + CNN where it beats YAMNet, YAMNet + CNN + context trees
+    where it beats both; a trained detector must beat the network it is built on. The fitted
+    scorer, which does not start from YAMNet's score and so has nothing to hold it on background
+    the parts never held, must beat the best of those by more than the comparison's noise."""
     ranked: dict[str, float] = {name: point["out_of_fold_ranking_recall"] for name, point in points.items()
                                 if point.get("out_of_fold_ranking_recall") is not None}
     if YAMNET_SCORER not in ranked:
         return TRAINED_SCORER, f"no {priority!r} events to compare the scorers on"
     best = YAMNET_SCORER
-    for name in (TRAINED_SCORER, YAMNET_PLUS_CNN_SCORER, YAMNET_PLUS_CNN_PLUS_TREES_SCORER):
+    for name in (YAMNET_PLUS_CNN_SCORER, YAMNET_PLUS_CNN_PLUS_TREES_SCORER):
         if name in ranked and ranked[name] > ranked[best]:
             best = name
     said = ", ".join(f"{name} {recall:.3f}" for name, recall in ranked.items())
+    margin = ranking_noise(ranked[best], int(points[best].get("out_of_fold_events") or 0))
+    if TRAINED_SCORER in ranked and ranked[TRAINED_SCORER] > ranked[best] + margin:
+        best = TRAINED_SCORER
+    elif TRAINED_SCORER in ranked and ranked[TRAINED_SCORER] > ranked[best]:
+        said += (f"; the fitted scorer leads {best} by less than the comparison's noise ({margin:.3f}, "
+                 f"one standard error of a recall on {points[best].get('out_of_fold_events')} events)")
     if best == YAMNET_SCORER:
         return best, (f"no candidate ranks gun shots better than YAMNet's own score out of fold (mean best recall "
                       f"at 1-10x the budget: {said})")
     return best, f"{best} ranks gun shots best out of fold (mean best recall at 1-10x the budget: {said})"
+
+
+def ranking_noise(recall: float, events: int) -> float:
+    """How far two scorers' out-of-fold ranking recalls on the same `events` can differ by
+    chance: one standard error of a recall there, and never less than one event."""
+    if events <= 0:
+        return 0.0
+    return max(1.0 / events, float(np.sqrt(recall * (1.0 - recall) / events)))
