@@ -260,12 +260,14 @@ def choose_priority_scorer(points: dict[str, dict[str, Any]], priority: str) -> 
         if name in ranked and ranked[name] > ranked[best]:
             best = name
     said = ", ".join(f"{name} {recall:.3f}" for name, recall in ranked.items())
-    margin = ranking_noise(ranked[best], int(points[best].get("out_of_fold_events") or 0))
+    events = int(points[best].get("out_of_fold_events") or 0)
+    margin = ranking_noise(ranked[best], events)
+    noise = f"the comparison's noise ({margin:.3f}, one standard error of a recall on {events} events)"
     if TRAINED_SCORER in ranked and ranked[TRAINED_SCORER] > ranked[best] + margin:
+        said += f"; the fitted scorer leads {best} by more than {noise}"
         best = TRAINED_SCORER
     elif TRAINED_SCORER in ranked and ranked[TRAINED_SCORER] > ranked[best]:
-        said += (f"; the fitted scorer leads {best} by less than the comparison's noise ({margin:.3f}, "
-                 f"one standard error of a recall on {points[best].get('out_of_fold_events')} events)")
+        said += f"; the fitted scorer leads {best} by less than {noise}"
     if best == YAMNET_SCORER:
         return best, (f"no candidate ranks gun shots better than YAMNet's own score out of fold (mean best recall "
                       f"at 1-10x the budget: {said})")

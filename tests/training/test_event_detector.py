@@ -256,7 +256,9 @@ def test_the_fitted_scorer_must_beat_the_yamnet_based_ones_by_more_than_the_comp
 
     scorer, why = choose(0.250, 0.219, 40)  # one standard error there: sqrt(0.219 * 0.781 / 40) = 0.065
     assert scorer == YAMNET_PLUS_CNN_SCORER and "less than the comparison's noise (0.065" in why
-    assert choose(0.300, 0.219, 40)[0] == TRAINED_SCORER  # beyond it
+    scorer, why = choose(0.300, 0.219, 40)  # beyond it, and the reason says by how much it had to lead
+    assert scorer == TRAINED_SCORER and "leads yamnet_gunshot_plus_cnn by more than the comparison" in why
+    assert "noise (0.065, one standard error of a recall on 40 events)" in why
     assert choose(0.250, 0.219, 400)[0] == TRAINED_SCORER  # ten times the events: a third of the noise
     assert choose(0.3, 0.3, 40)[0] == YAMNET_PLUS_CNN_SCORER  # a tie goes to the scorer built on YAMNet
     assert ranking_noise(0.0, 40) == 1 / 40  # never less than one event
