@@ -32,6 +32,8 @@ def point(name: str) -> None:
     pause_file = Path(os.environ[PAUSE_FILE_ENV])
     if os.environ.get(PAUSE_ONCE_ENV) and pause_file.exists():
         return
-    pause_file.write_text(str(os.getpid()))
+    written = pause_file.with_name(f".{pause_file.name}.{os.getpid()}")
+    written.write_text(str(os.getpid()))
+    os.replace(written, pause_file)  # a test that sees the file reads the whole pid, never an empty file
     while True:
         time.sleep(0.1)
