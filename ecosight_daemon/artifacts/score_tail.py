@@ -10,7 +10,7 @@ the retrain's calibration (training/event_detector.py) and by each site's learne
 Both count each alarm once, at its loudest patch (`alarm_peaks`, ~15% of patches): a loud
 moment lifts the 2-3 overlapping patches that hold it, and counted per patch one alarm counted
 that many times, so the threshold sat ~1 log-odds above what the budget asked
-(docs/detection.md).
+(docs/detection-measured.md).
 """
 
 from __future__ import annotations

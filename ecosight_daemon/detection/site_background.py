@@ -23,7 +23,7 @@ A threshold is raised only where the site's own alarms at it recur: more of them
 its hours than chance at the budget would give (score_tail.excess_alarms: 3 in 1 h, 7 in
 4 h). A site whose tail merely extrapolates above the threshold, with no more alarms than
 the budget allows, keeps it: raising there costs its shots and removes no false alarm
-(measured on the detection benchmark, docs/detection.md).
+(measured on the detection benchmark, docs/detection-measured.md).
 """
 
 from __future__ import annotations

@@ -75,9 +75,10 @@ REGULARIZATION_C = 0.001  # strong: a few thousand patches, 525 features, sites 
 CONFUSERS_PER_HOUR = 25.0  # loud non-shot impulses a field hour holds (the field recordings: 25)
 CNN_SHOT_COPIES = 4  # benchmarks/detection_cnn.py: more copies of the few shots, more for the CNN to learn
 CNN_CONFUSER_COPIES = 2
-CNN_SOUNDSCAPES = 1  # per part: with 2 the CNN lost the out-of-fold choice to YAMNet (docs/detection.md)
+CNN_SOUNDSCAPES = 1  # per part: with 2 the CNN lost the out-of-fold choice to YAMNet (docs/detection-measured.md)
 # Of the copies of each event heard from afar (training/event_variation.py). 0.5 ranked a little better in
-# `detection_cnn vary` (15 folds) but worse end to end in `detection` (seeds 42 and 1): not shipped (docs/detection.md).
+# `detection_cnn vary` (15 folds) but worse end to end in `detection` (seeds 42 and 1): not shipped
+# (docs/detection-measured.md).
 CNN_FAR_SHARE = 0.0
 FitCnn = Callable[[np.ndarray, np.ndarray, int], ShotSpectrogramModel]  # (codes, is_shot, seed) -> CNN
 
