@@ -28,7 +28,7 @@ LATER_BURST = 500
 CLASSES = ("gun_shot", "clips", "dog_bark")
 # The daemon's own peak; its training process is measured apart. 2.44-2.51 GiB on main
 # 9d46281 (the event detector trained in the daemon, its onset features one STFT of a whole
-# 14-minute soundscape); 1.40 GiB once they took a minute at a time; 545 MiB on 691871f
+# 14-minute soundscape); 1.40 GiB once they took a minute at a time; 545 MiB on 560acae
 # (2026-12-07), the detector trained in the training process since 35a4a2b. Issue #32's bound.
 PEAK_RSS_BOUND_MIB = 1_600
 STATUS_ANSWER_S = 5.0
