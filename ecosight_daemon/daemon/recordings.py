@@ -1,7 +1,8 @@
 """The daemon's long recordings: recordings_dir looked at every scan_interval_s, a file
 taken once its size and mtime held still for settle_s, then analysed a step at a time on
 the loop (recording_job.py), scored from the cache, and re-scored from the cache whenever
-the current version changes (a promotion, a rollback). One step is one chunk (~61 s of
+the current version changes (a promotion, a rollback) or its site has learned enough more of
+its own background (site_learning.py). One step is one chunk (~61 s of
 audio), one poll of the recording reader, or one cached chunk re-scored, so signals and
 status are answered between steps. Recordings take turns of `turn_minutes` of audio.
 
@@ -10,7 +11,7 @@ as that recording `failed` with the reason; the loop goes on. A recording whose 
 being cut short by the reader dying is failed after MAX_ATTEMPTS.
 
 Alerts go out when a recording is scored for the first time; a re-score replaces its
-events quietly (they were alerted on already, or are the new model's second opinion).
+events quietly (they were alerted on already, or are a second opinion on audio heard before).
 """
 
 from __future__ import annotations
@@ -164,6 +165,8 @@ class Recordings:
         if self._scoring is not None:
             for path in self._ledger.scored_by_other_than(self._scoring.version):
                 return self._score(path, self._scoring)
+            for path in self._sites.to_score_again(self._scoring.version):
+                return self._score(path, self._scoring)
         return None
 
     def _analyse(self, relpath: str) -> Iterator[None]:
@@ -214,16 +217,17 @@ class Recordings:
         self.current = {"recording": relpath, "doing": f"scoring with {scoring.version}"}
         first_time = row.model_version is None
         found: list[Event] = []
-        scorer = scoring.scorer(self._sites.offsets(relpath, scoring))
+        site = self._sites.thresholds(relpath, scoring)
+        scorer = scoring.scorer(site.offsets)
         trace = WindowTrace(scoring.classes, scoring.background, scorer.window_s)
         yield from score_cached(self._ledger.chunks(row.sha256, self._embedder.model_id), scoring, scorer, found,
                                 trace)
         self._sites.learned(relpath, row.sha256, scoring.version, row.seconds,
-                            scorer.histogram if isinstance(scorer, PatchScorer) else None)
+                            scorer.histogram if isinstance(scorer, PatchScorer) else None, site.learned_from_s)
         ids = self._ledger.replace_detections(relpath, scoring.version, [
             (e.label, e.start_s, e.end_s, e.peak_s, e.score) for e in found])
         logger.info("recording %s: %d events (model %s%s)", printable(relpath), len(found), scoring.version,
-                    "" if first_time else ", re-scored from cached embeddings")
+                    _rescore_note(first_time, row.model_version != scoring.version, site.learned_from_s))
         if self._review is not None:
             self._review.fill(ScoredRun((self.root / relpath).resolve(), relpath, row.sha256, row.start_utc, found,
                                         trace, scoring.version))
@@ -232,3 +236,13 @@ class Recordings:
                 stored = self._ledger.detection(detection_id)
                 if stored is not None and self._ledger.first_alert(row.sha256, stored):
                     self._alerts.detected(stored)
+
+
+def _rescore_note(first_time: bool, new_version: bool, learned_from_s: float) -> str:
+    if first_time:
+        return ""
+    if new_version:
+        return ", re-scored from cached embeddings"
+    if learned_from_s > 0:
+        return f", re-scored from cached embeddings: its site's thresholds learned from {learned_from_s / 3600:.1f} h"
+    return ", re-scored from cached embeddings: the version's own thresholds"

@@ -206,6 +206,12 @@ UPDATE recordings SET state = 'pending', attempts = 0 WHERE state IN ('done', 'd
     (11, """
 ALTER TABLE site_scores ADD COLUMN counted TEXT NOT NULL DEFAULT 'patches';
 """),
+    # How many seconds of its site's other audio a recording's thresholds were learned from
+    # when it was scored (0: none), so it is scored again as its site learns more. Rows
+    # from before count as 0: recordings of a site that has learned are re-scored once.
+    (12, """
+ALTER TABLE site_scores ADD COLUMN learned_from_s REAL NOT NULL DEFAULT 0;
+"""),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

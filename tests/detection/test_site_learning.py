@@ -221,6 +221,40 @@ def test_the_site_ledger_pools_a_recorders_other_recordings_of_one_version(tmp_p
     store.close()
 
 
+def test_a_recording_is_scored_again_each_time_its_site_has_learned_twice_as_much(tmp_path: Path) -> None:
+    """Which recordings the daemon scores again as their site learns: those whose site's other
+    audio reached the minimum where none was learned from, or doubled since; a few times per
+    recording as a site fills, not once per new recording."""
+    store = Database.open(tmp_path / "cache.db")
+
+    def scored(path: str, learned_from_s: float, version: str = "v0001") -> None:
+        store.recordings.note(path, 1, 1)
+        store.recordings.started(path, path, None, "none", None)
+        store.recordings.done_from_cache(path, 3600.0, None)
+        store.sites.record(path, path, path[:4], version, 3600.0, np.full((2, 1024), 1), learned_from_s)
+        store.recordings.replace_detections(path, version, [])
+
+    def due() -> list[str]:
+        return store.sites.learned_more_since("v0001", min_seconds=3600.0, growth=2.0)
+
+    scored("AM01_a.WAV", 0.0)  # the site's first hour: nothing to learn from yet
+    assert due() == []
+    scored("AM01_b.WAV", 3600.0)  # scored with what the first hour taught
+    assert due() == ["AM01_a.WAV"]  # the first hour now has an hour of its site to learn from
+    scored("AM01_a.WAV", 3600.0)
+    assert due() == []
+    scored("AM01_c.WAV", 7200.0)
+    assert due() == ["AM01_a.WAV", "AM01_b.WAV"]  # their site's other audio doubled (1 h -> 2 h)
+    scored("AM01_a.WAV", 7200.0)
+    scored("AM01_b.WAV", 7200.0)
+    assert due() == []
+    scored("AM02_a.WAV", 0.0)  # another recorder's hour is not AM01's
+    scored("AM01_d.WAV", 0.0, version="v0000")  # scored by another version: that version's to re-score
+    assert due() == []
+    assert store.sites.learned_from_a_site("v0001") == ["AM01_a.WAV", "AM01_b.WAV", "AM01_c.WAV"]
+    store.close()
+
+
 def field_bed(corpus: Path, seconds: float) -> np.ndarray:
     """Field background files end to end (looped) to `seconds` of 16 kHz audio."""
     with (corpus / "MANIFEST.csv").open(newline="") as handle:
