@@ -10,8 +10,11 @@ Whatever a recording does (an absurd clock, a file that hangs the reader, a bug)
 as that recording `failed` with the reason; the loop goes on. A recording whose turns keep
 being cut short by the reader dying is failed after MAX_ATTEMPTS.
 
-Alerts go out when a recording is scored for the first time; a re-score replaces its
-events quietly (they were alerted on already, or are a second opinion on audio heard before).
+Alerts go out when a recording is scored for the first time. A new version's re-score
+replaces its events quietly (they were alerted on already, or are a new model's second
+opinion on everything heard before). A re-score by what its site learned since alerts the
+events it adds (none of its class overlapped them before, none was alerted there), as they
+would have been in a recording analysed after the site had learned.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from ecosight_daemon.embedding.interface import Embedder
 from ecosight_daemon.errors import AudioDecodeError
 from ecosight_daemon.review.queue import ReviewQueue, ScoredRun
 from ecosight_daemon.store.database import Database
+from ecosight_daemon.store.recordings import StoredDetection
 from ecosight_daemon.util.printable import printable
 from ecosight_daemon.versions.registry import ModelRegistry
 
@@ -48,6 +52,7 @@ VERSION_CHECK_S = 1.0
 RECENT_SHOWN = 50  # detections in the status document (the Detections page, GET /detections), and of each class
 TIMELINE_RECORDINGS = 500  # the latest analysed recordings drawn on the Detections page's timeline
 MAX_ATTEMPTS = 3  # turns on one recording cut short by the reader dying (or the daemon killed) before it fails
+SAME_EVENT_S = 3.0  # an alert this long before an event's start (or within it) was for the same event
 
 
 class Recordings:
@@ -216,6 +221,8 @@ class Recordings:
             return
         self.current = {"recording": relpath, "doing": f"scoring with {scoring.version}"}
         first_time = row.model_version is None
+        new_version = row.model_version != scoring.version
+        before = [] if new_version else self._ledger.spans_of(relpath)  # what a site's learning adds to
         found: list[Event] = []
         site = self._sites.thresholds(relpath, scoring)
         scorer = scoring.scorer(site.offsets)
@@ -227,15 +234,22 @@ class Recordings:
         ids = self._ledger.replace_detections(relpath, scoring.version, [
             (e.label, e.start_s, e.end_s, e.peak_s, e.score) for e in found])
         logger.info("recording %s: %d events (model %s%s)", printable(relpath), len(found), scoring.version,
-                    _rescore_note(first_time, row.model_version != scoring.version, site.learned_from_s))
+                    _rescore_note(first_time, new_version, site.learned_from_s))
         if self._review is not None:
             self._review.fill(ScoredRun((self.root / relpath).resolve(), relpath, row.sha256, row.start_utc, found,
                                         trace, scoring.version))
-        if first_time:
-            for detection_id in ids:
-                stored = self._ledger.detection(detection_id)
-                if stored is not None and self._ledger.first_alert(row.sha256, stored):
-                    self._alerts.detected(stored)
+        if first_time or not new_version:
+            stored = [d for d in map(self._ledger.detection, ids) if d is not None]
+            if not first_time:  # only what the site's learning added, not alerted on before
+                stored = [d for d in stored if not _overlaps(d, before)
+                          and not self._ledger.alerted_near(row.sha256, d, SAME_EVENT_S)]
+            for detection in stored:
+                if self._ledger.first_alert(row.sha256, detection):
+                    self._alerts.detected(detection)
+
+
+def _overlaps(event: StoredDetection, spans: list[tuple[str, float, float]]) -> bool:
+    return any(label == event.label and start < event.end_s and event.start_s < end for label, start, end in spans)
 
 
 def _rescore_note(first_time: bool, new_version: bool, learned_from_s: float) -> str:

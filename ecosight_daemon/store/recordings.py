@@ -174,6 +174,14 @@ class RecordingLedger:
                                   "VALUES (?, ?, ?, ?)", key).rowcount
         return bool(inserted == 1)
 
+    def alerted_near(self, sha256: str, detection: StoredDetection, before_s: float) -> bool:
+        """An alert of this content and class started within the event or up to `before_s` before
+        it: the same event, its edges moved by a re-score."""
+        return self._db.execute(
+            "SELECT 1 FROM alerts_sent WHERE sha256 = ? AND label = ? AND start_ms BETWEEN ? AND ?",
+            (sha256, detection.label, round((detection.start_s - before_s) * 1000),
+             round(detection.end_s * 1000))).fetchone() is not None
+
     def counts_by_state(self) -> dict[str, int]:
         counts = {state: 0 for state in ("pending", "detecting", "done", "failed")}
         counts.update(dict(self._db.execute("SELECT state, COUNT(*) FROM recordings GROUP BY state")))
@@ -268,6 +276,11 @@ class RecordingLedger:
             f"SELECT {_DETECTION_COLUMNS} FROM detections d JOIN recordings r ON r.path = d.path {where} "
             "ORDER BY r.start_utc DESC, d.path DESC, d.start_s DESC LIMIT ?", (*parameters, limit))
         return [StoredDetection(*row) for row in rows]
+
+    def spans_of(self, path: str) -> list[tuple[str, float, float]]:
+        """(label, start, end) of the recording's stored events."""
+        return [(label, float(start), float(end)) for label, start, end in self._db.execute(
+            "SELECT label, start_s, end_s FROM detections WHERE path = ?", (path,))]
 
     def detection(self, detection_id: int) -> StoredDetection | None:
         row = self._db.execute(f"SELECT {_DETECTION_COLUMNS} FROM detections d JOIN recordings r ON r.path = d.path "

@@ -2,12 +2,14 @@
 real version, a recorder whose own audio holds a recurring shot-like bang. Its first recording
 is scored before the site has learned anything; once the site has, that recording is scored
 again from the cache (no audio read twice), again when the site's audio has doubled, and not
-with every new recording; with site learning turned off, the version's own thresholds return."""
+with every new recording; with site learning turned off, the version's own thresholds return,
+and the events that adds are alerted, each once."""
 
 from __future__ import annotations
 
 import re
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,17 @@ def rescores(daemon: DaemonProcess, name: str) -> list[str]:
                       r"([^)]*)\)", daemon.log_text())
 
 
+def alerted(daemon: DaemonProcess, name: str) -> list[float]:
+    """The start of every gun shot in `name` the daemon alerted on, in order."""
+    return [float(start) for start in re.findall(rf"DETECTION gun_shot at \S+ in {re.escape(name)} \(([\d.]+)-",
+                                                 daemon.log_text())]
+
+
+def gun_shot_starts(root: Path, name: str) -> list[float]:
+    return [row[0] for row in cache_rows(root, "SELECT start_s FROM detections WHERE path = ? AND label = 'gun_shot' "
+                                               "ORDER BY start_s", name)]
+
+
 def copy_in(root: Path, name: str) -> None:
     target = root / "recordings" / name
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -111,6 +124,12 @@ def test_a_sites_earlier_recordings_are_scored_again_as_it_learns(site: dict[str
         assert gun_shots(root, first) == before
         daemon.wait_idle(60)
         assert [len(rescores(daemon, name)) for name in NAMES] == [3, 2, 1]  # once each, then left alone
+        # The bangs the site had learned to refuse are events again, and alerted as they would have been
+        # had the recordings come in with site learning off: each once (the first's when it was first scored).
+        threading.Event().wait(2.0)  # the log lines of the last re-score
+        assert len(alerted(daemon, first)) == before
+        for name in NAMES:
+            assert sorted(alerted(daemon, name)) == gun_shot_starts(root, name), name
         assert daemon.stop() == 0
     finally:
         daemon.kill()

@@ -273,3 +273,21 @@ def test_decode_attempts_count_per_file_version_and_end_with_a_result(store: Dat
     store.clips.forget_files(["b.wav"])
     assert store.attempts.count([("a.wav", 10, 2)]) == {"a.wav": 1}
     assert store.query("SELECT path FROM decode_attempts") == [("a.wav",)]
+
+
+def test_an_alert_is_sent_once_per_event_and_a_moved_edge_is_the_same_event(store: Database) -> None:
+    """first_alert: once per content, class and start, whatever the path; alerted_near: an event
+    whose edges a re-score moved (an alert started within it or up to 3 s before) was alerted."""
+    from ecosight_daemon.store.recordings import StoredDetection
+
+    def event(label: str, start: float, end: float, path: str = "AM01_a.WAV") -> StoredDetection:
+        return StoredDetection(0, path, label, start, end, start + 0.5, 0.9, "v0001", None)
+
+    assert store.recordings.first_alert("x", event("gun_shot", 98.4, 99.36))
+    assert not store.recordings.first_alert("x", event("gun_shot", 98.4, 99.9, path="copy.WAV"))
+    assert store.recordings.first_alert("x", event("gun_shot", 100.8, 102.72))  # another start: another event
+    assert store.recordings.alerted_near("x", event("gun_shot", 97.92, 99.36), 3.0)  # started earlier, same bang
+    assert store.recordings.alerted_near("x", event("gun_shot", 101.0, 101.9), 3.0)  # started later, same bang
+    assert not store.recordings.alerted_near("x", event("gun_shot", 106.0, 107.0), 3.0)
+    assert not store.recordings.alerted_near("x", event("dog_bark", 98.4, 99.36), 3.0)
+    assert not store.recordings.alerted_near("y", event("gun_shot", 98.4, 99.36), 3.0)
