@@ -1,13 +1,14 @@
 """Is reviewing worth a ranger's time? False alarms per hour and gun-shot recall on sites the
 model never trained on or was reviewed on, after 0, 1, 2 and 3 rounds of review.
 
-For each seed the dev corpus's source recordings (MANIFEST `group`) are dealt, class by
-class, into training sites (half), review sites (a quarter) and test sites (a quarter).
+For each seed the source recordings (MANIFEST `group`) of the dev corpus and the field set
+are dealt, class by class, into training sites (half), review sites (a quarter) and test
+sites (a quarter).
 The workspace starts with the training sites' clips; `retrain` makes the first version.
 Each round then runs the product's own code in this process, as the daemon would:
 
 1. a REVIEW_SECONDS soundscape is built from the review sites (a new one each round:
-   their backgrounds, their gun shots, dog barks and engines at 0-15 dB) and detected in
+   their backgrounds, their gun shots, dog barks, engines and confusers at 0-15 dB) and detected in
    with `detect_paths`, queueing up to PER_ROUND items (`--review`);
 2. a simulated reviewer answers every queued item from the known truth (the class of the
    placed event overlapping the item's clip most, else the background class) through
@@ -19,16 +20,16 @@ Each round then runs the product's own code in this process, as the daemon would
    events that overlap no shot).
 
 Figures are min / median / max over seeds (SEEDS, or the seeds given: `python -m
-benchmarks.review_loop 7 11` saves review_loop_7_11.json). The test soundscape's background is its sites'
-share of the corpus's 10 minutes of `clips`, repeated at random offsets and gains: false
-alarms per hour are counted on repeated material (said beside the table).
+benchmarks.review_loop 7 11` saves review_loop_7_11.json).
 
-`python -m benchmarks.review_loop field 7 11` (saved as review_loop_field_7_11.json) deals the
-field set's source recordings too, as a team would have them: its 29 minutes of outdoor background
-and its 100 impulsive confusers (thunder, fireworks, rock falls...) in the background class of the
-training sites, the review and test sites' background drawn from dev and field alike, and their
-confusers placed like events. The simulated reviewer calls a confuser background; the test hour's
-false alarms are also counted by what they fell on.
+The field set's source recordings are dealt as a team would have them (since 2026-12-07):
+its 29 minutes of outdoor background and its 100 impulsive confusers (thunder, fireworks, rock
+falls...) in the background class of the training sites, the review and test sites' background
+drawn from dev and field alike, and their confusers placed like events. The simulated reviewer
+calls a confuser background; the test hour's false alarms are also counted by what they fell
+on. `python -m benchmarks.review_loop dev 7 11` (saved as review_loop_dev_7_11.json) runs it
+as before, on the dev corpus alone: the test soundscape's background is then its sites' share
+of the corpus's 10 minutes of `clips`, repeated at random offsets and gains, and no confuser.
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ def review_round(settings: Any, root: Path, corpus: Path, sites: dict[str, list[
             "candidate_scorer_reason": detector.get("priority_scorer_reason")}
 
 
-def one_seed(seed: int, with_field: bool = False) -> list[dict[str, Any]]:
+def one_seed(seed: int, with_field: bool = True) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="ecosight-review-loop-") as tmp:
         root = Path(tmp)
         if with_field:
@@ -232,7 +233,7 @@ def _cut(before: float, after: float) -> float:
     return 1 - after / before
 
 
-def run(seeds: tuple[int, ...] = SEEDS, with_field: bool = False) -> list[Figure]:
+def run(seeds: tuple[int, ...] = SEEDS, with_field: bool = True) -> list[Figure]:
     runs = {seed: one_seed(seed, with_field) for seed in seeds}
     figures: list[Figure] = []
     for key, label, unit in FIGURES:
@@ -248,7 +249,7 @@ def run(seeds: tuple[int, ...] = SEEDS, with_field: bool = False) -> list[Figure
                           cut, "share", ">= 0.30", cut >= 0.30))
     figures.append(Figure(f"best recall at <= 1 false alarm per hour, change after {ROUNDS} rounds", change, "",
                           ">= -0.02", change >= -0.02))
-    name = "review_loop" + ("_field" if with_field else "")
+    name = "review_loop" + ("" if with_field else "_dev")
     if seeds != SEEDS:
         name += "_" + "_".join(map(str, seeds))
     save_report(name, figures, {"seeds": list(seeds), "per_round": PER_ROUND,
@@ -261,6 +262,6 @@ def run(seeds: tuple[int, ...] = SEEDS, with_field: bool = False) -> list[Figure
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
     arguments = sys.argv[1:]
-    field = arguments[:1] == ["field"]
-    for figure in run(tuple(int(a) for a in arguments[field:]) or SEEDS, with_field=field):
+    dev_only = arguments[:1] == ["dev"]
+    for figure in run(tuple(int(a) for a in arguments[dev_only:]) or SEEDS, with_field=not dev_only):
         print(figure.row())
